@@ -1,0 +1,42 @@
+# helexa-go: build, test, lint, benchmark and fuzz targets.
+# `make test` is the command the README names and .ci/run calls.
+
+GO              ?= go
+STATICCHECK_VER ?= v0.8.2
+FUZZTIME        ?= 10s
+BENCHTIME       ?= 1s
+export CGO_CFLAGS ?= -Wno-deprecated-declarations
+
+.PHONY: all build test lint staticcheck bench fuzz
+
+all: lint test
+
+build:
+	$(GO) build ./...
+
+test:
+	$(GO) test -race -count=1 ./...
+
+lint: staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$$($(GO) env GOPATH)/bin/staticcheck ./...
+
+staticcheck:
+	@v=$$($$($(GO) env GOPATH)/bin/staticcheck -version 2>/dev/null | awk '{print $$NF}'); \
+	case "$$v" in *$(STATICCHECK_VER:v%=%)*) ;; *) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VER) ;; esac
+
+# Go benchmarks with allocation counts, then the bench/ harness when present.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+	@if [ -d bench ]; then $(GO) run ./bench; fi
+
+# Every Fuzz target in the module, each for FUZZTIME.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list='^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done

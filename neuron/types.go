@@ -1,0 +1,280 @@
+package neuron
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// ModelStatus is the lifecycle state of a model on a neuron.
+type ModelStatus string
+
+// Model states. A model is "loading" until its engine answers its ready
+// probe, then "loaded". An engine that exits unexpectedly is "failed" with
+// the exit status in LastError, then "recovering" while the harness restarts
+// it with backoff. "unloading" covers the stop of the engine.
+const (
+	StatusLoading    ModelStatus = "loading"
+	StatusLoaded     ModelStatus = "loaded"
+	StatusFailed     ModelStatus = "failed"
+	StatusRecovering ModelStatus = "recovering"
+	StatusUnloading  ModelStatus = "unloading"
+)
+
+// Limit holds a model's token limits. Zero means unknown.
+type Limit struct {
+	Context int `json:"context,omitempty" toml:"context"`
+	Input   int `json:"input,omitempty" toml:"input"`
+	Output  int `json:"output,omitempty" toml:"output"`
+}
+
+// LoadSpec asks a neuron to load a model. It is the body of POST /models/load.
+type LoadSpec struct {
+	// ModelID is the id clients use in the "model" field. Required.
+	ModelID string `json:"model_id" toml:"model_id"`
+	// Engine names an engine template in neuron.toml ("llama-server",
+	// "vllm", "sim", ...). Empty means the neuron's default engine.
+	Engine string `json:"engine,omitempty" toml:"engine"`
+	// Source is what the engine loads: a path, a Hugging Face repo, ...
+	// Empty means ModelID.
+	Source string `json:"source,omitempty" toml:"source"`
+	// Devices are the GPU indexes to run on. Empty lets the neuron choose.
+	Devices []int `json:"devices,omitempty" toml:"devices"`
+	// VRAMMB is the VRAM the model needs in MiB, summed over its devices.
+	VRAMMB uint64 `json:"vram_mb,omitempty" toml:"vram_mb"`
+	// Context is the context length to start the engine with (0: engine default).
+	Context int `json:"context,omitempty" toml:"context"`
+	// Limit and Capabilities are reported back in ModelInfo.
+	Limit        Limit    `json:"limit,omitzero" toml:"limit"`
+	Capabilities []string `json:"capabilities,omitempty" toml:"capabilities"`
+}
+
+// ModelInfo describes one model known to a harness. It is an element of
+// GET /models and the answer to POST /models/load.
+type ModelInfo struct {
+	ID           string      `json:"id"`
+	Engine       string      `json:"engine"`
+	Status       ModelStatus `json:"status"`
+	Devices      []int       `json:"devices,omitempty"`
+	VRAMUsedMB   uint64      `json:"vram_used_mb"`
+	Limit        Limit       `json:"limit,omitzero"`
+	Capabilities []string    `json:"capabilities,omitempty"`
+	// LoadedAt is when the model last became loaded (zero while loading).
+	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	// LoadingSince is when the current load or restart began (zero when loaded).
+	LoadingSince time.Time `json:"loading_since,omitzero"`
+	// Restarts counts crash restarts since the model was first loaded.
+	Restarts int `json:"restarts,omitempty"`
+	// LastError is the most recent failure: exit status and last log lines.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Harness runs models. The Agent calls it to load, unload and find the
+// engine behind each model.
+//
+// Concurrency: every method may be called from many goroutines at once.
+// Load blocks until the model is ready (or ctx ends, or the load fails);
+// concurrent Loads of one id share one load, and loading an id that is
+// already loaded returns its info without starting a second engine. Models
+// and Endpoint must not block on a load in progress.
+type Harness interface {
+	// Load starts the model and waits until it is ready. A cancelled ctx
+	// stops the wait, not the load.
+	Load(ctx context.Context, spec LoadSpec) (ModelInfo, error)
+	// Unload stops the model and frees its devices. ErrModelNotFound when
+	// the id is unknown.
+	Unload(ctx context.Context, id string) error
+	// Models returns a snapshot of every model the harness knows, sorted by id.
+	Models() []ModelInfo
+	// Endpoint returns the base URL of the engine serving id (for example
+	// http://127.0.0.1:40123). ErrModelNotFound when unknown, ErrNotReady
+	// while the model is not loaded.
+	Endpoint(id string) (*url.URL, error)
+}
+
+// Device is the static description of one GPU.
+type Device struct {
+	Index             int    `json:"index" toml:"index"`
+	Name              string `json:"name" toml:"name"`
+	UUID              string `json:"uuid" toml:"uuid"`
+	TotalMB           uint64 `json:"total_mb" toml:"total_mb"`
+	ComputeCapability string `json:"compute_capability,omitempty" toml:"compute_capability"`
+}
+
+// DeviceSample is a live reading of one GPU.
+type DeviceSample struct {
+	Index          int    `json:"index"`
+	UsedMB         uint64 `json:"used_mb"`
+	FreeMB         uint64 `json:"free_mb"`
+	UtilizationPct int    `json:"utilization_pct"`
+	TemperatureC   int    `json:"temperature_c"`
+}
+
+// Discovery is the static picture of a host: GET /discovery.
+type Discovery struct {
+	Hostname      string   `json:"hostname"`
+	OS            string   `json:"os"`
+	Arch          string   `json:"arch"`
+	DriverVersion string   `json:"driver_version,omitempty"`
+	CUDAVersion   string   `json:"cuda_version,omitempty"`
+	Devices       []Device `json:"devices"`
+	// GPUUnavailableReason says why no GPU was found (no driver, no
+	// library); empty when discovery worked.
+	GPUUnavailableReason string `json:"gpu_unavailable_reason,omitempty"`
+	// CUDAUnavailableReason is set when GPUs exist but CUDA cannot be used
+	// (for example a driver/library version mismatch). Loads are then
+	// refused with 503 cuda_unavailable.
+	CUDAUnavailableReason string `json:"cuda_unavailable_reason,omitempty"`
+}
+
+// Discoverer reports a host's hardware.
+//
+// Concurrency: both methods may be called concurrently. Discover is called
+// once at start; Sample on every GET /health and must be cheap.
+type Discoverer interface {
+	Discover(ctx context.Context) (Discovery, error)
+	Sample(ctx context.Context) ([]DeviceSample, error)
+}
+
+// ModelLoad is a model's admission state in GET /health.
+type ModelLoad struct {
+	ID          string      `json:"id"`
+	Status      ModelStatus `json:"status"`
+	InFlight    int         `json:"in_flight"`
+	QueueDepth  int         `json:"queue_depth"`
+	MaxInFlight int         `json:"max_in_flight"`
+	MaxQueue    int         `json:"max_queue"`
+}
+
+// Activation is the progress of loading the default models at start.
+type Activation struct {
+	Total   int      `json:"total"`
+	Loaded  int      `json:"loaded"`
+	Failed  int      `json:"failed"`
+	Pending []string `json:"pending,omitempty"`
+}
+
+// Health is GET /health.
+type Health struct {
+	// Status is "ok", or "shutting_down" while draining.
+	Status        string         `json:"status"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Devices       []DeviceSample `json:"devices"`
+	Models        []ModelLoad    `json:"models"`
+	Activation    Activation     `json:"activation"`
+}
+
+// Version is GET /version.
+type Version struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"go_version"`
+}
+
+// Endpoint is GET /models/{id}/endpoint.
+type Endpoint struct {
+	URL string `json:"url"`
+}
+
+// UnloadRequest is the body of POST /models/unload.
+type UnloadRequest struct {
+	ModelID string `json:"model_id"`
+	// Force unloads even while requests are in flight.
+	Force bool `json:"force,omitempty"`
+}
+
+// Principal headers: cortex stamps them on requests toward a neuron, which
+// uses them for its per-principal admission cap.
+const (
+	HeaderAccountID = "X-Helexa-Account-Id"
+	HeaderKeyID     = "X-Helexa-Key-Id"
+)
+
+// Error codes in the neuron's OpenAI error envelopes. Client maps them back
+// to the errors below.
+const (
+	CodeModelNotFound     = "model_not_found"
+	CodeModelNotReady     = "model_not_ready"
+	CodeModelBusy         = "model_busy"
+	CodeInsufficientVRAM  = "insufficient_vram"
+	CodeCUDAUnavailable   = "cuda_unavailable"
+	CodeUnknownEngine     = "unknown_engine"
+	CodeLoadFailed        = "model_load_failed"
+	CodeShuttingDown      = "shutting_down"
+	CodeInvalidToken      = "invalid_token"
+	CodeInvalidBody       = "invalid_request_body"
+	CodeMissingModel      = "missing_model_field"
+	CodeQueueFull         = "queue_full"
+	CodeQueueTimeout      = "queue_timeout"
+	CodeRateLimitExceeded = "rate_limit_exceeded"
+)
+
+// Sentinel errors shared by the Agent, the harnesses and Client.
+var (
+	ErrModelNotFound    = errors.New("neuron: model not found")
+	ErrNotReady         = errors.New("neuron: model not ready")
+	ErrModelBusy        = errors.New("neuron: model has requests in flight")
+	ErrInsufficientVRAM = errors.New("neuron: insufficient VRAM")
+	ErrCUDAUnavailable  = errors.New("neuron: CUDA unavailable")
+	ErrUnknownEngine    = errors.New("neuron: unknown engine")
+	ErrLoadFailed       = errors.New("neuron: model load failed")
+	ErrShuttingDown     = errors.New("neuron: shutting down")
+	ErrUnauthorized     = errors.New("neuron: invalid token")
+)
+
+// VRAMError reports a load whose VRAM does not fit the chosen devices.
+// errors.Is(err, ErrInsufficientVRAM) is true.
+type VRAMError struct {
+	FreeMB     uint64 `json:"free_mb"`
+	RequiredMB uint64 `json:"required_mb"`
+}
+
+func (e *VRAMError) Error() string {
+	return fmt.Sprintf("neuron: insufficient VRAM: %d MiB required, %d MiB free", e.RequiredMB, e.FreeMB)
+}
+
+// Is reports whether target is ErrInsufficientVRAM.
+func (e *VRAMError) Is(target error) bool { return target == ErrInsufficientVRAM }
+
+// EngineConfig is one [[engines]] template in neuron.toml. The process
+// harness (package neuron/engine) starts engines from it.
+type EngineConfig struct {
+	// Name is what LoadSpec.Engine refers to.
+	Name string `toml:"name"`
+	// Command is the argv template. Placeholders: {model} (LoadSpec.Source,
+	// or the id), {id}, {port}, {host}, {gpus} (comma-separated device
+	// indexes), {context}.
+	Command []string `toml:"command"`
+	// Env holds extra environment variables, with the same placeholders.
+	Env map[string]string `toml:"env"`
+	// ReadyPath is polled every 250 ms until it answers 200 (503 means
+	// still loading). Default "/health".
+	ReadyPath string `toml:"ready_path"`
+	// StartTimeout bounds the wait for readiness without progress. Default 10m.
+	StartTimeout Duration `toml:"start_timeout"`
+	// StopTimeout is the wait between SIGTERM and SIGKILL. Default 10s.
+	StopTimeout Duration `toml:"stop_timeout"`
+}
+
+// Duration is a time.Duration that decodes from a TOML string such as "30s".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
