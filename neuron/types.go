@@ -94,6 +94,20 @@ type Harness interface {
 	Endpoint(id string) (*url.URL, error)
 }
 
+// LogSource is an optional Harness capability: the recent output of a
+// model's engine, served at GET /models/{id}/logs.
+type LogSource interface {
+	// Logs returns the last lines the engine printed (stdout and stderr),
+	// oldest first. ErrModelNotFound when unknown.
+	Logs(id string) ([]string, error)
+}
+
+// HarnessCloser is an optional Harness capability: stop every engine. The
+// Agent calls it at the end of Shutdown.
+type HarnessCloser interface {
+	Close(ctx context.Context) error
+}
+
 // Device is the static description of one GPU.
 type Device struct {
 	Index             int    `json:"index" toml:"index"`
