@@ -1,0 +1,268 @@
+package entitlements_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/entitlements/entitlementstest"
+)
+
+// TestChainConformance runs the suite against a Chain whose accounts are
+// split between two Locals: the first account seen goes to the primary, the
+// next to the secondary, and so on.
+func TestChainConformance(t *testing.T) {
+	t.Parallel()
+	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
+		var split [2][]entitlementstest.KeySpec
+		side := map[string]int{}
+		for _, k := range keys {
+			i, ok := side[k.Principal.AccountID]
+			if !ok {
+				i = len(side) % 2
+				side[k.Principal.AccountID] = i
+			}
+			split[i] = append(split[i], k)
+		}
+		c, err := entitlements.NewChain(newLocal(t, clock, split[0]), newLocal(t, clock, split[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
+}
+
+// fakeProvider is a Provider whose methods are func fields; it records the
+// calls it gets.
+type fakeProvider struct {
+	name    string
+	resolve func(ctx context.Context, key string) (entitlements.Principal, error)
+	reserve func(ctx context.Context, p entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error)
+
+	mu    sync.Mutex
+	calls []string
+}
+
+type fakeHandle struct {
+	p entitlements.Principal
+	a entitlements.Amount
+}
+
+func (h *fakeHandle) Principal() entitlements.Principal { return h.p }
+func (h *fakeHandle) Amount() entitlements.Amount       { return h.a }
+
+func (f *fakeProvider) record(call string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, f.name+"."+call)
+	f.mu.Unlock()
+}
+
+func (f *fakeProvider) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+func (f *fakeProvider) Resolve(ctx context.Context, key string) (entitlements.Principal, error) {
+	f.record("Resolve")
+	if f.resolve == nil {
+		return entitlements.Principal{}, entitlements.ErrInvalidKey
+	}
+	return f.resolve(ctx, key)
+}
+
+func (f *fakeProvider) Reserve(ctx context.Context, p entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error) {
+	f.record("Reserve")
+	if f.reserve == nil {
+		return nil, entitlements.ErrInvalidKey
+	}
+	return f.reserve(ctx, p, a)
+}
+
+func (f *fakeProvider) Settle(_ context.Context, r entitlements.Reservation, _ entitlements.Amount) error {
+	f.record("Settle")
+	if _, ok := r.(*fakeHandle); !ok {
+		return entitlements.ErrUnknownReservation
+	}
+	return nil
+}
+
+func (f *fakeProvider) Release(_ context.Context, r entitlements.Reservation) error {
+	f.record("Release")
+	if _, ok := r.(*fakeHandle); !ok {
+		return entitlements.ErrUnknownReservation
+	}
+	return nil
+}
+
+func (f *fakeProvider) Snapshot(context.Context, entitlements.Principal) (entitlements.BudgetSnapshot, error) {
+	f.record("Snapshot")
+	return entitlements.BudgetSnapshot{}, nil
+}
+
+func resolvesTo(key string, p entitlements.Principal) func(context.Context, string) (entitlements.Principal, error) {
+	return func(_ context.Context, k string) (entitlements.Principal, error) {
+		if k != key {
+			return entitlements.Principal{}, entitlements.ErrInvalidKey
+		}
+		return p, nil
+	}
+}
+
+func fails(err error) func(context.Context, string) (entitlements.Principal, error) {
+	return func(context.Context, string) (entitlements.Principal, error) { return entitlements.Principal{}, err }
+}
+
+func admits(_ context.Context, p entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error) {
+	return &fakeHandle{p: p, a: a}, nil
+}
+
+func TestChainResolve(t *testing.T) {
+	t.Parallel()
+	alice := entitlements.Principal{AccountID: "alice", KeyID: "alice"}
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	down := &entitlements.UnavailableError{RetryAfter: 2 * time.Second, Err: errors.New("connection refused")}
+	tests := []struct {
+		name      string
+		primary   func(context.Context, string) (entitlements.Principal, error)
+		secondary func(context.Context, string) (entitlements.Principal, error)
+		key       string
+		want      entitlements.Principal
+		wantErr   error
+		wantCalls []string
+	}{
+		{
+			name: "primary knows the key", primary: resolvesTo("sk-a", alice), secondary: resolvesTo("sk-b", bob),
+			key: "sk-a", want: alice, wantCalls: []string{"primary.Resolve"},
+		},
+		{
+			name: "secondary knows the key", primary: resolvesTo("sk-a", alice), secondary: resolvesTo("sk-b", bob),
+			key: "sk-b", want: bob, wantCalls: []string{"primary.Resolve", "secondary.Resolve"},
+		},
+		{
+			name: "nobody knows the key", primary: resolvesTo("sk-a", alice), secondary: resolvesTo("sk-b", bob),
+			key: "sk-c", wantErr: entitlements.ErrInvalidKey, wantCalls: []string{"primary.Resolve", "secondary.Resolve"},
+		},
+		{
+			name: "secondary unavailable fails closed", primary: resolvesTo("sk-a", alice), secondary: fails(down),
+			key: "sk-b", wantErr: down, wantCalls: []string{"primary.Resolve", "secondary.Resolve"},
+		},
+		{
+			name: "primary unavailable fails closed", primary: fails(down), secondary: resolvesTo("sk-b", bob),
+			key: "sk-b", wantErr: down, wantCalls: []string{"primary.Resolve"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			primary := &fakeProvider{name: "primary", resolve: tt.primary}
+			secondary := &fakeProvider{name: "secondary", resolve: tt.secondary}
+			c, err := entitlements.NewChain(primary, secondary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Resolve(t.Context(), tt.key)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Resolve = %+v, %v; want error %v", got, err, tt.wantErr)
+			}
+			if diff := cmp.Diff(got, tt.want); diff != "" {
+				t.Errorf("Resolve mismatch (-got +want):\n%s", diff)
+			}
+			calls := append(primary.Calls(), secondary.Calls()...)
+			if diff := cmp.Diff(calls, tt.wantCalls); diff != "" {
+				t.Errorf("calls mismatch (-got +want):\n%s", diff)
+			}
+			var ue *entitlements.UnavailableError
+			if tt.wantErr == down && (!errors.As(err, &ue) || ue.RetryAfter != 2*time.Second) {
+				t.Errorf("err = %v, want the *UnavailableError with its RetryAfter", err)
+			}
+		})
+	}
+}
+
+// TestChainRoutesToOwner checks that a resolved principal's calls go to the
+// provider that resolved it, without asking the other, and that a
+// reservation goes back to its issuer.
+func TestChainRoutesToOwner(t *testing.T) {
+	t.Parallel()
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	primary := &fakeProvider{name: "primary", reserve: admits}
+	secondary := &fakeProvider{name: "secondary", resolve: resolvesTo("sk-b", bob), reserve: admits}
+	c, err := entitlements.NewChain(primary, secondary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.Resolve(ctx, "sk-b"); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := c.Reserve(ctx, bob, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Amount() != 10 || r1.Principal() != bob {
+		t.Errorf("reservation = (%+v, %d), want (%+v, 10)", r1.Principal(), r1.Amount(), bob)
+	}
+	r2, err := c.Reserve(ctx, bob, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Settle(ctx, r1, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Release(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Snapshot(ctx, bob); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(primary.Calls(), []string{"primary.Resolve"}); diff != "" {
+		t.Errorf("primary calls mismatch (-got +want):\n%s", diff)
+	}
+	want := []string{"secondary.Resolve", "secondary.Reserve", "secondary.Reserve", "secondary.Settle", "secondary.Release", "secondary.Snapshot"}
+	if diff := cmp.Diff(secondary.Calls(), want); diff != "" {
+		t.Errorf("secondary calls mismatch (-got +want):\n%s", diff)
+	}
+	// The inner handle is not a Chain handle.
+	if err := c.Settle(ctx, &fakeHandle{p: bob}, 1); !errors.Is(err, entitlements.ErrUnknownReservation) {
+		t.Errorf("Settle(inner handle) = %v, want ErrUnknownReservation", err)
+	}
+}
+
+// TestChainUnseenPrincipal checks that a principal the chain never resolved
+// is tried on the primary, then on the secondary, and then remembered.
+func TestChainUnseenPrincipal(t *testing.T) {
+	t.Parallel()
+	carol := entitlements.Principal{AccountID: "carol", KeyID: "carol"}
+	primary := &fakeProvider{name: "primary"} // knows nobody
+	secondary := &fakeProvider{name: "secondary", reserve: admits}
+	c, err := entitlements.NewChain(primary, secondary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.Reserve(t.Context(), carol, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := append(primary.Calls(), secondary.Calls()...)
+	want := []string{"primary.Reserve", "secondary.Reserve", "secondary.Reserve"}
+	if diff := cmp.Diff(calls, want); diff != "" {
+		t.Errorf("calls mismatch (-got +want):\n%s", diff)
+	}
+}
+
+func TestNewChainNil(t *testing.T) {
+	t.Parallel()
+	p := &fakeProvider{}
+	for _, pair := range [][2]entitlements.Provider{{nil, p}, {p, nil}, {nil, nil}} {
+		if c, err := entitlements.NewChain(pair[0], pair[1]); err == nil {
+			t.Errorf("NewChain(%v, %v) = %v, nil; want an error", pair[0], pair[1], c)
+		}
+	}
+}

@@ -1,0 +1,371 @@
+package entitlements
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the [entitlements] section of cortex.toml. Its toml tags work
+// both at the top level of a document (ParseConfig) and nested under an
+// "entitlements" field of a larger configuration.
+//
+//	require_auth = true
+//
+//	[[keys]]                      # [[entitlements.keys]] in cortex.toml
+//	key_sha256 = "9f86d0...0f00a08"
+//	account_id = "acme"
+//	key_id = "acme-prod"
+//	hard_cap = 1_000_000          # tokens per window; absent = uncapped
+//	window = { kind = "rolling", seconds = 86400 }
+//	max_in_flight = 8
+//
+//	[[keys]]
+//	key = "sk-dev"
+//	account_id = "dev"
+//	unit = "usd"
+//	hard_cap_usd = 25.0           # stored as 25,000,000 micro-dollars
+type Config struct {
+	// RequireAuth makes a missing or unknown key a 401. When false
+	// (the default) such callers are served as Anonymous.
+	RequireAuth bool `toml:"require_auth"`
+	// Keys are the API keys of the Local provider.
+	Keys []KeyConfig `toml:"keys"`
+	// Redis configures the shared ledger (entitlements/redisledger); nil
+	// when the [redis] table is absent.
+	Redis *RedisConfig `toml:"redis"`
+}
+
+// KeyConfig is one [[keys]] entry.
+//
+// Exactly one of Key and KeySHA256 is set. Several entries may name the same
+// account: they share its budget, so they must repeat the same unit,
+// hard_cap and window. Entries may also share a key_id (the old and the new
+// secret of a key during a rotation); they must then carry the same limits.
+type KeyConfig struct {
+	// Key is the secret in plain text. It is hashed when the provider is
+	// built and not kept.
+	Key string `toml:"key"`
+	// KeySHA256 is the hex SHA-256 digest of the secret (64 hex digits,
+	// either case), so that the configuration need not hold the secret.
+	KeySHA256 string `toml:"key_sha256"`
+	// AccountID names the account whose budget the key spends. Required.
+	AccountID string `toml:"account_id"`
+	// KeyID names the key in logs and metrics. Default: AccountID.
+	KeyID string `toml:"key_id"`
+	// HardCap is the cap per window in tokens, for unit "tokens". Absent
+	// means uncapped (spend is still metered). 0 is a key that can spend
+	// nothing; with a rolling window it is rejected as a mistake.
+	HardCap *int64 `toml:"hard_cap"`
+	// HardCapUSD is the cap per window in US dollars, for unit "usd"; it is
+	// stored rounded to whole micro-dollars. Absent means uncapped.
+	HardCapUSD *float64 `toml:"hard_cap_usd"`
+	// Window is what the cap is counted over. Absent: a balance.
+	Window WindowConfig `toml:"window"`
+	// Unit is "tokens" (the default when empty) or "usd" (amounts in
+	// micro-dollars).
+	Unit string `toml:"unit"`
+	// ClampMaxTokens, MaxInFlight and RPM are the key's Limits; 0 and false
+	// mean no limit.
+	ClampMaxTokens bool `toml:"clamp_max_tokens"`
+	MaxInFlight    int  `toml:"max_in_flight"`
+	RPM            int  `toml:"rpm"`
+}
+
+// WindowConfig is a key's window table: {kind = "balance"} or
+// {kind = "rolling", seconds = N}. The zero value is a balance.
+type WindowConfig struct {
+	// Kind is "balance" (the default when empty) or "rolling".
+	Kind string `toml:"kind"`
+	// Seconds is the length of a rolling window (> 0); unset for a balance.
+	Seconds int64 `toml:"seconds"`
+}
+
+// RedisConfig is the [redis] table, read by entitlements/redisledger.
+// Validate checks only that URL is set and LeaseTTL is not negative; the
+// ledger documents the defaults.
+type RedisConfig struct {
+	// URL is the Redis server, as redis://[user:pass@]host:port/db.
+	URL string `toml:"url"`
+	// KeyPrefix is prepended to every Redis key the ledger writes.
+	KeyPrefix string `toml:"key_prefix"`
+	// LeaseTTL is how long a reservation survives its gateway (a string
+	// such as "5m"); 0 means the ledger's default.
+	LeaseTTL Duration `toml:"lease_ttl"`
+	// FailOpen serves requests without budget checks while Redis is
+	// unreachable instead of answering 503. Default false.
+	FailOpen bool `toml:"fail_open"`
+}
+
+// Duration is a time.Duration written in TOML as a string that
+// time.ParseDuration accepts ("30s", "5m").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// ConfigError is one problem in a configuration.
+type ConfigError struct {
+	// Line is the 1-based line of the problem in the document, 0 when
+	// unknown (Validate works on decoded values and has no lines).
+	Line int
+	// Entry names the offending entry, such as "keys[3] (account acme)"
+	// (keys count from 0); empty for problems of the document itself.
+	Entry string
+	// Msg says what is wrong.
+	Msg string
+}
+
+// Error implements error: "line 7: keys[3] (account acme): both key and
+// key_sha256 set", without the parts that are unknown.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("entitlements config: ")
+	if e.Line > 0 {
+		b.WriteString("line ")
+		b.WriteString(strconv.Itoa(e.Line))
+		b.WriteString(": ")
+	}
+	if e.Entry != "" {
+		b.WriteString(e.Entry)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ParseConfig decodes a TOML document whose top level is the content of the
+// [entitlements] table, rejecting unknown fields, then validates it. Decode
+// errors are *ConfigError values with the line of the problem (several are
+// joined with errors.Join); validation errors are those of Validate.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, decodeError(err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// decodeError turns go-toml's errors into ConfigErrors with line numbers.
+func decodeError(err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		errs := make([]error, 0, len(strict.Errors))
+		for i := range strict.Errors {
+			de := &strict.Errors[i]
+			line, _ := de.Position()
+			name := ""
+			if k := de.Key(); len(k) > 0 {
+				name = k[len(k)-1]
+			}
+			errs = append(errs, &ConfigError{Line: line, Msg: "unknown field " + strconv.Quote(name)})
+		}
+		return errors.Join(errs...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		if k := de.Key(); len(k) > 0 {
+			msg = strings.Join(k, ".") + ": " + msg
+		}
+		return &ConfigError{Line: line, Msg: msg}
+	}
+	return &ConfigError{Msg: err.Error()}
+}
+
+// Validate checks c and returns every problem found, each a *ConfigError
+// naming its entry, joined with errors.Join; nil when c is valid.
+func (c Config) Validate() error {
+	_, err := c.APIKeys()
+	return err
+}
+
+// APIKeys validates c and returns its keys in resolved form, in order: the
+// digest of each secret, its principal (KeyID defaulted to AccountID) and its
+// account's budget (USD caps converted to micro-dollars). The error is
+// Validate's.
+func (c Config) APIKeys() ([]Key, error) {
+	var errs []error
+	keys := make([]Key, 0, len(c.Keys))
+	type first struct {
+		index int
+		key   Key
+	}
+	digests := make(map[[32]byte]int, len(c.Keys))
+	accounts := make(map[string]first)
+	keyIDs := make(map[[2]string]first)
+	for i, kc := range c.Keys {
+		entry := "keys[" + strconv.Itoa(i) + "]"
+		if kc.AccountID != "" {
+			entry += " (account " + kc.AccountID + ")"
+		}
+		bad := func(format string, args ...any) {
+			errs = append(errs, &ConfigError{Entry: entry, Msg: fmt.Sprintf(format, args...)})
+		}
+		k, problems := kc.resolve()
+		for _, p := range problems {
+			bad("%s", p)
+		}
+		if len(problems) > 0 {
+			continue
+		}
+		if j, dup := digests[k.Digest]; dup {
+			bad("same key as keys[%d]", j)
+			continue
+		}
+		digests[k.Digest] = i
+		acct, seen := accounts[k.Principal.AccountID]
+		switch {
+		case !seen:
+			accounts[k.Principal.AccountID] = first{i, k}
+		case acct.key.Principal.Unit != k.Principal.Unit:
+			bad("unit %q differs from keys[%d] of the same account (a budget belongs to the account)", k.Principal.Unit, acct.index)
+			continue
+		case !sameBudget(acct.key.Budget, k.Budget):
+			bad("hard cap or window differs from keys[%d] of the same account (a budget belongs to the account)", acct.index)
+			continue
+		}
+		id := [2]string{k.Principal.AccountID, k.Principal.KeyID}
+		if prev, seen := keyIDs[id]; !seen {
+			keyIDs[id] = first{i, k}
+		} else if prev.key.Principal != k.Principal {
+			bad("limits differ from keys[%d], which has the same key_id %q", prev.index, k.Principal.KeyID)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if r := c.Redis; r != nil {
+		if r.URL == "" {
+			errs = append(errs, &ConfigError{Entry: "redis", Msg: "url is required"})
+		}
+		if r.LeaseTTL < 0 {
+			errs = append(errs, &ConfigError{Entry: "redis", Msg: "lease_ttl must not be negative"})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return keys, nil
+}
+
+// resolve turns one entry into a Key, or lists what is wrong with it.
+func (kc KeyConfig) resolve() (Key, []string) {
+	var problems []string
+	var k Key
+	switch {
+	case kc.Key != "" && kc.KeySHA256 != "":
+		problems = append(problems, "both key and key_sha256 set")
+	case kc.Key == "" && kc.KeySHA256 == "":
+		problems = append(problems, "neither key nor key_sha256 set")
+	case kc.Key != "":
+		k.Digest = KeyDigest(kc.Key)
+	default:
+		b, err := hex.DecodeString(kc.KeySHA256)
+		if err != nil || len(b) != len(k.Digest) {
+			problems = append(problems, "key_sha256 is not a hex SHA-256 digest (64 hex digits)")
+		}
+		copy(k.Digest[:], b)
+	}
+	if kc.AccountID == "" {
+		problems = append(problems, "account_id is required")
+	}
+	k.Principal = Principal{
+		AccountID: kc.AccountID,
+		KeyID:     kc.KeyID,
+		Limits:    Limits{ClampMaxTokens: kc.ClampMaxTokens, MaxInFlight: kc.MaxInFlight, RPM: kc.RPM},
+	}
+	if k.Principal.KeyID == "" {
+		k.Principal.KeyID = kc.AccountID
+	}
+	if kc.MaxInFlight < 0 {
+		problems = append(problems, "max_in_flight must not be negative")
+	}
+	if kc.RPM < 0 {
+		problems = append(problems, "rpm must not be negative")
+	}
+
+	switch kc.Window.Kind {
+	case "", "balance":
+		if kc.Window.Seconds != 0 {
+			if kc.Window.Kind == "" {
+				problems = append(problems, `window has seconds but no kind (want kind = "rolling")`)
+			} else {
+				problems = append(problems, "window seconds set on a balance window")
+			}
+		}
+		k.Budget.Window = Balance()
+	case "rolling":
+		k.Budget.Window = Rolling(kc.Window.Seconds)
+		if msg := k.Budget.Window.validate(); msg != "" {
+			problems = append(problems, msg)
+		}
+	default:
+		problems = append(problems, fmt.Sprintf("unknown window kind %q (want \"balance\" or \"rolling\")", kc.Window.Kind))
+	}
+
+	switch kc.Unit {
+	case "", "tokens":
+		k.Principal.Unit = UnitTokens
+		if kc.HardCapUSD != nil {
+			problems = append(problems, `hard_cap_usd needs unit = "usd" (use hard_cap for tokens)`)
+		}
+		if kc.HardCap != nil {
+			k.Budget.HardCap = Cap(Amount(*kc.HardCap))
+		}
+	case "usd":
+		k.Principal.Unit = UnitMicroUSD
+		if kc.HardCap != nil {
+			problems = append(problems, `hard_cap is in tokens; use hard_cap_usd with unit = "usd"`)
+		}
+		if kc.HardCapUSD != nil {
+			v := *kc.HardCapUSD
+			micro := math.Round(v * 1e6)
+			switch {
+			case math.IsNaN(v) || math.IsInf(v, 0) || micro >= math.MaxInt64:
+				problems = append(problems, "hard_cap_usd is out of range")
+			default:
+				k.Budget.HardCap = Cap(Amount(micro))
+			}
+		}
+	default:
+		problems = append(problems, fmt.Sprintf("unknown unit %q (want \"tokens\" or \"usd\")", kc.Unit))
+	}
+	if c := k.Budget.HardCap; c != nil {
+		switch {
+		case *c < 0:
+			problems = append(problems, "hard cap must not be negative")
+		case *c == 0 && k.Budget.Window.Kind == WindowRolling:
+			problems = append(problems, "hard cap 0 with a rolling window can never be spent (use a balance of 0 to disable a key)")
+		}
+	}
+	return k, problems
+}
+
+func sameBudget(a, b Budget) bool {
+	if a.Window != b.Window || (a.HardCap == nil) != (b.HardCap == nil) {
+		return false
+	}
+	return a.HardCap == nil || *a.HardCap == *b.HardCap
+}

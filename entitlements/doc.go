@@ -1,0 +1,67 @@
+// Package entitlements is the budget ledger of a helexa gateway: it turns an
+// API key into a Principal and holds each account to its spending cap with a
+// reserve-before, settle-after protocol.
+//
+// # Protocol
+//
+// For every request the gateway:
+//
+//  1. calls Resolve with the caller's API key and gets a Principal (who is
+//     calling, the unit its budget is counted in, and the per-key Limits the
+//     gateway enforces itself);
+//  2. calls Reserve with the worst case the request can cost (prompt estimate
+//     plus the maximum output, priced in the principal's Unit) before it
+//     routes, so a request over budget never causes a model load;
+//  3. calls Settle with what the request really cost once it ends, on every
+//     exit path, or Release when nothing was served.
+//
+// A Reservation is consumed exactly once: a second Settle or Release returns
+// ErrReservationSettled and changes nothing. A call whose context is already
+// done returns ctx.Err() and changes nothing; in particular a cancelled
+// Reserve holds no quota and a cancelled Settle leaves the reservation open.
+//
+// Reserve refuses (with a *BudgetError) when spent + reserved + amount would
+// exceed the hard cap; it never admits part of a request. Settle records the
+// actual spend even when it is larger than the amount reserved: an overspend
+// shows in the snapshot and makes later reservations fail until the window
+// frees, it is never hidden. The gateway keeps overspends rare by reserving
+// the worst case.
+//
+// # Windows
+//
+// A cap is counted over a CapWindow:
+//
+//   - Balance: spend accumulates for ever; the cap is a prepaid balance.
+//     Refusals are InsufficientQuota (HTTP 429 insufficient_quota).
+//   - Rolling(n): spend is counted in fixed windows of n seconds aligned to
+//     the Unix epoch (a window starts at every multiple of n seconds since
+//     1970-01-01T00:00:00Z, so every replica and every restart agrees where a
+//     window starts). Spend of a past window is forgotten when the next one
+//     begins; providers reset lazily, on the first call that sees the new
+//     window. Refusals are RateLimited with RetryAfter set to the time until
+//     the current window ends, clamped to [1s, n s] (HTTP 429
+//     rate_limit_exceeded with Retry-After).
+//
+// Reserved amounts belong to the account, not to a window: a reservation that
+// is still in flight when a window rolls over keeps counting against the cap
+// of the new window until it is settled or released, and its actual spend is
+// counted in the window that is current when Settle runs. That rule keeps
+// spent + reserved within the cap at every instant, across rollovers.
+//
+// # Accounts and keys
+//
+// A budget belongs to an account, not to a key: every key of one account
+// shares the account's cap, window and unit (configuration must repeat them
+// identically on each key). Limits (max in flight, requests per minute,
+// max_tokens clamping) belong to a key and are enforced by the gateway, not by
+// the provider; they travel in the Principal so one Resolve gives the gateway
+// everything it needs.
+//
+// # Providers
+//
+// Local keeps keys and budgets in memory, for a single gateway or for tests.
+// Chain asks a primary provider and falls back to a secondary one for keys the
+// primary does not know. entitlements/redisledger shares budgets between many
+// gateway replicas. Every Provider must pass the conformance suite in
+// entitlements/entitlementstest.
+package entitlements
