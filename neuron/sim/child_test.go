@@ -1,0 +1,208 @@
+//go:build unix
+
+package sim_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// syncBuffer collects a child's stderr.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// child is a running helexa-sim process.
+type child struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error // of Wait, once exited is closed
+	url    string
+}
+
+var addrRE = regexp.MustCompile(`addr=(\S+)`)
+
+// startChild runs the binary with args and waits for its start line.
+func startChild(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(bin, append([]string{"--port", "0"}, args...)...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	c.cmd.Stderr = c.stderr
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		if t.Failed() {
+			t.Logf("helexa-sim stderr:\n%s", c.stderr)
+		}
+	})
+	waitFor(t, "the start line", func() bool { return addrRE.MatchString(c.stderr.String()) || c.done() })
+	m := addrRE.FindStringSubmatch(c.stderr.String())
+	if m == nil {
+		t.Fatalf("no start line; stderr:\n%s", c.stderr)
+	}
+	c.url = "http://" + m[1]
+	return c
+}
+
+func (c *child) done() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitCode waits (at most 10 s) for the process to end and returns its
+// exit status.
+func (c *child) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("helexa-sim did not exit")
+	}
+	if c.err == nil {
+		return 0
+	}
+	if ee, ok := errors.AsType[*exec.ExitError](c.err); ok {
+		return ee.ExitCode()
+	}
+	t.Fatalf("wait: %v", c.err)
+	return -1
+}
+
+// healthStatus returns the status of GET /health, or 0 when it fails.
+func healthStatus(ctx context.Context, client *http.Client, url string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestChildProcess(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command")
+	}
+	bin := filepath.Join(t.TempDir(), "helexa-sim")
+	build := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "./cmd/helexa-sim")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	t.Run("serves, streams, exits 0 on SIGTERM", func(t *testing.T) {
+		t.Parallel()
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		c := startChild(t, bin, "--model", "demo", "--load-time", "20ms")
+		waitFor(t, "/health 200", func() bool { return healthStatus(t.Context(), client, c.url) == http.StatusOK })
+		resp := send(t.Context(), t, client, c.url+"/v1/chat/completions", chatBodyFor("demo", "hi", `"max_tokens":5,"stream":true`))
+		events, done, err := readSSE(resp.Body)
+		if err != nil || !done || len(events) != 7 { // role, 5 tokens, finish
+			t.Errorf("stream: %d events, done %v, err %v", len(events), done, err)
+		}
+		resp.Body.Close()
+		waitFor(t, "the request line", func() bool { return strings.Contains(c.stderr.String(), "path=/v1/chat/completions") })
+		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := c.exitCode(t); code != 0 {
+			t.Errorf("exit status %d after SIGTERM, want 0", code)
+		}
+	})
+
+	t.Run("503 while loading", func(t *testing.T) {
+		t.Parallel()
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		c := startChild(t, bin, "--load-time", "1h")
+		if got := healthStatus(t.Context(), client, c.url); got != http.StatusServiceUnavailable {
+			t.Errorf("/health while loading: %d, want 503", got)
+		}
+		resp := send(t.Context(), t, client, c.url+"/v1/chat/completions", chatBody("hi", ""))
+		if e := errorCode(t, resp, http.StatusServiceUnavailable); e.Code != "model_not_ready" {
+			t.Errorf("inference while loading: %+v", e)
+		}
+		resp.Body.Close()
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		if code := c.exitCode(t); code != 0 {
+			t.Errorf("exit status %d after SIGTERM, want 0", code)
+		}
+	})
+
+	t.Run("crash-after exits 1 mid-stream", func(t *testing.T) {
+		t.Parallel()
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		c := startChild(t, bin, "--crash-after", "3")
+		waitFor(t, "/health 200", func() bool { return healthStatus(t.Context(), client, c.url) == http.StatusOK })
+		resp := send(t.Context(), t, client, c.url+"/v1/chat/completions", chatBody("hi", `"max_tokens":10,"stream":true`))
+		events, done, err := readSSE(resp.Body)
+		if !isAbort(err) || done || len(events) != 4 { // role, 3 tokens
+			t.Errorf("stream: %d events, done %v, err %v; want 4 events and an abort", len(events), done, err)
+		}
+		if code := c.exitCode(t); code != 1 {
+			t.Errorf("exit status %d, want 1", code)
+		}
+	})
+
+	t.Run("fail-load exits 3", func(t *testing.T) {
+		t.Parallel()
+		c := startChild(t, bin, "--fail-load", "--load-time", "10ms")
+		if code := c.exitCode(t); code != 3 {
+			t.Errorf("exit status %d, want 3", code)
+		}
+		if !strings.Contains(c.stderr.String(), "model load failed") {
+			t.Errorf("no error line in stderr:\n%s", c.stderr)
+		}
+	})
+
+	t.Run("missing port exits 2", func(t *testing.T) {
+		t.Parallel()
+		err := exec.Command(bin).Run()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 2 {
+			t.Errorf("run without --port: %v, want exit status 2", err)
+		}
+	})
+}

@@ -1,0 +1,145 @@
+// Command helexa-sim runs the simulated engine of package neuron/sim as a
+// process, the way neuron's process harness runs a real engine:
+//
+//	helexa-sim --port 40123 --model demo --load-time 2s --ttft 200ms --tps 50
+//
+// GET /health answers 503 {"status":"loading"} (and every other route 503
+// model_not_ready) until --load-time has passed, then 200 {"status":"ok"}.
+// It logs a start line and one line per request to stderr. Exit status: 0
+// after SIGTERM or SIGINT, 1 after --crash-after tokens of a request or on
+// a serve error, 2 for bad flags, 3 when --fail-load ends the load.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/oaierr"
+	"github.com/helexa-ai/helexa-go/neuron"
+	"github.com/helexa-ai/helexa-go/neuron/sim"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("helexa-sim", flag.ContinueOnError)
+	host := fs.String("host", "127.0.0.1", "address to listen on")
+	port := fs.Int("port", -1, "port to listen on (required; 0 picks a free one)")
+	model := fs.String("model", "sim", "model id to report")
+	var cfg sim.Config
+	fs.DurationVar(&cfg.LoadTime, "load-time", 0, "simulated load time")
+	fs.DurationVar(&cfg.TTFT, "ttft", 0, "time to first token")
+	fs.Float64Var(&cfg.TokensPerSecond, "tps", 0, "tokens per second after the first (0: as fast as possible)")
+	fs.IntVar(&cfg.ContextLength, "context", sim.DefaultContextLength, "context length in tokens")
+	fs.IntVar(&cfg.EmbeddingDimensions, "dimensions", sim.DefaultEmbeddingDimensions, "embedding dimensions")
+	fs.IntVar(&cfg.CrashAfterTokens, "crash-after", 0, "exit with status 1 after streaming this many tokens of a request (0: never)")
+	fs.BoolVar(&cfg.FailLoad, "fail-load", false, "fail the load: exit with status 3 after --load-time")
+	fs.BoolVar(&cfg.Hang, "hang", false, "send the first token of each answer, then nothing")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := cfg.Validate(); err != nil || *port < 0 || *port > 65535 {
+		fmt.Fprintln(os.Stderr, "helexa-sim: --port is required (0-65535; 0 picks a free port); config:", cfg.Validate())
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
+	if err != nil {
+		log.Error("listen failed", "err", err)
+		return 1
+	}
+	var ready atomic.Bool
+	engine := sim.NewEngine(cfg, sim.WithModelID(*model), sim.WithCrashFunc(func() {
+		log.Error("crashing: --crash-after tokens sent", "tokens", cfg.CrashAfterTokens)
+		os.Exit(1)
+	}))
+	srv := &http.Server{
+		Handler:           logRequests(log, gate(&ready, engine)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("helexa-sim started", "addr", ln.Addr().String(), "model", *model, "load_time", cfg.LoadTime,
+		"ttft", cfg.TTFT, "tps", cfg.TokensPerSecond, "context", cfg.ContextLength)
+
+	loaded := time.After(cfg.LoadTime)
+	for {
+		select {
+		case <-loaded:
+			loaded = nil
+			if cfg.FailLoad {
+				log.Error("model load failed", "model", *model, "reason", "--fail-load")
+				return 3
+			}
+			ready.Store(true)
+			log.Info("model loaded", "model", *model)
+		case err := <-served:
+			log.Error("serve failed", "err", err)
+			return 1
+		case <-ctx.Done():
+			log.Info("signal received; shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx) // a hanging stream delays it at most 2 s
+			_ = srv.Close()
+			return 0
+		}
+	}
+}
+
+// gate answers 503 until ready is set: {"status":"loading"} on /health, a
+// model_not_ready envelope elsewhere.
+func gate(ready *atomic.Bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case ready.Load():
+			next.ServeHTTP(w, r)
+		case r.URL.Path == "/health":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("{\"status\":\"loading\"}\n"))
+		default:
+			oaierr.Write(w, http.StatusServiceUnavailable, neuron.CodeModelNotReady, "model is loading", time.Second)
+		}
+	})
+}
+
+// logRequests logs one line per request after it ends.
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// statusWriter records the status of a response; Unwrap lets the engine
+// flush through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

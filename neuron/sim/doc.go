@@ -1,0 +1,52 @@
+// Package sim is a simulated inference engine: an OpenAI-compatible server
+// that answers any model id with deterministic text at a configured speed.
+// It stands in for a real engine (llama-server, vLLM, ...) in dev mode,
+// examples, tests and benchmarks, in three shapes:
+//
+//   - Engine, an http.Handler, for in-process use (httptest servers,
+//     benchmarks);
+//   - Harness, an in-process neuron.Harness that "loads" models after a
+//     simulated load time and serves them all from one loopback listener;
+//   - the helexa-sim command (cmd/helexa-sim), a real child process for the
+//     process harness of package neuron/engine.
+//
+// # Routes
+//
+// GET /health, GET /v1/models, POST /v1/chat/completions, POST
+// /v1/completions, POST /v1/embeddings and POST /v1/responses. Errors are
+// OpenAI envelopes, {"error":{"message","type","code","param"}}.
+//
+// # Text and tokens
+//
+// The answer is drawn from a fixed word list, one word per token, words
+// separated by single spaces. The words are picked by a hash of the prompt
+// (the role and text of every message, or the completion prompt), so an
+// identical prompt gives an identical answer. With n > 1, choice 0 is the
+// answer n = 1 would give and the other choices differ from it.
+//
+// The prompt's token count is an estimate, EstimateTokens (ceil(chars/4)),
+// plus MessageOverhead tokens per chat message; completion prompts and
+// embedding inputs have no per-message overhead, and token-array prompts
+// count one token per element. A prompt over the context length is refused
+// with 400 context_length_exceeded; otherwise the answer is at most
+// max_completion_tokens (chat), max_tokens (chat, completions) or
+// max_output_tokens (responses) tokens, default DefaultMaxTokens, and never
+// runs past the context length. finish_reason is "stop" when a stop sequence
+// ended the answer (the stop text is not returned, and a stream holds back
+// text that may be the start of a stop sequence) and "length" otherwise. The
+// simulated model never stops on its own, so a Responses API answer always
+// ends with status "completed".
+//
+// Usage is in every non-streaming body. A chat or completions stream carries
+// it in one extra final chunk (choices: []) only when the request sets
+// stream_options.include_usage; a Responses stream carries it in its
+// response.completed event.
+//
+// # Pacing and faults
+//
+// Config sets the time to first token, the tokens per second after it, the
+// context length, and faults: CrashAfterTokens (abort the connection after N
+// tokens, or exit the helexa-sim process), Hang (send the first token, then
+// nothing until the client goes away) and FailLoad (Harness and helexa-sim
+// only). A request whose client goes away stops at once.
+package sim

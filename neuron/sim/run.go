@@ -1,0 +1,146 @@
+package sim
+
+import (
+	"context"
+	"net/http"
+)
+
+// format writes one kind of answer: chat, completions or responses.
+type format interface {
+	// streamHead returns b with what a stream starts with, before the
+	// first token.
+	streamHead(b []byte) []byte
+	// delta returns b with the stream events for text, the new text of
+	// choice c at one step; first is true at the first step (text may then
+	// be empty).
+	delta(b []byte, c *choice, text []byte, first bool) []byte
+	// streamTail returns b with the end of a stream.
+	streamTail(b []byte, choices []choice, u usage) []byte
+	// body returns b with the non-streaming answer.
+	body(b []byte, choices []choice, u usage) []byte
+}
+
+// usage is the token accounting of one answer.
+type usage struct {
+	prompt, completion int
+}
+
+// job is one generation request, ready to run.
+type job struct {
+	t            target
+	f            format
+	stream       bool
+	budget       int // tokens per choice
+	promptTokens int
+	choices      []choice
+	stops        [][]byte
+	maxStop      int
+}
+
+// run generates j's answer and writes it, streamed or not. It returns early
+// when the client goes away, and aborts the connection when the model stops
+// serving or crashes.
+func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *job) {
+	ctx := r.Context()
+	if j.t.life != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(j.t.life, cancel)()
+	}
+	cfg := j.t.cfg
+	var p pacer
+	p.init(e.clock, cfg)
+	defer p.stop()
+
+	var rc *http.ResponseController
+	b := st.out[:0] // st.out keeps the grown buffer for the next request
+	if j.stream {
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		rc = http.NewResponseController(w)
+		b = j.f.streamHead(b)
+		st.out = b
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+		_ = rc.Flush()
+	}
+
+	live := len(j.choices)
+	for step := 0; step < j.budget && live > 0; step++ {
+		if err := p.wait(ctx, step); err != nil {
+			abortIfStopped(j.t)
+			return
+		}
+		b = b[:0]
+		for i := range j.choices {
+			c := &j.choices[i]
+			if c.finish != "" {
+				continue
+			}
+			from := c.sent
+			c.next(j.stops, j.maxStop)
+			if c.finish == "" && c.tokens >= j.budget {
+				c.finish = "length"
+				c.flush()
+			}
+			if c.finish != "" {
+				live--
+			}
+			if j.stream && (step == 0 || c.sent > from) {
+				b = j.f.delta(b, c, c.text[from:c.sent], step == 0)
+			}
+		}
+		st.out = b
+		if len(b) > 0 {
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if n := cfg.CrashAfterTokens; n > 0 && step+1 == n {
+			if j.t.crash != nil {
+				j.t.crash()
+			}
+			panic(http.ErrAbortHandler)
+		}
+		if cfg.Hang && step == 0 {
+			<-ctx.Done()
+			abortIfStopped(j.t)
+			return
+		}
+	}
+
+	u := usage{prompt: j.promptTokens}
+	for i := range j.choices {
+		u.completion += j.choices[i].tokens
+		if j.choices[i].finish == "" { // a zero budget
+			j.choices[i].finish = "length"
+		}
+	}
+	b = b[:0]
+	if j.stream {
+		b = j.f.streamTail(b, j.choices, u)
+		st.out = b
+		if _, err := w.Write(b); err == nil {
+			_ = rc.Flush()
+		}
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	b = j.f.body(b, j.choices, u)
+	st.out = b
+	_, _ = w.Write(b)
+}
+
+// abortIfStopped aborts the connection when the model behind t stopped
+// serving; a request whose client went away just returns.
+func abortIfStopped(t target) {
+	if t.life != nil && t.life.Err() != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
