@@ -1,6 +1,11 @@
 package catalogue
 
+import "slices"
+
 // Model is one [[models]] entry of models.toml.
+//
+// A Model from a Catalogue shares its slices and its Cost with the
+// catalogue: treat it as read-only, or Clone it first.
 type Model struct {
 	// ID is the canonical model id clients send in "model". Required.
 	ID string `toml:"id" json:"id"`
@@ -12,17 +17,22 @@ type Model struct {
 	// VRAMMB is the VRAM the model needs in MiB, summed over its devices.
 	VRAMMB uint64 `toml:"vram_mb" json:"vram_mb"`
 	// MinDevices is the number of GPUs it needs (default 1 when VRAMMB > 0,
-	// else 0).
+	// else 0; set in a Catalogue). A model may spread over more devices.
 	MinDevices int `toml:"min_devices" json:"min_devices,omitempty"`
-	// MinDeviceVRAMMB is the smallest per-device VRAM (MiB) it can use.
+	// MinDeviceVRAMMB is the smallest per-device VRAM (MiB) it can use:
+	// a device with less total VRAM does not count toward MinDevices.
+	// Default 0, any device.
 	MinDeviceVRAMMB uint64 `toml:"min_device_vram_mb" json:"min_device_vram_mb,omitempty"`
 	// PinnedOn names neurons where the model is pinned: placed there first
-	// and never evicted there.
+	// and never evicted there. It is a preference, not a restriction: the
+	// model may run on other neurons when its pinned ones cannot take it.
 	PinnedOn []string `toml:"pinned_on" json:"pinned_on,omitempty"`
 	// ResidencyPriority protects a resident model from eviction by a model
-	// of lower priority. Default 100, or 1000 when PinnedOn is set.
+	// of lower priority. Zero means the default: 100, or 1000 when PinnedOn
+	// is set; use 1 for the lowest priority. Always set in a Catalogue.
 	ResidencyPriority int `toml:"residency_priority" json:"residency_priority"`
-	// Capabilities such as "chat", "completions", "embeddings", "tools", "vision".
+	// Capabilities such as "chat", "completions", "embeddings", "tools",
+	// "vision". Empty means unknown: Supports then allows everything.
 	Capabilities []string `toml:"capabilities" json:"capabilities,omitempty"`
 	// Limit holds the token limits; zero fields are unknown.
 	Limit Limit `toml:"limit" json:"limit,omitzero"`
@@ -32,16 +42,73 @@ type Model struct {
 
 // Limit holds a model's token limits. Zero means unknown.
 type Limit struct {
+	// Context is the context window in tokens: prompt and output together.
 	Context int `toml:"context" json:"context,omitempty"`
-	Input   int `toml:"input" json:"input,omitempty"`
-	Output  int `toml:"output" json:"output,omitempty"`
+	// Input is the most prompt tokens the model accepts.
+	Input int `toml:"input" json:"input,omitempty"`
+	// Output is the most tokens the model generates in one answer.
+	Output int `toml:"output" json:"output,omitempty"`
 }
 
 // Cost is a price in USD per 1M tokens. Zero means free. CacheRead and
 // CacheWrite are nil when not priced separately.
+//
+// Catalogues accept prices from 0 to MaxPrice; the pricing methods clamp
+// anything else into that range (NaN counts as MaxPrice), so a hand-built
+// Cost can never under-charge through a bad value.
 type Cost struct {
-	Input      float64  `toml:"input" json:"input"`
-	Output     float64  `toml:"output" json:"output"`
-	CacheRead  *float64 `toml:"cache_read" json:"cache_read,omitempty"`
+	// Input is the price of a prompt token.
+	Input float64 `toml:"input" json:"input"`
+	// Output is the price of a generated token.
+	Output float64 `toml:"output" json:"output"`
+	// CacheRead is the price of a prompt token read from the prompt cache;
+	// nil means Input.
+	CacheRead *float64 `toml:"cache_read" json:"cache_read,omitempty"`
+	// CacheWrite is the price of a prompt token written to the prompt
+	// cache; nil means Input.
 	CacheWrite *float64 `toml:"cache_write" json:"cache_write,omitempty"`
+}
+
+// PinnedTo reports whether the model is pinned on the named neuron.
+func (m Model) PinnedTo(neuron string) bool {
+	return slices.Contains(m.PinnedOn, neuron)
+}
+
+// Supports reports whether the model lists the capability, or lists no
+// capabilities at all (unknown, so not restricted).
+func (m Model) Supports(capability string) bool {
+	return len(m.Capabilities) == 0 || slices.Contains(m.Capabilities, capability)
+}
+
+// MicroUSD prices a request in micro-dollars, as Cost.MicroUSD does. ok is
+// false when the model is not priced (Cost is nil).
+func (m Model) MicroUSD(inputTokens, outputTokens int64) (microUSD int64, ok bool) {
+	if m.Cost == nil {
+		return 0, false
+	}
+	return m.Cost.MicroUSD(inputTokens, outputTokens), true
+}
+
+// Clone returns a deep copy of m that shares nothing with it.
+func (m Model) Clone() Model {
+	m.PinnedOn = slices.Clone(m.PinnedOn)
+	m.Capabilities = slices.Clone(m.Capabilities)
+	if m.Cost != nil {
+		c := m.Cost.clone()
+		m.Cost = &c
+	}
+	return m
+}
+
+// clone returns a copy of c that shares no pointer with it.
+func (c Cost) clone() Cost {
+	if c.CacheRead != nil {
+		v := *c.CacheRead
+		c.CacheRead = &v
+	}
+	if c.CacheWrite != nil {
+		v := *c.CacheWrite
+		c.CacheWrite = &v
+	}
+	return c
 }
