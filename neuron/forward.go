@@ -1,0 +1,217 @@
+package neuron
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// handleInference forwards an OpenAI request to the engine of the model
+// named in its body, through the model's admission gate.
+func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
+	if !a.enter() {
+		writeError(w, ErrShuttingDown)
+		return
+	}
+	defer a.leave()
+	body, err := readBody(w, r, a.opts.maxBodyBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, err := modelField(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := a.h.Endpoint(id); err != nil {
+		writeError(w, err)
+		return
+	}
+	release, err := a.adm.acquire(r.Context(), id, principalOf(r))
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client left while queued: nobody to answer
+		}
+		writeError(w, err)
+		return
+	}
+	defer release()
+	// The endpoint may have changed (an engine restart) while queued.
+	target, err := a.h.Endpoint(id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := r.WithContext(r.Context())
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.ContentLength = int64(len(body))
+	a.proxies.get(id, target).ServeHTTP(w, out)
+}
+
+// proxyError answers a request whose engine could not be reached.
+func (a *Agent) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		a.log.DebugContext(r.Context(), "neuron: client left during forward", "path", r.URL.Path, "err", err)
+		return
+	}
+	a.log.WarnContext(r.Context(), "neuron: engine unreachable", "path", r.URL.Path, "err", err)
+	writeError(w, fmt.Errorf("%w: %v", ErrUpstream, err))
+}
+
+// principalOf is the admission principal of r: its account and key ids,
+// or "" (the anonymous principal) when it has neither.
+func principalOf(r *http.Request) string {
+	acc, key := r.Header.Get(HeaderAccountID), r.Header.Get(HeaderKeyID)
+	if acc == "" && key == "" {
+		return ""
+	}
+	return acc + "\x00" + key
+}
+
+// readBody reads r's body, at most limit bytes: a larger body is an
+// *http.MaxBytesError (413).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, mbe
+		}
+		return nil, fmt.Errorf("%w: reading body: %v", ErrInvalidRequest, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// modelField returns the "model" of a JSON request body.
+func modelField(body []byte) (string, error) {
+	var v struct {
+		Model json.RawMessage `json:"model"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
+			Message: "request body is not a JSON object: " + err.Error()}
+	}
+	var model string
+	if len(v.Model) > 0 && string(v.Model) != "null" {
+		if err := json.Unmarshal(v.Model, &model); err != nil {
+			return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
+				Message: `"model" must be a string`}
+		}
+	}
+	if model == "" {
+		return "", &APIError{Status: http.StatusBadRequest, Code: CodeMissingModel,
+			Message: `request body has no "model"`}
+	}
+	return model, nil
+}
+
+// openAIModel and openAIModelList are GET /v1/models.
+type openAIModel struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+type openAIModelList struct {
+	Object string        `json:"object"`
+	Data   []openAIModel `json:"data"`
+}
+
+// handleOpenAIModels lists the loaded models in the OpenAI format.
+func (a *Agent) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
+	list := openAIModelList{Object: "list", Data: []openAIModel{}}
+	for _, m := range a.h.Models() {
+		if m.Status != StatusLoaded {
+			continue
+		}
+		var created int64
+		if !m.LoadedAt.IsZero() {
+			created = m.LoadedAt.Unix()
+		}
+		list.Data = append(list.Data, openAIModel{ID: m.ID, Object: "model", Created: created, OwnedBy: "helexa"})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// proxyCache holds one ReverseProxy per model, built again only when the
+// model's endpoint URL changes. All proxies share one transport.
+type proxyCache struct {
+	transport    *http.Transport
+	errorLog     *log.Logger
+	errorHandler func(http.ResponseWriter, *http.Request, error)
+
+	mu      sync.Mutex
+	byModel map[string]proxyEntry
+}
+
+type proxyEntry struct {
+	target string
+	rp     *httputil.ReverseProxy
+}
+
+func newProxyCache(errorLog *log.Logger, errorHandler func(http.ResponseWriter, *http.Request, error)) *proxyCache {
+	return &proxyCache{
+		// Engines are local or on the host's network: no proxy from the
+		// environment, and enough idle connections for every slot.
+		transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		errorLog:     errorLog,
+		errorHandler: errorHandler,
+		byModel:      make(map[string]proxyEntry),
+	}
+}
+
+// get returns the proxy to target for model id.
+func (c *proxyCache) get(id string, target *url.URL) *httputil.ReverseProxy {
+	key := target.String()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byModel[id]; ok && e.target == key {
+		return e.rp
+	}
+	t := *target
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&t)
+			// The neuron's token is not the engine's.
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport:     c.transport,
+		FlushInterval: -1, // SSE and every other answer pass through unbuffered
+		ErrorLog:      c.errorLog,
+		ErrorHandler:  c.errorHandler,
+	}
+	c.byModel[id] = proxyEntry{target: key, rp: rp}
+	return rp
+}
+
+func (c *proxyCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.byModel, id)
+}
+
+func (c *proxyCache) closeIdle() { c.transport.CloseIdleConnections() }

@@ -1,0 +1,105 @@
+package neuron
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Agent defaults.
+const (
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultMaxBodyBytes = 16 << 20
+	// DefaultVersion is what GET /version reports without WithVersion.
+	DefaultVersion = "dev"
+)
+
+// Option configures an Agent.
+type Option interface {
+	applyAgent(*agentOptions)
+}
+
+// ClientOption configures a Client.
+type ClientOption interface {
+	applyClient(*clientOptions)
+}
+
+// SharedOption configures both an Agent and a Client.
+type SharedOption interface {
+	Option
+	ClientOption
+}
+
+type agentOptions struct {
+	token         string
+	advertiseURL  string
+	hostname      string
+	admission     AdmissionConfig
+	defaultModels []LoadSpec
+	logger        *slog.Logger
+	version       string
+	drainTimeout  time.Duration
+	maxBodyBytes  int64
+}
+
+type agentOptionFunc func(*agentOptions)
+
+func (f agentOptionFunc) applyAgent(o *agentOptions) { f(o) }
+
+type tokenOption string
+
+func (t tokenOption) applyAgent(o *agentOptions)   { o.token = string(t) }
+func (t tokenOption) applyClient(o *clientOptions) { o.token = string(t) }
+
+// WithToken sets the bearer token. On an Agent it is required on every
+// route except GET /health and GET /version (401 invalid_token otherwise);
+// on a Client it is sent as "Authorization: Bearer <token>". Default: none
+// (an Agent without a token is open).
+func WithToken(token string) SharedOption { return tokenOption(token) }
+
+// WithAdvertiseURL sets the URL the Agent reports in GET
+// /models/{id}/endpoint: its own address as seen by cortex, for example
+// "http://10.0.0.5:31400". Default: "http://" plus the Host of the request.
+func WithAdvertiseURL(u string) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.advertiseURL = u })
+}
+
+// WithHostname overrides the hostname reported in GET /discovery. Default:
+// what the Discoverer reports, else the operating system's hostname.
+func WithHostname(name string) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.hostname = name })
+}
+
+// WithAdmission sets the per-model admission limits. Default: the
+// AdmissionConfig defaults (4 in flight, 64 queued, 30s wait, no
+// per-principal cap).
+func WithAdmission(c AdmissionConfig) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.admission = c })
+}
+
+// WithDefaultModels sets the models Start loads in the background, one
+// after the other, in order. Default: none.
+func WithDefaultModels(specs []LoadSpec) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.defaultModels = append([]LoadSpec(nil), specs...) })
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.logger = l })
+}
+
+// WithVersion sets the version GET /version reports. Default "dev".
+func WithVersion(v string) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.version = v })
+}
+
+// WithDrainTimeout bounds how long Shutdown waits for requests in flight
+// before it stops the engines. Default 30s.
+func WithDrainTimeout(d time.Duration) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.drainTimeout = d })
+}
+
+// WithMaxBodyBytes limits the size of an inference request body; a larger
+// one is refused with 413. Default 16 MiB.
+func WithMaxBodyBytes(n int64) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.maxBodyBytes = n })
+}
