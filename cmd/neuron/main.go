@@ -1,0 +1,123 @@
+// Command neuron is the reference helexa neuron daemon: it reads
+// neuron.toml, discovers the GPUs (NVML, or a static list), runs engines as
+// child processes and serves the neuron API (package neuron) until SIGINT
+// or SIGTERM, then drains and stops every engine.
+//
+// Usage:
+//
+//	neuron [--config neuron.toml] [--log-format text|json] [--version]
+//
+// The version is stamped at build time:
+//
+//	go build -ldflags "-X main.version=v1.2.3" ./cmd/neuron
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/neuron"
+	"github.com/helexa-ai/helexa-go/neuron/engine"
+	"github.com/helexa-ai/helexa-go/neuron/nvml"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "neuron:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run is the daemon: it serves until ctx ends, then shuts down gracefully.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("neuron", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "neuron.toml", "path of the neuron.toml configuration")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, version)
+		return err
+	}
+	var logger *slog.Logger
+	switch *logFormat {
+	case "text":
+		logger = slog.New(slog.NewTextHandler(stderr, nil))
+	case "json":
+		logger = slog.New(slog.NewJSONHandler(stderr, nil))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	cfg, err := neuron.LoadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+
+	var disc neuron.Discoverer
+	if cfg.Discovery.Kind == neuron.DiscoveryStatic {
+		disc = neuron.NewStaticDiscoverer(cfg.StaticDiscovery())
+	} else {
+		nd := nvml.New(nvml.WithHostname(cfg.Discovery.Hostname), nvml.WithLogger(logger))
+		defer nd.Close()
+		disc = nd
+	}
+	harness, err := engine.New(cfg.Engines, engine.WithLogger(logger), engine.WithDefaultEngine(cfg.DefaultEngine))
+	if err != nil {
+		return err
+	}
+	agent, err := neuron.NewAgent(harness, disc,
+		append(cfg.AgentOptions(), neuron.WithLogger(logger), neuron.WithVersion(version))...)
+	if err != nil {
+		return errors.Join(err, harness.Close(context.Background()))
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.Join(err, agent.Shutdown(context.Background()))
+	}
+	if err := agent.Start(ctx); err != nil {
+		return errors.Join(err, ln.Close(), agent.Shutdown(context.Background()))
+	}
+	srv := &http.Server{
+		Handler:           agent,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("neuron: serving", "listen", ln.Addr().String(), "version", version, "discovery", cfg.Discovery.Kind)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	var serveErr error
+	select {
+	case serveErr = <-served:
+	case <-ctx.Done():
+	}
+	// Drain while still listening, so that new requests get 503
+	// shutting_down (and go elsewhere) rather than a refused connection.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.Std()+time.Minute)
+	defer cancel()
+	err = errors.Join(serveErr, agent.Shutdown(sctx), srv.Shutdown(sctx))
+	if serveErr == nil {
+		<-served // http.ErrServerClosed
+	}
+	return err
+}

@@ -1,0 +1,79 @@
+// Package engine is the process harness of a neuron: it runs one inference
+// engine child process per loaded model (llama.cpp's llama-server, vLLM,
+// SGLang, the helexa-sim engine, or any OpenAI-compatible server) and
+// supervises it like a careful init system.
+//
+// A Harness is built from the [[engines]] templates of neuron.toml
+// (neuron.EngineConfig). Loading a model picks a free loopback port, expands
+// the template's placeholders, starts the engine in its own process group,
+// captures its output in a bounded buffer of lines and polls its ready path
+// until it answers 200.
+//
+// # Templates
+//
+// Command and Env values may use these placeholders, replaced as whole
+// tokens anywhere inside an argument:
+//
+//	{model}    LoadSpec.Source, or the model id when Source is empty
+//	{id}       LoadSpec.ModelID
+//	{port}     the port picked for the engine
+//	{host}     the host the engine must listen on (WithHost, default 127.0.0.1)
+//	{gpus}     the device indexes, comma separated ("0,2"); empty without devices
+//	{context}  LoadSpec.Context; "0" when unset (llama-server reads 0 as
+//	           "the model's own context")
+//
+// Only "{name}" with a name made of letters, digits and underscores is a
+// placeholder; any other brace (a JSON argument, say) is copied as is. An
+// unknown placeholder is an error from New. Arguments are passed to the
+// engine directly, never through a shell, so a model id cannot inject shell
+// syntax unless a template itself runs "sh -c" around a placeholder.
+//
+// # Environment
+//
+// The engine inherits the neuron's environment, plus:
+//
+//	CUDA_DEVICE_ORDER=PCI_BUS_ID       so CUDA numbers GPUs like NVML does
+//	CUDA_VISIBLE_DEVICES=<devices>     "0,2" for devices [0 2]
+//
+// With no devices in the LoadSpec, CUDA_VISIBLE_DEVICES is set to the empty
+// string: the engine sees no GPU at all rather than every GPU, so a model
+// never uses VRAM the neuron did not account for. The template's Env is
+// applied last and overrides both (set HIP_VISIBLE_DEVICES = "{gpus}" there
+// for ROCm).
+//
+// # Lifecycle
+//
+// A model is "loading" until the engine's ready path answers 200 (any other
+// answer, or a refused connection, means still loading), then "loaded". The
+// start timeout is measured from the start of the process; engine output
+// does not extend it, because many engines log their own health probes.
+// When the engine exits during its first load, or is not ready in time, the
+// load fails with a *LoadError (errors.Is(err, neuron.ErrLoadFailed)) that
+// carries the exit status and the last lines of output, and the harness
+// forgets the model. An exit during load caused by a port taken between the
+// pick and the engine's bind is retried on a fresh port, up to three times.
+//
+// An engine that exits while loaded, without being asked to, has crashed:
+// the model becomes "failed" with the exit status and the last output lines
+// in ModelInfo.LastError, and stays "failed" while the harness waits out a
+// capped exponential backoff (WithBackoff, default 1s doubling up to 30s;
+// the delay returns to the minimum once an engine has stayed ready for the
+// maximum). It is then "recovering" from the restart of the process until
+// it is ready again, and "loaded" once more with Restarts incremented. A
+// restart that fails counts as another crash; the harness retries until the
+// model is unloaded.
+//
+// Unload marks the model "unloading", sends SIGTERM to the engine's whole
+// process group, SIGKILL after the template's stop timeout, waits for the
+// process and forgets the model. After any exit of an engine the harness
+// sends SIGKILL to its process group so that no worker or helper the engine
+// spawned outlives it. On Linux the engine also gets SIGKILL should the
+// neuron die (Pdeathsig); that covers the engine itself, not processes it
+// forks, and is tied to the OS thread that started it, so it is a safety
+// net, not a substitute for Close.
+//
+// Every model is owned by one supervisor goroutine that starts its
+// process, waits on it, probes it and restarts it; the Harness methods talk
+// to it through channels and a mutex and never block on a load in progress,
+// except Load itself.
+package engine
