@@ -1,0 +1,87 @@
+package redisledger_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+)
+
+// benchLedger returns a Ledger on the shared server (server clock, the
+// default) with n accounts whose caps Reserve+Settle pairs of 1 settled at 0
+// never reach.
+func benchLedger(b *testing.B, n int, w entitlements.CapWindow) (*redisledger.Ledger, []entitlements.Principal) {
+	b.Helper()
+	l := newLedger(b, newClient(b, sharedRedis(b).addr))
+	ps := make([]entitlements.Principal, n)
+	for i := range ps {
+		id := "acct-" + strconv.Itoa(i)
+		ps[i] = addKey(b, l, "sk-"+id, entitlements.Principal{AccountID: id}, entitlements.Budget{HardCap: entitlements.Cap(1 << 40), Window: w})
+	}
+	return l, ps
+}
+
+func reserveSettle(b *testing.B, ctx context.Context, l *redisledger.Ledger, p entitlements.Principal) {
+	r, err := l.Reserve(ctx, p, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Settle(ctx, r, 0); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkReserveSettle measures one Reserve+Settle pair (two script
+// round trips) per op against a local redis-server.
+func BenchmarkReserveSettle(b *testing.B) {
+	for _, w := range []entitlements.CapWindow{entitlements.Balance(), entitlements.Rolling(60)} {
+		b.Run("serial/"+w.Kind.String(), func(b *testing.B) {
+			l, ps := benchLedger(b, 1, w)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				reserveSettle(b, ctx, l, ps[0])
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+		})
+		b.Run("parallel-one-account/"+w.Kind.String(), func(b *testing.B) {
+			l, ps := benchLedger(b, 1, w)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					reserveSettle(b, ctx, l, ps[0])
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+		})
+		b.Run("parallel-own-account/"+w.Kind.String(), func(b *testing.B) {
+			l, ps := benchLedger(b, 64, w)
+			ctx := context.Background()
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				p := ps[int(next.Add(1)-1)%len(ps)]
+				for pb.Next() {
+					reserveSettle(b, ctx, l, p)
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+		})
+	}
+}
+
+// BenchmarkResolve measures a key lookup (one HGETALL).
+func BenchmarkResolve(b *testing.B) {
+	l, _ := benchLedger(b, 1, entitlements.Balance())
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Resolve(ctx, "sk-acct-0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
