@@ -81,14 +81,29 @@ func RetryAfterSeconds(d time.Duration) int64 {
 }
 
 // Read decodes an envelope from r (at most 64 KiB). ok is false when the body
-// is not an envelope.
+// is not an envelope. A numeric code (vLLM sends "code": 400) is read as its
+// decimal text.
 func Read(r io.Reader) (b Body, ok bool) {
-	var e Envelope
+	var e struct {
+		Error struct {
+			Message string          `json:"message"`
+			Type    string          `json:"type"`
+			Code    json.RawMessage `json:"code"`
+			Param   *string         `json:"param"`
+		} `json:"error"`
+	}
 	if err := json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&e); err != nil {
 		return Body{}, false
 	}
-	if e.Error.Message == "" && e.Error.Code == "" && e.Error.Type == "" {
+	b = Body{Message: e.Error.Message, Type: e.Error.Type, Param: e.Error.Param}
+	var code string
+	if json.Unmarshal(e.Error.Code, &code) == nil {
+		b.Code = code
+	} else if len(e.Error.Code) > 0 && string(e.Error.Code) != "null" {
+		b.Code = string(e.Error.Code)
+	}
+	if b.Message == "" && b.Code == "" && b.Type == "" {
 		return Body{}, false
 	}
-	return e.Error, true
+	return b, true
 }

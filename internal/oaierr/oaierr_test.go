@@ -56,6 +56,14 @@ func TestWriteAndRead(t *testing.T) {
 	}
 }
 
+func TestReadNumericCode(t *testing.T) {
+	t.Parallel()
+	got, ok := oaierr.Read(strings.NewReader(`{"error":{"message":"bad","type":"BadRequestError","code":400,"param":null}}`))
+	if !ok || got.Code != "400" || got.Message != "bad" {
+		t.Errorf("Read = %+v, %v; want code \"400\"", got, ok)
+	}
+}
+
 func TestReadRejectsOtherBodies(t *testing.T) {
 	t.Parallel()
 	for _, in := range []string{``, `not json`, `{"error":{}}`, `{"choices":[]}`} {
