@@ -3,6 +3,132 @@
 // to a neuron that has the model (or loads it there, evicting least recently
 // used models to make room), streams the answer back and meters usage.
 //
+// # The Gateway
+//
+// Gateway is an http.Handler serving the OpenAI-compatible routes POST
+// /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses,
+// GET /v1/models (the catalogue joined with the fleet) and the public GET
+// /health; MetricsHandler serves the Prometheus metrics on a listener of
+// their own. Build one with NewGateway over the configured neurons and the
+// catalogue, call Run to keep the fleet fresh, and Shutdown at the end.
+// Config reads cortex.toml for the reference binary, cmd/cortex.
+//
+// # Request path
+//
+// Every inference request takes these steps, in this order; each failure
+// answers with an OpenAI error envelope (see Errors) and ends the request:
+//
+//  1. Admission past the shutdown gate: after Shutdown has begun, 503
+//     shutting_down with Retry-After.
+//  2. Auth: the key of "Authorization: Bearer" or "x-api-key" is resolved
+//     by the entitlements Provider (WithProvider). A missing or unknown key
+//     is a 401 invalid_api_key with WithRequireAuth, else the caller is
+//     anonymous; an unavailable provider is a 503 with Retry-After.
+//  3. The body is read under the size limit (WithMaxBodyBytes, 413
+//     request_too_large) and scanned in one pass for the few fields the
+//     gateway needs (model, stream, the maximum output, n, stream_options,
+//     the prompt's text). Nothing else of the body is decoded.
+//  4. The model name is resolved through the catalogue's aliases (or the
+//     fleet, for a resident model the catalogue does not know: 404
+//     model_not_found when neither knows it). The prompt estimate (text / 4
+//     plus 4 tokens per message) is checked against the model's input
+//     limit, else its context: over it, 400 context_length_exceeded, and
+//     the request is never sent. The estimate leaves out the output: the
+//     engine has the last word on prompt plus output.
+//  5. Admit: the worst case is reserved against the caller's budget, before
+//     routing, so that a request over budget never causes a cold load: the
+//     prompt estimate plus n times the maximum output (the request's
+//     max_tokens, max_completion_tokens or max_output_tokens, else the
+//     model's output limit, else 4096), in tokens or priced in
+//     micro-dollars at the model's cost (0 for a model without prices).
+//     Anonymous callers reserve nothing.
+//  6. Route: a load of the model already in progress is waited for;
+//     otherwise the Router decides, and the gateway carries the decision
+//     out: Serve proxies at once; Join and Load run one load per model at a
+//     time (see Cold loads), then proxy to the neuron the model is ready on.
+//  7. Proxy: the body goes to the neuron with the model id in place of an
+//     alias and, for a chat or completions stream that does not ask for it,
+//     stream_options.include_usage set; the answer streams back (see
+//     Streaming). A neuron's own error answer reaches the client unchanged:
+//     status, headers and body.
+//  8. Finish, exactly once on every exit path (panics included): the
+//     reservation is settled with the usage observed, or released when
+//     nothing was served; the metrics are recorded. The usage is the
+//     engine's (from the usage chunk or the body); when it never came, the
+//     prompt estimate plus one token per content event streamed, never
+//     zero.
+//
+// When the connection to a neuron fails before anything reached the
+// client (the endpoint lookup or the request itself), the request is sent
+// once more, to another replica that is loaded or loading (never to a new
+// load). This holds for streams too: a stream that has not begun has
+// nothing to duplicate. A stream whose neuron sends nothing for the idle
+// timeout, not even headers, is not retried (504 upstream_timeout).
+//
+// # Neurons: tokens, headers and endpoints
+//
+// The client's Authorization and x-api-key never reach a neuron: the
+// gateway sends the neuron's own token (NeuronConfig.Token), strips the
+// hop-by-hop headers, cookies, Accept-Encoding (answers must arrive
+// uncompressed for the usage scan) and any X-Helexa-Account-Id or
+// X-Helexa-Key-Id the client sent, and stamps its own principal headers,
+// which the neuron's per-principal admission uses.
+//
+// The inference URL of a model comes from the neuron's GET
+// /models/{id}/endpoint and is cached per (neuron, model) until the
+// model's status or loaded_at changes in the fleet snapshot, or a
+// connection to it fails. The neuron reports its own URL as it sees
+// itself: a loopback or unspecified host (127.0.0.0/8, ::1, localhost,
+// 0.0.0.0, ::) is swapped for the host of the configured endpoint, keeping
+// the reported port and path. A reported host equal to the configured one
+// is used as it is, and any other host is refused (502): a neuron must not
+// be able to send prompts to an arbitrary host.
+//
+// # Streaming
+//
+// An SSE answer is relayed event by event, each written and flushed as it
+// arrives: nothing is buffered beyond one event. On the way the gateway
+// reads the usage and counts content events, and drops the usage-only
+// chunk (choices: []) it asked for when the client did not. The stream
+// idle timeout (WithStreamIdleTimeout, default 5 minutes) cuts a stream
+// that sends nothing for that long; it is not a limit on the whole answer.
+// A stream cut short by the idle timeout or a broken neuron ends with the
+// client's connection aborted, so that the client sees it is incomplete;
+// a client that goes away cancels the request to the neuron.
+//
+// # Cold loads
+//
+// Loads are single-flight per model: the first request for a cold model
+// starts one load, in a goroutine of its own under the load timeout
+// (WithLoadTimeout, default 10 minutes) and the gateway's life, not the
+// request's, so a client that leaves does not abort it; every other
+// request for the model waits for it without routing again. A load
+// unloads the Decision's victims in order (a victim gone already is fine;
+// one refused as busy aborts the load with 503 and Retry-After), asks the
+// neuron to load the catalogue profile (engine, source, VRAM, limits,
+// capabilities), then refreshes that neuron in the snapshot (when the
+// Poller is a Refresher) before the waiting requests are sent. The neuron
+// has the last word on VRAM: its 409 insufficient_vram, like a busy
+// victim, a neuron shutting down, unreachable or timing out, is a 503 with
+// Retry-After; a load that fails on the neuron (model_load_failed, an
+// unknown engine) is a 502 model_load_failed that retrying does not fix.
+//
+// # Metrics
+//
+// helexa_requests_total, helexa_request_errors_total (by kind: rejected,
+// unavailable, upstream_status, upstream_broken, idle_timeout, canceled,
+// internal), helexa_request_duration_seconds,
+// helexa_time_to_first_token_seconds and helexa_tokens_per_second
+// (histograms from 5 ms to 5 min, and from 1 to 2048 tokens per second),
+// helexa_prompt_tokens_total, helexa_completion_tokens_total,
+// helexa_cold_starts_total, helexa_model_loads_total{result},
+// helexa_evictions_total, and from the fleet snapshot at scrape time
+// helexa_neuron_healthy, helexa_neuron_free_vram_bytes,
+// helexa_model_in_flight and helexa_model_queue_depth. Labels are the
+// model id (resolved, never the name a client sent), the neuron name and
+// small fixed sets; each Gateway has its own registry unless WithRegistry
+// gives one.
+//
 // # Decisions and effects
 //
 // The package splits what should happen from doing it. Three small
@@ -72,7 +198,17 @@
 // ErrModelNotFound, ErrNoFeasibleNeuron, ErrFeasibleNeuronDown); the
 // retryable ones arrive wrapped in a *RetryError that carries the
 // Retry-After to send (default 2 s). Callers use errors.Is and errors.As.
-// The suggested HTTP mapping: ErrModelNotFound 404 model_not_found;
-// ErrNoFeasibleNeuron 400 (the model cannot run on this fleet); every
-// *RetryError 503 service_unavailable with Retry-After.
+//
+// The Gateway maps errors to answers in one function. Its envelopes:
+// 401 invalid_api_key; 429 rate_limit_exceeded with Retry-After (a rolling
+// budget window is spent) or insufficient_quota (a balance is spent); 400
+// invalid_request_body, missing_model_field, context_length_exceeded and
+// model_not_deployable (ErrNoFeasibleNeuron: no neuron of the fleet can
+// ever hold the model; not worth retrying); 404 model_not_found, and
+// not_found for an unknown route; 405 method_not_allowed; 413
+// request_too_large; 503 service_unavailable with Retry-After (every
+// *RetryError, a retryable *LoadError, an unavailable budget authority) and
+// shutting_down; 502 upstream_connection_error (ErrUpstream) and
+// model_load_failed; 504 upstream_timeout. Messages of 5xx answers never
+// name hosts or addresses; the logs have the details.
 package cortex

@@ -87,9 +87,10 @@ type PollerOption interface {
 }
 
 // Option configures several constructors of the package at once: NewPoller
-// and the Gateway's. WithLogger, WithUsage and WithClock are Options.
+// and NewGateway. WithLogger, WithUsage and WithClock are Options.
 type Option interface {
 	PollerOption
+	GatewayOption
 }
 
 type pollerConfig struct {

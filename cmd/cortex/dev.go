@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
+	"github.com/helexa-ai/helexa-go/neuron/sim"
+)
+
+// The dev stack's fixed parts.
+const (
+	devNeuron  = "gpu-01" // the name testdata/models.toml pins on
+	devKey     = "sk-helexa-dev"
+	devAccount = "demo"
+	devBudget  = 1_000_000 // tokens, a balance
+	devGPUMB   = 24576     // each of the two simulated GPUs
+)
+
+// devConfig is what "cortex dev" starts.
+type devConfig struct {
+	listen, metricsListen string
+	models                string // path of models.toml
+	sim                   sim.Config
+	logger                *slog.Logger
+}
+
+// devStack is a running dev stack: an in-process neuron over the simulated
+// engine, and a gateway over it.
+type devStack struct {
+	*servers
+	agent     *neuron.Agent
+	neuronSrv *http.Server
+	neuronURL string
+	model     string // the model of the curl command
+}
+
+// runDev is "cortex dev".
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cortex dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", cortex.DefaultListen, "address of the API")
+	metrics := fs.String("metrics-listen", cortex.DefaultMetricsListen, "address of /metrics")
+	models := fs.String("models", "testdata/models.toml", "path of the models.toml catalogue")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	d, err := startDev(devConfig{
+		listen: *listen, metricsListen: *metrics, models: *models, logger: logger,
+		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},
+	})
+	if err != nil {
+		return err
+	}
+	d.printIntro(stdout)
+	return serveUntil(ctx, d.failed(), d.shutdown, logger)
+}
+
+// startDev starts the dev stack. Call shutdown to stop it.
+func startDev(cfg devConfig) (d *devStack, err error) {
+	cat, err := catalogue.Load(cfg.models)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run cortex dev from the repository root, or pass --models)", err)
+	}
+	if cat.Len() == 0 {
+		return nil, fmt.Errorf("%s has no models", cfg.models)
+	}
+	harness, err := sim.NewHarness(cfg.sim)
+	if err != nil {
+		return nil, err
+	}
+	disc := neuron.NewStaticDiscoverer(neuron.Discovery{Hostname: devNeuron, Devices: []neuron.Device{
+		{Index: 0, Name: "Simulated GPU", UUID: "GPU-dev-0", TotalMB: devGPUMB},
+		{Index: 1, Name: "Simulated GPU", UUID: "GPU-dev-1", TotalMB: devGPUMB},
+	}})
+	agent, err := neuron.NewAgent(harness, disc, neuron.WithLogger(cfg.logger), neuron.WithDrainTimeout(5*time.Second))
+	if err != nil {
+		return nil, errors.Join(err, harness.Close(context.Background()))
+	}
+	d = &devStack{agent: agent}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, d.shutdown(context.Background()))
+		}
+	}()
+	if err := agent.Start(context.Background()); err != nil {
+		return d, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return d, err
+	}
+	d.neuronURL = "http://" + ln.Addr().String()
+	d.neuronSrv = newServer(agent, slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn))
+	go func() { _ = d.neuronSrv.Serve(ln) }()
+
+	local, err := entitlements.NewLocal(entitlements.Config{RequireAuth: true, Keys: []entitlements.KeyConfig{
+		{Key: devKey, AccountID: devAccount, HardCap: new(int64(devBudget))},
+	}})
+	if err != nil {
+		return d, err
+	}
+	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: devNeuron, Endpoint: d.neuronURL}}, cat,
+		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithLogger(cfg.logger),
+		cortex.WithPollerOptions(cortex.WithInterval(time.Second)))
+	if err != nil {
+		return d, err
+	}
+	srv, err := startServers(gw, cfg.listen, cfg.metricsListen, cfg.logger)
+	if err != nil {
+		return d, errors.Join(err, gw.Shutdown(context.Background()))
+	}
+	d.servers = srv
+	d.model = devModel(cat)
+	return d, nil
+}
+
+// devModel is the model of the curl command: the first one the simulated
+// engine is meant for (engine "sim"), else the smallest.
+func devModel(cat *catalogue.Catalogue) string {
+	models := cat.Models()
+	best := models[0]
+	for _, m := range models {
+		if m.Engine == "sim" {
+			return m.ID
+		}
+		if m.VRAMMB < best.VRAMMB {
+			best = m
+		}
+	}
+	return best.ID
+}
+
+// curl is a command that works as printed against the running stack.
+func (d *devStack) curl() string {
+	host := d.apiAddr.String()
+	if tcp, ok := d.apiAddr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+	}
+	body := `{"model":"` + d.model + `","messages":[{"role":"user","content":"Hello!"}]}`
+	return "curl -sS http://" + host + "/v1/chat/completions -H 'Authorization: Bearer " + devKey +
+		"' -H 'Content-Type: application/json' -d '" + body + "'"
+}
+
+func (d *devStack) printIntro(w io.Writer) {
+	metrics := strings.Replace(d.metAddr.String(), "0.0.0.0", "127.0.0.1", 1)
+	fmt.Fprintf(w, `cortex dev (version %s)
+  gateway  http://%s  (API key %s, account %q with %d tokens)
+  metrics  http://%s/metrics
+  neuron   %s at %s: simulated engine, two %d MiB GPUs
+
+Try it (the first request loads the model):
+
+%s
+
+Ctrl-C stops everything.
+`, version, d.apiAddr, devKey, devAccount, devBudget, metrics, devNeuron, d.neuronURL, devGPUMB, d.curl())
+}
+
+// shutdown stops the gateway (draining), then the neuron.
+func (d *devStack) shutdown(ctx context.Context) error {
+	var errs []error
+	if d.servers != nil {
+		errs = append(errs, d.servers.shutdown(ctx))
+	}
+	if d.neuronSrv != nil {
+		errs = append(errs, d.agent.Shutdown(ctx), d.neuronSrv.Shutdown(ctx))
+	} else if d.agent != nil {
+		errs = append(errs, d.agent.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,144 @@
+// Command cortex is the reference helexa gateway: an OpenAI-compatible API
+// over a fleet of neurons (package cortex).
+//
+// Usage:
+//
+//	cortex serve [--config cortex.toml] [--log-format text|json]
+//	cortex dev [--listen 127.0.0.1:31313] [--metrics-listen 127.0.0.1:31314] [--models testdata/models.toml]
+//	cortex version
+//
+// serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains.
+// Budgets live in memory, or in Redis with an [entitlements.redis] table
+// (shared by every replica; the keys of the file are seeded into it).
+// dev needs no files: it starts an in-process neuron over the simulated
+// engine, the catalogue of testdata/models.toml and a demo API key, and
+// prints a curl command to try.
+//
+// The version is stamped at build time:
+//
+//	go build -ldflags "-X main.version=v1.2.3" ./cmd/cortex
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage:
+  cortex serve [--config cortex.toml] [--log-format text|json]
+  cortex dev [--listen ADDR] [--metrics-listen ADDR] [--models FILE]
+  cortex version`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cortex:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run dispatches a subcommand; each serves until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stderr)
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		_, err := fmt.Fprintln(stdout, version)
+		return err
+	case "help", "-h", "--help":
+		_, err := fmt.Fprintln(stdout, usage)
+		return err
+	}
+	fmt.Fprintln(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// runServe is "cortex serve": the gateway of cortex.toml.
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cortex serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "cortex.toml", "path of the cortex.toml configuration")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := cortex.LoadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	var cat *catalogue.Catalogue
+	if cfg.ModelsConfig != "" {
+		if cat, err = catalogue.Load(cfg.ModelsConfig); err != nil {
+			return err
+		}
+	}
+	opts := append(cfg.GatewayOptions(), cortex.WithLogger(logger))
+	provider, closer, err := newProvider(cfg.Entitlements, logger)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if provider != nil {
+		opts = append(opts, cortex.WithProvider(provider))
+	}
+	gw, err := cortex.NewGateway(cfg.Neurons, cat, opts...)
+	if err != nil {
+		return err
+	}
+	srv, err := startServers(gw, cfg.Gateway.Listen, cfg.Gateway.MetricsListen, logger)
+	if err != nil {
+		return errors.Join(err, gw.Shutdown(context.Background()))
+	}
+	logger.Info("cortex: serving", "listen", srv.apiAddr.String(), "metrics", srv.metAddr.String(),
+		"neurons", len(cfg.Neurons), "models", cat.Len(), "version", version)
+	return serveUntil(ctx, srv.failed(), srv.shutdown, logger)
+}
+
+// serveUntil waits for ctx to end (or a server to fail), then shuts down.
+func serveUntil(ctx context.Context, failed <-chan error, shutdown func(context.Context) error, logger *slog.Logger) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-failed:
+		logger.Error("cortex: server failed", "err", err)
+	}
+	logger.Info("cortex: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	return errors.Join(err, shutdown(sctx))
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

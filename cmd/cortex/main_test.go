@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitForOutput polls buf until re matches, and returns the submatches.
+func waitForOutput(t *testing.T, buf *syncBuffer, re *regexp.Regexp, done <-chan error) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(buf.String()); m != nil {
+			return m
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the command ended (%v) before printing %v; output:\n%s", err, re, buf)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %v in the output:\n%s", re, buf)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// shellWords splits a command line as a POSIX shell does for the subset
+// the dev stack prints: words separated by spaces, single-quoted strings.
+func shellWords(line string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for _, r := range line {
+		switch {
+		case quoted && r == '\'':
+			quoted = false
+		case quoted:
+			cur.WriteRune(r)
+		case r == '\'':
+			quoted, inWord = true, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case strings.ContainsRune(`"\$`+"`", r):
+			return nil, fmt.Errorf("unquoted %q", r)
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		return nil, fmt.Errorf("unterminated quote")
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}
+
+// curlRequest turns a curl command line (-sS, -H, -d and a URL) into a
+// request.
+func curlRequest(t *testing.T, ctx context.Context, line string) *http.Request {
+	t.Helper()
+	words, err := shellWords(line)
+	if err != nil || len(words) == 0 || words[0] != "curl" {
+		t.Fatalf("not a curl command (%v): %s", err, line)
+	}
+	var url, data string
+	header := http.Header{}
+	method := http.MethodGet
+	for i := 1; i < len(words); i++ {
+		switch w := words[i]; w {
+		case "-sS", "-s", "-S":
+		case "-H":
+			i++
+			k, v, ok := strings.Cut(words[i], ":")
+			if !ok {
+				t.Fatalf("bad header %q", words[i])
+			}
+			header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-d":
+			i++
+			data, method = words[i], http.MethodPost
+		default:
+			if strings.HasPrefix(w, "-") || url != "" {
+				t.Fatalf("unexpected curl argument %q", w)
+			}
+			url = w
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	return req
+}
+
+func TestDevPrintsACurlThatWorks(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+			"--models", filepath.Join("..", "..", "testdata", "models.toml")}, &stdout, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+	})
+	line := waitForOutput(t, &stdout, regexp.MustCompile(`(?m)^(curl .*)$`), done)[1]
+	metrics := waitForOutput(t, &stdout, regexp.MustCompile(`metrics +(http://\S+/metrics)`), done)[1]
+
+	resp, err := http.DefaultClient.Do(curlRequest(t, t.Context(), line))
+	if err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: status %d: %s", line, resp.StatusCode, body)
+	}
+	var answer struct {
+		Model   string `json:"model"`
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil || len(answer.Choices) != 1 || answer.Choices[0].Message.Content == "" {
+		t.Fatalf("answer %s (%v)", body, err)
+	}
+
+	// Without the key the same request is refused.
+	req := curlRequest(t, t.Context(), line)
+	req.Header.Del("Authorization")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without the key: status %d, want 401", resp.StatusCode)
+	}
+
+	resp, err = http.Get(metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `helexa_requests_total{class="2xx",model="`+answer.Model+`",neuron="gpu-01"} 1`) {
+		t.Errorf("metrics after one request:\n%s", b)
+	}
+
+	cancel() // Ctrl-C
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("cortex dev: %v (stderr %s)", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("cortex dev did not stop")
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+// startServe runs "cortex serve" over a config of one neuron, the example
+// catalogue and the given [entitlements] tables; it returns the API address
+// and a function that stops the command and returns its error.
+func startServe(t *testing.T, neuronURL, entitlementsTOML string) (addr string, stop func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	models, err := os.ReadFile(filepath.Join("..", "..", "testdata", "models.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "models.toml"), models, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`models_config = "models.toml"
+[gateway]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+[[neurons]]
+name = "gpu-01"
+endpoint = %q
+`, neuronURL) + entitlementsTOML
+	path := filepath.Join(dir, "cortex.toml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--config", path}, &stdout, &stderr) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+			http.DefaultClient.CloseIdleConnections()
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	addr = waitForOutput(t, &stderr, regexp.MustCompile(`cortex: serving" listen=(\S+)`), done)[1]
+	return addr, stop
+}
+
+// chatOnce sends one chat request with the key and returns the status and
+// body.
+func chatOnce(t *testing.T, addr, key string) (int, string) {
+	t.Helper()
+	body := `{"model":"llama-3.2-1b-instruct","messages":[{"role":"user","content":"hi"}],"max_tokens":2}`
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServe(t *testing.T) {
+	fleet := cortextest.NewFleet(t, cortextest.Named("gpu-01")...)
+	addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), `[entitlements]
+require_auth = true
+[[entitlements.keys]]
+key = "sk-test"
+account_id = "test"
+`)
+	// The neurons were polled before the server started: the first
+	// request is served.
+	status, body := chatOnce(t, addr, "sk-test")
+	if status != http.StatusOK {
+		t.Errorf("status %d: %s", status, body)
+	}
+	if status, _ := chatOnce(t, addr, "sk-other"); status != http.StatusUnauthorized {
+		t.Errorf("unknown key: status %d", status)
+	}
+	if n := fleet.Neuron("gpu-01").Loads(); n != 1 {
+		t.Errorf("the neuron got %d loads, want 1", n)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("cortex serve: %v", err)
+	}
+}
+
+// With [entitlements.redis], the keys of the file are seeded into Redis and
+// budgets are kept there.
+func TestServeWithRedis(t *testing.T) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skipf("redis-server not found: %v", err)
+	}
+	redisAddr := startRedis(t, path)
+	fleet := cortextest.NewFleet(t, cortextest.Named("gpu-01")...)
+	addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), fmt.Sprintf(`[entitlements]
+require_auth = true
+[[entitlements.keys]]
+key = "sk-redis"
+account_id = "shared"
+hard_cap = 1000
+[entitlements.redis]
+url = "redis://%s/0"
+`, redisAddr))
+	status, body := chatOnce(t, addr, "sk-redis")
+	if err := stop(); err != nil {
+		t.Errorf("cortex serve: %v", err)
+	}
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	var answer struct {
+		Usage struct {
+			Total int64 `json:"total_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(body), &answer); err != nil {
+		t.Fatal(err)
+	}
+	ledger, err := redisledger.Open(entitlements.RedisConfig{URL: "redis://" + redisAddr + "/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledger.Close()
+	snap, err := ledger.Snapshot(t.Context(), entitlements.Principal{AccountID: "shared", KeyID: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Spent != entitlements.Amount(answer.Usage.Total) || snap.Reserved != 0 || snap.HardCap == nil || *snap.HardCap != 1000 {
+		t.Errorf("redis budget: spent %d reserved %d cap %v; want spent %d", snap.Spent, snap.Reserved, snap.HardCap, answer.Usage.Total)
+	}
+}
+
+// startRedis starts a redis-server on a free loopback port, stopped at the
+// end of the test, and returns its address once it accepts connections.
+func startRedis(t *testing.T, path string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	cmd := exec.Command(path, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		select {
+		case <-exited:
+			t.Fatalf("redis-server exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	dir := t.TempDir()
+	redis := filepath.Join(dir, "redis.toml")
+	// Nothing listens on port 1: the ledger cannot reach Redis at start.
+	if err := os.WriteFile(redis, []byte("[[neurons]]\nname = \"n\"\nendpoint = \"http://127.0.0.1:1\"\n[entitlements.redis]\nurl = \"redis://127.0.0.1:1/0?dial_timeout=1s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{name: "no command", args: nil, wantErr: "no command"},
+		{name: "unknown command", args: []string{"launch"}, wantErr: `unknown command "launch"`},
+		{name: "version", args: []string{"version"}, wantOut: "dev\n"},
+		{name: "help", args: []string{"help"}, wantOut: usage + "\n"},
+		{name: "serve: missing config", args: []string{"serve", "--config", filepath.Join(dir, "none.toml")}, wantErr: "no such file"},
+		{name: "serve: bad log format", args: []string{"serve", "--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "serve: redis unreachable", args: []string{"serve", "--config", redis}, wantErr: "entitlements.redis"},
+		{name: "dev: missing models", args: []string{"dev", "--models", filepath.Join(dir, "none.toml")}, wantErr: "--models"},
+		{name: "dev: unknown flag", args: []string{"dev", "--nope"}, wantErr: "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, &stdout, &stderr)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want one mentioning %q", err, tt.wantErr)
+			}
+			if stdout.String() != tt.wantOut {
+				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
+			}
+		})
+	}
+}

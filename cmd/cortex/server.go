@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/cortex"
+)
+
+// shutdownGrace bounds the graceful shutdown after SIGINT or SIGTERM.
+const shutdownGrace = 30 * time.Second
+
+// servers runs a gateway: its poller, its API server and its metrics
+// server.
+type servers struct {
+	gw        *cortex.Gateway
+	api       *http.Server
+	metrics   *http.Server
+	apiAddr   net.Addr
+	metAddr   net.Addr
+	stopPoll  context.CancelFunc
+	wg        sync.WaitGroup
+	errs      chan error
+	closeOnce sync.Once
+}
+
+// warmUpTimeout bounds the first poll of the neurons before serving.
+const warmUpTimeout = 5 * time.Second
+
+// startServers polls every neuron once, then listens on both addresses and
+// serves the gateway's API and metrics, and runs its poller, until
+// shutdown. Polling first means the first requests do not find every
+// neuron unhealthy because none was polled yet.
+func startServers(gw *cortex.Gateway, apiAddr, metricsAddr string, logger *slog.Logger) (*servers, error) {
+	warmUp(gw, logger)
+	apiLn, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	metLn, err := net.Listen("tcp", metricsAddr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("metrics_listen: %w", err), apiLn.Close())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", gw.MetricsHandler())
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	s := &servers{
+		gw:      gw,
+		api:     newServer(gw, errLog),
+		metrics: newServer(mux, errLog),
+		apiAddr: apiLn.Addr(),
+		metAddr: metLn.Addr(),
+		errs:    make(chan error, 3),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopPoll = cancel
+	s.wg.Go(func() {
+		if err := gw.Run(ctx); err != nil {
+			s.errs <- fmt.Errorf("poller: %w", err)
+		}
+	})
+	for _, p := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{s.api, apiLn}, {s.metrics, metLn}} {
+		s.wg.Go(func() {
+			if err := p.srv.Serve(p.ln); !errors.Is(err, http.ErrServerClosed) {
+				s.errs <- err
+			}
+		})
+	}
+	return s, nil
+}
+
+// newServer is an http.Server with limits for a public endpoint. It has no
+// write timeout: streams last as long as generation does.
+func newServer(h http.Handler, errLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+}
+
+// failed delivers the first error of a server or the poller.
+func (s *servers) failed() <-chan error { return s.errs }
+
+// shutdown stops the gateway gracefully: new requests are refused while
+// those in flight finish (up to ctx), then the servers close and the
+// poller stops.
+func (s *servers) shutdown(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		errs := []error{s.gw.Shutdown(ctx), s.api.Shutdown(ctx), s.metrics.Shutdown(ctx)}
+		s.stopPoll()
+		s.wg.Wait()
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// warmUp polls every neuron once, concurrently, when the poller can
+// refresh; a neuron that does not answer is logged, not fatal.
+func warmUp(gw *cortex.Gateway, logger *slog.Logger) {
+	r, ok := gw.Poller().(cortex.Refresher)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), warmUpTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range gw.Fleet().Neurons() {
+		wg.Go(func() {
+			if _, err := r.Refresh(ctx, n.Name); err != nil {
+				logger.Warn("cortex: neuron not reachable at start", "neuron", n.Name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}

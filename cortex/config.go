@@ -1,0 +1,353 @@
+package cortex
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// Config defaults.
+const (
+	// DefaultListen is the address the gateway serves the API on.
+	DefaultListen = "127.0.0.1:31313"
+	// DefaultMetricsListen is the address the gateway serves /metrics on.
+	DefaultMetricsListen = "127.0.0.1:31314"
+)
+
+// Config is cortex.toml, the configuration of the reference gateway
+// daemon. Decode it with ParseConfig or LoadConfig, which apply the
+// defaults and validate it.
+//
+//	models_config = "models.toml"
+//
+//	[gateway]
+//	listen = "0.0.0.0:31313"
+//
+//	[[neurons]]
+//	name = "gpu-01"
+//	endpoint = "http://10.0.0.5:31400"
+//	token = "..."
+//
+//	[entitlements]
+//	require_auth = true
+type Config struct {
+	// ModelsConfig is the path of models.toml, the catalogue. LoadConfig
+	// resolves a relative path against the directory of the cortex.toml
+	// file. Empty: no catalogue (only resident models are served).
+	ModelsConfig string `toml:"models_config"`
+	// Gateway is the [gateway] table.
+	Gateway GatewayConfig `toml:"gateway"`
+	// Neurons are the [[neurons]] the gateway routes to. At least one.
+	Neurons []NeuronConfig `toml:"neurons"`
+	// Entitlements is the [entitlements] table: API keys and budgets.
+	Entitlements entitlements.Config `toml:"entitlements"`
+}
+
+// GatewayConfig is the [gateway] table.
+type GatewayConfig struct {
+	// Listen is the address of the API. Default "127.0.0.1:31313".
+	Listen string `toml:"listen"`
+	// MetricsListen is the address of GET /metrics, a listener of its own.
+	// Default "127.0.0.1:31314".
+	MetricsListen string `toml:"metrics_listen"`
+	// StreamIdleTimeout cuts a stream that sends nothing for this long.
+	// Default 5m.
+	StreamIdleTimeout neuron.Duration `toml:"stream_idle_timeout"`
+	// MaxBodyBytes bounds a request body. Default 16 MiB.
+	MaxBodyBytes int64 `toml:"max_body_bytes"`
+	// LoadTimeout bounds a cold load. Default 10m.
+	LoadTimeout neuron.Duration `toml:"load_timeout"`
+	// PollInterval is the time between two polls of the neurons. Default
+	// 2s.
+	PollInterval neuron.Duration `toml:"poll_interval"`
+	// FailureThreshold is how many consecutive failed polls make a neuron
+	// unhealthy. Default 3.
+	FailureThreshold int `toml:"failure_threshold"`
+}
+
+// ConfigError is a problem in cortex.toml: a syntax or type error, an
+// unknown key, or an invalid value.
+type ConfigError struct {
+	// File is the path given to LoadConfig; empty for ParseConfig.
+	File string
+	// Line is 1-based; 0 when unknown.
+	Line int
+	// Entry names the offending entry, such as "neurons[1] (gpu-02)" or
+	// "gateway"; empty when the problem is not in one entry.
+	Entry string
+	// Msg says what is wrong.
+	Msg string
+}
+
+// Error formats the problem as "file:line: entry: message", leaving out
+// what is unknown.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(cmp.Or(e.File, "cortex.toml"))
+	if e.Line > 0 {
+		b.WriteString(":")
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Entry != "" {
+		b.WriteString(e.Entry)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadConfig reads and parses the cortex.toml at path, and resolves a
+// relative ModelsConfig against the file's directory. Errors name the file.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("cortex: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		for _, e := range flatten(err) {
+			if ce, ok := errors.AsType[*ConfigError](e); ok {
+				ce.File = path
+			}
+		}
+		return Config{}, err
+	}
+	if c.ModelsConfig != "" && !filepath.IsAbs(c.ModelsConfig) {
+		c.ModelsConfig = filepath.Join(filepath.Dir(path), c.ModelsConfig)
+	}
+	return c, nil
+}
+
+// flatten returns the errors joined in err, or err alone.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// ParseConfig decodes a cortex.toml document strictly: an unknown key is an
+// error with its line, as are syntax and type errors (each a
+// *ConfigError). It applies the defaults, then validates the result: the
+// problems Validate finds are *ConfigError values too, with the line of
+// their entry where it is known, joined with errors.Join.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, configError(err)
+	}
+	c.applyDefaults()
+	if err := c.validate(scanLines(data)); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// applyDefaults sets the zero fields of the [gateway] table.
+func (c *Config) applyDefaults() {
+	g := &c.Gateway
+	if g.Listen == "" {
+		g.Listen = DefaultListen
+	}
+	if g.MetricsListen == "" {
+		g.MetricsListen = DefaultMetricsListen
+	}
+	if g.StreamIdleTimeout == 0 {
+		g.StreamIdleTimeout = neuron.Duration(DefaultStreamIdleTimeout)
+	}
+	if g.MaxBodyBytes == 0 {
+		g.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if g.LoadTimeout == 0 {
+		g.LoadTimeout = neuron.Duration(DefaultLoadTimeout)
+	}
+	if g.PollInterval == 0 {
+		g.PollInterval = neuron.Duration(DefaultPollInterval)
+	}
+	if g.FailureThreshold == 0 {
+		g.FailureThreshold = DefaultFailureThreshold
+	}
+}
+
+// configError turns a go-toml error into *ConfigError values with lines.
+func configError(err error) error {
+	var sm *toml.StrictMissingError
+	if errors.As(err, &sm) && len(sm.Errors) > 0 {
+		errs := make([]error, 0, len(sm.Errors))
+		for i := range sm.Errors {
+			de := &sm.Errors[i]
+			line, _ := de.Position()
+			errs = append(errs, &ConfigError{Line: line, Msg: "unknown key " + strconv.Quote(strings.Join(de.Key(), "."))})
+		}
+		return errors.Join(errs...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		if k := de.Key(); len(k) > 0 {
+			msg = strings.Join(k, ".") + ": " + msg
+		}
+		return &ConfigError{Line: line, Msg: msg}
+	}
+	return &ConfigError{Msg: err.Error()}
+}
+
+// Validate checks the configuration: at least one neuron, each valid and
+// named once, listen addresses set, positive limits, a valid
+// [entitlements] table. It returns every problem, each a *ConfigError
+// naming its entry, joined with errors.Join.
+func (c Config) Validate() error { return c.validate(nil) }
+
+func (c Config) validate(at *configLines) error {
+	var errs []error
+	bad := func(line int, entry, format string, args ...any) {
+		errs = append(errs, &ConfigError{Line: line, Entry: entry, Msg: fmt.Sprintf(format, args...)})
+	}
+	g := c.Gateway
+	gl := at.table("gateway")
+	if g.Listen == "" {
+		bad(gl, "gateway", "listen is empty")
+	}
+	if g.MetricsListen == "" {
+		bad(gl, "gateway", "metrics_listen is empty")
+	}
+	if g.Listen != "" && g.Listen == g.MetricsListen && !strings.HasSuffix(g.Listen, ":0") {
+		bad(gl, "gateway", "metrics_listen %q is the same address as listen", g.MetricsListen)
+	}
+	if g.MaxBodyBytes < 0 {
+		bad(gl, "gateway", "max_body_bytes %d is negative", g.MaxBodyBytes)
+	}
+	if g.FailureThreshold < 0 {
+		bad(gl, "gateway", "failure_threshold %d is negative", g.FailureThreshold)
+	}
+	if len(c.Neurons) == 0 {
+		bad(0, "", "no [[neurons]]: the gateway needs at least one neuron")
+	}
+	seen := make(map[string]int, len(c.Neurons))
+	for i, n := range c.Neurons {
+		entry := "neurons[" + strconv.Itoa(i) + "]"
+		if n.Name != "" {
+			entry += " (" + n.Name + ")"
+		}
+		line := at.entry("neurons", i)
+		if err := n.Validate(); err != nil {
+			bad(line, entry, "%s", strings.TrimPrefix(err.Error(), "neuron "+strconv.Quote(n.Name)+": "))
+			continue
+		}
+		if j, dup := seen[n.Name]; dup {
+			bad(line, entry, "duplicate name %q (also neurons[%d])", n.Name, j)
+		}
+		seen[n.Name] = i
+	}
+	if err := c.Entitlements.Validate(); err != nil {
+		for _, e := range flatten(err) {
+			entry, msg, line := "entitlements", e.Error(), at.table("entitlements")
+			if ce, ok := errors.AsType[*entitlements.ConfigError](e); ok {
+				msg = ce.Msg
+				if ce.Entry != "" {
+					entry += "." + ce.Entry
+				}
+				if m := keyEntry.FindStringSubmatch(ce.Entry); m != nil {
+					i, _ := strconv.Atoi(m[1])
+					line = cmp.Or(at.entry("entitlements.keys", i), line)
+				} else if ce.Entry == "redis" {
+					line = cmp.Or(at.table("entitlements.redis"), line)
+				}
+			}
+			bad(line, entry, "%s", msg)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// GatewayOptions returns the options the [gateway] table sets: the stream
+// idle timeout, the body limit, the load timeout, the poll interval and
+// failure threshold of the default poller, and whether auth is required
+// ([entitlements] require_auth).
+func (c Config) GatewayOptions() []GatewayOption {
+	g := c.Gateway
+	opts := []GatewayOption{
+		WithRequireAuth(c.Entitlements.RequireAuth),
+	}
+	if g.StreamIdleTimeout > 0 {
+		opts = append(opts, WithStreamIdleTimeout(g.StreamIdleTimeout.Std()))
+	}
+	if g.MaxBodyBytes > 0 {
+		opts = append(opts, WithMaxBodyBytes(g.MaxBodyBytes))
+	}
+	if g.LoadTimeout > 0 {
+		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))
+	}
+	var popts []PollerOption
+	if g.PollInterval > 0 {
+		popts = append(popts, WithInterval(g.PollInterval.Std()))
+	}
+	if g.FailureThreshold > 0 {
+		popts = append(popts, WithFailureThreshold(g.FailureThreshold))
+	}
+	return append(opts, WithPollerOptions(popts...))
+}
+
+// configLines knows the lines of the tables of a document, so that
+// validation errors can point at their entry. A nil *configLines knows
+// nothing.
+type configLines struct {
+	tables map[string]int   // [name] -> line
+	arrays map[string][]int // [[name]] -> line of each entry
+}
+
+// keyEntry matches the entry of an entitlements key problem.
+var keyEntry = regexp.MustCompile(`^keys\[(\d+)\]`)
+
+var tableHeader = regexp.MustCompile(`^\s*(\[\[?)\s*([A-Za-z0-9_.\- ]+?)\s*\]\]?\s*(#.*)?$`)
+
+// scanLines finds the table headers of data. It does not parse TOML: a
+// header inside a multi-line string would mislead it, which only costs a
+// wrong line number in an error message.
+func scanLines(data []byte) *configLines {
+	l := &configLines{tables: make(map[string]int), arrays: make(map[string][]int)}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		m := tableHeader.FindSubmatch(sc.Bytes())
+		if m == nil {
+			continue
+		}
+		name := strings.ReplaceAll(string(m[2]), " ", "")
+		if string(m[1]) == "[[" {
+			l.arrays[name] = append(l.arrays[name], n)
+		} else if _, ok := l.tables[name]; !ok {
+			l.tables[name] = n
+		}
+	}
+	return l
+}
+
+func (l *configLines) table(name string) int {
+	if l == nil {
+		return 0
+	}
+	return l.tables[name]
+}
+
+func (l *configLines) entry(name string, i int) int {
+	if l == nil || i >= len(l.arrays[name]) {
+		return 0
+	}
+	return l.arrays[name][i]
+}

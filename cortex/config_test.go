@@ -1,0 +1,181 @@
+package cortex_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+func TestLoadExampleConfig(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "testdata", "cortex.toml")
+	c, err := cortex.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig(%s): %v", path, err)
+	}
+	want := cortex.GatewayConfig{
+		Listen:            "127.0.0.1:31313",
+		MetricsListen:     "127.0.0.1:31314",
+		StreamIdleTimeout: neuron.Duration(5 * time.Minute),
+		MaxBodyBytes:      16 << 20,
+		LoadTimeout:       neuron.Duration(10 * time.Minute),
+		PollInterval:      neuron.Duration(2 * time.Second),
+		FailureThreshold:  3,
+	}
+	if diff := cmp.Diff(c.Gateway, want); diff != "" {
+		t.Errorf("gateway (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(c.Neurons, []cortex.NeuronConfig{
+		{Name: "gpu-01", Endpoint: "http://10.0.0.11:31400", Token: "neuron-token-gpu-01"},
+		{Name: "gpu-02", Endpoint: "http://10.0.0.12:31400", Token: "neuron-token-gpu-02"},
+	}); diff != "" {
+		t.Errorf("neurons (-got +want):\n%s", diff)
+	}
+	if want := filepath.Join("..", "testdata", "models.toml"); c.ModelsConfig != want {
+		t.Errorf("models_config = %q, want %q", c.ModelsConfig, want)
+	}
+	// The catalogue it names loads, and pins on the neurons it names.
+	cat, err := catalogue.Load(c.ModelsConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := cat.Resolve("llama3.1"); !ok || !m.PinnedTo(c.Neurons[0].Name) {
+		t.Errorf("llama3.1 = %+v, %v: want it pinned on %s", m, ok, c.Neurons[0].Name)
+	}
+	if !c.Entitlements.RequireAuth || len(c.Entitlements.Keys) != 2 {
+		t.Errorf("entitlements = %+v", c.Entitlements)
+	}
+	if _, err := entitlements.NewLocal(c.Entitlements); err != nil {
+		t.Errorf("NewLocal: %v", err)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := cortex.ParseConfig([]byte("[[neurons]]\nname = \"n\"\nendpoint = \"http://n:1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Gateway.Listen != cortex.DefaultListen || c.Gateway.MetricsListen != cortex.DefaultMetricsListen ||
+		c.Gateway.StreamIdleTimeout.Std() != cortex.DefaultStreamIdleTimeout || c.Gateway.MaxBodyBytes != cortex.DefaultMaxBodyBytes ||
+		c.Gateway.LoadTimeout.Std() != cortex.DefaultLoadTimeout || c.Gateway.PollInterval.Std() != cortex.DefaultPollInterval ||
+		c.Gateway.FailureThreshold != cortex.DefaultFailureThreshold || c.ModelsConfig != "" {
+		t.Errorf("defaults: %+v", c)
+	}
+	if len(c.GatewayOptions()) == 0 {
+		t.Error("no gateway options")
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
+	const neuronOK = "[[neurons]]\nname = \"n1\"\nendpoint = \"http://n1:1\"\n"
+	tests := []struct {
+		name string
+		in   string
+		want []cortex.ConfigError // File, Line, Entry; Msg checked by substring
+		msg  []string
+	}{
+		{
+			name: "unknown key",
+			in:   "[gateway]\nlisten = \"x:1\"\nlisten_addr = \"y\"\n" + neuronOK,
+			want: []cortex.ConfigError{{Line: 3}},
+			msg:  []string{`unknown key "gateway.listen_addr"`},
+		},
+		{
+			name: "wrong type",
+			in:   neuronOK + "\n[gateway]\nmax_body_bytes = \"lots\"\n",
+			want: []cortex.ConfigError{{Line: 6}},
+			msg:  []string{"max_body_bytes"},
+		},
+		{
+			name: "bad duration",
+			in:   neuronOK + "[gateway]\nload_timeout = \"soon\"\n",
+			want: []cortex.ConfigError{{Line: 5}},
+			msg:  []string{"load_timeout"},
+		},
+		{
+			name: "no neurons",
+			in:   "[gateway]\n",
+			want: []cortex.ConfigError{{}},
+			msg:  []string{"at least one neuron"},
+		},
+		{
+			name: "invalid neurons",
+			in:   neuronOK + "\n[[neurons]]\nname = \"n2\"\nendpoint = \"ftp://n2\"\n\n[[neurons]]\nname = \"n1\"\nendpoint = \"http://n1:2\"\n",
+			want: []cortex.ConfigError{{Line: 5, Entry: "neurons[1] (n2)"}, {Line: 9, Entry: "neurons[2] (n1)"}},
+			msg:  []string{"scheme", `duplicate name "n1" (also neurons[0])`},
+		},
+		{
+			name: "same listen addresses",
+			in:   "[gateway]\nlisten = \"a:1\"\nmetrics_listen = \"a:1\"\n" + neuronOK,
+			want: []cortex.ConfigError{{Line: 1, Entry: "gateway"}},
+			msg:  []string{"same address"},
+		},
+		{
+			name: "bad key",
+			in:   neuronOK + "[entitlements]\nrequire_auth = true\n[[entitlements.keys]]\naccount_id = \"a\"\n",
+			want: []cortex.ConfigError{{Line: 6, Entry: "entitlements.keys[0] (account a)"}},
+			msg:  []string{"neither key nor key_sha256"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := cortex.ParseConfig([]byte(tt.in))
+			if err == nil {
+				t.Fatal("ParseConfig succeeded")
+			}
+			var got []cortex.ConfigError
+			var msgs []string
+			for _, e := range unjoin(err) {
+				var ce *cortex.ConfigError
+				if !errors.As(e, &ce) {
+					t.Fatalf("%v is not a *ConfigError", e)
+				}
+				got = append(got, cortex.ConfigError{Line: ce.Line, Entry: ce.Entry})
+				msgs = append(msgs, ce.Msg)
+			}
+			if diff := cmp.Diff(got, tt.want); diff != "" {
+				t.Errorf("errors (-got +want):\n%s\n(%v)", diff, err)
+			}
+			for i, m := range tt.msg {
+				if i < len(msgs) && !strings.Contains(msgs[i], m) {
+					t.Errorf("error %d: %q does not say %q", i, msgs[i], m)
+				}
+			}
+		})
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestLoadConfigNamesTheFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cortex.toml")
+	if err := os.WriteFile(path, []byte("bogus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cortex.LoadConfig(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":1: ") {
+		t.Errorf("LoadConfig error %v, want it to start with %s:1:", err, path)
+	}
+	if _, err := cortex.LoadConfig(filepath.Join(t.TempDir(), "missing.toml")); err == nil {
+		t.Error("LoadConfig of a missing file succeeded")
+	}
+}

@@ -1,0 +1,457 @@
+package cortex
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/reqscan"
+	"github.com/helexa-ai/helexa-go/internal/sse"
+)
+
+// settleTimeout bounds the Settle or Release at the end of a request.
+const settleTimeout = 5 * time.Second
+
+// exchange is one inference request on its way through the gateway: what each
+// stage of the request path learned, and what finish needs to close the
+// request exactly once on every exit path.
+type exchange struct {
+	g     *Gateway
+	w     http.ResponseWriter
+	r     *http.Request
+	kind  routeKind
+	start time.Time
+
+	// Stage results, in the order of the request path.
+	principal   entitlements.Principal
+	body        []byte // as received, then as sent (edited)
+	req         reqscan.Request
+	model       catalogue.Model // resolved profile
+	estimate    int64           // prompt tokens, estimated
+	maxOutput   int64           // output tokens reserved per choice
+	reservation entitlements.Reservation
+	decision    Decision
+	neuron      string // where the request was sent last
+	cold        bool   // it waited for a load
+
+	// Observed.
+	status      int  // status sent to the client; 0 while none
+	served      bool // a 2xx answer from a neuron began to reach the client
+	clientUsage bool // the client asked for the usage chunk
+	firstToken  time.Time
+	engineUsage sse.Usage // the engine's, when hasUsage
+	hasUsage    bool
+	chunks      int64 // content events streamed
+	outcome     outcome
+	err         error
+	abort       bool // end the client's connection abruptly
+	done        bool
+}
+
+// outcome is how a request ended, as the metrics count it.
+type outcome uint8
+
+const (
+	outcomeOK          outcome = iota
+	outcomeRejected            // the gateway refused it (4xx of its own)
+	outcomeUnavailable         // the gateway could not serve it (its own 5xx)
+	outcomeUpstream            // the neuron answered with an error status
+	outcomeBroken              // the neuron's answer broke off
+	outcomeTimeout             // the stream idle timeout cut it
+	outcomeCanceled            // the client went away
+	outcomePanic               // a bug
+)
+
+// kind is the value of the errors counter's "kind" label; "" for a success.
+func (o outcome) kind() string {
+	switch o {
+	case outcomeRejected:
+		return "rejected"
+	case outcomeUnavailable:
+		return "unavailable"
+	case outcomeUpstream:
+		return "upstream_status"
+	case outcomeBroken:
+		return "upstream_broken"
+	case outcomeTimeout:
+		return "idle_timeout"
+	case outcomeCanceled:
+		return "canceled"
+	case outcomePanic:
+		return "internal"
+	}
+	return ""
+}
+
+// serveInference runs the request path of an inference route (see the
+// package documentation).
+func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, kind routeKind) {
+	c := &exchange{g: g, w: w, r: r, kind: kind, start: g.clock.Now()}
+	if !g.enter() {
+		c.fail(ErrShuttingDown)
+		c.finish(c.observed())
+		return
+	}
+	defer g.leave()
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				g.log.Error("cortex: panic serving a request", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				c.outcome = outcomePanic
+			}
+			c.finish(c.observed())
+			panic(http.ErrAbortHandler)
+		}
+		c.finish(c.observed())
+		if c.abort {
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	c.serve()
+}
+
+// serve runs the stages of the request path; each failure answers the
+// client and returns.
+func (c *exchange) serve() {
+	if err := c.authenticate(); err != nil {
+		c.fail(err)
+		return
+	}
+	if err := c.readBody(); err != nil {
+		c.fail(err)
+		return
+	}
+	if err := c.resolve(); err != nil {
+		c.fail(err)
+		return
+	}
+	if err := c.admit(); err != nil {
+		c.fail(err)
+		return
+	}
+	c.dispatch()
+}
+
+// authenticate resolves the caller's API key into a principal.
+func (c *exchange) authenticate() error {
+	p, err := c.g.principal(c.r)
+	c.principal = p
+	return err
+}
+
+// principal resolves the API key of r: from "Authorization: Bearer" or
+// "x-api-key". Without a Provider every caller is anonymous. A missing or
+// unknown key is ErrUnauthorized when auth is required, else anonymous;
+// the Provider's other errors (*entitlements.UnavailableError) are
+// returned.
+func (g *Gateway) principal(r *http.Request) (entitlements.Principal, error) {
+	if g.cfg.provider == nil {
+		return entitlements.Anonymous(), nil
+	}
+	key := apiKey(r)
+	if key == "" {
+		if g.cfg.requireAuth {
+			return entitlements.Anonymous(), ErrUnauthorized
+		}
+		return entitlements.Anonymous(), nil
+	}
+	p, err := g.cfg.provider.Resolve(r.Context(), key)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, entitlements.ErrInvalidKey):
+		if g.cfg.requireAuth {
+			return entitlements.Anonymous(), ErrUnauthorized
+		}
+		return entitlements.Anonymous(), nil
+	}
+	return entitlements.Anonymous(), err
+}
+
+// apiKey returns the key of "Authorization: Bearer <key>", else of
+// "x-api-key", else "".
+func apiKey(r *http.Request) string {
+	const prefix = "Bearer "
+	if h := r.Header.Get("Authorization"); len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+		if k := strings.TrimSpace(h[len(prefix):]); k != "" {
+			return k
+		}
+	}
+	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+}
+
+// readBody reads the body under the size limit and scans it.
+func (c *exchange) readBody() error {
+	limit := c.g.cfg.maxBodyBytes
+	if c.r.ContentLength > limit {
+		return &http.MaxBytesError{Limit: limit}
+	}
+	var buf bytes.Buffer
+	if c.r.ContentLength > 0 {
+		buf.Grow(int(c.r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(c.w, c.r.Body, limit)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return mbe
+		}
+		return &reqscan.Error{Msg: "reading the body: " + err.Error()}
+	}
+	c.body = buf.Bytes()
+	if err := reqscan.Scan(c.body, &c.req); err != nil {
+		return err
+	}
+	if c.req.Model == "" {
+		return ErrMissingModel
+	}
+	return nil
+}
+
+// resolve resolves the model name through the catalogue's aliases (or the
+// fleet, for a resident model the catalogue does not know), and checks the
+// prompt estimate against the model's limit.
+func (c *exchange) resolve() error {
+	p, ok := c.g.poller.Fleet().Resolve(c.req.Model)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrModelNotFound, c.req.Model)
+	}
+	c.model = p
+	c.estimate = c.req.PromptEstimate(len(c.body))
+	limit := int64(p.Limit.Input)
+	if limit == 0 {
+		limit = int64(p.Limit.Context)
+	}
+	if limit > 0 && c.estimate > limit {
+		return &ContextLengthError{Model: p.ID, Limit: limit, Estimate: c.estimate}
+	}
+	c.maxOutput = c.req.MaxTokens
+	if c.maxOutput == 0 {
+		c.maxOutput = int64(p.Limit.Output)
+	}
+	if c.maxOutput == 0 {
+		c.maxOutput = c.g.cfg.defaultOutput
+	}
+	return nil
+}
+
+// admit reserves the worst case the request can cost against the caller's
+// budget, before routing, so that a request over budget never causes a
+// cold load. Anonymous callers have no budget.
+func (c *exchange) admit() error {
+	if c.g.cfg.provider == nil || c.principal.IsAnonymous() {
+		return nil
+	}
+	amount := c.price(c.estimate, satMul(c.req.N, c.maxOutput), 0)
+	res, err := c.g.cfg.provider.Reserve(c.r.Context(), c.principal, amount)
+	if err != nil {
+		return err
+	}
+	c.reservation = res
+	return nil
+}
+
+// price is the cost of a request in the principal's unit: tokens, or
+// micro-dollars at the model's prices (0 for a model without prices).
+func (c *exchange) price(prompt, completion, cached int64) entitlements.Amount {
+	prompt, completion = max(prompt, 0), max(completion, 0)
+	if c.principal.Unit == entitlements.UnitMicroUSD {
+		if c.model.Cost == nil {
+			return 0
+		}
+		cached = min(max(cached, 0), prompt)
+		return entitlements.Amount(c.model.Cost.Charge(catalogue.Usage{Input: prompt - cached, CacheRead: cached, Output: completion}))
+	}
+	if prompt > math.MaxInt64-completion {
+		return math.MaxInt64
+	}
+	return entitlements.Amount(prompt + completion)
+}
+
+// satMul returns a*b for non-negative a and b, or math.MaxInt64 when it
+// overflows.
+func satMul(a, b int64) int64 {
+	if a <= 0 || b <= 0 {
+		return 0
+	}
+	if a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+// dispatch routes the request and proxies it, retrying once on another
+// replica when the connection to the first neuron failed before anything
+// reached the client.
+func (c *exchange) dispatch() {
+	c.prepareBody()
+	var hint RouteHint
+	for attempt := 0; ; attempt++ {
+		name, err := c.place(hint, attempt > 0)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		err = c.proxy(name)
+		if err == nil {
+			return
+		}
+		if attempt == 0 && errors.Is(err, ErrUpstream) && !errors.Is(err, errStreamIdle) && c.r.Context().Err() == nil {
+			c.g.log.Warn("cortex: neuron unreachable, retrying on another replica", "neuron", name, "model", c.model.ID, "err", err)
+			hint.Exclude = append(hint.Exclude, name)
+			c.err = err
+			continue
+		}
+		c.fail(err)
+		return
+	}
+}
+
+// prepareBody rewrites the model name to the resolved id and, for a
+// stream that can carry one, asks the engine for the usage chunk.
+func (c *exchange) prepareBody() {
+	var edits []reqscan.Edit
+	if c.req.Model != c.model.ID {
+		edits = append(edits, c.req.SetModel(c.model.ID))
+	}
+	c.clientUsage = c.req.IncludeUsage
+	if c.req.Stream && c.kind.asksUsage() {
+		if e, ok := c.req.RequestUsage(); ok {
+			edits = append(edits, e)
+		}
+	}
+	c.body = reqscan.Apply(c.body, edits...)
+}
+
+// place picks the neuron for the request: it waits for a load of the model
+// already in progress, else routes, and carries out a Join or Load
+// decision. A retry only goes to a replica that exists or is loading: it
+// never starts a load.
+func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
+	g := c.g
+	ctx := c.r.Context()
+	if f := g.loads.lookup(c.model.ID); f != nil && !retry {
+		c.cold = true
+		c.decision = Decision{Model: c.model, Action: ActionJoin}
+		name, err := f.await(ctx)
+		c.decision.Neuron = name
+		return name, err
+	}
+	d, err := g.router.Route(g.poller.Fleet(), c.model.ID, hint)
+	if err != nil {
+		if retry && c.err != nil {
+			return "", c.err // no other replica: report the connection failure
+		}
+		return "", err
+	}
+	c.decision = d
+	switch d.Action {
+	case ActionServe:
+		return d.Neuron, nil
+	case ActionJoin, ActionLoad:
+		if retry && d.Action == ActionLoad {
+			return "", c.err
+		}
+		c.cold = true
+		return g.load(ctx, d)
+	}
+	return "", fmt.Errorf("cortex: the router returned %v", d.Action)
+}
+
+// fail answers the client with err, unless the client is gone or an answer
+// has begun.
+func (c *exchange) fail(err error) {
+	c.err = err
+	if c.r.Context().Err() != nil && !errors.Is(err, ErrShuttingDown) {
+		c.outcome = outcomeCanceled
+		return
+	}
+	if c.status != 0 {
+		return
+	}
+	h := writeError(c.w, err, c.g.cfg.retryAfter)
+	c.status = h.status
+	switch {
+	case errors.Is(err, errStreamIdle):
+		c.outcome = outcomeTimeout
+	case h.status >= 500:
+		c.outcome = outcomeUnavailable
+	default:
+		c.outcome = outcomeRejected
+	}
+}
+
+// usage is what a request consumed, as the gateway observed it.
+type usage struct {
+	// Served is true when a 2xx answer from a neuron began to reach the
+	// client; the counts are zero otherwise.
+	Served bool
+	// Prompt, Completion and Cached are tokens.
+	Prompt, Completion, Cached int64
+	// Reported is true when the counts are the engine's own (a usage object
+	// or chunk); false when they are the prompt estimate and one token per
+	// content event streamed.
+	Reported bool
+}
+
+// observed returns the usage of the request: the engine's, or when it
+// never came the prompt estimate and one token per content event
+// streamed. Never zero for a request served.
+func (c *exchange) observed() usage {
+	switch {
+	case !c.served:
+		return usage{}
+	case c.hasUsage:
+		return usage{Served: true, Prompt: c.engineUsage.Prompt, Completion: c.engineUsage.Completion, Cached: c.engineUsage.Cached, Reported: true}
+	}
+	return usage{Served: true, Prompt: c.estimate, Completion: c.chunks}
+}
+
+// finish closes the request with the usage observed, exactly once on
+// every exit path: it settles or releases the reservation, records the
+// metrics and logs. It is the seam where the budget and metering hooks
+// run.
+func (c *exchange) finish(u usage) {
+	if c.done {
+		return
+	}
+	c.done = true
+	end := c.g.clock.Now()
+	c.settle(u)
+	c.g.metrics.observe(c, end, u)
+	lvl := c.g.log.Debug
+	if c.outcome == outcomeUnavailable || c.outcome == outcomeBroken || c.outcome == outcomePanic || c.outcome == outcomeTimeout {
+		lvl = c.g.log.Warn
+	}
+	lvl("cortex: request", "path", c.r.URL.Path, "model", c.model.ID, "neuron", c.neuron, "status", c.status,
+		"outcome", c.outcome.kind(), "cold", c.cold, "prompt_tokens", u.Prompt, "completion_tokens", u.Completion,
+		"usage_reported", u.Reported, "account", c.principal.AccountID, "key", c.principal.KeyID,
+		"took", end.Sub(c.start), "err", c.err)
+}
+
+// settle consumes the reservation: Settle with what was served, or Release
+// when nothing was.
+func (c *exchange) settle(u usage) {
+	if c.reservation == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
+	defer cancel()
+	p := c.g.cfg.provider
+	var err error
+	if u.Served {
+		err = p.Settle(ctx, c.reservation, c.price(u.Prompt, u.Completion, u.Cached))
+	} else {
+		err = p.Release(ctx, c.reservation)
+	}
+	if err != nil {
+		c.g.log.Error("cortex: settling the budget failed", "account", c.principal.AccountID, "served", u.Served, "err", err)
+	}
+}

@@ -1,0 +1,387 @@
+package cortex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// NeuronAdmin is the part of a neuron's management API the Gateway uses to
+// change a neuron: load and unload models, and find where a model is
+// served. *neuron.Client implements it.
+//
+// Concurrency: the Gateway calls one NeuronAdmin from many goroutines at
+// once. Every method must return when ctx ends; errors from the neuron
+// should be *neuron.APIError values (errors.Is maps them to the neuron
+// package's sentinels).
+type NeuronAdmin interface {
+	// Load loads the model and returns when it is ready (POST /models/load).
+	Load(ctx context.Context, spec neuron.LoadSpec) (neuron.ModelInfo, error)
+	// Unload stops the model (POST /models/unload); without force, a model
+	// with requests in flight is refused with neuron.ErrModelBusy.
+	Unload(ctx context.Context, id string, force bool) error
+	// Endpoint returns the URL at which the neuron serves inference for the
+	// model (GET /models/{id}/endpoint).
+	Endpoint(ctx context.Context, id string) (string, error)
+}
+
+var _ NeuronAdmin = (*neuron.Client)(nil)
+
+// AdminFactory builds the NeuronAdmin of one configured neuron; NewGateway
+// calls it once per neuron.
+type AdminFactory func(NeuronConfig) (NeuronAdmin, error)
+
+// Refresher is an optional Poller capability: poll one neuron now and
+// publish the result. FleetPoller has it. The Gateway refreshes a neuron
+// right after a cold load there, so that the next requests see the model
+// loaded without waiting for the next polling round.
+//
+// Concurrency: Refresh may be called from many goroutines at once, also
+// while Run runs.
+type Refresher interface {
+	Refresh(ctx context.Context, neuron string) (*Fleet, error)
+}
+
+// Gateway is the cortex: an http.Handler serving the OpenAI-compatible API
+// over a fleet of neurons (see the package documentation for the request
+// path). Routes: POST /v1/chat/completions, /v1/completions,
+// /v1/embeddings and /v1/responses, GET /v1/models and the public GET
+// /health. Metrics are served separately, by MetricsHandler.
+//
+// Call Run to keep the fleet snapshot fresh, and Shutdown at the end. A
+// Gateway is safe for concurrent use.
+type Gateway struct {
+	cfg       gatewayConfig
+	cat       *catalogue.Catalogue
+	log       *slog.Logger
+	clock     Clock
+	poller    Poller
+	refresher Refresher // nil when the poller cannot refresh
+	router    Router
+	usage     *Usage
+	transport http.RoundTripper
+	ownsTrans bool // the transport is the default one: close its idle connections
+	upstreams map[string]*upstream
+	metrics   *metrics
+	mux       *http.ServeMux
+
+	loads loadGroup
+
+	// life ends when Shutdown has drained: loads in progress stop.
+	life     context.Context
+	stopLife context.CancelFunc
+
+	active      atomic.Int64 // requests in flight past the shutdown gate
+	closing     atomic.Bool
+	drained     chan struct{}
+	drainedOnce sync.Once
+	shutOnce    sync.Once
+}
+
+// NewGateway returns a Gateway over the given neurons and catalogue (nil:
+// no catalogue; only models resident on some neuron are served, under
+// their ids). It validates the neuron configurations and the options,
+// builds the default Poller, Router and neuron clients where no option
+// replaces them, and registers the metrics.
+func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...GatewayOption) (*Gateway, error) {
+	if err := validateNeurons(neurons); err != nil {
+		return nil, err
+	}
+	cfg := gatewayConfig{
+		clock:         systemClock{},
+		idleTimeout:   DefaultStreamIdleTimeout,
+		maxBodyBytes:  DefaultMaxBodyBytes,
+		loadTimeout:   DefaultLoadTimeout,
+		retryAfter:    DefaultRetryAfter,
+		defaultOutput: DefaultMaxOutputTokens,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.applyGateway(&cfg)
+		}
+	}
+	switch {
+	case cfg.clock == nil:
+		return nil, errors.New("cortex: gateway: nil Clock")
+	case cfg.idleTimeout <= 0:
+		return nil, fmt.Errorf("cortex: gateway: stream idle timeout %v is not positive", cfg.idleTimeout)
+	case cfg.maxBodyBytes <= 0:
+		return nil, fmt.Errorf("cortex: gateway: max body bytes %d is not positive", cfg.maxBodyBytes)
+	case cfg.loadTimeout <= 0:
+		return nil, fmt.Errorf("cortex: gateway: load timeout %v is not positive", cfg.loadTimeout)
+	case cfg.retryAfter <= 0:
+		return nil, fmt.Errorf("cortex: gateway: retry hint %v is not positive", cfg.retryAfter)
+	case cfg.defaultOutput <= 0:
+		return nil, fmt.Errorf("cortex: gateway: default max output %d is not positive", cfg.defaultOutput)
+	case cfg.requireAuth && cfg.provider == nil:
+		return nil, errors.New("cortex: gateway: require auth needs an entitlements Provider (WithProvider)")
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		cat:       cat,
+		log:       cfg.logger,
+		clock:     cfg.clock,
+		usage:     cfg.usage,
+		transport: cfg.transport,
+		upstreams: make(map[string]*upstream, len(neurons)),
+		drained:   make(chan struct{}),
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.usage == nil {
+		g.usage = NewUsage()
+	}
+	if g.transport == nil {
+		g.transport = newTransport()
+		g.ownsTrans = true
+	}
+	httpClient := &http.Client{Transport: g.transport}
+	adminFactory := cfg.adminFactory
+	if adminFactory == nil {
+		adminFactory = func(nc NeuronConfig) (NeuronAdmin, error) { return newNeuronClient(nc, httpClient) }
+	}
+	for _, nc := range neurons {
+		base, err := url.Parse(nc.Endpoint)
+		if err != nil { // Validate parsed it already
+			return nil, fmt.Errorf("cortex: neuron %q: %w", nc.Name, err)
+		}
+		admin, err := adminFactory(nc)
+		if err != nil {
+			return nil, fmt.Errorf("cortex: neuron %q: admin client: %w", nc.Name, err)
+		}
+		if admin == nil {
+			return nil, fmt.Errorf("cortex: neuron %q: admin factory returned nil", nc.Name)
+		}
+		g.upstreams[nc.Name] = newUpstream(nc, base, admin)
+	}
+
+	g.poller = cfg.poller
+	if g.poller == nil {
+		popts := []PollerOption{
+			WithUsage(g.usage),
+			WithLogger(g.log),
+			WithClock(g.clock),
+			WithClientFactory(func(nc NeuronConfig) (NeuronAPI, error) { return newNeuronClient(nc, httpClient) }),
+		}
+		p, err := NewPoller(neurons, cat, append(popts, cfg.pollerOpts...)...)
+		if err != nil {
+			return nil, err
+		}
+		g.poller = p
+	}
+	g.refresher, _ = g.poller.(Refresher)
+	g.router = cfg.router
+	if g.router == nil {
+		r, err := NewRouter(append([]RouterOption{WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
+		if err != nil {
+			return nil, err
+		}
+		g.router = r
+	}
+
+	reg := cfg.registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		if err := registerAll(reg, collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+			return nil, err
+		}
+	}
+	m, err := newMetrics(reg, g.poller)
+	if err != nil {
+		return nil, err
+	}
+	g.metrics = m
+
+	g.life, g.stopLife = context.WithCancel(context.Background())
+	g.routes()
+	return g, nil
+}
+
+// newNeuronClient is the default neuron client: endpoint and token over
+// the given http.Client.
+func newNeuronClient(nc NeuronConfig, hc *http.Client) (*neuron.Client, error) {
+	opts := []neuron.ClientOption{neuron.WithDoer(hc)}
+	if nc.Token != "" {
+		opts = append(opts, neuron.WithToken(nc.Token))
+	}
+	return neuron.NewClient(nc.Endpoint, opts...)
+}
+
+// newTransport is the default transport to the neurons: HTTP/1.1 with
+// keep-alives and enough idle connections for a busy gateway, no
+// compression (the gateway reads usage out of the bodies), no proxy from
+// the environment (neurons are on the operator's network), and no response
+// header timeout (a prompt may take long to process; streams have the idle
+// timeout, and every request ends with its client).
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// Run runs the Poller until ctx ends, keeping the fleet snapshot fresh;
+// it returns what the Poller's Run returns (nil when ctx ends).
+func (g *Gateway) Run(ctx context.Context) error { return g.poller.Run(ctx) }
+
+// Fleet returns the latest fleet snapshot. It never blocks.
+func (g *Gateway) Fleet() *Fleet { return g.poller.Fleet() }
+
+// Poller returns the Poller the gateway reads the fleet from: the one given
+// with WithPoller, or the default *FleetPoller.
+func (g *Gateway) Poller() Poller { return g.poller }
+
+// Usage returns the live per-(neuron, model) counters of the gateway.
+func (g *Gateway) Usage() *Usage { return g.usage }
+
+// InFlight returns the number of inference requests the gateway is
+// serving.
+func (g *Gateway) InFlight() int { return int(g.active.Load()) }
+
+// MetricsHandler returns the handler of the gateway's Prometheus metrics,
+// to serve on its own listener (metrics_listen).
+func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler }
+
+// Shutdown stops the Gateway: new inference requests are refused with 503
+// shutting_down and Retry-After, and Shutdown waits for the requests in
+// flight until they end or ctx ends. Then cold loads still in progress
+// stop waiting (the neurons finish them), and the idle connections of the
+// default transport are closed. It returns ctx.Err() when the requests in
+// flight did not end in time. GET /health and GET /v1/models keep
+// answering. Later calls wait for the drain again and return at once when
+// it is over. Shutdown does not stop Run: cancel its ctx.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.closing.Store(true)
+	if g.active.Load() == 0 {
+		g.drainedOnce.Do(func() { close(g.drained) })
+	}
+	var err error
+	select {
+	case <-g.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	g.shutOnce.Do(func() {
+		g.stopLife()
+		g.loads.wait()
+		if g.ownsTrans {
+			g.transport.(*http.Transport).CloseIdleConnections()
+		}
+	})
+	return err
+}
+
+// enter admits a request past the shutdown gate; false once Shutdown has
+// begun. Every true enter is followed by one leave.
+func (g *Gateway) enter() bool {
+	g.active.Add(1)
+	if g.closing.Load() {
+		g.leave()
+		return false
+	}
+	return true
+}
+
+func (g *Gateway) leave() {
+	if g.active.Add(-1) == 0 && g.closing.Load() {
+		g.drainedOnce.Do(func() { close(g.drained) })
+	}
+}
+
+// Inference routes.
+var inferenceRoutes = [...]struct {
+	path string
+	kind routeKind
+}{
+	{"/v1/chat/completions", routeChat},
+	{"/v1/completions", routeCompletions},
+	{"/v1/embeddings", routeEmbeddings},
+	{"/v1/responses", routeResponses},
+}
+
+// routeKind is the API of an inference route.
+type routeKind uint8
+
+const (
+	routeChat routeKind = iota
+	routeCompletions
+	routeEmbeddings
+	routeResponses
+)
+
+// asksUsage reports whether a streaming request on the route can ask for
+// a usage chunk with stream_options.include_usage. A Responses API stream
+// carries usage in its response.completed event instead.
+func (k routeKind) asksUsage() bool { return k == routeChat || k == routeCompletions }
+
+func (g *Gateway) routes() {
+	m := http.NewServeMux()
+	for _, r := range inferenceRoutes {
+		kind := r.kind
+		m.HandleFunc("POST "+r.path, func(w http.ResponseWriter, req *http.Request) { g.serveInference(w, req, kind) })
+	}
+	m.HandleFunc("GET /v1/models", g.serveModels)
+	m.HandleFunc("GET /health", g.serveHealth)
+	g.mux = m
+}
+
+// ServeHTTP serves the gateway's routes. An unknown route answers 404 and a
+// known route with the wrong method 405, both as OpenAI error envelopes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := g.mux.Handler(r)
+	if pattern == "" {
+		// No route: let the mux decide between 404 and 405, then answer
+		// with an envelope instead of its plain text.
+		rec := &statusRecorder{header: make(http.Header)}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			writeError(w, &routeError{method: true, msg: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)}, 0)
+			return
+		}
+		writeError(w, &routeError{msg: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)}, 0)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// statusRecorder captures the status and headers of the mux's fallback
+// handlers; it discards their body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
+}

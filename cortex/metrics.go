@@ -1,0 +1,261 @@
+package cortex
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metric label names. Labels stay bounded: model ids come from the
+// catalogue or the neurons (never from a client's request as sent), neuron
+// names from the configuration, and the other labels from fixed sets.
+const (
+	labelModel  = "model"
+	labelNeuron = "neuron"
+	labelClass  = "class"  // status class: 1xx..5xx, or none
+	labelKind   = "kind"   // why a request failed: see outcome.kind
+	labelResult = "result" // ok or error
+)
+
+// Buckets: durations from 5 ms to 5 min (a cached reply to a long
+// generation or a cold start), token rates from 1 to 2048 per second.
+var (
+	durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300}
+	rateBuckets     = prometheus.ExponentialBuckets(1, 2, 12)
+)
+
+// metrics are the gateway's Prometheus metrics. The children of the
+// per-request metrics are resolved once per (model, neuron) and cached, so
+// that recording a request takes no lock and no label lookup.
+type metrics struct {
+	handler    http.Handler
+	requests   *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	ttft       *prometheus.HistogramVec
+	tps        *prometheus.HistogramVec
+	prompt     *prometheus.CounterVec
+	completion *prometheus.CounterVec
+	coldStarts *prometheus.CounterVec
+	loads      *prometheus.CounterVec
+	evictions  *prometheus.CounterVec
+
+	series sync.Map // seriesKey -> *series
+}
+
+type seriesKey struct{ model, neuron string }
+
+// series are the resolved children of one (model, neuron).
+type series struct {
+	m                   *metrics
+	key                 seriesKey
+	classes             [6]atomic.Pointer[prometheus.Counter] // by status / 100; 0: none
+	duration, ttft, tps prometheus.Observer
+	prompt, completion  prometheus.Counter
+	coldStarts          prometheus.Counter
+	errorKinds          sync.Map // kind -> prometheus.Counter
+}
+
+var classLabels = [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func newMetrics(reg *prometheus.Registry, p Poller) (*metrics, error) {
+	mn := []string{labelModel, labelNeuron}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_requests_total",
+			Help: "Inference requests served, by model, neuron and status class of the answer.",
+		}, []string{labelModel, labelNeuron, labelClass}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_request_errors_total",
+			Help: "Inference requests that failed, by model, neuron and kind: rejected, unavailable, upstream_status, upstream_broken, idle_timeout, canceled or internal.",
+		}, []string{labelModel, labelNeuron, labelKind}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "helexa_request_duration_seconds",
+			Help:    "Time from the request to the end of its answer.",
+			Buckets: durationBuckets,
+		}, mn),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "helexa_time_to_first_token_seconds",
+			Help:    "Time from a streaming request to its first generated token.",
+			Buckets: durationBuckets,
+		}, mn),
+		tps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "helexa_tokens_per_second",
+			Help:    "Completion tokens per second of generation (after the first token, for streams).",
+			Buckets: rateBuckets,
+		}, mn),
+		prompt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_prompt_tokens_total",
+			Help: "Prompt tokens of the requests served.",
+		}, mn),
+		completion: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_completion_tokens_total",
+			Help: "Completion tokens of the requests served.",
+		}, mn),
+		coldStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_cold_starts_total",
+			Help: "Requests that waited for their model to load.",
+		}, mn),
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_model_loads_total",
+			Help: "Model loads the gateway asked neurons for, by result (ok or error).",
+		}, []string{labelModel, labelNeuron, labelResult}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_evictions_total",
+			Help: "Models unloaded to make room for another, by evicted model.",
+		}, mn),
+	}
+	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion,
+		m.coldStarts, m.loads, m.evictions, newFleetCollector(p)); err != nil {
+		return nil, err
+	}
+	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return m, nil
+}
+
+func registerAll(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seriesFor returns the resolved children of (model, neuron).
+func (m *metrics) seriesFor(model, neuron string) *series {
+	k := seriesKey{model, neuron}
+	if s, ok := m.series.Load(k); ok {
+		return s.(*series)
+	}
+	s := &series{
+		m:          m,
+		key:        k,
+		duration:   m.duration.WithLabelValues(model, neuron),
+		ttft:       m.ttft.WithLabelValues(model, neuron),
+		tps:        m.tps.WithLabelValues(model, neuron),
+		prompt:     m.prompt.WithLabelValues(model, neuron),
+		completion: m.completion.WithLabelValues(model, neuron),
+		coldStarts: m.coldStarts.WithLabelValues(model, neuron),
+	}
+	actual, _ := m.series.LoadOrStore(k, s)
+	return actual.(*series)
+}
+
+// request returns the requests counter of a status class.
+func (s *series) request(status int) prometheus.Counter {
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	if c := s.classes[class].Load(); c != nil {
+		return *c
+	}
+	c := s.m.requests.WithLabelValues(s.key.model, s.key.neuron, classLabels[class])
+	s.classes[class].Store(&c)
+	return c
+}
+
+func (s *series) errorsOf(kind string) prometheus.Counter {
+	if c, ok := s.errorKinds.Load(kind); ok {
+		return c.(prometheus.Counter)
+	}
+	c := s.m.errors.WithLabelValues(s.key.model, s.key.neuron, kind)
+	s.errorKinds.Store(kind, c)
+	return c
+}
+
+// observe records a finished request.
+func (m *metrics) observe(c *exchange, end time.Time, u usage) {
+	s := m.seriesFor(c.model.ID, c.neuron)
+	s.request(c.status).Inc()
+	if kind := c.outcome.kind(); kind != "" {
+		s.errorsOf(kind).Inc()
+	}
+	s.duration.Observe(end.Sub(c.start).Seconds())
+	if c.cold {
+		s.coldStarts.Inc()
+	}
+	if !u.Served {
+		return
+	}
+	s.prompt.Add(float64(u.Prompt))
+	s.completion.Add(float64(u.Completion))
+	from := c.start
+	if c.req.Stream && !c.firstToken.IsZero() {
+		s.ttft.Observe(c.firstToken.Sub(c.start).Seconds())
+		from = c.firstToken
+	}
+	if gen := end.Sub(from).Seconds(); u.Completion > 0 && gen > 0 {
+		s.tps.Observe(float64(u.Completion) / gen)
+	}
+}
+
+// loaded records a load the gateway asked for.
+func (m *metrics) loaded(model, neuron string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.loads.WithLabelValues(model, neuron, result).Inc()
+}
+
+// evicted records a model unloaded to make room.
+func (m *metrics) evicted(model, neuron string) {
+	m.evictions.WithLabelValues(model, neuron).Inc()
+}
+
+// fleetCollector reports the fleet's state from the latest snapshot, at
+// scrape time: neuron health, and each resident model's requests in
+// flight (the gateway's) and queued (the neuron's).
+type fleetCollector struct {
+	p        Poller
+	healthy  *prometheus.Desc
+	inFlight *prometheus.Desc
+	queued   *prometheus.Desc
+	freeVRAM *prometheus.Desc
+}
+
+func newFleetCollector(p Poller) *fleetCollector {
+	return &fleetCollector{
+		p: p,
+		healthy: prometheus.NewDesc("helexa_neuron_healthy",
+			"1 when the neuron takes new work (healthy and not draining), else 0.", []string{labelNeuron}, nil),
+		inFlight: prometheus.NewDesc("helexa_model_in_flight",
+			"Requests the gateway has in flight to the model on the neuron.", []string{labelModel, labelNeuron}, nil),
+		queued: prometheus.NewDesc("helexa_model_queue_depth",
+			"Requests queued for the model on the neuron, as its last /health reported.", []string{labelModel, labelNeuron}, nil),
+		freeVRAM: prometheus.NewDesc("helexa_neuron_free_vram_bytes",
+			"VRAM available for a new model on the neuron, as the gateway estimates it.", []string{labelNeuron}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (fc *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fc.healthy
+	ch <- fc.inFlight
+	ch <- fc.queued
+	ch <- fc.freeVRAM
+}
+
+// Collect implements prometheus.Collector.
+func (fc *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	f := fc.p.Fleet()
+	for _, n := range f.Neurons() {
+		v := 0.0
+		if n.Available() {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(fc.healthy, prometheus.GaugeValue, v, n.Name)
+		ch <- prometheus.MustNewConstMetric(fc.freeVRAM, prometheus.GaugeValue, float64(n.FreeVRAMMB())*(1<<20), n.Name)
+		for i := range n.Models {
+			m := &n.Models[i]
+			ch <- prometheus.MustNewConstMetric(fc.inFlight, prometheus.GaugeValue, float64(m.Live.InFlight()), m.ID, n.Name)
+			ch <- prometheus.MustNewConstMetric(fc.queued, prometheus.GaugeValue, float64(m.QueueDepth), m.ID, n.Name)
+		}
+	}
+}

@@ -1,0 +1,203 @@
+package cortex
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// ModelList is the answer of GET /v1/models: the OpenAI list shape, whose
+// entries carry the fleet's view of each model besides the OpenAI fields.
+type ModelList struct {
+	// Object is "list".
+	Object string `json:"object"`
+	// Data has the catalogue's models sorted by id, then the models
+	// resident on some neuron that the catalogue does not list, then one
+	// entry per alias, sorted by alias.
+	Data []ModelEntry `json:"data"`
+}
+
+// ModelEntry is one model, or one alias, in a ModelList.
+type ModelEntry struct {
+	// ID is the model id, or the alias.
+	ID string `json:"id"`
+	// Object is "model".
+	Object string `json:"object"`
+	// Created is when the model last became loaded on the first neuron
+	// that has it loaded (Unix seconds); 0 when it is loaded nowhere.
+	Created int64 `json:"created"`
+	// OwnedBy is "helexa".
+	OwnedBy string `json:"owned_by"`
+	// AliasOf is the model id an alias entry points to; empty for a model.
+	AliasOf string `json:"alias_of,omitempty"`
+	// Loaded reports whether some available neuron has the model loaded.
+	Loaded bool `json:"loaded"`
+	// Locations lists the neurons that list the model, in name order.
+	Locations []ModelLocation `json:"locations"`
+	// FeasibleOn lists the neurons whose hardware can hold a catalogue
+	// model, healthy or not, in name order.
+	FeasibleOn []string `json:"feasible_on"`
+	// Limit holds the token limits; absent when unknown.
+	Limit *catalogue.Limit `json:"limit,omitempty"`
+	// Cost is the price in USD per 1M tokens; absent when not priced.
+	Cost *catalogue.Cost `json:"cost,omitempty"`
+	// Capabilities such as "chat" or "embeddings"; absent when unknown.
+	Capabilities []string `json:"capabilities,omitempty"`
+	// Aliases are the other names of a model, sorted.
+	Aliases []string `json:"aliases,omitempty"`
+}
+
+// ModelLocation is one neuron that lists a model.
+type ModelLocation struct {
+	Neuron string             `json:"neuron"`
+	Status neuron.ModelStatus `json:"status"`
+	VRAMMB uint64             `json:"vram_mb"`
+	// Healthy is false when the neuron does not take new work.
+	Healthy bool `json:"healthy"`
+}
+
+// Models returns the catalogue joined with the latest fleet snapshot, as
+// GET /v1/models answers it.
+func (g *Gateway) Models() ModelList {
+	f := g.poller.Fleet()
+	cat := f.Catalogue()
+	if cat == nil {
+		cat = g.cat
+	}
+	byTarget := make(map[string][]string)
+	aliases := cat.Aliases()
+	for _, name := range slices.Sorted(maps.Keys(aliases)) {
+		byTarget[aliases[name]] = append(byTarget[aliases[name]], name)
+	}
+	list := ModelList{Object: "list", Data: []ModelEntry{}}
+	entries := make(map[string]ModelEntry)
+	for _, m := range cat.Models() {
+		e := modelEntry(f, m.ID)
+		for _, n := range f.Neurons() {
+			if n.Discovery != nil && catalogue.Feasible(m, n.DeviceVRAMMB()) {
+				e.FeasibleOn = append(e.FeasibleOn, n.Name)
+			}
+		}
+		if m.Limit != (catalogue.Limit{}) {
+			l := m.Limit
+			e.Limit = &l
+		}
+		e.Cost = m.Cost
+		e.Capabilities = m.Capabilities
+		e.Aliases = byTarget[m.ID]
+		entries[m.ID] = e
+		list.Data = append(list.Data, e)
+	}
+	for _, id := range f.ModelIDs() {
+		if _, ok := cat.Lookup(id); ok {
+			continue
+		}
+		e := modelEntry(f, id)
+		for _, n := range f.Neurons() {
+			if m := n.Model(id); m != nil {
+				if m.Limit != (neuron.Limit{}) && e.Limit == nil {
+					e.Limit = &catalogue.Limit{Context: m.Limit.Context, Input: m.Limit.Input, Output: m.Limit.Output}
+				}
+				if e.Capabilities == nil {
+					e.Capabilities = slices.Clone(m.Capabilities)
+				}
+			}
+		}
+		list.Data = append(list.Data, e)
+	}
+	for _, name := range slices.Sorted(maps.Keys(aliases)) {
+		e := entries[aliases[name]]
+		e.AliasOf, e.ID, e.Aliases = e.ID, name, nil
+		list.Data = append(list.Data, e)
+	}
+	return list
+}
+
+// modelEntry returns the entry of id with its locations.
+func modelEntry(f *Fleet, id string) ModelEntry {
+	e := ModelEntry{ID: id, Object: "model", OwnedBy: "helexa", Locations: []ModelLocation{}, FeasibleOn: []string{}}
+	for _, n := range f.Neurons() {
+		m := n.Model(id)
+		if m == nil {
+			continue
+		}
+		e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: m.Status, VRAMMB: m.VRAMUsedMB, Healthy: n.Available()})
+		if m.Status == neuron.StatusLoaded && n.Available() {
+			if !e.Loaded && !m.LoadedAt.IsZero() {
+				e.Created = m.LoadedAt.Unix()
+			}
+			e.Loaded = true
+		}
+	}
+	return e
+}
+
+func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
+	if _, err := g.principal(r); err != nil {
+		writeError(w, err, g.cfg.retryAfter)
+		return
+	}
+	writeJSON(w, http.StatusOK, g.Models())
+}
+
+// Health statuses of GET /health.
+const (
+	HealthOK           = "ok"
+	HealthDegraded     = "degraded"
+	HealthUnavailable  = "unavailable"
+	HealthShuttingDown = "shutting_down"
+)
+
+// HealthReport is the answer of the public GET /health.
+type HealthReport struct {
+	// Status is HealthOK when every neuron takes work, HealthDegraded when
+	// some do, HealthUnavailable when none does (or none is configured),
+	// and HealthShuttingDown once Shutdown has begun.
+	Status string `json:"status"`
+	// Neurons counts the configured neurons and those taking work.
+	Neurons NeuronCounts `json:"neurons"`
+}
+
+// NeuronCounts counts neurons in a HealthReport.
+type NeuronCounts struct {
+	Total   int `json:"total"`
+	Healthy int `json:"healthy"`
+}
+
+// Health returns the gateway's health as GET /health reports it.
+func (g *Gateway) Health() HealthReport {
+	f := g.poller.Fleet()
+	h := HealthReport{Neurons: NeuronCounts{Total: len(f.Neurons()), Healthy: f.Available()}}
+	switch {
+	case g.closing.Load():
+		h.Status = HealthShuttingDown
+	case h.Neurons.Healthy == 0:
+		h.Status = HealthUnavailable
+	case h.Neurons.Healthy < h.Neurons.Total:
+		h.Status = HealthDegraded
+	default:
+		h.Status = HealthOK
+	}
+	return h
+}
+
+// serveHealth answers GET /health: 200 when ok or degraded, 503 when
+// unavailable or shutting down, so that a load balancer skips the gateway.
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+	h := g.Health()
+	status := http.StatusOK
+	if h.Status == HealthUnavailable || h.Status == HealthShuttingDown {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,163 @@
+package cortex
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/helexa-ai/helexa-go/entitlements"
+)
+
+// Gateway defaults.
+const (
+	// DefaultStreamIdleTimeout ends a stream that has sent nothing for this
+	// long.
+	DefaultStreamIdleTimeout = 5 * time.Minute
+	// DefaultMaxBodyBytes bounds a request body; a larger one is refused
+	// with 413 request_too_large.
+	DefaultMaxBodyBytes = 16 << 20
+	// DefaultLoadTimeout bounds a cold load: the unloads of its victims,
+	// the load itself and the refresh of the fleet that follows.
+	DefaultLoadTimeout = 10 * time.Minute
+	// DefaultMaxOutputTokens is the output the gateway reserves for a
+	// request that sets no maximum, for a model without a known output
+	// limit.
+	DefaultMaxOutputTokens = 4096
+)
+
+// GatewayOption configures NewGateway.
+type GatewayOption interface {
+	applyGateway(*gatewayConfig)
+}
+
+type gatewayConfig struct {
+	poller        Poller
+	pollerOpts    []PollerOption
+	router        Router
+	routerOpts    []RouterOption
+	adminFactory  AdminFactory
+	transport     http.RoundTripper
+	registry      *prometheus.Registry
+	logger        *slog.Logger
+	clock         Clock
+	usage         *Usage
+	idleTimeout   time.Duration
+	maxBodyBytes  int64
+	loadTimeout   time.Duration
+	provider      entitlements.Provider
+	requireAuth   bool
+	retryAfter    time.Duration
+	defaultOutput int64
+}
+
+type gatewayOptionFunc func(*gatewayConfig)
+
+func (f gatewayOptionFunc) applyGateway(c *gatewayConfig) { f(c) }
+
+func (o usageOption) applyGateway(c *gatewayConfig)  { c.usage = o.u }
+func (o loggerOption) applyGateway(c *gatewayConfig) { c.logger = o.l }
+func (o clockOption) applyGateway(c *gatewayConfig)  { c.clock = o.c }
+
+// WithPoller sets the Poller that keeps the fleet snapshot fresh. Default:
+// a FleetPoller over the gateway's neurons, built with the gateway's Usage,
+// Logger and Clock, its neuron clients sending over the gateway's
+// Transport, and the options of WithPollerOptions. A custom Poller should
+// link its snapshots to the gateway's Usage (see WithUsage) so that the
+// Router sees the requests in flight; when it also implements Refresher,
+// the gateway refreshes a neuron right after loading a model there.
+func WithPoller(p Poller) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.poller = p })
+}
+
+// WithPollerOptions adds options for the default Poller, such as
+// WithInterval or WithFailureThreshold. They come after the gateway's own,
+// so WithClientFactory here replaces the default neuron clients. Ignored
+// with WithPoller.
+func WithPollerOptions(opts ...PollerOption) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.pollerOpts = append(c.pollerOpts, opts...) })
+}
+
+// WithRouter sets the Router. Default: NewRouter with the options of
+// WithRouterOptions and a Retry-After of the retry hint (2 s).
+func WithRouter(r Router) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.router = r })
+}
+
+// WithRouterOptions adds options for the default Router, such as
+// WithEvictor to replace the LRU Evictor. Ignored with WithRouter.
+func WithRouterOptions(opts ...RouterOption) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.routerOpts = append(c.routerOpts, opts...) })
+}
+
+// WithAdminFactory sets how the gateway builds the NeuronAdmin of each
+// neuron, through which it loads and unloads models and asks for
+// endpoints. Default: a *neuron.Client with the neuron's endpoint and
+// token, sending over the gateway's Transport.
+func WithAdminFactory(f AdminFactory) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.adminFactory = f })
+}
+
+// WithTransport sets the RoundTripper for every request to a neuron:
+// inference, and the management calls of the default neuron clients.
+// Default: an *http.Transport tuned for a gateway (keep-alives, 256 idle
+// connections per neuron, no compression, HTTP/1.1, no proxy from the
+// environment), whose idle connections Shutdown closes.
+func WithTransport(rt http.RoundTripper) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.transport = rt })
+}
+
+// WithRegistry sets the Prometheus registry the gateway's metrics are
+// registered with and MetricsHandler serves. Default: a new registry per
+// Gateway, with the Go and process collectors; never the global one.
+func WithRegistry(r *prometheus.Registry) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.registry = r })
+}
+
+// WithStreamIdleTimeout sets how long a stream may send nothing (no event
+// from the neuron, measured from the request for the first one) before the
+// gateway cuts it. It is not a limit on the whole stream. Default 5m.
+func WithStreamIdleTimeout(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.idleTimeout = d })
+}
+
+// WithMaxBodyBytes bounds a request body; a larger one is refused with 413
+// request_too_large. Default 16 MiB.
+func WithMaxBodyBytes(n int64) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.maxBodyBytes = n })
+}
+
+// WithLoadTimeout bounds a cold load: unloading its victims, loading the
+// model and refreshing the neuron. Default 10m.
+func WithLoadTimeout(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.loadTimeout = d })
+}
+
+// WithProvider sets the entitlements Provider that resolves API keys and
+// holds budgets. Default none: every caller is anonymous and nothing is
+// reserved.
+func WithProvider(p entitlements.Provider) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.provider = p })
+}
+
+// WithRequireAuth makes a missing or unknown API key a 401 invalid_api_key
+// on the /v1 routes. It needs a Provider. Default false: such callers are
+// served as entitlements.Anonymous, without a budget.
+func WithRequireAuth(required bool) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.requireAuth = required })
+}
+
+// WithRetryHint sets the Retry-After the gateway sends with its own 503s
+// (shutting down, a failed cold load) and gives the default Router.
+// Default 2 s.
+func WithRetryHint(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.retryAfter = d })
+}
+
+// WithDefaultMaxOutput sets the output reserved for a request that sets no
+// maximum, for a model whose catalogue entry has no output limit. Default
+// 4096 tokens.
+func WithDefaultMaxOutput(tokens int64) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.defaultOutput = tokens })
+}

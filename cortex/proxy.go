@@ -1,0 +1,366 @@
+package cortex
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/sse"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// errStreamIdle is a stream whose neuron sent nothing, not even the
+// answer's headers, for the stream idle timeout.
+var errStreamIdle = errors.New("no answer within the stream idle timeout")
+
+// Scanning a non-streaming body for its usage: the whole body up to
+// scanLimit, then only its last scanTail bytes (usage ends an OpenAI
+// answer).
+const (
+	scanLimit = 1 << 20
+	scanTail  = 64 << 10
+)
+
+// Buffers of copyBody, pooled: one to copy through, one to keep the body
+// for the usage scan (returned to the pool unless it grew past
+// scanPoolMax).
+var (
+	copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	scanBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+)
+
+const scanPoolMax = 64 << 10
+
+// proxy sends the request to the model on the named neuron and relays the
+// answer. It returns an error wrapping ErrUpstream when the neuron could
+// not be reached and nothing was sent to the client (the caller may retry
+// elsewhere), another error to answer with, or nil when an answer (a
+// success or the neuron's own error) was relayed, completely or not.
+func (c *exchange) proxy(name string) error {
+	g := c.g
+	up := g.upstreams[name]
+	if up == nil {
+		return fmt.Errorf("cortex: the router chose neuron %q, which is not configured", name)
+	}
+	c.neuron = name
+	id := c.model.ID
+	ctr := g.usage.Counter(name, id)
+	ctr.Add()
+	ctr.Touch(g.clock.Now())
+	defer func() {
+		ctr.Touch(g.clock.Now())
+		ctr.Done()
+	}()
+
+	base, err := up.endpoint(c.r.Context(), g.poller.Fleet(), id)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(c.r.Context())
+	defer cancel()
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, targetURL(base, c.r.URL), bytes.NewReader(c.body))
+	if err != nil {
+		return &UpstreamError{Neuron: name, Err: err}
+	}
+	out.ContentLength = int64(len(c.body))
+	c.outboundHeader(out.Header, up.cfg.Token)
+
+	// A stream is cut when the neuron sends nothing for the idle timeout,
+	// from the request on.
+	var idle *idleTimer
+	if c.req.Stream {
+		idle = newIdleTimer(g.cfg.idleTimeout, cancel)
+		defer idle.stop()
+	}
+	resp, err := g.transport.RoundTrip(out)
+	if err != nil {
+		switch {
+		case c.r.Context().Err() != nil:
+			return c.r.Context().Err()
+		case idle.fired():
+			return &UpstreamError{Neuron: name, Err: fmt.Errorf("%w (%v)", errStreamIdle, g.cfg.idleTimeout)}
+		}
+		up.forget(id)
+		return &UpstreamError{Neuron: name, Err: err}
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		idle.stop()
+		c.relayError(resp)
+		return nil
+	}
+	c.served = true
+	if c.req.Stream && isEventStream(resp.Header) {
+		c.stream(resp, idle)
+	} else {
+		idle.stop()
+		c.copyBody(resp)
+	}
+	return nil
+}
+
+// targetURL is the neuron's endpoint joined with the client's path and
+// query.
+func targetURL(base *url.URL, client *url.URL) string {
+	u := *base
+	u.Path = base.Path + client.Path
+	u.RawPath = ""
+	u.RawQuery = client.RawQuery
+	return u.String()
+}
+
+// dropRequestHeaders are the client headers never sent to a neuron: the
+// hop-by-hop headers, the client's credentials and principal claims (the
+// gateway sends the neuron's token and its own principal headers), and
+// what the transport sets itself. Accept-Encoding is dropped so that
+// answers arrive uncompressed: the gateway reads the usage out of them.
+var dropRequestHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Authorization", "X-Api-Key", "Cookie", neuron.HeaderAccountID, neuron.HeaderKeyID,
+	"Accept-Encoding", "Content-Length", "Host", "Expect",
+}
+
+// hopHeaders are the hop-by-hop response headers not relayed to the
+// client.
+var hopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// outboundHeader fills h, the header of the request to a neuron, from the
+// client's: safe headers copied, the neuron's token and the principal
+// headers set.
+func (c *exchange) outboundHeader(h http.Header, token string) {
+	src := c.r.Header
+	var connTokens []string
+	for _, v := range src["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				connTokens = append(connTokens, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+	for k, vv := range src {
+		if containsFold(dropRequestHeaders, k) || containsFold(connTokens, k) {
+			continue
+		}
+		h[k] = append([]string(nil), vv...)
+	}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	if !c.principal.IsAnonymous() {
+		h.Set(neuron.HeaderAccountID, c.principal.AccountID)
+		h.Set(neuron.HeaderKeyID, c.principal.KeyID)
+	}
+}
+
+func containsFold(list []string, k string) bool {
+	for _, s := range list {
+		if strings.EqualFold(s, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyResponseHeader copies a neuron's response header to the client's,
+// less the hop-by-hop headers.
+func copyResponseHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if containsFold(hopHeaders, k) {
+			continue
+		}
+		dst[k] = append([]string(nil), vv...)
+	}
+}
+
+func isEventStream(h http.Header) bool {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	return err == nil && mt == "text/event-stream"
+}
+
+// relayError passes a neuron's error answer to the client unchanged:
+// status, headers (Retry-After among them) and body.
+func (c *exchange) relayError(resp *http.Response) {
+	copyResponseHeader(c.w.Header(), resp.Header)
+	c.w.WriteHeader(resp.StatusCode)
+	c.status = resp.StatusCode
+	c.outcome = outcomeUpstream
+	c.err = fmt.Errorf("neuron answered %d", resp.StatusCode)
+	if _, err := io.Copy(c.w, resp.Body); err != nil && c.r.Context().Err() == nil {
+		c.abort = true
+	}
+}
+
+// copyBody relays a non-streaming answer as it arrives, and reads its
+// usage.
+func (c *exchange) copyBody(resp *http.Response) {
+	copyResponseHeader(c.w.Header(), resp.Header)
+	c.w.WriteHeader(resp.StatusCode)
+	c.status = resp.StatusCode
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	sp := scanBufs.Get().(*[]byte)
+	scan := (*sp)[:0]
+	defer func() {
+		if cap(scan) <= scanPoolMax {
+			*sp = scan[:0]
+			scanBufs.Put(sp)
+		}
+	}()
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if c.firstToken.IsZero() {
+				c.firstToken = c.g.clock.Now()
+			}
+			scan = append(scan, buf[:n]...)
+			if len(scan) > scanLimit {
+				scan = append(scan[:0], scan[len(scan)-scanTail:]...)
+			}
+			if _, err := c.w.Write(buf[:n]); err != nil {
+				c.outcome, c.err = outcomeCanceled, err
+				return
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			c.brokeOff(rerr, nil)
+			return
+		}
+	}
+	if u := sse.Inspect(scan); u.HasUsage {
+		c.engineUsage, c.hasUsage = u.Usage, true
+	}
+}
+
+// stream relays an SSE answer event by event, each written and flushed as
+// it arrives. It reads the usage and counts the content events on the way,
+// and drops the usage-only chunk the gateway asked for when the client did
+// not.
+func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
+	h := c.w.Header()
+	copyResponseHeader(h, resp.Header)
+	h.Del("Content-Length")
+	c.w.WriteHeader(resp.StatusCode)
+	c.status = resp.StatusCode
+	rc := http.NewResponseController(c.w)
+	if err := flush(rc); err != nil {
+		c.outcome, c.err = outcomeCanceled, err
+		return
+	}
+	rd := sse.NewReader(resp.Body)
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			c.brokeOff(err, idle)
+			return
+		}
+		idle.reset()
+		if data := sse.Data(ev); data != nil && !sse.IsDone(data) {
+			ch := sse.Inspect(data)
+			if ch.HasUsage {
+				c.engineUsage, c.hasUsage = ch.Usage, true
+			}
+			if ch.Content {
+				c.chunks++
+				if c.firstToken.IsZero() {
+					c.firstToken = c.g.clock.Now()
+				}
+			}
+			if ch.UsageOnly && !c.clientUsage {
+				continue
+			}
+		}
+		if _, err := c.w.Write(ev); err != nil {
+			c.outcome, c.err = outcomeCanceled, err
+			return
+		}
+		if err := flush(rc); err != nil {
+			c.outcome, c.err = outcomeCanceled, err
+			return
+		}
+	}
+}
+
+// flush flushes what was written to the client; a writer that cannot
+// flush is not an error.
+func flush(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// brokeOff records an answer from a neuron that ended early: the client
+// left, the stream idle timeout cut it, or the neuron's connection broke.
+// In the last two cases the client's connection is aborted, so that the
+// client sees the answer is incomplete.
+func (c *exchange) brokeOff(err error, idle *idleTimer) {
+	c.err = err
+	switch {
+	case c.r.Context().Err() != nil:
+		c.outcome = outcomeCanceled
+	case idle.fired():
+		c.outcome = outcomeTimeout
+		c.err = fmt.Errorf("stream idle for %v: %w", c.g.cfg.idleTimeout, err)
+		c.abort = true
+	default:
+		c.outcome = outcomeBroken
+		c.abort = true
+	}
+}
+
+// idleTimer cancels a request when it is not reset for its duration. Its
+// methods accept a nil receiver (no timer).
+type idleTimer struct {
+	d       time.Duration
+	t       *time.Timer
+	expired atomic.Bool
+}
+
+func newIdleTimer(d time.Duration, cancel context.CancelFunc) *idleTimer {
+	it := &idleTimer{d: d}
+	it.t = time.AfterFunc(d, func() {
+		it.expired.Store(true)
+		cancel()
+	})
+	return it
+}
+
+// reset restarts the timer after activity.
+func (it *idleTimer) reset() {
+	if it != nil && !it.expired.Load() {
+		it.t.Reset(it.d)
+	}
+}
+
+// fired reports whether the timer cancelled the request.
+func (it *idleTimer) fired() bool { return it != nil && it.expired.Load() }
+
+func (it *idleTimer) stop() {
+	if it != nil {
+		it.t.Stop()
+	}
+}
