@@ -26,7 +26,7 @@ type Reader struct {
 
 // NewReader returns a Reader over r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 32<<10), buf: make([]byte, 0, 4<<10)}
+	return &Reader{br: bufio.NewReaderSize(r, 4<<10), buf: make([]byte, 0, 1<<10)}
 }
 
 // Next returns the next event: its lines including the blank line that
