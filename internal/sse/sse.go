@@ -62,6 +62,11 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 }
 
+// Buffered returns the number of bytes already read from the stream but not
+// yet returned as events. A relay can flush its client only when it is zero:
+// events that arrived together are then sent together, with no added delay.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 func isBlank(line []byte) bool {
 	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
 }
