@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -53,6 +55,71 @@ type Config struct {
 	Neurons []NeuronConfig `toml:"neurons"`
 	// Entitlements is the [entitlements] table: API keys and budgets.
 	Entitlements entitlements.Config `toml:"entitlements"`
+	// Metering is the [metering] table: the meter file and the opt-in
+	// per-account metrics.
+	Metering MeteringConfig `toml:"metering"`
+}
+
+// MeteringConfig is the [metering] table: where the gateway meters every
+// request it serves (see WithMeter and package cortex/metering).
+//
+//	[metering]
+//	file = "/var/lib/helexa/meter.jsonl"
+//	max_mb = 100
+//	backups = 5
+//	per_account_metrics = false
+type MeteringConfig struct {
+	// File is the JSON-lines meter file (a metering.FileSink). LoadConfig
+	// resolves a relative path against the directory of the cortex.toml
+	// file. Empty: no meter file.
+	File string `toml:"file"`
+	// MaxMB is the size in MiB past which the file is rotated. Default
+	// (and 0) 100.
+	MaxMB int64 `toml:"max_mb"`
+	// Backups is how many rotated files are kept (file.1 the newest); 0
+	// keeps none. Default (when absent) 5.
+	Backups *int `toml:"backups"`
+	// PerAccountMetrics exports per-account token and spend counters on
+	// /metrics (metering.AccountSpend). Every account is a label value:
+	// enable it only for a bounded number of accounts. Default false.
+	PerAccountMetrics bool `toml:"per_account_metrics"`
+	// MaxAccounts bounds the accounts with series of their own when
+	// PerAccountMetrics is on; the rest are counted under "_other".
+	// Default 0: no bound.
+	MaxAccounts int `toml:"max_accounts"`
+}
+
+// FileSinkOptions returns the options of the meter file: its size bound
+// and its backups, where the table sets them.
+func (m MeteringConfig) FileSinkOptions() []metering.Option {
+	var opts []metering.Option
+	if m.MaxMB > 0 {
+		opts = append(opts, metering.WithMaxBytes(m.MaxMB<<20))
+	}
+	if m.Backups != nil {
+		opts = append(opts, metering.WithMaxBackups(*m.Backups))
+	}
+	return opts
+}
+
+// maxMeterMB bounds max_mb so that it converts to bytes without overflow.
+const maxMeterMB = math.MaxInt64 >> 20
+
+func (m MeteringConfig) validate() []string {
+	var bad []string
+	if m.MaxMB < 0 || m.MaxMB > maxMeterMB {
+		bad = append(bad, fmt.Sprintf("max_mb %d is out of range", m.MaxMB))
+	}
+	if m.Backups != nil && *m.Backups < 0 {
+		bad = append(bad, fmt.Sprintf("backups %d is negative", *m.Backups))
+	}
+	if m.File == "" && (m.MaxMB != 0 || m.Backups != nil) {
+		bad = append(bad, "max_mb or backups set without a file")
+	}
+	if m.MaxAccounts < 0 {
+		bad = append(bad, fmt.Sprintf("max_accounts %d is negative", m.MaxAccounts))
+	}
+	return bad
 }
 
 // GatewayConfig is the [gateway] table.
@@ -75,6 +142,15 @@ type GatewayConfig struct {
 	// FailureThreshold is how many consecutive failed polls make a neuron
 	// unhealthy. Default 3.
 	FailureThreshold int `toml:"failure_threshold"`
+	// ColdStartWait is how long a non-streaming request waits for a cold
+	// load before a 503 with Retry-After (WithColdStartWait). Default (and 0) 60s.
+	ColdStartWait neuron.Duration `toml:"cold_start_wait"`
+	// AdminKeysSHA256 are the hex SHA-256 digests of the API keys that see
+	// the admin view of the status page (WithAdminKeys). Default none.
+	AdminKeysSHA256 []string `toml:"admin_keys_sha256"`
+	// PublicStatus shows the fleet view of the status page without a key
+	// (WithPublicStatus). Default false.
+	PublicStatus bool `toml:"public_status"`
 }
 
 // ConfigError is a problem in cortex.toml: a syntax or type error, an
@@ -110,7 +186,8 @@ func (e *ConfigError) Error() string {
 }
 
 // LoadConfig reads and parses the cortex.toml at path, and resolves a
-// relative ModelsConfig against the file's directory. Errors name the file.
+// relative ModelsConfig and Metering.File against the file's directory.
+// Errors name the file.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -127,6 +204,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if c.ModelsConfig != "" && !filepath.IsAbs(c.ModelsConfig) {
 		c.ModelsConfig = filepath.Join(filepath.Dir(path), c.ModelsConfig)
+	}
+	if c.Metering.File != "" && !filepath.IsAbs(c.Metering.File) {
+		c.Metering.File = filepath.Join(filepath.Dir(path), c.Metering.File)
 	}
 	return c, nil
 }
@@ -235,6 +315,11 @@ func (c Config) validate(at *configLines) error {
 	if g.FailureThreshold < 0 {
 		bad(gl, "gateway", "failure_threshold %d is negative", g.FailureThreshold)
 	}
+	for i, k := range g.AdminKeysSHA256 {
+		if _, err := parseKeyDigest(k); err != nil {
+			bad(gl, "gateway", "admin_keys_sha256[%d]: %v", i, err)
+		}
+	}
 	if len(c.Neurons) == 0 {
 		bad(0, "", "no [[neurons]]: the gateway needs at least one neuron")
 	}
@@ -253,6 +338,9 @@ func (c Config) validate(at *configLines) error {
 			bad(line, entry, "duplicate name %q (also neurons[%d])", n.Name, j)
 		}
 		seen[n.Name] = i
+	}
+	for _, msg := range c.Metering.validate() {
+		bad(at.table("metering"), "metering", "%s", msg)
 	}
 	if err := c.Entitlements.Validate(); err != nil {
 		for _, e := range flatten(err) {
@@ -300,6 +388,7 @@ func (c Config) GatewayOptions() []GatewayOption {
 	if g.FailureThreshold > 0 {
 		popts = append(popts, WithFailureThreshold(g.FailureThreshold))
 	}
+	opts = append(opts, c.statusOptions()...)
 	return append(opts, WithPollerOptions(popts...))
 }
 

@@ -23,11 +23,16 @@
 //  2. Auth: the key of "Authorization: Bearer" or "x-api-key" is resolved
 //     by the entitlements Provider (WithProvider). A missing or unknown key
 //     is a 401 invalid_api_key with WithRequireAuth, else the caller is
-//     anonymous; an unavailable provider is a 503 with Retry-After.
-//  3. The body is read under the size limit (WithMaxBodyBytes, 413
+//     anonymous; an unavailable provider is a 503 with Retry-After. Then
+//     the key's own limits (max_in_flight, rpm): over one, 429
+//     rate_limit_exceeded with Retry-After (see Budgets and limits).
+//  3. The body must be JSON: a Content-Type other than application/json
+//     or application/*+json is a 415 unsupported_media_type (none is taken
+//     as JSON). It is read under the size limit (WithMaxBodyBytes, 413
 //     request_too_large) and scanned in one pass for the few fields the
 //     gateway needs (model, stream, the maximum output, n, stream_options,
-//     the prompt's text). Nothing else of the body is decoded.
+//     the prompt's text). Nothing else of the body is decoded. A chat
+//     completion without messages is a 400 invalid_request_body.
 //  4. The model name is resolved through the catalogue's aliases (or the
 //     fleet, for a resident model the catalogue does not know: 404
 //     model_not_found when neither knows it). The prompt estimate (text / 4
@@ -39,9 +44,10 @@
 //     routing, so that a request over budget never causes a cold load: the
 //     prompt estimate plus n times the maximum output (the request's
 //     max_tokens, max_completion_tokens or max_output_tokens, else the
-//     model's output limit, else 4096), in tokens or priced in
-//     micro-dollars at the model's cost (0 for a model without prices).
-//     Anonymous callers reserve nothing.
+//     model's output limit, else 4096; none for embeddings), in tokens or
+//     priced in micro-dollars at the model's cost. Anonymous callers
+//     reserve nothing. See Budgets and limits for the refusals and
+//     clamp_max_tokens.
 //  6. Route: a load of the model already in progress is waited for;
 //     otherwise the Router decides, and the gateway carries the decision
 //     out: Serve proxies at once; Join and Load run one load per model at a
@@ -51,12 +57,15 @@
 //     stream_options.include_usage set; the answer streams back (see
 //     Streaming). A neuron's own error answer reaches the client unchanged:
 //     status, headers and body.
-//  8. Finish, exactly once on every exit path (panics included): the
-//     reservation is settled with the usage observed, or released when
-//     nothing was served; the metrics are recorded. The usage is the
-//     engine's (from the usage chunk or the body); when it never came, the
-//     prompt estimate plus one token per content event streamed, never
-//     zero.
+//  8. Finish, exactly once on every exit path (panics included), before
+//     the handler returns: the reservation is settled with the usage
+//     observed, or released when nothing was served; the key's in-flight
+//     slot is freed; the metrics and the meter record are recorded. The
+//     usage is the engine's (from the usage chunk or the body); when it
+//     never came (a client that left, a neuron that crashed mid-stream),
+//     the prompt estimate plus one token per content event streamed, never
+//     zero. A panic before anything was served releases; after, it settles
+//     what was observed.
 //
 // When the connection to a neuron fails before anything reached the
 // client (the endpoint lookup or the request itself), the request is sent
@@ -65,14 +74,82 @@
 // nothing to duplicate. A stream whose neuron sends nothing for the idle
 // timeout, not even headers, is not retried (504 upstream_timeout).
 //
+// # Budgets and limits
+//
+// A key's budget belongs to its account (see package entitlements); the
+// gateway reserves before routing and settles after, so that spent plus
+// reserved never exceeds a hard cap (short of an engine reporting more
+// prompt tokens than the estimate). A refused reservation is never
+// admitted with a smaller amount:
+//
+//   - a balance that does not cover the worst case: 429 insufficient_quota,
+//     without Retry-After (a top-up helps, waiting does not);
+//   - a rolling window whose remainder does not cover it: 429
+//     rate_limit_exceeded with Retry-After, the time to the window's end;
+//   - a rolling window whose whole cap is smaller than the worst case: 400
+//     request_exceeds_budget_cap (ErrExceedsBudgetCap), since no
+//     Retry-After could help; lower max_tokens.
+//
+// A key with clamp_max_tokens is instead sent with max_tokens lowered to
+// what its budget has left (every max field the request has is set; a
+// request with none gets max_tokens, or max_output_tokens on
+// /v1/responses), and the answer carries X-Helexa-Clamped-Max-Tokens. It
+// is refused, as above, only when the budget does not cover the prompt and
+// one output token.
+//
+// A key whose unit is "usd" is charged the resolved model's catalogue
+// price in integer micro-dollars, rounded up; a model without a cost is a
+// 400 model_not_priced (ErrModelNotPriced) before anything is reserved.
+//
+// Settle is given the engine's usage in the key's unit (tokens: prompt
+// plus completion), or the observation described in step 8.
+//
+// When the Provider is a LeaseRenewer (entitlements/redisledger), each
+// reservation is renewed every third of the lease TTL while its request
+// runs (see WithLeaseTTL), so that a long stream keeps its amount held.
+//
+// Per-key limits are the gateway's own, per process (N replicas allow N
+// times them): max_in_flight counts a key's requests in flight, rpm is a
+// token bucket of rpm requests refilled at rpm per minute; each refusal is
+// a 429 rate_limit_exceeded with Retry-After (1 s for max_in_flight, the
+// time until the bucket holds a request for rpm). They are checked right
+// after auth, so a refused request reads no body and reserves nothing;
+// every request that passes them counts, whatever becomes of it.
+//
+// Every answer to an authenticated caller with a capped budget, errors
+// included, carries the rate limit headers of its account's budget:
+// X-Ratelimit-Limit-Tokens (the cap), X-Ratelimit-Remaining-Tokens (what
+// is left, after this request's reservation), X-Ratelimit-Reset-Tokens
+// (for a rolling window, the time to its end as a Go duration such as
+// "59m30s"; absent for a balance, which never resets) and
+// X-Helexa-Budget-Unit ("tokens" or "usd"). The amounts are in the key's
+// unit: micro-dollars for a "usd" key, despite the header's name. Uncapped
+// and anonymous callers get none. The headers cost one Snapshot of the
+// Provider per request.
+//
+// GET /v1/me answers the calling key's MeReport: principal, unit, limits
+// and budget (401 without a valid key when auth is required).
+//
+// # Metering
+//
+// WithMeter receives one metering.Record per finished inference request
+// that got past auth, anonymous callers included, after its settle: the
+// account and key id (never the key), model, neuron, route, tokens,
+// reserved and settled amounts, duration, time to first byte of the
+// answer, status and outcome. Requests refused at auth or while shutting
+// down are not metered. A Meter must not block; one that panics is
+// recovered and logged. cmd/cortex wires a metering.FileSink and the
+// opt-in metering.AccountSpend from the [metering] table (MeteringConfig).
+//
 // # Neurons: tokens, headers and endpoints
 //
-// The client's Authorization and x-api-key never reach a neuron: the
-// gateway sends the neuron's own token (NeuronConfig.Token), strips the
-// hop-by-hop headers, cookies, Accept-Encoding (answers must arrive
-// uncompressed for the usage scan) and any X-Helexa-Account-Id or
-// X-Helexa-Key-Id the client sent, and stamps its own principal headers,
-// which the neuron's per-principal admission uses.
+// Only an allowlist of the client's headers reaches a neuron: Accept,
+// Content-Type, User-Agent, X-Request-Id, traceparent, tracestate and
+// OpenAI-Beta. The client's Authorization and x-api-key never do, nor its
+// cookies, Accept-Encoding (answers must arrive uncompressed for the usage
+// scan) or any X-Helexa-Account-Id or X-Helexa-Key-Id it sent: the gateway
+// sends the neuron's own token (NeuronConfig.Token) and stamps its own
+// principal headers, which the neuron's per-principal admission uses.
 //
 // The inference URL of a model comes from the neuron's GET
 // /models/{id}/endpoint and is cached per (neuron, model) until the
@@ -92,9 +169,11 @@
 // chunk (choices: []) it asked for when the client did not. The stream
 // idle timeout (WithStreamIdleTimeout, default 5 minutes) cuts a stream
 // that sends nothing for that long; it is not a limit on the whole answer.
-// A stream cut short by the idle timeout or a broken neuron ends with the
-// client's connection aborted, so that the client sees it is incomplete;
-// a client that goes away cancels the request to the neuron.
+// A stream cut short by the idle timeout or a broken neuron ends with an
+// error event (data: {"error":{...}} with code upstream_timeout or
+// upstream_connection_error), then the client's connection is aborted, so
+// that the client sees it is incomplete; a client that goes away cancels
+// the request to the neuron.
 //
 // # Cold loads
 //
@@ -206,7 +285,10 @@
 // model_not_deployable (ErrNoFeasibleNeuron: no neuron of the fleet can
 // ever hold the model; not worth retrying); 404 model_not_found, and
 // not_found for an unknown route; 405 method_not_allowed; 413
-// request_too_large; 503 service_unavailable with Retry-After (every
+// request_too_large; 415 unsupported_media_type; 400
+// request_exceeds_budget_cap and model_not_priced; 429
+// rate_limit_exceeded for a key's max_in_flight or rpm (*RateLimitError);
+// 503 service_unavailable with Retry-After (every
 // *RetryError, a retryable *LoadError, an unavailable budget authority) and
 // shutting_down; 502 upstream_connection_error (ErrUpstream) and
 // model_load_failed; 504 upstream_timeout. Messages of 5xx answers never

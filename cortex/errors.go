@@ -16,23 +16,26 @@ import (
 // Error codes in the envelopes the gateway writes. A neuron's own error
 // answers reach the client unchanged, with the neuron's codes.
 const (
-	CodeInvalidAPIKey         = "invalid_api_key"           // 401
-	CodeRateLimitExceeded     = "rate_limit_exceeded"       // 429 + Retry-After
-	CodeInsufficientQuota     = "insufficient_quota"        // 429
-	CodeContextLengthExceeded = "context_length_exceeded"   // 400
-	CodeMissingModel          = "missing_model_field"       // 400
-	CodeInvalidBody           = "invalid_request_body"      // 400
-	CodeModelNotDeployable    = "model_not_deployable"      // 400
-	CodeModelNotFound         = "model_not_found"           // 404
-	CodeRequestTooLarge       = "request_too_large"         // 413
-	CodeServiceUnavailable    = "service_unavailable"       // 503 + Retry-After
-	CodeShuttingDown          = "shutting_down"             // 503 + Retry-After
-	CodeUpstreamConnection    = "upstream_connection_error" // 502
-	CodeUpstreamTimeout       = "upstream_timeout"          // 504
-	CodeModelLoadFailed       = "model_load_failed"         // 502
-	CodeNotFound              = "not_found"                 // 404: no such route
-	CodeMethodNotAllowed      = "method_not_allowed"        // 405
-	CodeInternal              = "internal_error"            // 500
+	CodeInvalidAPIKey         = "invalid_api_key"            // 401
+	CodeRateLimitExceeded     = "rate_limit_exceeded"        // 429 + Retry-After
+	CodeInsufficientQuota     = "insufficient_quota"         // 429
+	CodeExceedsBudgetCap      = "request_exceeds_budget_cap" // 400
+	CodeModelNotPriced        = "model_not_priced"           // 400
+	CodeContextLengthExceeded = "context_length_exceeded"    // 400
+	CodeMissingModel          = "missing_model_field"        // 400
+	CodeInvalidBody           = "invalid_request_body"       // 400
+	CodeModelNotDeployable    = "model_not_deployable"       // 400
+	CodeModelNotFound         = "model_not_found"            // 404
+	CodeRequestTooLarge       = "request_too_large"          // 413
+	CodeUnsupportedMediaType  = "unsupported_media_type"     // 415
+	CodeServiceUnavailable    = "service_unavailable"        // 503 + Retry-After
+	CodeShuttingDown          = "shutting_down"              // 503 + Retry-After
+	CodeUpstreamConnection    = "upstream_connection_error"  // 502
+	CodeUpstreamTimeout       = "upstream_timeout"           // 504
+	CodeModelLoadFailed       = "model_load_failed"          // 502
+	CodeNotFound              = "not_found"                  // 404: no such route
+	CodeMethodNotAllowed      = "method_not_allowed"         // 405
+	CodeInternal              = "internal_error"             // 500
 )
 
 // Errors of the request path. Route errors are in router.go.
@@ -55,7 +58,73 @@ var (
 	ErrUpstream = errors.New("cortex: neuron unreachable")
 	// ErrLoadFailed: a cold load failed; see *LoadError.
 	ErrLoadFailed = errors.New("cortex: model load failed")
+	// ErrUnsupportedMediaType: the request's Content-Type is not JSON (415
+	// unsupported_media_type).
+	ErrUnsupportedMediaType = errors.New("cortex: the request body must be JSON (Content-Type: application/json)")
+	// ErrModelNotPriced: the key's budget counts US dollars and the model
+	// has no cost in the catalogue, so the request cannot be priced (400
+	// model_not_priced). Nothing was reserved.
+	ErrModelNotPriced = errors.New("cortex: model not priced")
+	// ErrRateLimited: one of the key's own limits (max_in_flight, rpm)
+	// refused the request (429 rate_limit_exceeded with Retry-After); see
+	// *RateLimitError.
+	ErrRateLimited = errors.New("cortex: key rate limit reached")
+	// ErrExceedsBudgetCap: the request's worst case is more than the key's
+	// whole cap per rolling window, so no wait can make it fit (400
+	// request_exceeds_budget_cap); see *ExceedsCapError.
+	ErrExceedsBudgetCap = errors.New("cortex: request exceeds the budget cap")
 )
+
+// RateLimitError is a request refused by one of its key's limits.
+// errors.Is(err, ErrRateLimited) holds.
+type RateLimitError struct {
+	// Limit names the limit: LimitMaxInFlight or LimitRPM.
+	Limit string
+	// Max is the key's configured limit.
+	Max int
+	// RetryAfter is when a retry may pass: the time until the RPM bucket
+	// holds a request again, or 1 s for max_in_flight.
+	RetryAfter time.Duration
+}
+
+// Names of the per-key limits in a RateLimitError.
+const (
+	LimitMaxInFlight = "max_in_flight"
+	LimitRPM         = "rpm"
+)
+
+// Error implements error.
+func (e *RateLimitError) Error() string {
+	if e.Limit == LimitRPM {
+		return fmt.Sprintf("cortex: the key's limit of %d requests per minute is reached", e.Max)
+	}
+	return fmt.Sprintf("cortex: the key's limit of %d requests in flight is reached", e.Max)
+}
+
+// Is reports whether target is ErrRateLimited.
+func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
+
+// ExceedsCapError is a request whose smallest acceptable reservation is
+// more than the key's whole cap per rolling window: retrying after the
+// window resets cannot help. errors.Is(err, ErrExceedsBudgetCap) holds.
+type ExceedsCapError struct {
+	// Requested is the reservation the request needs, in the key's unit:
+	// its worst case, or with clamp_max_tokens its prompt and one output
+	// token.
+	Requested entitlements.Amount
+	// Cap is the key's cap per window.
+	Cap entitlements.Amount
+	// Unit is what the amounts count.
+	Unit entitlements.Unit
+}
+
+// Error implements error.
+func (e *ExceedsCapError) Error() string {
+	return fmt.Sprintf("cortex: the request needs up to %d (%s) but the key's cap per window is %d", e.Requested, e.Unit, e.Cap)
+}
+
+// Is reports whether target is ErrExceedsBudgetCap.
+func (e *ExceedsCapError) Is(target error) bool { return target == ErrExceedsBudgetCap }
 
 // ContextLengthError is a request whose estimated prompt is over the
 // model's limit. errors.Is(err, ErrContextLength) holds.
@@ -150,6 +219,7 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	e := func(status int, code string) httpError { return httpError{status: status, code: code, msg: msg} }
 	var (
 		retry   *RetryError
+		limited *RateLimitError
 		budget  *entitlements.BudgetError
 		unavail *entitlements.UnavailableError
 		mbe     *http.MaxBytesError
@@ -172,15 +242,26 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		h := e(http.StatusUnauthorized, CodeInvalidAPIKey)
 		h.msg = "missing or unknown API key: send it as \"Authorization: Bearer <key>\" or \"x-api-key: <key>\""
 		return h
+	case errors.As(err, &limited):
+		h := e(http.StatusTooManyRequests, CodeRateLimitExceeded)
+		h.retryAfter = max(limited.RetryAfter, time.Second)
+		return h
+	case errors.Is(err, ErrExceedsBudgetCap):
+		h := e(http.StatusBadRequest, CodeExceedsBudgetCap)
+		h.msg += "; lower max_tokens (or the prompt)"
+		return h
+	case errors.Is(err, ErrModelNotPriced):
+		return e(http.StatusBadRequest, CodeModelNotPriced)
 	case errors.As(err, &budget):
 		if budget.Kind == entitlements.RateLimited {
 			h := e(http.StatusTooManyRequests, CodeRateLimitExceeded)
-			h.msg = "the key's budget for the current window is spent; retry after the window resets"
+			h.msg = fmt.Sprintf("the key's budget for the current window does not cover this request (up to %d needed, %d left); retry after the window resets",
+				budget.Requested, budget.Available)
 			h.retryAfter = max(budget.RetryAfter, time.Second)
 			return h
 		}
 		h := e(http.StatusTooManyRequests, CodeInsufficientQuota)
-		h.msg = "the key's balance does not cover this request"
+		h.msg = fmt.Sprintf("the key's balance does not cover this request (up to %d needed, %d left)", budget.Requested, budget.Available)
 		return h
 	case errors.As(err, &unavail):
 		h := e(http.StatusServiceUnavailable, CodeServiceUnavailable)
@@ -194,6 +275,8 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		h := e(http.StatusRequestEntityTooLarge, CodeRequestTooLarge)
 		h.msg = fmt.Sprintf("request body over %d bytes", mbe.Limit)
 		return h
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return e(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType)
 	case errors.Is(err, ErrMissingModel):
 		return e(http.StatusBadRequest, CodeMissingModel)
 	case errors.As(err, &scanErr):

@@ -2,10 +2,9 @@ package cortex
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"math"
+	"mime"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -17,9 +16,6 @@ import (
 	"github.com/helexa-ai/helexa-go/internal/sse"
 )
 
-// settleTimeout bounds the Settle or Release at the end of a request.
-const settleTimeout = 5 * time.Second
-
 // exchange is one inference request on its way through the gateway: what each
 // stage of the request path learned, and what finish needs to close the
 // request exactly once on every exit path.
@@ -29,6 +25,7 @@ type exchange struct {
 	r     *http.Request
 	kind  routeKind
 	start time.Time
+	tr    translator // the route's translation to the neuron's API; nil: none (messages.go)
 
 	// Stage results, in the order of the request path.
 	principal   entitlements.Principal
@@ -38,6 +35,13 @@ type exchange struct {
 	estimate    int64           // prompt tokens, estimated
 	maxOutput   int64           // output tokens reserved per choice
 	reservation entitlements.Reservation
+	authed      bool                         // auth passed: the request is metered
+	limited     bool                         // holds a slot of the key's limiter
+	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
+	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers
+	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
+	renewal     *renewal                     // renews the reservation's lease; nil: none
+	settled     entitlements.Amount          // what Settle was given
 	decision    Decision
 	neuron      string // where the request was sent last
 	cold        bool   // it waited for a load
@@ -95,6 +99,7 @@ func (o outcome) kind() string {
 // package documentation).
 func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, kind routeKind) {
 	c := &exchange{g: g, w: w, r: r, kind: kind, start: g.clock.Now()}
+	c.tr, _ = w.(translator)
 	if !g.enter() {
 		c.fail(ErrShuttingDown)
 		c.finish(c.observed())
@@ -125,6 +130,11 @@ func (c *exchange) serve() {
 		c.fail(err)
 		return
 	}
+	c.authed = true
+	if err := c.limit(); err != nil {
+		c.fail(err)
+		return
+	}
 	if err := c.readBody(); err != nil {
 		c.fail(err)
 		return
@@ -140,56 +150,11 @@ func (c *exchange) serve() {
 	c.dispatch()
 }
 
-// authenticate resolves the caller's API key into a principal.
-func (c *exchange) authenticate() error {
-	p, err := c.g.principal(c.r)
-	c.principal = p
-	return err
-}
-
-// principal resolves the API key of r: from "Authorization: Bearer" or
-// "x-api-key". Without a Provider every caller is anonymous. A missing or
-// unknown key is ErrUnauthorized when auth is required, else anonymous;
-// the Provider's other errors (*entitlements.UnavailableError) are
-// returned.
-func (g *Gateway) principal(r *http.Request) (entitlements.Principal, error) {
-	if g.cfg.provider == nil {
-		return entitlements.Anonymous(), nil
-	}
-	key := apiKey(r)
-	if key == "" {
-		if g.cfg.requireAuth {
-			return entitlements.Anonymous(), ErrUnauthorized
-		}
-		return entitlements.Anonymous(), nil
-	}
-	p, err := g.cfg.provider.Resolve(r.Context(), key)
-	switch {
-	case err == nil:
-		return p, nil
-	case errors.Is(err, entitlements.ErrInvalidKey):
-		if g.cfg.requireAuth {
-			return entitlements.Anonymous(), ErrUnauthorized
-		}
-		return entitlements.Anonymous(), nil
-	}
-	return entitlements.Anonymous(), err
-}
-
-// apiKey returns the key of "Authorization: Bearer <key>", else of
-// "x-api-key", else "".
-func apiKey(r *http.Request) string {
-	const prefix = "Bearer "
-	if h := r.Header.Get("Authorization"); len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
-		if k := strings.TrimSpace(h[len(prefix):]); k != "" {
-			return k
-		}
-	}
-	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
-}
-
 // readBody reads the body under the size limit and scans it.
 func (c *exchange) readBody() error {
+	if err := checkJSON(c.r.Header); err != nil {
+		return err
+	}
 	limit := c.g.cfg.maxBodyBytes
 	if c.r.ContentLength > limit {
 		return &http.MaxBytesError{Limit: limit}
@@ -206,13 +171,42 @@ func (c *exchange) readBody() error {
 		return &reqscan.Error{Msg: "reading the body: " + err.Error()}
 	}
 	c.body = buf.Bytes()
+	if c.tr != nil {
+		body, err := c.tr.translateRequest(c.body)
+		if err != nil {
+			return err
+		}
+		c.body = body
+	}
 	if err := reqscan.Scan(c.body, &c.req); err != nil {
 		return err
 	}
 	if c.req.Model == "" {
 		return ErrMissingModel
 	}
+	if c.kind == routeChat && c.req.Messages == 0 {
+		// Caught here, so that it cannot cause a cold load.
+		return &reqscan.Error{Field: "messages", Msg: "must be a non-empty array"}
+	}
 	return nil
+}
+
+// checkJSON refuses a request body whose Content-Type is not JSON
+// (ErrUnsupportedMediaType): application/json or application/*+json, with
+// any parameters. A request without a Content-Type is taken as JSON.
+// Refusing the form and text types also keeps a browser page from using
+// the API through a "simple" cross-site request, which needs no CORS
+// preflight.
+func checkJSON(h http.Header) error {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(v)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return fmt.Errorf("%w, not %q", ErrUnsupportedMediaType, v)
 }
 
 // resolve resolves the model name through the catalogue's aliases (or the
@@ -225,6 +219,9 @@ func (c *exchange) resolve() error {
 	}
 	c.model = p
 	c.estimate = c.req.PromptEstimate(len(c.body))
+	if c.tr != nil {
+		c.estimate = c.tr.promptEstimate()
+	}
 	limit := int64(p.Limit.Input)
 	if limit == 0 {
 		limit = int64(p.Limit.Context)
@@ -239,52 +236,10 @@ func (c *exchange) resolve() error {
 	if c.maxOutput == 0 {
 		c.maxOutput = c.g.cfg.defaultOutput
 	}
+	if c.kind == routeEmbeddings {
+		c.maxOutput = 0 // an embedding generates no tokens
+	}
 	return nil
-}
-
-// admit reserves the worst case the request can cost against the caller's
-// budget, before routing, so that a request over budget never causes a
-// cold load. Anonymous callers have no budget.
-func (c *exchange) admit() error {
-	if c.g.cfg.provider == nil || c.principal.IsAnonymous() {
-		return nil
-	}
-	amount := c.price(c.estimate, satMul(c.req.N, c.maxOutput), 0)
-	res, err := c.g.cfg.provider.Reserve(c.r.Context(), c.principal, amount)
-	if err != nil {
-		return err
-	}
-	c.reservation = res
-	return nil
-}
-
-// price is the cost of a request in the principal's unit: tokens, or
-// micro-dollars at the model's prices (0 for a model without prices).
-func (c *exchange) price(prompt, completion, cached int64) entitlements.Amount {
-	prompt, completion = max(prompt, 0), max(completion, 0)
-	if c.principal.Unit == entitlements.UnitMicroUSD {
-		if c.model.Cost == nil {
-			return 0
-		}
-		cached = min(max(cached, 0), prompt)
-		return entitlements.Amount(c.model.Cost.Charge(catalogue.Usage{Input: prompt - cached, CacheRead: cached, Output: completion}))
-	}
-	if prompt > math.MaxInt64-completion {
-		return math.MaxInt64
-	}
-	return entitlements.Amount(prompt + completion)
-}
-
-// satMul returns a*b for non-negative a and b, or math.MaxInt64 when it
-// overflows.
-func satMul(a, b int64) int64 {
-	if a <= 0 || b <= 0 {
-		return 0
-	}
-	if a > math.MaxInt64/b {
-		return math.MaxInt64
-	}
-	return a * b
 }
 
 // dispatch routes the request and proxies it, retrying once on another
@@ -321,6 +276,9 @@ func (c *exchange) prepareBody() {
 	if c.req.Model != c.model.ID {
 		edits = append(edits, c.req.SetModel(c.model.ID))
 	}
+	if c.clampTo > 0 {
+		edits = append(edits, c.req.SetMaxTokens(c.clampTo, c.kind.maxTokensField())...)
+	}
 	c.clientUsage = c.req.IncludeUsage
 	if c.req.Stream && c.kind.asksUsage() {
 		if e, ok := c.req.RequestUsage(); ok {
@@ -336,11 +294,10 @@ func (c *exchange) prepareBody() {
 // never starts a load.
 func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
 	g := c.g
-	ctx := c.r.Context()
 	if f := g.loads.lookup(c.model.ID); f != nil && !retry {
 		c.cold = true
 		c.decision = Decision{Model: c.model, Action: ActionJoin}
-		name, err := f.await(ctx)
+		name, err := c.waitLoad(f)
 		c.decision.Neuron = name
 		return name, err
 	}
@@ -360,7 +317,7 @@ func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
 			return "", c.err
 		}
 		c.cold = true
-		return g.load(ctx, d)
+		return c.waitLoad(g.startLoad(d))
 	}
 	return "", fmt.Errorf("cortex: the router returned %v", d.Action)
 }
@@ -376,6 +333,7 @@ func (c *exchange) fail(err error) {
 	if c.status != 0 {
 		return
 	}
+	c.budgetHeaders()
 	h := writeError(c.w, err, c.g.cfg.retryAfter)
 	c.status = h.status
 	switch {
@@ -415,9 +373,9 @@ func (c *exchange) observed() usage {
 }
 
 // finish closes the request with the usage observed, exactly once on
-// every exit path: it settles or releases the reservation, records the
-// metrics and logs. It is the seam where the budget and metering hooks
-// run.
+// every exit path: it settles or releases the reservation, frees the
+// key's in-flight slot, records the metrics, the meter record and the log
+// line. It runs before the handler returns.
 func (c *exchange) finish(u usage) {
 	if c.done {
 		return
@@ -425,7 +383,11 @@ func (c *exchange) finish(u usage) {
 	c.done = true
 	end := c.g.clock.Now()
 	c.settle(u)
+	if c.limited {
+		c.g.limits.release(c.principal)
+	}
 	c.g.metrics.observe(c, end, u)
+	c.meter(end, u)
 	lvl := c.g.log.Debug
 	if c.outcome == outcomeUnavailable || c.outcome == outcomeBroken || c.outcome == outcomePanic || c.outcome == outcomeTimeout {
 		lvl = c.g.log.Warn
@@ -434,24 +396,4 @@ func (c *exchange) finish(u usage) {
 		"outcome", c.outcome.kind(), "cold", c.cold, "prompt_tokens", u.Prompt, "completion_tokens", u.Completion,
 		"usage_reported", u.Reported, "account", c.principal.AccountID, "key", c.principal.KeyID,
 		"took", end.Sub(c.start), "err", c.err)
-}
-
-// settle consumes the reservation: Settle with what was served, or Release
-// when nothing was.
-func (c *exchange) settle(u usage) {
-	if c.reservation == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
-	defer cancel()
-	p := c.g.cfg.provider
-	var err error
-	if u.Served {
-		err = p.Settle(ctx, c.reservation, c.price(u.Prompt, u.Completion, u.Cached))
-	} else {
-		err = p.Release(ctx, c.reservation)
-	}
-	if err != nil {
-		c.g.log.Error("cortex: settling the budget failed", "account", c.principal.AccountID, "served", u.Served, "err", err)
-	}
 }

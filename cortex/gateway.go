@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -58,8 +59,11 @@ type Refresher interface {
 // Gateway is the cortex: an http.Handler serving the OpenAI-compatible API
 // over a fleet of neurons (see the package documentation for the request
 // path). Routes: POST /v1/chat/completions, /v1/completions,
-// /v1/embeddings and /v1/responses, GET /v1/models and the public GET
-// /health. Metrics are served separately, by MetricsHandler.
+// /v1/embeddings and /v1/responses, the Anthropic Messages API (POST
+// /v1/messages and /v1/messages/count_tokens, see WithPingInterval), GET
+// /v1/models, GET /v1/me (the calling key's MeReport), the public GET
+// /health, and the status page, GET /status and GET /status.json (see
+// Status). Metrics are served separately, by MetricsHandler.
 //
 // Call Run to keep the fleet snapshot fresh, and Shutdown at the end. A
 // Gateway is safe for concurrent use.
@@ -78,7 +82,14 @@ type Gateway struct {
 	metrics   *metrics
 	mux       *http.ServeMux
 
-	loads loadGroup
+	// Entitlements: budget.go, limits.go, meter.go.
+	limits   *keyLimiter
+	renewer  LeaseRenewer // nil: reservations need no renewal
+	leaseTTL time.Duration
+	meter    metering.Meter // nil: none
+
+	loads  loadGroup
+	events eventLog // recent loads and evictions, for the status page
 
 	// life ends when Shutdown has drained: loads in progress stop.
 	life     context.Context
@@ -107,6 +118,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		loadTimeout:   DefaultLoadTimeout,
 		retryAfter:    DefaultRetryAfter,
 		defaultOutput: DefaultMaxOutputTokens,
+		pingInterval:  DefaultPingInterval,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -126,8 +138,15 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, fmt.Errorf("cortex: gateway: retry hint %v is not positive", cfg.retryAfter)
 	case cfg.defaultOutput <= 0:
 		return nil, fmt.Errorf("cortex: gateway: default max output %d is not positive", cfg.defaultOutput)
+	case cfg.pingInterval <= 0:
+		return nil, fmt.Errorf("cortex: gateway: ping interval %v is not positive", cfg.pingInterval)
 	case cfg.requireAuth && cfg.provider == nil:
 		return nil, errors.New("cortex: gateway: require auth needs an entitlements Provider (WithProvider)")
+	case cfg.leaseTTL < 0:
+		return nil, fmt.Errorf("cortex: gateway: lease TTL %v is negative", cfg.leaseTTL)
+	}
+	if err := cfg.ops.init(); err != nil {
+		return nil, err
 	}
 	g := &Gateway{
 		cfg:       cfg,
@@ -141,6 +160,17 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.limits = newKeyLimiter(g.clock.Now)
+	g.meter = cfg.meter
+	if r, ok := cfg.provider.(LeaseRenewer); ok {
+		g.renewer, g.leaseTTL = r, cfg.leaseTTL
+		if t, ok := cfg.provider.(leaseTTLer); ok && g.leaseTTL == 0 {
+			g.leaseTTL = t.LeaseTTL()
+		}
+		if g.leaseTTL <= 0 {
+			g.leaseTTL = DefaultLeaseTTL
+		}
 	}
 	if g.usage == nil {
 		g.usage = NewUsage()
@@ -328,6 +358,7 @@ const (
 	routeCompletions
 	routeEmbeddings
 	routeResponses
+	routeMessages // Anthropic Messages, sent to the neuron as chat completions: messages.go
 )
 
 // asksUsage reports whether a streaming request on the route can ask for
@@ -341,8 +372,13 @@ func (g *Gateway) routes() {
 		kind := r.kind
 		m.HandleFunc("POST "+r.path, func(w http.ResponseWriter, req *http.Request) { g.serveInference(w, req, kind) })
 	}
+	m.HandleFunc("POST /v1/messages", g.serveMessages)
+	m.HandleFunc("POST /v1/messages/count_tokens", g.serveCountTokens)
 	m.HandleFunc("GET /v1/models", g.serveModels)
+	m.HandleFunc("GET /v1/me", g.serveMe)
 	m.HandleFunc("GET /health", g.serveHealth)
+	m.HandleFunc("GET /status", g.serveStatus)
+	m.HandleFunc("GET /status.json", g.serveStatusJSON)
 	g.mux = m
 }
 

@@ -34,11 +34,14 @@ type stack struct {
 }
 
 // newStack starts the fleet and a gateway over it (failure threshold 1),
-// and polls every neuron once.
+// and polls every neuron once. The per-call timeout is generous: tests
+// drive polls themselves, and a loaded machine must not turn a slow first
+// poll into an unhealthy neuron (a stopped neuron fails at once).
 func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, opts ...cortex.GatewayOption) *stack {
 	t.Helper()
 	fleet := cortextest.NewFleet(t, specs...)
-	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(cortex.WithFailureThreshold(1))}, opts...)
+	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(
+		cortex.WithFailureThreshold(1), cortex.WithCallTimeout(30*time.Second))}, opts...)
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, opts...)
 	if err != nil {
 		t.Fatalf("NewGateway: %v", err)

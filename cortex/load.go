@@ -1,7 +1,9 @@
 package cortex
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -28,10 +31,13 @@ type loadGroup struct {
 	wg      sync.WaitGroup
 }
 
-// flight is one load in progress. neuron and err are written before done
-// is closed.
+// flight is one load in progress. target and since are set before the
+// flight is published; neuron and err are written before done is closed.
 type flight struct {
 	done   chan struct{}
+	model  string
+	target string    // the neuron the load runs on
+	since  time.Time // when the load began
 	neuron string
 	err    error
 }
@@ -48,14 +54,15 @@ func (l *loadGroup) lookup(model string) *flight {
 }
 
 // do returns the load in progress of model, or starts fn as the load of
-// model. After wait it starts nothing and returns a failed flight.
-func (l *loadGroup) do(model string, fn func() (string, error)) *flight {
+// model on the target neuron, begun at since. After wait it starts nothing
+// and returns a failed flight.
+func (l *loadGroup) do(model, target string, since time.Time, fn func() (string, error)) *flight {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if f := l.flights[model]; f != nil {
 		return f
 	}
-	f := &flight{done: make(chan struct{})}
+	f := &flight{done: make(chan struct{}), model: model, target: target, since: since}
 	if l.closed {
 		f.err = ErrShuttingDown
 		close(f.done)
@@ -80,6 +87,26 @@ func (l *loadGroup) do(model string, fn func() (string, error)) *flight {
 	return f
 }
 
+// loadInfo is a load in progress: the neuron it runs on and when it began.
+type loadInfo struct {
+	target string
+	since  time.Time
+}
+
+// inProgress returns the loads in progress by model id; nil when none.
+func (l *loadGroup) inProgress() map[string]loadInfo {
+	if l.active.Load() == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]loadInfo, len(l.flights))
+	for id, f := range l.flights {
+		out[id] = loadInfo{target: f.target, since: f.since}
+	}
+	return out
+}
+
 // wait stops new loads and waits for those in progress.
 func (l *loadGroup) wait() {
 	l.mu.Lock()
@@ -88,21 +115,11 @@ func (l *loadGroup) wait() {
 	l.wg.Wait()
 }
 
-// await waits for f or the end of ctx, and returns the neuron the model
-// was loaded on.
-func (f *flight) await(ctx context.Context) (string, error) {
-	select {
-	case <-f.done:
-		return f.neuron, f.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// load carries out a Join or Load decision, single-flight per model, and
-// returns the neuron the model is ready on.
-func (g *Gateway) load(ctx context.Context, d Decision) (string, error) {
-	f := g.loads.do(d.Model.ID, func() (name string, err error) {
+// startLoad starts the load of a Join or Load decision, single-flight per
+// model, or returns the load of the model already in progress; the request
+// waits for it with waitLoad.
+func (g *Gateway) startLoad(d Decision) *flight {
+	return g.loads.do(d.Model.ID, d.Neuron, g.clock.Now(), func() (name string, err error) {
 		defer func() {
 			// A bug in a load must not take the gateway down with it.
 			if p := recover(); p != nil {
@@ -114,7 +131,6 @@ func (g *Gateway) load(ctx context.Context, d Decision) (string, error) {
 		defer cancel()
 		return g.runLoad(lctx, d)
 	})
-	return f.await(ctx)
 }
 
 // runLoad unloads the victims of d, in order, loads the model, and
@@ -135,10 +151,12 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 			case err == nil:
 				log.Info("cortex: evicted model", "victim", victim)
 				g.metrics.evicted(victim, d.Neuron)
+				g.events.add(Event{Time: g.clock.Now(), Kind: EventEvict, Neuron: d.Neuron, Model: victim, For: id})
 			case errors.Is(err, neuron.ErrModelNotFound):
 				// Gone already: the room is there.
 			default:
 				g.metrics.loaded(id, d.Neuron, false)
+				g.loadEvent(id, d.Neuron, start, "unload "+victim+": "+loadCause(err))
 				log.Warn("cortex: eviction failed", "victim", victim, "err", err)
 				return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "unload " + victim, Err: err, RetryAfter: g.loadRetry(err)}
 			}
@@ -148,6 +166,7 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	log.Info("cortex: loading model", "action", d.Action.String(), "evicted", d.Evict)
 	if _, err := up.admin.Load(ctx, loadSpec(d.Model)); err != nil {
 		g.metrics.loaded(id, d.Neuron, false)
+		g.loadEvent(id, d.Neuron, start, loadCause(err))
 		log.Warn("cortex: load failed", "err", err)
 		if g.life.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrShuttingDown, err)
@@ -155,11 +174,23 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 		return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "load", Err: err, RetryAfter: g.loadRetry(err)}
 	}
 	g.metrics.loaded(id, d.Neuron, true)
+	g.loadEvent(id, d.Neuron, start, "")
 	// Used now: until its first request arrives, the model is not the
 	// never-used first victim of another load.
 	g.usage.Touch(d.Neuron, id, g.clock.Now())
 	log.Info("cortex: model loaded", "took", g.clock.Now().Sub(start))
 	return d.Neuron, nil
+}
+
+// loadEvent records the end of a load begun at start: a success when
+// cause is empty.
+func (g *Gateway) loadEvent(model, neuron string, start time.Time, cause string) {
+	now := g.clock.Now()
+	e := Event{Time: now, Kind: EventLoad, Neuron: neuron, Model: model, Took: now.Sub(start), Error: cause}
+	if cause != "" {
+		e.Kind = EventLoadFailed
+	}
+	g.events.add(e)
 }
 
 // refresh polls the neuron now when the poller can, so that the snapshot
@@ -204,3 +235,186 @@ func loadSpec(m catalogue.Model) neuron.LoadSpec {
 		Capabilities: slices.Clone(m.Capabilities),
 	}
 }
+
+// DefaultColdStartWait is how long a non-streaming request waits for a cold
+// load of its model before the gateway answers 503 with Retry-After; the
+// load goes on in the background.
+const DefaultColdStartWait = 60 * time.Second
+
+// keepAliveInterval is the time between two SSE comments sent to a
+// streaming request that waits for a cold load. The first comes, with the
+// headers, one interval after the wait began: a load shorter than that is
+// answered as if it had been warm, with a status code for its failures.
+const keepAliveInterval = 5 * time.Second
+
+// ErrStillLoading: a non-streaming request waited the cold-start bound
+// (WithColdStartWait) and its model is still loading. It arrives wrapped in
+// a *RetryError: 503 service_unavailable with Retry-After.
+var ErrStillLoading = errors.New("cortex: model still loading")
+
+// WithColdStartWait sets how long a non-streaming request waits for a cold
+// load of its model: past it, the request is answered 503
+// service_unavailable with Retry-After while the load goes on. A streaming
+// OpenAI request waits for the load (up to the load timeout) and receives
+// SSE comments meanwhile; an Anthropic Messages stream waits like a
+// non-streaming request. d must be positive. Default 60s.
+func WithColdStartWait(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.coldStartWait, c.ops.coldStartWaitSet = d, true })
+}
+
+// waitLoad waits for the load f on behalf of the request: a streaming
+// request until the load ends, receiving an SSE comment every
+// keepAliveInterval; a non-streaming one up to the cold-start wait.
+func (c *exchange) waitLoad(f *flight) (string, error) {
+	select {
+	case <-f.done:
+		return f.neuron, f.err
+	default:
+	}
+	g := c.g
+	ctx := c.r.Context()
+	// An Anthropic Messages stream is translated from the engine's answer
+	// on its way out (messagesWriter): it waits like a non-streaming
+	// request, and its client gets a status code (503 and Retry-After
+	// past the bound).
+	if c.req.Stream && c.kind != routeMessages {
+		tick, stop := g.clock.NewTicker(keepAliveInterval)
+		defer stop()
+		for {
+			select {
+			case <-f.done:
+				return f.neuron, f.err
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-tick:
+				if err := c.keepAlive(f); err != nil {
+					return "", err
+				}
+			}
+		}
+	}
+	wait := g.cfg.ops.coldStartWait
+	tick, stop := g.clock.NewTicker(wait)
+	defer stop()
+	select {
+	case <-f.done:
+		return f.neuron, f.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-tick:
+		return "", &RetryError{
+			Err:        fmt.Errorf("%w: %s did not become ready within %v; the load goes on", ErrStillLoading, f.model, wait),
+			RetryAfter: g.cfg.retryAfter,
+		}
+	}
+}
+
+// keepAlive sends the client of a streaming request an SSE comment saying
+// how long its model has been loading. The first one sends the headers (200,
+// text/event-stream) and puts a lateStream in front of the client's
+// writer, so that what the request path writes later still makes a valid
+// event stream.
+func (c *exchange) keepAlive(f *flight) error {
+	ls, ok := c.w.(*lateStream)
+	if !ok {
+		h := c.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		c.w.WriteHeader(http.StatusOK)
+		ls = &lateStream{w: c.w, rc: http.NewResponseController(c.w), header: make(http.Header)}
+		c.w = ls
+	}
+	secs := int64(c.g.clock.Now().Sub(f.since) / time.Second)
+	if _, err := fmt.Fprintf(ls.w, ": loading %s %ds\n\n", f.model, max(secs, 0)); err != nil {
+		return err
+	}
+	return flush(ls.rc)
+}
+
+// lateStream is the client's writer once the headers of an event stream
+// were sent early, while the request waited for a cold load. What the
+// request path writes afterwards goes through it: an event stream from the
+// neuron is passed on as is; any other answer (the gateway's own error, a
+// neuron's error, a JSON body) can no longer change the status, so it is
+// sent as one SSE event instead, "event: error" for an error status, once
+// its JSON body is complete. Headers set afterwards are dropped.
+type lateStream struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	header http.Header
+	mode   lateMode
+	buf    []byte
+}
+
+type lateMode uint8
+
+const (
+	lateUnset lateMode = iota
+	latePass           // an event stream: pass it on
+	lateError          // an error answer: one "event: error"
+	lateData           // a 2xx answer that is not a stream: one data event
+)
+
+// lateBodyMax bounds the body gathered into one event.
+const lateBodyMax = 1 << 20
+
+func (s *lateStream) Header() http.Header { return s.header }
+
+func (s *lateStream) WriteHeader(code int) {
+	if s.mode != lateUnset {
+		return
+	}
+	switch {
+	case code < 200 || code > 299:
+		s.mode = lateError
+	case isEventStream(s.header):
+		s.mode = latePass
+	default:
+		s.mode = lateData
+	}
+}
+
+func (s *lateStream) Write(b []byte) (int, error) {
+	if s.mode == lateUnset {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.mode == latePass {
+		return s.w.Write(b)
+	}
+	if len(s.buf)+len(b) > lateBodyMax {
+		return 0, errors.New("cortex: answer too large for an event")
+	}
+	s.buf = append(s.buf, b...)
+	body := bytes.TrimSpace(s.buf)
+	if len(body) == 0 || (body[0] == '{' && !json.Valid(body)) {
+		return len(b), nil // wait for the rest of the JSON body
+	}
+	var out bytes.Buffer
+	if s.mode == lateError {
+		out.WriteString("event: error\n")
+	}
+	out.WriteString("data: ")
+	if json.Valid(body) {
+		_ = json.Compact(&out, body)
+	} else {
+		// Not JSON: wrap the text in an error envelope.
+		env, _ := json.Marshal(oaierr.Envelope{Error: oaierr.Body{Message: string(body), Type: oaierr.TypeServer}})
+		out.Write(env)
+	}
+	out.WriteString("\n\n")
+	if s.mode == lateData {
+		out.WriteString("data: [DONE]\n\n")
+	}
+	s.buf = s.buf[:0]
+	if _, err := s.w.Write(out.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(b), flush(s.rc)
+}
+
+// Flush flushes the client's connection.
+func (s *lateStream) Flush() { _ = flush(s.rc) }
+
+// Unwrap returns the client's writer, for http.ResponseController.
+func (s *lateStream) Unwrap() http.ResponseWriter { return s.w }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -58,6 +59,11 @@ type ModelLocation struct {
 	VRAMMB uint64             `json:"vram_mb"`
 	// Healthy is false when the neuron does not take new work.
 	Healthy bool `json:"healthy"`
+	// LoadingSeconds is, while the model is loading or recovering, how
+	// long it has been so, to the second; 0 otherwise. A load the gateway
+	// has just asked for is listed as loading before the neuron's next
+	// poll shows it.
+	LoadingSeconds float64 `json:"loading_seconds,omitempty"`
 }
 
 // Models returns the catalogue joined with the latest fleet snapshot, as
@@ -75,8 +81,9 @@ func (g *Gateway) Models() ModelList {
 	}
 	list := ModelList{Object: "list", Data: []ModelEntry{}}
 	entries := make(map[string]ModelEntry)
+	now, loads := g.clock.Now(), g.loads.inProgress()
 	for _, m := range cat.Models() {
-		e := modelEntry(f, m.ID)
+		e := modelEntry(f, m.ID, now, loads)
 		for _, n := range f.Neurons() {
 			if n.Discovery != nil && catalogue.Feasible(m, n.DeviceVRAMMB()) {
 				e.FeasibleOn = append(e.FeasibleOn, n.Name)
@@ -96,7 +103,7 @@ func (g *Gateway) Models() ModelList {
 		if _, ok := cat.Lookup(id); ok {
 			continue
 		}
-		e := modelEntry(f, id)
+		e := modelEntry(f, id, now, loads)
 		for _, n := range f.Neurons() {
 			if m := n.Model(id); m != nil {
 				if m.Limit != (neuron.Limit{}) && e.Limit == nil {
@@ -117,15 +124,22 @@ func (g *Gateway) Models() ModelList {
 	return list
 }
 
-// modelEntry returns the entry of id with its locations.
-func modelEntry(f *Fleet, id string) ModelEntry {
+// modelEntry returns the entry of id with its locations at the time now,
+// a load in progress among them even when the snapshot does not show it
+// yet.
+func modelEntry(f *Fleet, id string, now time.Time, loads map[string]loadInfo) ModelEntry {
 	e := ModelEntry{ID: id, Object: "model", OwnedBy: "helexa", Locations: []ModelLocation{}, FeasibleOn: []string{}}
 	for _, n := range f.Neurons() {
 		m := n.Model(id)
 		if m == nil {
+			if l, ok := loads[id]; ok && l.target == n.Name {
+				e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: neuron.StatusLoading,
+					VRAMMB: profileOf(f.Catalogue(), id).VRAMMB, Healthy: n.Available(), LoadingSeconds: wholeSeconds(now.Sub(l.since))})
+			}
 			continue
 		}
-		e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: m.Status, VRAMMB: m.VRAMUsedMB, Healthy: n.Available()})
+		e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: m.Status, VRAMMB: m.VRAMUsedMB, Healthy: n.Available(),
+			LoadingSeconds: loadingSeconds(n, m, now)})
 		if m.Status == neuron.StatusLoaded && n.Available() {
 			if !e.Loaded && !m.LoadedAt.IsZero() {
 				e.Created = m.LoadedAt.Unix()
@@ -134,6 +148,27 @@ func modelEntry(f *Fleet, id string) ModelEntry {
 		}
 	}
 	return e
+}
+
+// loadingSeconds is how long m has been loading or recovering at the time
+// now: the neuron's count at the last poll plus the time since, else the
+// time since LoadingSince; 0 for a model in another state.
+func loadingSeconds(n *NeuronState, m *ModelState, now time.Time) float64 {
+	if m.Status != neuron.StatusLoading && m.Status != neuron.StatusRecovering {
+		return 0
+	}
+	switch {
+	case m.LoadingSeconds > 0 && !n.LastSuccess.IsZero():
+		return wholeSeconds(time.Duration(m.LoadingSeconds*float64(time.Second)) + now.Sub(n.LastSuccess))
+	case !m.LoadingSince.IsZero():
+		return wholeSeconds(now.Sub(m.LoadingSince))
+	}
+	return 0
+}
+
+// wholeSeconds is d in whole seconds, never negative.
+func wholeSeconds(d time.Duration) float64 {
+	return float64(max(d, 0) / time.Second)
 }
 
 func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {

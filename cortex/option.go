@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
@@ -50,6 +51,10 @@ type gatewayConfig struct {
 	requireAuth   bool
 	retryAfter    time.Duration
 	defaultOutput int64
+	meter         metering.Meter // entitlements: meter.go
+	leaseTTL      time.Duration  // entitlements: budget.go
+	pingInterval  time.Duration  // Anthropic Messages streams: messages.go
+	ops           operatorConfig // status page and cold starts: status.go, load.go
 }
 
 type gatewayOptionFunc func(*gatewayConfig)
@@ -153,6 +158,21 @@ func WithRequireAuth(required bool) GatewayOption {
 // Default 2 s.
 func WithRetryHint(d time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.retryAfter = d })
+}
+
+// WithMeter sets the Meter that receives one metering.Record per finished
+// inference request that got past auth (anonymous callers included), after
+// its reservation is settled. Record is called on the request path and
+// must not block (metering.FileSink does not). Default: none.
+func WithMeter(m metering.Meter) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.meter = m })
+}
+
+// WithLeaseTTL sets the lease TTL the gateway renews reservations for,
+// every third of it, when the Provider is a LeaseRenewer. Default: the
+// provider's LeaseTTL() when it has that method, else DefaultLeaseTTL.
+func WithLeaseTTL(ttl time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.leaseTTL = ttl })
 }
 
 // WithDefaultMaxOutput sets the output reserved for a request that sets no

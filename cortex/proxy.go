@@ -3,6 +3,7 @@ package cortex
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -67,7 +69,7 @@ func (c *exchange) proxy(name string) error {
 	}
 	ctx, cancel := context.WithCancel(c.r.Context())
 	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, targetURL(base, c.r.URL), bytes.NewReader(c.body))
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, targetURL(base, c.target()), bytes.NewReader(c.body))
 	if err != nil {
 		return &UpstreamError{Neuron: name, Err: err}
 	}
@@ -119,17 +121,14 @@ func targetURL(base *url.URL, client *url.URL) string {
 	return u.String()
 }
 
-// dropRequestHeaders are the client headers never sent to a neuron: the
-// hop-by-hop headers, the client's credentials and principal claims (the
-// gateway sends the neuron's token and its own principal headers), and
-// what the transport sets itself. Accept-Encoding is dropped so that
-// answers arrive uncompressed: the gateway reads the usage out of them.
-var dropRequestHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-	"Authorization", "X-Api-Key", "Cookie", neuron.HeaderAccountID, neuron.HeaderKeyID,
-	"Accept-Encoding", "Content-Length", "Host", "Expect",
-}
+// forwardHeaders are the only client headers sent on to a neuron, in
+// canonical form. It is an allowlist: a header the gateway does not know
+// never reaches the fleet. They are the body's type, what the client
+// accepts, its user agent, and request ids and trace context for
+// correlating logs. Credentials never pass (the gateway sends the
+// neuron's own token and its own principal headers), nor does
+// Accept-Encoding, so that answers arrive uncompressed for the usage scan.
+var forwardHeaders = []string{"Accept", "Content-Type", "User-Agent", "X-Request-Id", "Traceparent", "Tracestate", "Openai-Beta"}
 
 // hopHeaders are the hop-by-hop response headers not relayed to the
 // client.
@@ -138,24 +137,23 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// outboundHeader fills h, the header of the request to a neuron, from the
-// client's: safe headers copied, the neuron's token and the principal
-// headers set.
+// outboundHeader fills h, the header of the request to a neuron: the
+// client's forwardHeaders (less any its Connection header names as
+// hop-by-hop), the neuron's token and the principal headers.
 func (c *exchange) outboundHeader(h http.Header, token string) {
 	src := c.r.Header
 	var connTokens []string
 	for _, v := range src["Connection"] {
 		for _, f := range strings.Split(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
-				connTokens = append(connTokens, http.CanonicalHeaderKey(f))
+				connTokens = append(connTokens, f)
 			}
 		}
 	}
-	for k, vv := range src {
-		if containsFold(dropRequestHeaders, k) || containsFold(connTokens, k) {
-			continue
+	for _, k := range forwardHeaders {
+		if vv := src[k]; len(vv) > 0 && !containsFold(connTokens, k) {
+			h[k] = append([]string(nil), vv...)
 		}
-		h[k] = append([]string(nil), vv...)
 	}
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
@@ -198,6 +196,7 @@ func isEventStream(h http.Header) bool {
 // status, headers (Retry-After among them) and body.
 func (c *exchange) relayError(resp *http.Response) {
 	copyResponseHeader(c.w.Header(), resp.Header)
+	c.budgetHeaders()
 	c.w.WriteHeader(resp.StatusCode)
 	c.status = resp.StatusCode
 	c.outcome = outcomeUpstream
@@ -211,6 +210,7 @@ func (c *exchange) relayError(resp *http.Response) {
 // usage.
 func (c *exchange) copyBody(resp *http.Response) {
 	copyResponseHeader(c.w.Header(), resp.Header)
+	c.budgetHeaders()
 	c.w.WriteHeader(resp.StatusCode)
 	c.status = resp.StatusCode
 	bp := copyBufs.Get().(*[]byte)
@@ -259,6 +259,7 @@ func (c *exchange) copyBody(resp *http.Response) {
 func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 	h := c.w.Header()
 	copyResponseHeader(h, resp.Header)
+	c.budgetHeaders()
 	h.Del("Content-Length")
 	c.w.WriteHeader(resp.StatusCode)
 	c.status = resp.StatusCode
@@ -275,6 +276,7 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 		}
 		if err != nil {
 			c.brokeOff(err, idle)
+			c.streamError(rc)
 			return
 		}
 		idle.reset()
@@ -329,6 +331,31 @@ func (c *exchange) brokeOff(err error, idle *idleTimer) {
 	default:
 		c.outcome = outcomeBroken
 		c.abort = true
+	}
+}
+
+// streamError ends a stream that broke off (c.abort set by brokeOff) with
+// an error event, before the connection is aborted, so that an SSE client
+// learns why its stream ended: "data: " and an OpenAI error envelope, code
+// upstream_timeout after the idle timeout, upstream_connection_error when
+// the neuron's stream broke. The events before it were whole: the reader
+// drops a partial one.
+func (c *exchange) streamError(rc *http.ResponseController) {
+	if !c.abort {
+		return // the client left: nobody to tell
+	}
+	body := oaierr.Body{Type: oaierr.TypeServer, Code: CodeUpstreamConnection, Message: "the neuron's stream broke off"}
+	if c.outcome == outcomeTimeout {
+		body.Code, body.Message = CodeUpstreamTimeout, "the neuron sent nothing within the stream idle timeout"
+	}
+	b, err := json.Marshal(oaierr.Envelope{Error: body})
+	if err != nil {
+		return
+	}
+	ev := make([]byte, 0, len(b)+8)
+	ev = append(append(append(ev, "data: "...), b...), "\n\n"...)
+	if _, err := c.w.Write(ev); err == nil {
+		_ = flush(rc)
 	}
 }
 

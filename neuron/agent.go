@@ -2,6 +2,7 @@ package neuron
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -26,10 +27,14 @@ const maxManagementBody = 1 << 20
 // Routes: GET /discovery, /health, /version, /models, /models/{id}/endpoint,
 // /models/{id}/logs and /v1/models; POST /models/load, /models/unload,
 // /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses.
-// With a token (WithToken) every route requires it except GET /health and
-// GET /version, which stay open for load balancers and probes. An unknown
-// route answers 404 and a known route with the wrong method 405, both as
-// OpenAI error envelopes.
+// With a token (WithToken) every route requires it (401 invalid_token),
+// unknown routes included, with one exception: GET /health without the
+// token answers {"status":"ok"} (or "shutting_down") and nothing else, for
+// load balancers and probes that cannot send a header. An unknown route
+// answers 404 and a known route with the wrong method 405, both as OpenAI
+// error envelopes. POST bodies must be JSON: a Content-Type other than
+// application/json (or application/*+json) is a 415
+// unsupported_media_type; none at all is taken as JSON.
 //
 // An inference request is read whole (at most WithMaxBodyBytes, else 413),
 // its "model" looked up in the harness (404 model_not_found; 503
@@ -52,6 +57,8 @@ type Agent struct {
 	adm     *admission
 	proxies *proxyCache
 	created time.Time
+	// tokenSum is the SHA-256 digest of the token; unused without one.
+	tokenSum [sha256.Size]byte
 
 	// life ends when Shutdown has drained: loads in progress stop waiting.
 	life     context.Context
@@ -123,6 +130,7 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		log:          logger,
 		adm:          newAdmission(o.admission),
 		created:      time.Now(),
+		tokenSum:     sha256.Sum256([]byte(o.token)),
 		activated:    make(chan struct{}),
 		reservations: make(map[string]*reservation),
 		drained:      make(chan struct{}),
@@ -377,7 +385,11 @@ func (a *Agent) inFlightCount() int {
 
 // ServeHTTP serves the management API and the inference routes.
 func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !a.open(r) && !a.authorized(r) {
+	if !a.authorized(r) {
+		if a.liveness(r) {
+			a.handleLiveness(w, r)
+			return
+		}
 		writeError(w, ErrUnauthorized)
 		return
 	}
@@ -400,20 +412,42 @@ func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r)
 }
 
-// open reports whether r is for a route served without the token.
-func (a *Agent) open(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	return r.URL.Path == "/health" || r.URL.Path == "/version"
+// liveness reports whether r is a GET or HEAD /health, which a caller
+// without the token may ask: it gets the status alone (handleLiveness).
+func (a *Agent) liveness(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path == "/health"
 }
 
+// livenessAnswer is GET /health without the token: the status alone, for
+// load balancers and probes that cannot send a header. The models, devices
+// and load of the host are for token holders.
+type livenessAnswer struct {
+	Status string `json:"status"`
+}
+
+func (a *Agent) handleLiveness(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	status := "ok"
+	if a.shutting {
+		status = CodeShuttingDown
+	}
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, livenessAnswer{Status: status})
+}
+
+// authorized reports whether r carries the Agent's token, or the Agent has
+// none. The comparison is of SHA-256 digests, in constant time: it reveals
+// neither the token nor its length.
 func (a *Agent) authorized(r *http.Request) bool {
 	if a.opts.token == "" {
 		return true
 	}
 	got, ok := bearer(r.Header.Get("Authorization"))
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.opts.token)) == 1
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], a.tokenSum[:]) == 1
 }
 
 func bearer(h string) (string, bool) {
@@ -451,6 +485,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decodeBody reads a JSON request body of at most limit bytes into v.
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if err := checkJSON(r.Header); err != nil {
+		return err
+	}
 	body, err := readBody(w, r, limit)
 	if err != nil {
 		return err
@@ -524,6 +561,12 @@ func (a *Agent) handleModels(w http.ResponseWriter, r *http.Request) {
 	models := a.h.Models()
 	if models == nil {
 		models = []ModelInfo{}
+	}
+	now := time.Now()
+	for i := range models {
+		if since := models[i].LoadingSince; !since.IsZero() {
+			models[i].LoadingSeconds = now.Sub(since).Round(time.Millisecond).Seconds()
+		}
 	}
 	writeJSON(w, http.StatusOK, modelList{Models: models})
 }

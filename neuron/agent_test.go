@@ -190,8 +190,8 @@ func TestAgent_TokenAuth(t *testing.T) {
 		auth   string
 		want   int
 	}{
-		{name: "health is open", method: "GET", path: "/health", want: 200},
-		{name: "version is open", method: "GET", path: "/version", want: 200},
+		{name: "health answers the status alone", method: "GET", path: "/health", want: 200},
+		{name: "version needs the token", method: "GET", path: "/version", want: 401},
 		{name: "models needs the token", method: "GET", path: "/models", want: 401},
 		{name: "discovery needs the token", method: "GET", path: "/discovery", want: 401},
 		{name: "wrong token", method: "GET", path: "/models", auth: "Bearer nope", want: 401},

@@ -14,11 +14,12 @@ import (
 // Error codes the Agent sends besides the Code* constants of the management
 // API contract.
 const (
-	CodeNotFound           = "not_found"                 // 404: no such route
-	CodeMethodNotAllowed   = "method_not_allowed"        // 405: route exists, wrong method
-	CodeRequestTooLarge    = "request_too_large"         // 413: body over the size limit
-	CodeUpstreamConnection = "upstream_connection_error" // 502: the engine could not be reached
-	CodeInternal           = "internal_error"            // 500: anything unexpected
+	CodeNotFound             = "not_found"                 // 404: no such route
+	CodeMethodNotAllowed     = "method_not_allowed"        // 405: route exists, wrong method
+	CodeRequestTooLarge      = "request_too_large"         // 413: body over the size limit
+	CodeUnsupportedMediaType = "unsupported_media_type"    // 415: a body that is not JSON
+	CodeUpstreamConnection   = "upstream_connection_error" // 502: the engine could not be reached
+	CodeInternal             = "internal_error"            // 500: anything unexpected
 )
 
 // Sentinel errors of the Agent's admission and request parsing. Client maps
@@ -38,6 +39,9 @@ var (
 	// ErrUpstream: the model's engine could not be reached (502
 	// upstream_connection_error).
 	ErrUpstream = errors.New("neuron: engine unreachable")
+	// ErrUnsupportedMediaType: a request body whose Content-Type is not JSON
+	// (415 unsupported_media_type).
+	ErrUnsupportedMediaType = errors.New("neuron: the body must be JSON (Content-Type: application/json)")
 )
 
 // Retry-After hints the Agent sends with its 429 and 503 answers.
@@ -123,6 +127,8 @@ func sentinelForCode(code string) error {
 		return ErrInvalidRequest
 	case CodeUpstreamConnection:
 		return ErrUpstream
+	case CodeUnsupportedMediaType:
+		return ErrUnsupportedMediaType
 	}
 	return nil
 }
@@ -147,6 +153,8 @@ func apiErrorFor(err error) *APIError {
 		return a
 	case errors.As(err, &mbe):
 		return e(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, 0)
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return e(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, 0)
 	case errors.Is(err, ErrUnauthorized):
 		return e(http.StatusUnauthorized, CodeInvalidToken, 0)
 	case errors.Is(err, ErrShuttingDown):

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // handleInference forwards an OpenAI request to the engine of the model
@@ -23,6 +26,10 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer a.leave()
+	if err := checkJSON(r.Header); err != nil {
+		writeError(w, err)
+		return
+	}
 	body, err := readBody(w, r, a.opts.maxBodyBytes)
 	if err != nil {
 		writeError(w, err)
@@ -78,6 +85,24 @@ func principalOf(r *http.Request) string {
 	return acc + "\x00" + key
 }
 
+// checkJSON refuses a request body whose Content-Type is not JSON:
+// application/json or application/*+json, with any parameters. A request
+// without a Content-Type is taken as JSON (clients such as curl -d send
+// form types by mistake far less often than none). Refusing the form and
+// text types also keeps a browser page from posting to the API with a
+// "simple" cross-site request.
+func checkJSON(h http.Header) error {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(v)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return fmt.Errorf("%w: got %q", ErrUnsupportedMediaType, v)
+}
+
 // readBody reads r's body, at most limit bytes: a larger body is an
 // *http.MaxBytesError (413).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -99,8 +124,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf.Bytes(), nil
 }
 
-// modelField returns the "model" of a JSON request body.
+// modelField returns the "model" of a JSON request body, which must be
+// valid UTF-8 (encoding/json would quietly replace bad bytes; the engine
+// might not).
 func modelField(body []byte) (string, error) {
+	if !utf8.Valid(body) {
+		return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
+			Message: "request body is not valid UTF-8"}
+	}
 	var v struct {
 		Model json.RawMessage `json:"model"`
 	}

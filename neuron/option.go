@@ -51,9 +51,9 @@ func (t tokenOption) applyAgent(o *agentOptions)   { o.token = string(t) }
 func (t tokenOption) applyClient(o *clientOptions) { o.token = string(t) }
 
 // WithToken sets the bearer token. On an Agent it is required on every
-// route except GET /health and GET /version (401 invalid_token otherwise);
-// on a Client it is sent as "Authorization: Bearer <token>". Default: none
-// (an Agent without a token is open).
+// route (401 invalid_token otherwise), except that GET /health without it
+// answers the status alone; on a Client it is sent as "Authorization:
+// Bearer <token>". Default: none (an Agent without a token is open).
 func WithToken(token string) SharedOption { return tokenOption(token) }
 
 // WithAdvertiseURL sets the URL the Agent reports in GET

@@ -65,6 +65,11 @@ type ModelInfo struct {
 	LoadedAt time.Time `json:"loaded_at,omitzero"`
 	// LoadingSince is when the current load or restart began (zero when loaded).
 	LoadingSince time.Time `json:"loading_since,omitzero"`
+	// LoadingSeconds is how long the current load or restart had been
+	// running when GET /models answered, by the neuron's own clock (0 when
+	// loaded). A client on another host reads it rather than comparing
+	// LoadingSince with its own clock, which may be skewed.
+	LoadingSeconds float64 `json:"loading_seconds,omitempty"`
 	// Restarts counts crash restarts since the model was first loaded.
 	Restarts int `json:"restarts,omitempty"`
 	// LastError is the most recent failure: exit status and last log lines.

@@ -112,8 +112,12 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 	if err != nil {
 		return d, err
 	}
+	// The status page is public in dev mode; the demo key is also the
+	// admin key, which shows its budget there.
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: devNeuron, Endpoint: d.neuronURL}}, cat,
 		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithLogger(cfg.logger),
+		cortex.WithPublicStatus(true), cortex.WithAdminKeys(entitlements.KeyDigest(devKey)),
+		cortex.WithStatusBudgets(entitlements.Principal{AccountID: devAccount, KeyID: devAccount}),
 		cortex.WithPollerOptions(cortex.WithInterval(time.Second)))
 	if err != nil {
 		return d, err
@@ -143,12 +147,18 @@ func devModel(cat *catalogue.Catalogue) string {
 	return best.ID
 }
 
-// curl is a command that works as printed against the running stack.
-func (d *devStack) curl() string {
+// host is the host:port of the API a client on this machine can use.
+func (d *devStack) host() string {
 	host := d.apiAddr.String()
 	if tcp, ok := d.apiAddr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
 		host = net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
 	}
+	return host
+}
+
+// curl is a command that works as printed against the running stack.
+func (d *devStack) curl() string {
+	host := d.host()
 	body := `{"model":"` + d.model + `","messages":[{"role":"user","content":"Hello!"}]}`
 	return "curl -sS http://" + host + "/v1/chat/completions -H 'Authorization: Bearer " + devKey +
 		"' -H 'Content-Type: application/json' -d '" + body + "'"
@@ -158,6 +168,7 @@ func (d *devStack) printIntro(w io.Writer) {
 	metrics := strings.Replace(d.metAddr.String(), "0.0.0.0", "127.0.0.1", 1)
 	fmt.Fprintf(w, `cortex dev (version %s)
   gateway  http://%s  (API key %s, account %q with %d tokens)
+  status   http://%s/status  (admin view: user any, password %s)
   metrics  http://%s/metrics
   neuron   %s at %s: simulated engine, two %d MiB GPUs
 
@@ -166,7 +177,7 @@ Try it (the first request loads the model):
 %s
 
 Ctrl-C stops everything.
-`, version, d.apiAddr, devKey, devAccount, devBudget, metrics, devNeuron, d.neuronURL, devGPUMB, d.curl())
+`, version, d.apiAddr, devKey, devAccount, devBudget, d.host(), devKey, metrics, devNeuron, d.neuronURL, devGPUMB, d.curl())
 }
 
 // shutdown stops the gateway (draining), then the neuron.

@@ -5,6 +5,7 @@
 //
 //	cortex serve [--config cortex.toml] [--log-format text|json]
 //	cortex dev [--listen 127.0.0.1:31313] [--metrics-listen 127.0.0.1:31314] [--models testdata/models.toml]
+//	cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
 //	cortex version
 //
 // serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains.
@@ -12,7 +13,9 @@
 // (shared by every replica; the keys of the file are seeded into it).
 // dev needs no files: it starts an in-process neuron over the simulated
 // engine, the catalogue of testdata/models.toml and a demo API key, and
-// prints a curl command to try.
+// prints a curl command to try. status prints the neurons and models of a
+// running gateway (its GET /status.json) as tables, or as JSON with -o
+// json; an admin key (--api-key, or $HELEXA_API_KEY) adds the budgets.
 //
 // The version is stamped at build time:
 //
@@ -40,6 +43,7 @@ var version = "dev"
 const usage = `usage:
   cortex serve [--config cortex.toml] [--log-format text|json]
   cortex dev [--listen ADDR] [--metrics-listen ADDR] [--models FILE]
+  cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
   cortex version`
 
 func main() {
@@ -63,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stderr)
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, err := fmt.Fprintln(stdout, version)
 		return err
@@ -97,7 +103,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	opts := append(cfg.GatewayOptions(), cortex.WithLogger(logger))
+	mopts, closeMeter, err := newMetering(cfg.Metering, logger)
+	if err != nil {
+		return err
+	}
+	defer closeMeter()
+	opts := append(append(cfg.GatewayOptions(), cortex.WithLogger(logger)), mopts...)
 	provider, closer, err := newProvider(cfg.Entitlements, logger)
 	if err != nil {
 		return err
@@ -131,14 +142,4 @@ func serveUntil(ctx context.Context, failed <-chan error, shutdown func(context.
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	return errors.Join(err, shutdown(sctx))
-}
-
-func newLogger(format string, w io.Writer) (*slog.Logger, error) {
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, nil)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, nil)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -97,11 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := agent.Start(ctx); err != nil {
 		return errors.Join(err, ln.Close(), agent.Shutdown(context.Background()))
 	}
-	srv := &http.Server{
-		Handler:           agent,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(agent, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 	logger.Info("neuron: serving", "listen", ln.Addr().String(), "version", version, "discovery", cfg.Discovery.Kind)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -141,7 +141,7 @@ const maxPlainMessage = 512
 // message when short and printable). The type follows the status; when the
 // status is not an error status (an error object inside a 200 stream) it
 // follows a numeric code, then the OpenAI type. An empty message becomes the
-// code or the status text.
+// code, else the status text, else "upstream error" (never empty).
 func FromOpenAIError(status int, body []byte) (errType, message string) {
 	_, errType, message = translateError(status, body)
 	return errType, message
@@ -171,7 +171,7 @@ func translateError(status int, body []byte) (int, string, string) {
 				if status < 400 {
 					status = statusForType(in.Type)
 				}
-				return status, in.Type, nonEmpty(in.Message, http.StatusText(status))
+				return status, in.Type, nonEmpty(in.Message, statusText(status))
 			}
 		default:
 			// vLLM's older shape: the fields at the top level, or
@@ -202,8 +202,12 @@ func translateError(status int, body []byte) (int, string, string) {
 			status = statusForOpenAIType(in.Type)
 		}
 	}
-	return status, ErrorTypeForStatus(status), nonEmpty(in.Message, nonEmpty(code, http.StatusText(status)))
+	return status, ErrorTypeForStatus(status), nonEmpty(in.Message, nonEmpty(code, statusText(status)))
 }
+
+// statusText is the text of status, or "upstream error" for a status
+// without one (529 among them).
+func statusText(status int) string { return nonEmpty(http.StatusText(status), "upstream error") }
 
 func nonEmpty(s, fallback string) string {
 	if s != "" {

@@ -52,12 +52,13 @@ type chatUsage struct {
 	} `json:"prompt_tokens_details"`
 }
 
-// cached returns the cached prompt tokens, at most the prompt tokens.
+// cached returns the cached prompt tokens, at most the prompt tokens and
+// never negative (an engine may report nonsense).
 func (u *chatUsage) cached() int64 {
 	if u.PromptTokensDetails == nil {
 		return 0
 	}
-	return min(max(u.PromptTokensDetails.CachedTokens, 0), u.PromptTokens)
+	return min(max(u.PromptTokensDetails.CachedTokens, 0), max(u.PromptTokens, 0))
 }
 
 type message struct {

@@ -600,7 +600,10 @@ func (s *scanner) number() error {
 		}
 		return n
 	}
-	if digits() == 0 {
+	// The integer part is 0 or starts with 1-9: JSON has no leading zeros.
+	if s.i < len(s.b) && s.b[s.i] == '0' {
+		s.i++
+	} else if digits() == 0 {
 		return &Error{Offset: st, Msg: "invalid number"}
 	}
 	if s.i < len(s.b) && s.b[s.i] == '.' {

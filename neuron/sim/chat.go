@@ -12,6 +12,10 @@ func (e *Engine) serveChat(w http.ResponseWriter, r *http.Request, st *reqState)
 		writeError(w, err)
 		return
 	}
+	if len(j.calls) > 0 {
+		e.runToolCalls(w, r, st, &j)
+		return
+	}
 	e.run(w, r, st, &j)
 }
 
@@ -40,6 +44,9 @@ func (e *Engine) prepareChat(st *reqState) (job, error) {
 	}
 	st.chat.init(st, false, e.nextID(), e.now().Unix(), e.answerModel(req.Model), req.StreamOptions.IncludeUsage)
 	j.f = &st.chat
+	if err := st.planToolCalls(&j); err != nil {
+		return job{}, err
+	}
 	return j, nil
 }
 

@@ -42,6 +42,29 @@
 // stream_options.include_usage; a Responses stream carries it in its
 // response.completed event.
 //
+// # Tool calls
+//
+// A chat request is answered with a tool call instead of text when it
+// offers tools, its tool_choice is not "none", its last message is a user
+// message (a conversation that ends with a tool result is answered with
+// text, so a tool round trip ends), and either tool_choice asks for a call
+// ("required", or {"type":"function","function":{"name":...}}) or the last
+// user message contains a tool's name. The tool called is the named one,
+// else the first tool, in the order of tools, whose name the message
+// contains, else (for "required") the first tool. Each choice makes one
+// call, drawn from the prompt like the text: its id is "call_" and 16 hex
+// digits, its arguments an object with one value per property of the
+// tool's parameters schema in name order (one of its enum values, else by
+// type: a word for a string or an unknown type, 0 to 99 for an integer or
+// number, a boolean, [] for an array, {} for an object). The message's
+// content is null, finish_reason "tool_calls", and the completion tokens
+// the estimate of the name and the arguments. A stream sends the call's
+// id, type and name with the first fragment of the arguments, then one
+// fragment per further property, paced like tokens; the call is never cut
+// by max_tokens. A tool_choice that names no offered tool, or tools that
+// are not functions with names, are refused with 400. The faults below
+// apply to text answers only.
+//
 // # Pacing and faults
 //
 // Config sets the time to first token, the tokens per second after it, the

@@ -318,6 +318,8 @@ type request struct {
 	N                   optInt        `json:"n"`
 	Dimensions          optInt        `json:"dimensions"`
 	EncodingFormat      string        `json:"encoding_format"`
+	Tools               []toolDef     `json:"tools"`
+	ToolChoice          rawJSON       `json:"tool_choice"`
 }
 
 type streamOptions struct {

@@ -125,7 +125,8 @@ func NewHarness(cfg Config, opts ...HarnessOption) (*Harness, error) {
 	if h.logger != nil {
 		errLog = slog.NewLogLogger(h.logger.Handler(), slog.LevelWarn)
 	}
-	h.srv = &http.Server{Handler: h.engine, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	h.srv = &http.Server{Handler: h.engine, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, ErrorLog: errLog}
 	go func() {
 		defer close(h.serveDone)
 		_ = h.srv.Serve(ln)

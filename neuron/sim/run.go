@@ -35,6 +35,7 @@ type job struct {
 	choices      []choice
 	stops        [][]byte
 	maxStop      int
+	calls        []toolCall // one per choice when the answer is a tool call (tools.go)
 }
 
 // run generates j's answer and writes it, streamed or not. It returns early

@@ -69,6 +69,8 @@ func run(args []string) int {
 	srv := &http.Server{
 		Handler:           logRequests(log, gate(&ready, engine)),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)

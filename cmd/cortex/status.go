@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/internal/oaierr"
+)
+
+// statusTimeout bounds "cortex status" when --timeout is not given.
+const statusTimeout = 10 * time.Second
+
+// runStatus is "cortex status": the fleet as tables, like kubectl get, or
+// as the JSON of GET /status.json with -o json.
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cortex status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	endpoint := fs.String("endpoint", "http://"+cortex.DefaultListen, "base URL of the gateway")
+	apiKey := fs.String("api-key", "", "API key (default $HELEXA_API_KEY); an admin key shows budgets")
+	output := fs.String("o", "table", "output: table or json")
+	timeout := fs.Duration("timeout", statusTimeout, "how long to wait for the gateway")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("status: -o %q: want table or json", *output)
+	}
+	key := *apiKey
+	if key == "" {
+		key = os.Getenv("HELEXA_API_KEY")
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	body, err := fetchStatus(ctx, *endpoint, key)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		var out bytes.Buffer
+		if err := json.Indent(&out, body, "", "  "); err != nil {
+			return fmt.Errorf("status: the gateway answered something else than JSON: %w", err)
+		}
+		out.WriteByte('\n')
+		_, err := stdout.Write(out.Bytes())
+		return err
+	}
+	var st cortex.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("status: decoding the answer: %w", err)
+	}
+	return printStatus(stdout, st)
+}
+
+// fetchStatus returns the body of GET <endpoint>/status.json.
+func fetchStatus(ctx context.Context, endpoint, key string) ([]byte, error) {
+	u, err := url.Parse(strings.TrimSuffix(endpoint, "/") + "/status.json")
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("status: --endpoint %q is not an http(s) URL", endpoint)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("status: reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		if e, ok := oaierr.Read(bytes.NewReader(body)); ok {
+			hint := ""
+			if resp.StatusCode == http.StatusUnauthorized {
+				hint = " (give a key with --api-key or HELEXA_API_KEY)"
+			}
+			return nil, fmt.Errorf("status: %s: %s: %s%s", resp.Status, e.Code, e.Message, hint)
+		}
+		return nil, errors.New("status: " + resp.Status)
+	}
+	return body, nil
+}
+
+// printStatus writes the tables of neurons, models, budgets (admin view)
+// and recent events.
+func printStatus(w io.Writer, st cortex.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintf(tw, "NEURON\tSTATUS\tGPUS\tVRAM MODELS/TOTAL\tFREE\tMODELS\tLAST POLL\n")
+	for _, n := range st.Neurons {
+		var placed, total uint64
+		for _, g := range n.GPUs {
+			placed, total = placed+g.PlacedMB, total+g.TotalMB
+		}
+		models := make([]string, 0, len(n.Models))
+		for _, m := range n.Models {
+			s := m.ID
+			if m.Status != "loaded" {
+				s += "(" + string(m.Status) + ")"
+			}
+			models = append(models, s)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", n.Name, n.State, len(n.GPUs), gib(placed), gib(total), gib(n.FreeVRAMMB),
+			orDash(strings.Join(models, ",")), since(st.GeneratedAt, n.LastSuccess))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tFEASIBLE ON\tIN FLIGHT\tALIASES\n")
+	inFlight := map[string]int{}
+	for _, n := range st.Neurons {
+		for _, m := range n.Models {
+			inFlight[m.ID] += m.InFlight + m.Queued
+		}
+	}
+	for _, m := range st.Models {
+		locs := make([]string, 0, len(m.Locations))
+		for _, l := range m.Locations {
+			s := l.Neuron + ":" + string(l.Status)
+			if l.LoadingSeconds > 0 {
+				s += "(" + strconv.FormatFloat(l.LoadingSeconds, 'f', 0, 64) + "s)"
+			}
+			locs = append(locs, s)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.State, orDash(strings.Join(locs, ",")),
+			orDash(strings.Join(m.FeasibleOn, ",")), inFlight[m.ID], orDash(strings.Join(m.Aliases, ",")))
+	}
+	if st.Admin {
+		fmt.Fprintln(tw)
+		fmt.Fprintf(tw, "ACCOUNT\tKEY\tUNIT\tWINDOW\tHARD CAP\tSPENT\tRESERVED\tREMAINING\n")
+		for _, b := range st.Budgets {
+			if b.Error != "" {
+				fmt.Fprintf(tw, "%s\t%s\t%s\terror: %s\n", b.AccountID, b.KeyID, b.Unit, b.Error)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", b.AccountID, b.KeyID, b.Unit, b.Window,
+				optInt(b.HardCap, "uncapped"), b.Spent, b.Reserved, optInt(b.Remaining, "-"))
+		}
+	}
+	if len(st.Events) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintf(tw, "AGE\tEVENT\tMODEL\tNEURON\tDETAIL\n")
+		for i, e := range st.Events {
+			if i == 10 {
+				break
+			}
+			detail := e.Error
+			if e.For != "" {
+				detail = "for " + e.For
+			} else if e.Took > 0 && detail == "" {
+				detail = "took " + e.Took.Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", since(st.GeneratedAt, e.Time), e.Kind, e.Model, e.Neuron, orDash(detail))
+		}
+	}
+	return tw.Flush()
+}
+
+// gib formats MiB in GiB with one decimal.
+func gib(mb uint64) string { return strconv.FormatFloat(float64(mb)/1024, 'f', 1, 64) + "Gi" }
+
+// since formats the age of t at now like kubectl: 45s, 3m, 2h, 4d; "-"
+// for the zero time.
+func since(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := max(now.Sub(t), 0)
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	}
+	return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func optInt(v *int64, none string) string {
+	if v == nil {
+		return none
+	}
+	return strconv.FormatInt(*v, 10)
+}

@@ -1,0 +1,350 @@
+package cortex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/reqscan"
+)
+
+// Budget timeouts.
+const (
+	// settleTimeout bounds the Settle or Release at the end of a request.
+	settleTimeout = 5 * time.Second
+	// snapshotTimeout bounds the Snapshot behind the rate limit headers.
+	snapshotTimeout = 2 * time.Second
+	// clampAttempts bounds the reservations of a clamped request: other
+	// requests of the account may take what a refusal said was available.
+	clampAttempts = 3
+)
+
+// DefaultLeaseTTL is the lease TTL the gateway renews reservations for
+// when the Provider is a LeaseRenewer without a LeaseTTL method and
+// WithLeaseTTL does not set one: 10 minutes, the default of
+// entitlements/redisledger.
+const DefaultLeaseTTL = 10 * time.Minute
+
+// LeaseRenewer is an optional Provider capability: its reservations are
+// leases that expire unless renewed (entitlements/redisledger's Ledger has
+// it; its Renewer interface has this method set). While a request holds a
+// reservation the gateway renews it every third of the lease TTL, so that
+// a long stream keeps its amount held until Settle, and stops renewing
+// when the request finishes.
+//
+// The TTL is WithLeaseTTL's; else the provider's, when it also has a
+// LeaseTTL() time.Duration method; else DefaultLeaseTTL.
+//
+// Concurrency: Renew is called from a timer goroutine while the request
+// runs, possibly concurrently with the Settle or Release that ends it; the
+// provider must make them exclusive (one of them wins). Renew must return
+// when ctx ends. Errors are logged; entitlements.ErrReservationSettled and
+// entitlements.ErrUnknownReservation stop the renewals of the request.
+type LeaseRenewer interface {
+	Renew(ctx context.Context, r entitlements.Reservation, ttl time.Duration) error
+}
+
+// leaseTTLer is the provider's own lease TTL, when it tells it.
+type leaseTTLer interface {
+	LeaseTTL() time.Duration
+}
+
+// limit takes a slot of the key's per-key limits (max_in_flight, rpm).
+func (c *exchange) limit() error {
+	if err := c.g.limits.acquire(c.principal); err != nil {
+		return err
+	}
+	c.limited = limited(c.principal)
+	return nil
+}
+
+// budgeted reports whether the request is held to a budget: a provider is
+// set and the caller is not anonymous (anonymous callers have none).
+func (c *exchange) budgeted() bool {
+	return c.g.cfg.provider != nil && !c.principal.IsAnonymous()
+}
+
+// admit reserves the worst case the request can cost against the caller's
+// budget, before routing, so that a request over budget never causes a
+// cold load: the prompt estimate plus n times the maximum output, priced in
+// the key's unit. Anonymous callers have no budget.
+//
+// A refusal is never turned into a smaller reservation, except for a key
+// with clamp_max_tokens: then the maximum output is lowered to what the
+// budget has left, and the request is refused only when that is not even
+// one output token. See ExceedsCapError for a request that can never fit.
+func (c *exchange) admit() error {
+	if !c.budgeted() {
+		return nil
+	}
+	if c.principal.Unit == entitlements.UnitMicroUSD && c.model.Cost == nil {
+		return fmt.Errorf("%w: model %s has no cost in the catalogue, and the key's budget is in US dollars", ErrModelNotPriced, c.model.ID)
+	}
+	p := c.g.cfg.provider
+	ctx := c.r.Context()
+	out := c.maxOutput
+	for attempt := 1; ; attempt++ {
+		res, err := p.Reserve(ctx, c.principal, c.price(c.estimate, satMul(c.req.N, out), 0))
+		if err == nil {
+			c.reservation = res
+			break
+		}
+		var be *entitlements.BudgetError
+		switch {
+		case errors.Is(err, entitlements.ErrInvalidAmount):
+			// Only an absurd maximum output overflows a ledger.
+			return &reqscan.Error{Field: "max_tokens", Msg: "the maximum output is too large to reserve"}
+		case !errors.As(err, &be):
+			return providerError(ctx, err)
+		}
+		fit := int64(0)
+		if c.principal.Limits.ClampMaxTokens && c.maxOutput > 0 {
+			fit = min(c.outputFor(be.Available), out-1)
+		}
+		if fit < 1 || attempt == clampAttempts {
+			return c.refusal(be)
+		}
+		out = fit
+	}
+	if out < c.maxOutput {
+		c.clampTo, c.maxOutput = out, out
+	}
+	c.snapshot()
+	c.startRenewal()
+	return nil
+}
+
+// outputFor is the most output tokens per choice that avail covers on top
+// of the prompt estimate, in the key's unit; 0 when none.
+func (c *exchange) outputFor(avail entitlements.Amount) int64 {
+	n := max(c.req.N, 1)
+	left := int64(avail - c.price(c.estimate, 0, 0))
+	if left <= 0 {
+		return 0
+	}
+	if c.principal.Unit == entitlements.UnitMicroUSD {
+		// Prompt and output are rounded up separately: the sum never
+		// costs more than avail.
+		return c.model.Cost.OutputTokensFor(left) / n
+	}
+	return left / n
+}
+
+// refusal is the answer to a refused reservation: the *BudgetError, or an
+// *ExceedsCapError when a rolling window's whole cap is smaller than what
+// the request needs (its worst case, or with clamping its prompt and one
+// output token), since no Retry-After could help it. A balance smaller
+// than the request stays insufficient_quota: a top-up can help.
+func (c *exchange) refusal(be *entitlements.BudgetError) error {
+	s := c.snapshot()
+	if s == nil || s.HardCap == nil || s.Window.Kind != entitlements.WindowRolling {
+		return be
+	}
+	need := be.Requested
+	if c.principal.Limits.ClampMaxTokens && c.maxOutput > 0 {
+		need = c.price(c.estimate, max(c.req.N, 1), 0)
+	}
+	if need > *s.HardCap {
+		return &ExceedsCapError{Requested: need, Cap: *s.HardCap, Unit: c.principal.Unit}
+	}
+	return be
+}
+
+// price is the cost of a request in the principal's unit: tokens, or
+// micro-dollars at the model's prices, rounded up (admit refuses a
+// USD-priced request for a model without prices before anything is
+// reserved; such a request would cost 0 here).
+func (c *exchange) price(prompt, completion, cached int64) entitlements.Amount {
+	prompt, completion = max(prompt, 0), max(completion, 0)
+	if c.principal.Unit == entitlements.UnitMicroUSD {
+		if c.model.Cost == nil {
+			return 0
+		}
+		cached = min(max(cached, 0), prompt)
+		return entitlements.Amount(c.model.Cost.Charge(catalogue.Usage{Input: prompt - cached, CacheRead: cached, Output: completion}))
+	}
+	if prompt > math.MaxInt64-completion {
+		return math.MaxInt64
+	}
+	return entitlements.Amount(prompt + completion)
+}
+
+// satMul returns a*b for non-negative a and b, or math.MaxInt64 when it
+// overflows.
+func satMul(a, b int64) int64 {
+	if a <= 0 || b <= 0 {
+		return 0
+	}
+	if a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+// maxTokensField is the field that caps the output of a request on the
+// route, added when a clamped request sets none.
+func (k routeKind) maxTokensField() string {
+	if k == routeResponses {
+		return "max_output_tokens"
+	}
+	return "max_tokens"
+}
+
+// settle consumes the reservation: Settle with what was served, or Release
+// when nothing was. It stops the lease renewals first.
+func (c *exchange) settle(u usage) {
+	c.renewal.stop()
+	if c.reservation == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
+	defer cancel()
+	p := c.g.cfg.provider
+	var err error
+	if u.Served {
+		c.settled = c.price(u.Prompt, u.Completion, u.Cached)
+		err = p.Settle(ctx, c.reservation, c.settled)
+	} else {
+		err = p.Release(ctx, c.reservation)
+	}
+	if err != nil {
+		c.g.log.Error("cortex: settling the budget failed", "account", c.principal.AccountID, "key", c.principal.KeyID,
+			"served", u.Served, "amount", c.settled, "err", err)
+	}
+}
+
+// snapshot returns the caller's budget, asking the provider once per
+// request; nil for an anonymous caller or when the provider could not
+// answer.
+func (c *exchange) snapshot() *entitlements.BudgetSnapshot {
+	if c.snapTried || !c.budgeted() {
+		return c.snap
+	}
+	c.snapTried = true
+	ctx, cancel := context.WithTimeout(c.r.Context(), snapshotTimeout)
+	defer cancel()
+	s, err := c.g.cfg.provider.Snapshot(ctx, c.principal)
+	if err != nil {
+		c.g.log.Debug("cortex: no budget snapshot for the rate limit headers", "account", c.principal.AccountID, "err", err)
+		return nil
+	}
+	c.snap = &s
+	return c.snap
+}
+
+// Rate limit headers of authenticated answers.
+const (
+	HeaderLimitTokens     = "X-Ratelimit-Limit-Tokens"
+	HeaderRemainingTokens = "X-Ratelimit-Remaining-Tokens"
+	HeaderResetTokens     = "X-Ratelimit-Reset-Tokens"
+	HeaderBudgetUnit      = "X-Helexa-Budget-Unit"
+	HeaderClampedMax      = "X-Helexa-Clamped-Max-Tokens"
+)
+
+// budgetHeaders sets the rate limit headers of the answer from the
+// caller's budget; see the package documentation. It must run before the
+// answer's status is written.
+func (c *exchange) budgetHeaders() {
+	if !c.authed {
+		return
+	}
+	if c.clampTo > 0 {
+		c.w.Header().Set(HeaderClampedMax, strconv.FormatInt(c.clampTo, 10))
+	}
+	setBudgetHeaders(c.w.Header(), c.principal, c.snapshot(), c.g.clock.Now())
+}
+
+// setBudgetHeaders sets the rate limit headers from s; nothing for an
+// anonymous caller, a nil snapshot or an uncapped budget.
+func setBudgetHeaders(h http.Header, p entitlements.Principal, s *entitlements.BudgetSnapshot, now time.Time) {
+	if p.IsAnonymous() || s == nil || s.HardCap == nil {
+		return
+	}
+	remaining, _ := s.Remaining()
+	h.Set(HeaderLimitTokens, strconv.FormatInt(int64(*s.HardCap), 10))
+	h.Set(HeaderRemainingTokens, strconv.FormatInt(int64(remaining), 10))
+	if s.Window.Kind == entitlements.WindowRolling && !s.ResetsAt.IsZero() {
+		h.Set(HeaderResetTokens, max(s.ResetsAt.Sub(now), 0).Round(time.Second).String())
+	}
+	h.Set(HeaderBudgetUnit, p.Unit.String())
+}
+
+// renewal renews the lease of one reservation on a timer until stopped.
+// Its methods accept a nil receiver (no renewal).
+type renewal struct {
+	renewer  LeaseRenewer
+	res      entitlements.Reservation
+	ttl      time.Duration
+	interval time.Duration
+	c        *exchange // for the logger and the principal
+
+	ctx    context.Context // ends at stop: cancels a Renew in progress
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	t      *time.Timer
+	done   bool           // stopped, or the provider refused for good
+	wg     sync.WaitGroup // a renewal in progress
+}
+
+// startRenewal starts renewing the reservation when the provider leases.
+func (c *exchange) startRenewal() {
+	g := c.g
+	if g.renewer == nil || c.reservation == nil {
+		return
+	}
+	r := &renewal{renewer: g.renewer, res: c.reservation, ttl: g.leaseTTL, interval: max(g.leaseTTL/3, time.Millisecond), c: c}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.t = time.AfterFunc(r.interval, r.fire)
+	r.mu.Unlock()
+	c.renewal = r
+}
+
+// fire renews the lease once and schedules the next renewal.
+func (r *renewal) fire() {
+	r.mu.Lock()
+	if r.done {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	defer r.wg.Done()
+
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.interval, time.Second))
+	err := r.renewer.Renew(ctx, r.res, r.ttl)
+	cancel()
+	final := errors.Is(err, entitlements.ErrReservationSettled) || errors.Is(err, entitlements.ErrUnknownReservation)
+	if err != nil && r.ctx.Err() == nil {
+		r.c.g.log.Warn("cortex: renewing a reservation's lease failed", "account", r.c.principal.AccountID,
+			"key", r.c.principal.KeyID, "err", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if final {
+		r.done = true
+	}
+	if !r.done {
+		r.t.Reset(r.interval)
+	}
+}
+
+// stop ends the renewals and waits for one in progress, which it cancels.
+func (r *renewal) stop() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.done = true
+	r.t.Stop()
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+}

@@ -1,0 +1,90 @@
+// Command embedded-gateway composes a helexa gateway in an embedder's own
+// program, with a custom Router: requests go to a loaded replica in the
+// preferred zone when there is one, else wherever the default Router
+// sends them (which also places cold loads). neurons.go starts the demo
+// fleet: two in-process neurons over the simulated engine.
+//
+//	go run ./examples/embedded-gateway
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// zoneRouter prefers loaded replicas on neurons of one zone; the zones
+// come from the embedder's inventory. Like every Router it is a pure
+// decision over the snapshot: no I/O, no locks.
+type zoneRouter struct {
+	next   cortex.Router
+	zones  map[string]string // neuron name -> zone
+	prefer string
+}
+
+func (r zoneRouter) Route(f *cortex.Fleet, model string, hint cortex.RouteHint) (cortex.Decision, error) {
+	d, err := r.next.Route(f, model, hint)
+	if err != nil || d.Action != cortex.ActionServe || r.zones[d.Neuron] == r.prefer {
+		return d, err
+	}
+	for _, n := range f.Neurons() {
+		if m := n.Model(d.Model.ID); r.zones[n.Name] == r.prefer && n.Available() && m != nil && m.Status == neuron.StatusLoaded {
+			return cortex.Decision{Neuron: n.Name, Model: d.Model, Action: cortex.ActionServe}, nil
+		}
+	}
+	return d, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, "127.0.0.1:31313", os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// run serves the gateway on listen until ctx ends.
+func run(ctx context.Context, listen string, out io.Writer) error {
+	neurons, stopFleet, err := startFleet(ctx, "demo-1b") // [{gpu-a ...} {gpu-b ...}]
+	if err != nil {
+		return err
+	}
+	defer stopFleet()
+	cat, err := catalogue.New([]catalogue.Model{{ID: "demo-1b", VRAMMB: 2048}}, map[string]string{"demo": "demo-1b"})
+	if err != nil {
+		return err
+	}
+	def, err := cortex.NewRouter()
+	if err != nil {
+		return err
+	}
+	router := zoneRouter{next: def, zones: map[string]string{"gpu-a": "us", "gpu-b": "eu"}, prefer: "eu"}
+	gw, err := cortex.NewGateway(neurons, cat, cortex.WithRouter(router))
+	if err != nil {
+		return err
+	}
+	go func() { _ = gw.Run(ctx) }()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Fprintf(out, "gateway on http://%s (status page: /status)\n", ln.Addr())
+	demo(ctx, gw, "http://"+ln.Addr().String(), out)
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = gw.Shutdown(sctx)
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,29 @@
+// Package faulttest is the fault suite of helexa-go: integration tests
+// that run real neuron processes (cmd/neuron) with simulated engines
+// (helexa-sim) as their children, and a cortex Gateway in the test
+// process over them, all on loopback, then break things and check that
+// the fleet survives and that nothing is lost.
+//
+// The scenarios, each a test of its own:
+//
+//   - An engine that dies mid-stream: the client's stream ends with an
+//     error event (not a hang), the reservation is settled within a
+//     second, the model goes through "recovering" back to "loaded", and
+//     the next request succeeds.
+//   - A neuron killed with SIGKILL: its engines die with it, a request
+//     that cannot connect is sent once more to a replica, the gateway
+//     marks the neuron unhealthy at the third failed poll, and with no
+//     replica left it answers 503 with Retry-After.
+//   - A neuron that stalls mid-stream: the stream idle timeout ends the
+//     stream with an error event and settles it; a slow but steady
+//     stream longer than the idle timeout is not cut.
+//   - A client that goes away: the request to the neuron is cancelled,
+//     the neuron's admission slot is freed and the reservation settled.
+//   - Graceful shutdown of the gateway and of a neuron (SIGTERM): streams
+//     in flight finish, new requests get 503, nothing stays reserved.
+//
+// After each scenario no key holds a reservation and no child process is
+// left; after the suite no goroutine is left (goleak). The package has no
+// code of its own: the tests build the two binaries once (TestMain) and
+// skip under go test -short.
+package faulttest

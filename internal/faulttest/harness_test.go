@@ -1,0 +1,651 @@
+package faulttest_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
+)
+
+// The binaries of the suite, built once by the first test that needs
+// them (so that listing or benchmarking the package builds nothing), in a
+// directory TestMain removes.
+var (
+	buildOnce sync.Once
+	buildErr  error
+	binDir    string
+	neuronBin string
+	simBin    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir == "" {
+		os.Exit(code) // no test ran a process
+	}
+	if code == 0 {
+		if left := processesFrom(binDir); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "faulttest: processes of the suite left running: %v\n", left)
+			code = 1
+		}
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "faulttest: goroutines leaked: %v\n", err)
+			code = 1
+		}
+	}
+	_ = os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// binaries builds neuron and helexa-sim once.
+func binaries(t *testing.T) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "helexa-faulttest-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binDir = dir
+		neuronBin, simBin = filepath.Join(dir, "neuron"), filepath.Join(dir, "helexa-sim")
+		if buildErr = build(neuronBin, "github.com/helexa-ai/helexa-go/cmd/neuron"); buildErr != nil {
+			return
+		}
+		buildErr = build(simBin, "github.com/helexa-ai/helexa-go/neuron/sim/cmd/helexa-sim")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+// build compiles pkg into out, without the race detector: the binaries are
+// the system under test, not the test.
+func build(out, pkg string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("the go command is needed to build %s: %w", pkg, err)
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Env = os.Environ()
+	if os.Getenv("CGO_CFLAGS") == "" {
+		cmd.Env = append(cmd.Env, "CGO_CFLAGS=-Wno-deprecated-declarations")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// suite skips the test under -short and marks it parallel.
+func suite(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("faulttest: the fault suite runs real neuron and engine processes; skipped under -short")
+	}
+	t.Parallel()
+	binaries(t)
+}
+
+// Settings shared by the neurons and the gateway of the suite.
+const (
+	neuronToken = "fault-suite-neuron-token"
+	apiKey      = "sk-fault-suite-0123456789"
+	account     = "acct"
+	pollEvery   = 100 * time.Millisecond
+)
+
+// The models of the catalogue, one per behaviour of the simulated engine
+// (an engine template of the neuron each).
+const (
+	modelFast   = "fast"   // answers at once
+	modelSlow   = "slow"   // 5 tokens per second
+	modelCrashy = "crashy" // the engine exits after 5 tokens of an answer; loads in 500 ms
+	modelHang   = "hang"   // sends the first token, then nothing
+)
+
+// engineFlags are the helexa-sim flags of each model's engine template.
+var engineFlags = map[string][]string{
+	modelFast:   nil,
+	modelSlow:   {"--tps", "5"},
+	modelCrashy: {"--tps", "50", "--crash-after", "5", "--load-time", "500ms"},
+	modelHang:   {"--hang"},
+}
+
+// neuronProc is one neuron process.
+type neuronProc struct {
+	name   string
+	url    string
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // the exit status; read after done
+	client *neuron.Client
+	hc     *http.Client
+}
+
+// startNeuron starts a neuron process serving the given models (loaded at
+// start, as default models), waits until they are loaded, and registers
+// the cleanup that stops it and checks that it left no engine behind.
+func startNeuron(t *testing.T, name string, models ...string) *neuronProc {
+	t.Helper()
+	var lastErr error
+	for range 3 { // a port taken between the pick and the neuron's bind
+		n, err := tryNeuron(t, name, models)
+		if err == nil {
+			return n
+		}
+		lastErr = err
+	}
+	t.Fatalf("neuron %s did not start: %v", name, lastErr)
+	return nil
+}
+
+func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) {
+	t.Helper()
+	addr := freeAddr(t)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"10s\"\n", addr, neuronToken)
+	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = %q\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n", name)
+	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 8\nmax_queue = 16\nmax_wait = \"10s\"\n")
+	for id, flags := range engineFlags {
+		argv := append([]string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, flags...)
+		fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", "sim-"+id, quoteAll(argv))
+	}
+	for _, id := range models {
+		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nvram_mb = 1000\n", id, "sim-"+id)
+	}
+	path := filepath.Join(t.TempDir(), "neuron.toml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &neuronProc{name: name, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
+	n.cmd = exec.Command(neuronBin, "--config", path)
+	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		n.err = n.cmd.Wait()
+		close(n.done)
+	}()
+	c, err := neuron.NewClient(n.url, neuron.WithToken(neuronToken), neuron.WithDoer(n.hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.client = c
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h, err := c.Health(t.Context())
+		if err == nil && h.Activation.Loaded == len(models) {
+			break
+		}
+		select {
+		case <-n.done:
+			n.hc.CloseIdleConnections()
+			return nil, fmt.Errorf("exited (%v) before serving; logs:\n%s", n.err, n.logs)
+		default:
+		}
+		if err == nil && h.Activation.Failed > 0 || time.Now().After(deadline) {
+			n.kill()
+			t.Fatalf("neuron %s: models not loaded (health %+v, %v); logs:\n%s", name, h, err, n.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() { n.stop(t) })
+	return n, nil
+}
+
+// stop ends the neuron (SIGTERM, then SIGKILL after 20 s) unless it has
+// exited, and checks that none of its engines outlives it.
+func (n *neuronProc) stop(t *testing.T) {
+	engines := n.engines()
+	select {
+	case <-n.done:
+	default:
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("neuron %s ignored SIGTERM for 20 s", n.name)
+			n.kill()
+		}
+	}
+	n.hc.CloseIdleConnections()
+	waitGone(t, engines)
+	if t.Failed() {
+		t.Logf("neuron %s logs:\n%s", n.name, n.logs)
+	}
+}
+
+// kill sends SIGKILL and waits for the exit.
+func (n *neuronProc) kill() {
+	_ = n.cmd.Process.Kill()
+	<-n.done
+}
+
+// engines returns the pids of the neuron's child processes.
+func (n *neuronProc) engines() []int {
+	select {
+	case <-n.done:
+		return nil
+	default:
+	}
+	return childrenOf(n.cmd.Process.Pid)
+}
+
+// inFlight returns the requests in flight at the neuron for model, from
+// its GET /health.
+func (n *neuronProc) inFlight(t *testing.T, model string) int {
+	t.Helper()
+	h, err := n.client.Health(t.Context())
+	if err != nil {
+		t.Fatalf("neuron %s health: %v", n.name, err)
+	}
+	for _, m := range h.Models {
+		if m.ID == model {
+			return m.InFlight + m.QueueDepth
+		}
+	}
+	t.Fatalf("neuron %s has no model %s: %+v", n.name, model, h)
+	return 0
+}
+
+// status returns model's status at the neuron ("" when it is not listed).
+func (n *neuronProc) status(t *testing.T, model string) neuron.ModelStatus {
+	t.Helper()
+	ms, err := n.client.Models(t.Context())
+	if err != nil {
+		t.Fatalf("neuron %s models: %v", n.name, err)
+	}
+	for _, m := range ms {
+		if m.ID == model {
+			return m.Status
+		}
+	}
+	return ""
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func quoteAll(s []string) string {
+	q := make([]string, len(s))
+	for i, v := range s {
+		q[i] = strconv.Quote(v)
+	}
+	return strings.Join(q, ", ")
+}
+
+// childrenOf returns the pids of the live processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	for _, p := range procs() {
+		if p.ppid == pid && p.state != 'Z' {
+			out = append(out, p.pid)
+		}
+	}
+	return out
+}
+
+// processesFrom returns the live processes whose command lies in dir.
+func processesFrom(dir string) []string {
+	var out []string
+	for _, p := range procs() {
+		if p.state == 'Z' {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+		if err == nil && strings.HasPrefix(exe, dir+string(os.PathSeparator)) {
+			out = append(out, fmt.Sprintf("%d %s", p.pid, exe))
+		}
+	}
+	return out
+}
+
+// alive reports whether pid is a process that has not exited (a zombie
+// has).
+func alive(pid int) bool {
+	for _, p := range procs() {
+		if p.pid == pid {
+			return p.state != 'Z'
+		}
+	}
+	return false
+}
+
+// waitGone waits up to 10 s for every pid to exit.
+func waitGone(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("engine process %d outlived its neuron", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+type proc struct {
+	pid, ppid int
+	state     byte
+}
+
+// procs lists the processes of the machine from /proc.
+func procs() []proc {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		out = append(out, proc{pid: pid, ppid: ppid, state: f[0][0]})
+	}
+	return out
+}
+
+// stack is a Gateway over neuron processes, served by an httptest server,
+// with a Local provider holding one key.
+type stack struct {
+	t      *testing.T
+	gw     *cortex.Gateway
+	srv    *httptest.Server
+	local  *entitlements.Local
+	logs   *lockedBuffer
+	client *http.Client
+}
+
+// newStack builds the gateway over the neurons (polled every pollEvery
+// unless opts say otherwise), runs its poller, and waits until every
+// neuron is healthy with its models loaded. The cleanup shuts it down and
+// checks that the key holds no reservation.
+func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption) *stack {
+	t.Helper()
+	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
+		{Key: apiKey, AccountID: account, HardCap: new(int64(1 << 40))},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var models []catalogue.Model
+	for id := range engineFlags {
+		models = append(models, catalogue.Model{ID: id, Engine: "sim-" + id, VRAMMB: 1000})
+	}
+	cat, err := catalogue.New(models, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var configs []cortex.NeuronConfig
+	for _, n := range neurons {
+		configs = append(configs, cortex.NeuronConfig{Name: n.name, Endpoint: n.url, Token: neuronToken})
+	}
+	logs := &lockedBuffer{}
+	opts = append([]cortex.GatewayOption{
+		cortex.WithProvider(local), cortex.WithRequireAuth(true),
+		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		cortex.WithPollerOptions(cortex.WithInterval(pollEvery)),
+	}, opts...)
+	gw, err := cortex.NewGateway(configs, cat, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- gw.Run(ctx) }()
+	s := &stack{t: t, gw: gw, srv: httptest.NewServer(gw), local: local, logs: logs,
+		client: &http.Client{Transport: &http.Transport{}}}
+	t.Cleanup(func() {
+		s.srv.Close()
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := gw.Shutdown(sctx); err != nil {
+			t.Errorf("gateway shutdown: %v", err)
+		}
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("poller: %v", err)
+		}
+		s.client.CloseIdleConnections()
+		s.settled(time.Second)
+		if t.Failed() {
+			t.Logf("gateway logs:\n%s", logs)
+		}
+	})
+	eventually(t, 30*time.Second, "every neuron healthy with its models loaded", func() bool {
+		f := gw.Fleet()
+		for _, n := range neurons {
+			ns := f.Neuron(n.name)
+			if ns == nil || !ns.Healthy {
+				return false
+			}
+			for _, m := range ns.Models {
+				if m.Status != neuron.StatusLoaded {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return s
+}
+
+// settled checks, for up to within, that the key holds no reservation.
+func (s *stack) settled(within time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		snap, err := s.local.Snapshot(context.Background(), entitlements.Principal{AccountID: account, KeyID: account})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if snap.Reserved == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Errorf("%d still reserved %v after the request ended", snap.Reserved, within)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// spent returns what the key has spent.
+func (s *stack) spent() entitlements.Amount {
+	s.t.Helper()
+	snap, err := s.local.Snapshot(context.Background(), entitlements.Principal{AccountID: account, KeyID: account})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return snap.Spent
+}
+
+// chat sends a chat completion for model with the key and returns the
+// answer; the caller closes its body.
+func (s *stack) chat(ctx context.Context, model string, maxTokens int, stream bool) *http.Response {
+	s.t.Helper()
+	body := fmt.Sprintf(`{"model":%q,"max_tokens":%d,"stream":%t,"messages":[{"role":"user","content":"tell me a story"}]}`,
+		model, maxTokens, stream)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("POST /v1/chat/completions: %v", err)
+	}
+	return resp
+}
+
+// chatOnce sends a non-streaming chat completion and returns the status,
+// the headers and the body.
+func (s *stack) chatOnce(model string, maxTokens int) (int, http.Header, string) {
+	s.t.Helper()
+	resp := s.chat(s.t.Context(), model, maxTokens, false)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatalf("reading the answer: %v", err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// events reads an SSE answer: the data of each event, in order, sent on a
+// channel that is closed when the stream ends; the error that ended it
+// (nil at a clean end) is then available from err.
+type events struct {
+	ch   chan string
+	done chan struct{}
+	err  error
+}
+
+func readEvents(body io.Reader) *events {
+	e := &events{ch: make(chan string, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		defer close(e.ch)
+		br := bufio.NewReader(body)
+		var data string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				switch {
+				case !errors.Is(err, io.EOF):
+					e.err = err
+				case line != "" || data != "":
+					e.err = io.ErrUnexpectedEOF // cut inside an event
+				}
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			switch {
+			case line == "":
+				if data != "" {
+					e.ch <- data
+				}
+				data = ""
+			case strings.HasPrefix(line, "data:"):
+				data = strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+			}
+		}
+	}()
+	return e
+}
+
+// next returns the next event's data, failing the test when none comes
+// within d; ok is false at the end of the stream.
+func (e *events) next(t *testing.T, d time.Duration) (data string, ok bool) {
+	t.Helper()
+	select {
+	case data, ok = <-e.ch:
+		return data, ok
+	case <-time.After(d):
+		t.Fatalf("no event within %v: the stream hangs", d)
+		return "", false
+	}
+}
+
+// rest reads the remaining events, failing the test when the stream does
+// not end within d, and returns them with the error that ended it.
+func (e *events) rest(t *testing.T, d time.Duration) ([]string, error) {
+	t.Helper()
+	var out []string
+	deadline := time.After(d)
+	for {
+		select {
+		case data, ok := <-e.ch:
+			if !ok {
+				<-e.done
+				return out, e.err
+			}
+			out = append(out, data)
+		case <-deadline:
+			t.Fatalf("the stream did not end within %v: it hangs; %d events so far", d, len(out))
+			return out, nil
+		}
+	}
+}
+
+// eventually polls cond until it holds, failing the test after within.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
