@@ -252,10 +252,12 @@ func (c *exchange) copyBody(resp *http.Response) {
 	}
 }
 
-// stream relays an SSE answer event by event, each written and flushed as
-// it arrives. It reads the usage and counts the content events on the way,
-// and drops the usage-only chunk the gateway asked for when the client did
-// not.
+// stream relays an SSE answer event by event, each written as it arrives
+// and flushed as soon as no further event is already waiting in the read
+// buffer: events the engine sent apart reach the client apart, events it
+// sent together go out in one write, and nothing waits. It reads the usage
+// and counts the content events on the way, and drops the usage-only chunk
+// the gateway asked for when the client did not.
 func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 	h := c.w.Header()
 	copyResponseHeader(h, resp.Header)
@@ -269,9 +271,22 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 		return
 	}
 	rd := sse.NewReader(resp.Body)
+	pending := false // written but not flushed
 	for {
+		if pending && rd.Buffered() == 0 {
+			if err := flush(rc); err != nil {
+				c.outcome, c.err = outcomeCanceled, err
+				return
+			}
+			pending = false
+		}
 		ev, err := rd.Next()
 		if err == io.EOF {
+			if pending {
+				if err := flush(rc); err != nil {
+					c.outcome, c.err = outcomeCanceled, err
+				}
+			}
 			return
 		}
 		if err != nil {
@@ -299,10 +314,7 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 			c.outcome, c.err = outcomeCanceled, err
 			return
 		}
-		if err := flush(rc); err != nil {
-			c.outcome, c.err = outcomeCanceled, err
-			return
-		}
+		pending = true
 	}
 }
 
