@@ -6,6 +6,7 @@
 //	cortex serve [--config cortex.toml] [--log-format text|json]
 //	cortex dev [--listen 127.0.0.1:31313] [--metrics-listen 127.0.0.1:31314] [--models testdata/models.toml]
 //	cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
+//	cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL] ...
 //	cortex version
 //
 // serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains.
@@ -44,6 +45,7 @@ const usage = `usage:
   cortex serve [--config cortex.toml] [--log-format text|json]
   cortex dev [--listen ADDR] [--metrics-listen ADDR] [--models FILE]
   cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
+  cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL] ...
   cortex version`
 
 func main() {
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, err := fmt.Fprintln(stdout, version)
 		return err

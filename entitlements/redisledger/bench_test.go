@@ -3,8 +3,10 @@ package redisledger_test
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
@@ -83,5 +85,59 @@ func BenchmarkResolve(b *testing.B) {
 		if _, err := l.Resolve(ctx, "sk-acct-0"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReserveSettleParallel16 measures Reserve+Settle pairs from 16
+// goroutines of one process against a local redis-server (server clock,
+// balance window), each goroutine on its own account or all on one. It
+// reports pairs/s and the mean latency of a pair as one goroutine sees it
+// (us/pair), of which Reserve takes us/reserve.
+//
+//	go test -run '^$' -bench ReserveSettleParallel16 -benchtime 3s ./entitlements/redisledger/
+func BenchmarkReserveSettleParallel16(b *testing.B) {
+	const workers = 16
+	for _, accounts := range []int{workers, 1} {
+		name := "own-account"
+		if accounts == 1 {
+			name = "one-account"
+		}
+		b.Run(name, func(b *testing.B) {
+			l, ps := benchLedger(b, accounts, entitlements.Balance())
+			ctx := context.Background()
+			var next atomic.Int64
+			var pairNS, reserveNS atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for w := range workers {
+				p := ps[w%len(ps)]
+				wg.Go(func() {
+					var pairs, res time.Duration
+					for next.Add(1) <= int64(b.N) {
+						t0 := time.Now()
+						r, err := l.Reserve(ctx, p, 1)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						t1 := time.Now()
+						if err := l.Settle(ctx, r, 0); err != nil {
+							b.Error(err)
+							return
+						}
+						pairs += time.Since(t0)
+						res += t1.Sub(t0)
+					}
+					pairNS.Add(int64(pairs))
+					reserveNS.Add(int64(res))
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+			b.ReportMetric(float64(pairNS.Load())/float64(b.N)/1e3, "us/pair")
+			b.ReportMetric(float64(reserveNS.Load())/float64(b.N)/1e3, "us/reserve")
+		})
 	}
 }

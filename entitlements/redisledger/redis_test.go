@@ -25,6 +25,8 @@ import (
 // loopback ports. Most tests share one server and keep apart by key prefix;
 // tests that kill their server start their own. Without redis-server on
 // PATH the tests skip, unless HELEXA_REQUIRE_REDIS=1 (CI), where they fail.
+// With HELEXA_TEST_REDIS_URL set, the tests that share a server use that one
+// instead of starting one.
 
 // shared is the server most tests share, started by the first test that
 // needs it and stopped by TestMain.
@@ -150,15 +152,28 @@ func ping(addr string) error {
 	return nil
 }
 
-// stop kills the server and waits for it to exit.
+// stop kills the server and waits for it to exit; it does nothing for a
+// server the tests did not start.
 func (s *redisServer) stop() {
+	if s.cmd == nil {
+		return
+	}
 	_ = s.cmd.Process.Kill()
 	<-s.done
 }
 
-// sharedRedis returns the shared server, starting it on first use.
+// sharedRedis returns the shared server: the one HELEXA_TEST_REDIS_URL
+// names when it is set (its database number is ignored: the tests keep
+// apart by key prefix), else one started on first use.
 func sharedRedis(tb testing.TB) *redisServer {
 	tb.Helper()
+	if u := os.Getenv("HELEXA_TEST_REDIS_URL"); u != "" {
+		o, err := redis.ParseURL(u)
+		if err != nil {
+			tb.Fatalf("HELEXA_TEST_REDIS_URL: %v", err)
+		}
+		return &redisServer{addr: o.Addr}
+	}
 	path := redisPath(tb)
 	shared.once.Do(func() { shared.srv, shared.err = startRedis(path) })
 	if shared.err != nil {
