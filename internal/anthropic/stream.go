@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 )
 
@@ -302,10 +303,10 @@ func (t *StreamTranslator) Finish() error {
 
 	t.begin("message_delta")
 	t.buf = append(t.buf, `{"type":"message_delta","delta":{"stop_reason":`...)
-	t.buf = appendString(t.buf, reason)
+	t.buf = jsonw.AppendString(t.buf, reason)
 	t.buf = append(t.buf, `,"stop_sequence":`...)
 	if seq != nil {
-		t.buf = appendString(t.buf, *seq)
+		t.buf = jsonw.AppendString(t.buf, *seq)
 	} else {
 		t.buf = append(t.buf, "null"...)
 	}
@@ -369,9 +370,9 @@ func (t *StreamTranslator) start(chunkID string) {
 	}
 	t.begin("message_start")
 	t.buf = append(t.buf, `{"type":"message_start","message":{"id":`...)
-	t.buf = appendString(t.buf, t.id)
+	t.buf = jsonw.AppendString(t.buf, t.id)
 	t.buf = append(t.buf, `,"type":"message","role":"assistant","model":`...)
-	t.buf = appendString(t.buf, t.model)
+	t.buf = jsonw.AppendString(t.buf, t.model)
 	t.buf = append(t.buf, `,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":`...)
 	t.buf = strconv.AppendInt(t.buf, t.input, 10)
 	t.buf = append(t.buf, `,"output_tokens":0}}}`...)
@@ -397,7 +398,7 @@ func (t *StreamTranslator) text(s string) {
 	t.buf = append(t.buf, `{"type":"content_block_delta","index":`...)
 	t.buf = strconv.AppendInt(t.buf, int64(t.openAt), 10)
 	t.buf = append(t.buf, `,"delta":{"type":"text_delta","text":`...)
-	t.buf = appendString(t.buf, s)
+	t.buf = jsonw.AppendString(t.buf, s)
 	t.buf = append(t.buf, "}}"...)
 	t.commit()
 }
@@ -517,9 +518,9 @@ func (t *StreamTranslator) pump(final bool) {
 		t.buf = append(t.buf, `{"type":"content_block_start","index":`...)
 		t.buf = strconv.AppendInt(t.buf, int64(next.block), 10)
 		t.buf = append(t.buf, `,"content_block":{"type":"tool_use","id":`...)
-		t.buf = appendString(t.buf, next.id)
+		t.buf = jsonw.AppendString(t.buf, next.id)
 		t.buf = append(t.buf, `,"name":`...)
-		t.buf = appendString(t.buf, next.name)
+		t.buf = jsonw.AppendString(t.buf, next.name)
 		t.buf = append(t.buf, `,"input":{}}}`...)
 		t.commit()
 	}
@@ -530,7 +531,7 @@ func (t *StreamTranslator) inputJSONDelta(index int, frag []byte) {
 	t.buf = append(t.buf, `{"type":"content_block_delta","index":`...)
 	t.buf = strconv.AppendInt(t.buf, int64(index), 10)
 	t.buf = append(t.buf, `,"delta":{"type":"input_json_delta","partial_json":`...)
-	t.buf = appendString(t.buf, frag)
+	t.buf = jsonw.AppendString(t.buf, frag)
 	t.buf = append(t.buf, "}}"...)
 	t.commit()
 }
@@ -548,9 +549,9 @@ func (t *StreamTranslator) stopBlock() {
 func (t *StreamTranslator) writeError(typ, msg string) {
 	t.begin("error")
 	t.buf = append(t.buf, `{"type":"error","error":{"type":`...)
-	t.buf = appendString(t.buf, typ)
+	t.buf = jsonw.AppendString(t.buf, typ)
 	t.buf = append(t.buf, `,"message":`...)
-	t.buf = appendString(t.buf, msg)
+	t.buf = jsonw.AppendString(t.buf, msg)
 	t.buf = append(t.buf, "}}"...)
 	t.commit()
 	t.phase = phaseEnded

@@ -3,6 +3,8 @@ package sim
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 )
 
 // serveChat answers POST /v1/chat/completions.
@@ -229,7 +231,7 @@ func (f *chatFormat) head(b []byte, object string) []byte {
 	b = append(b, `","created":`...)
 	b = appendInt(b, int(f.created))
 	b = append(b, `,"model":`...)
-	b = appendString(b, f.model)
+	b = jsonw.AppendString(b, f.model)
 	return append(b, `,"choices":[`...)
 }
 

@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 )
 
 // serveEmbeddings answers POST /v1/embeddings with one deterministic unit
@@ -90,7 +92,7 @@ func (e *Engine) embed(st *reqState) error {
 		b = append(b, '}')
 	}
 	b = append(b, `],"model":`...)
-	b = appendString(b, e.answerModel(req.Model))
+	b = jsonw.AppendString(b, e.answerModel(req.Model))
 	b = append(b, `,"usage":{"prompt_tokens":`...)
 	b = appendInt(b, total)
 	b = append(b, `,"total_tokens":`...)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -195,7 +196,7 @@ func (e *Engine) serveModels(w http.ResponseWriter) {
 			b = append(b, ',')
 		}
 		b = append(b, `{"id":`...)
-		b = appendString(b, id)
+		b = jsonw.AppendString(b, id)
 		b = append(b, `,"object":"model","created":`...)
 		b = appendInt(b, int(e.created))
 		b = append(b, `,"owned_by":"helexa-sim"}`...)

@@ -3,6 +3,8 @@ package sim
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 )
 
 // serveResponses answers POST /v1/responses (the Responses API).
@@ -109,7 +111,7 @@ func (f *responsesFormat) response(b []byte, c *choice, u *usage) []byte {
 		b = append(b, `,"status":"completed"`...)
 	}
 	b = append(b, `,"model":`...)
-	b = appendString(b, f.model)
+	b = jsonw.AppendString(b, f.model)
 	b = append(b, `,"output":[`...)
 	if c != nil {
 		b = f.item(b, c)

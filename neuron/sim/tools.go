@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/helexa-ai/helexa-go/internal/jsonw"
 )
 
 // toolDef is one entry of a chat request's "tools".
@@ -133,7 +135,7 @@ func newToolCall(tool *toolDef, seed uint64) toolCall {
 			c.cuts = append(c.cuts, len(c.args))
 			c.args = append(c.args, ',')
 		}
-		c.args = appendString(c.args, n)
+		c.args = jsonw.AppendString(c.args, n)
 		c.args = append(c.args, ':')
 		c.args = appendArgValue(c.args, schema.Properties[n], mix(seed+uint64(i+1)*golden))
 	}
@@ -181,7 +183,7 @@ func appendArgValue(b []byte, schema json.RawMessage, h uint64) []byte {
 	case "null":
 		return append(b, "null"...)
 	}
-	return appendString(b, words[h%uint64(len(words))])
+	return jsonw.AppendString(b, words[h%uint64(len(words))])
 }
 
 // runToolCalls writes the tool call answer of j, streamed or not, paced
@@ -266,12 +268,12 @@ func (f *chatFormat) toolDelta(b []byte, index int, call *toolCall, step int) []
 		b = append(b, `,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"`...)
 		b = append(b, call.id...)
 		b = append(b, `","type":"function","function":{"name":`...)
-		b = appendString(b, call.name)
+		b = jsonw.AppendString(b, call.name)
 		b = append(b, `,"arguments":`...)
 	} else {
 		b = append(b, `,"delta":{"tool_calls":[{"index":0,"function":{"arguments":`...)
 	}
-	b = appendString(b, string(call.args[from:call.cuts[step]]))
+	b = jsonw.AppendString(b, string(call.args[from:call.cuts[step]]))
 	return append(b, "}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n"...)
 }
 
@@ -287,9 +289,9 @@ func (f *chatFormat) toolBody(b []byte, choices []choice, calls []toolCall, u us
 		b = append(b, `,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"`...)
 		b = append(b, calls[i].id...)
 		b = append(b, `","type":"function","function":{"name":`...)
-		b = appendString(b, calls[i].name)
+		b = jsonw.AppendString(b, calls[i].name)
 		b = append(b, `,"arguments":`...)
-		b = appendString(b, string(calls[i].args))
+		b = jsonw.AppendString(b, string(calls[i].args))
 		b = append(b, `}}]},"logprobs":null,"finish_reason":"tool_calls"}`...)
 	}
 	b = append(b, `],"usage":`...)

@@ -1,14 +1,23 @@
-package anthropic
+// Package jsonw appends JSON strings to byte slices without allocating,
+// for the hand-written JSON of hot paths (the simulated engine's chunks, the
+// Anthropic stream translator).
+package jsonw
 
 import "unicode/utf8"
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s to dst as a JSON string. Invalid UTF-8 becomes
-// U+FFFD; control characters, U+2028 and U+2029 are escaped, so the result
-// is valid JSON on one line whatever s holds.
-func appendString[S ~string | ~[]byte](dst []byte, s S) []byte {
+// AppendString appends s to dst as a JSON string, quotes included. Invalid
+// UTF-8 becomes U+FFFD; control characters, U+2028 and U+2029 are escaped,
+// so the result is valid JSON on one line whatever s holds.
+func AppendString[S ~string | ~[]byte](dst []byte, s S) []byte {
 	dst = append(dst, '"')
+	dst = AppendEscaped(dst, s)
+	return append(dst, '"')
+}
+
+// AppendEscaped appends the JSON escaping of s, without quotes.
+func AppendEscaped[S ~string | ~[]byte](dst []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -52,6 +61,5 @@ func appendString[S ~string | ~[]byte](dst []byte, s S) []byte {
 			i += size
 		}
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
