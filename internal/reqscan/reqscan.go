@@ -149,6 +149,18 @@ func (s *scanner) ws() {
 
 // object scans the top-level object, dispatching on the keys it knows.
 func (s *scanner) object(r *Request) error {
+	return s.members(func(key []byte, esc bool) error {
+		r.Fields++
+		if esc {
+			key = nil // escaped keys are never ones we read
+		}
+		return s.field(r, key, s.i)
+	})
+}
+
+// members scans an object starting at s.i ('{'), calling fn with s.i at
+// each member's value; fn must scan the value.
+func (s *scanner) members(fn func(key []byte, esc bool) error) error {
 	s.i++ // '{'
 	s.ws()
 	if s.i < len(s.b) && s.b[s.i] == '}' {
@@ -161,19 +173,13 @@ func (s *scanner) object(r *Request) error {
 		if err != nil {
 			return err
 		}
-		key := s.b[ks:ke]
 		s.ws()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
 			return s.errf("expected ':' after object key")
 		}
 		s.i++
 		s.ws()
-		vs := s.i
-		r.Fields++
-		if esc {
-			key = nil // escaped keys are never ones we read
-		}
-		if err := s.field(r, key, vs); err != nil {
+		if err := fn(s.b[ks:ke], esc); err != nil {
 			return err
 		}
 		s.ws()
@@ -188,6 +194,36 @@ func (s *scanner) object(r *Request) error {
 			return nil
 		default:
 			return s.errf("expected ',' or '}' in object")
+		}
+	}
+}
+
+// elements scans an array starting at s.i ('['), calling fn with s.i at
+// each element; fn must scan the element.
+func (s *scanner) elements(fn func() error) error {
+	s.i++ // '['
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		if err := fn(); err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.errf("unexpected end of body")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.errf("expected ',' or ']' in array")
 		}
 	}
 }
@@ -285,134 +321,48 @@ func (s *scanner) field(r *Request, key []byte, vs int) error {
 }
 
 func (s *scanner) streamOptions(r *Request, vs int) error {
-	s.i++
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		r.StreamOptions = Span{vs, s.i}
-		return nil
-	}
-	for {
-		s.ws()
-		ks, ke, _, err := s.str()
+	err := s.members(func(key []byte, _ bool) error {
+		r.streamOptionFields++
+		if string(key) != "include_usage" {
+			return s.skip()
+		}
+		us := s.i
+		v, err := s.boolean("stream_options.include_usage")
 		if err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return s.errf("expected ':' after object key")
-		}
-		s.i++
-		s.ws()
-		r.streamOptionFields++
-		if string(s.b[ks:ke]) == "include_usage" {
-			us := s.i
-			v, err := s.boolean("stream_options.include_usage")
-			if err != nil {
-				return err
-			}
-			r.IncludeUsage = v
-			r.IncludeUsageSpan = Span{us, s.i}
-		} else if err := s.skip(); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errf("unexpected end of body")
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == '}' {
-			s.i++
-			r.StreamOptions = Span{vs, s.i}
-			return nil
-		}
-		return s.errf("expected ',' or '}' in object")
+		r.IncludeUsage = v
+		r.IncludeUsageSpan = Span{us, s.i}
+		return nil
+	})
+	if err == nil {
+		r.StreamOptions = Span{vs, s.i}
 	}
+	return err
 }
 
 // messages scans the messages array, counting entries and text bytes.
 func (s *scanner) messages(r *Request) error {
-	s.i++ // '['
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
+	return s.elements(func() error {
 		if s.i >= len(s.b) || s.b[s.i] != '{' {
 			return &Error{Field: "messages", Offset: s.i, Msg: "each message must be an object"}
 		}
 		r.Messages++
-		if err := s.message(r); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errf("unexpected end of body")
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == ']' {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or ']' in array")
-	}
+		return s.message(r)
+	})
 }
 
 // message scans one message object; "content" text counts toward the prompt.
 func (s *scanner) message(r *Request) error {
-	s.i++ // '{'
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
-		ks, ke, _, err := s.str()
-		if err != nil {
-			return err
+	return s.members(func(key []byte, _ bool) error {
+		if string(key) != "content" {
+			return s.skip()
 		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return s.errf("expected ':' after object key")
+		if s.i < len(s.b) && s.b[s.i] == '"' {
+			return s.text(r)
 		}
-		s.i++
-		s.ws()
-		if string(s.b[ks:ke]) == "content" {
-			if s.i < len(s.b) && s.b[s.i] == '"' {
-				ss, se, _, err := s.str()
-				if err != nil {
-					return err
-				}
-				r.MessageChars += se - ss
-			} else if err := s.textParts(r); err != nil {
-				return err
-			}
-		} else if err := s.skip(); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errf("unexpected end of body")
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == '}' {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or '}' in object")
-	}
+		return s.textParts(r)
+	})
 }
 
 // textParts scans a content value that is not a string: an array of parts
@@ -421,79 +371,28 @@ func (s *scanner) textParts(r *Request) error {
 	if s.i >= len(s.b) || s.b[s.i] != '[' {
 		return s.skip()
 	}
-	s.i++
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
+	return s.elements(func() error {
 		if s.i < len(s.b) && s.b[s.i] == '{' {
-			if err := s.textPart(r); err != nil {
-				return err
-			}
-		} else if err := s.skip(); err != nil {
-			return err
+			return s.textPart(r)
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errf("unexpected end of body")
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == ']' {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or ']' in array")
-	}
+		return s.skip()
+	})
 }
 
 func (s *scanner) textPart(r *Request) error {
-	s.i++ // '{'
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
-		ks, ke, _, err := s.str()
-		if err != nil {
-			return err
+	return s.members(func(key []byte, _ bool) error {
+		if k := string(key); (k == "text" || k == "content") && s.i < len(s.b) && s.b[s.i] == '"' {
+			return s.text(r)
 		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return s.errf("expected ':' after object key")
-		}
-		s.i++
-		s.ws()
-		if k := string(s.b[ks:ke]); (k == "text" || k == "content") && s.i < len(s.b) && s.b[s.i] == '"' {
-			ss, se, _, err := s.str()
-			if err != nil {
-				return err
-			}
-			r.MessageChars += se - ss
-		} else if err := s.skip(); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errf("unexpected end of body")
-		}
-		if s.b[s.i] == ',' {
-			s.i++
-			continue
-		}
-		if s.b[s.i] == '}' {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or '}' in object")
-	}
+		return s.skip()
+	})
+}
+
+// text scans a string whose bytes count toward the prompt.
+func (s *scanner) text(r *Request) error {
+	ss, se, _, err := s.str()
+	r.MessageChars += se - ss
+	return err
 }
 
 // str scans a string starting at s.i ('"'), returning the bounds of its
@@ -644,64 +543,9 @@ func (s *scanner) skipDepth(depth int) error {
 		_, _, _, err := s.str()
 		return err
 	case c == '{':
-		s.i++
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == '}' {
-			s.i++
-			return nil
-		}
-		for {
-			s.ws()
-			if _, _, _, err := s.str(); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != ':' {
-				return s.errf("expected ':' after object key")
-			}
-			s.i++
-			if err := s.skipDepth(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return s.errf("unexpected end of body")
-			}
-			if s.b[s.i] == ',' {
-				s.i++
-				continue
-			}
-			if s.b[s.i] == '}' {
-				s.i++
-				return nil
-			}
-			return s.errf("expected ',' or '}' in object")
-		}
+		return s.members(func([]byte, bool) error { return s.skipDepth(depth + 1) })
 	case c == '[':
-		s.i++
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			if err := s.skipDepth(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return s.errf("unexpected end of body")
-			}
-			if s.b[s.i] == ',' {
-				s.i++
-				continue
-			}
-			if s.b[s.i] == ']' {
-				s.i++
-				return nil
-			}
-			return s.errf("expected ',' or ']' in array")
-		}
+		return s.elements(func() error { return s.skipDepth(depth + 1) })
 	case c == '-' || '0' <= c && c <= '9':
 		return s.number()
 	case s.lit("true"), s.lit("false"), s.lit("null"):
