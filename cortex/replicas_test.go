@@ -1,17 +1,13 @@
 package cortex_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +19,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+	"github.com/helexa-ai/helexa-go/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -32,83 +29,17 @@ import (
 // started on a free loopback port; without either the tests skip, unless
 // HELEXA_REQUIRE_REDIS=1 (CI), where they fail.
 
-// testRedisAddr returns the address of a Redis for t (host:port), starting
-// a throwaway redis-server stopped at cleanup when HELEXA_TEST_REDIS_URL is
-// not set.
+// testRedisAddr returns the address of a Redis for t (host:port) and its
+// database (internal/redistest: HELEXA_TEST_REDIS_URL when set, else a
+// throwaway redis-server stopped at cleanup).
 func testRedisAddr(t *testing.T) (addr string, db int) {
 	t.Helper()
-	if u := os.Getenv("HELEXA_TEST_REDIS_URL"); u != "" {
-		o, err := redis.ParseURL(u)
-		if err != nil {
-			t.Fatalf("HELEXA_TEST_REDIS_URL: %v", err)
-		}
-		return o.Addr, o.DB
-	}
-	path, err := exec.LookPath("redis-server")
+	u := redistest.URL(t)
+	o, err := redis.ParseURL(u)
 	if err != nil {
-		if os.Getenv("HELEXA_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server not found and HELEXA_REQUIRE_REDIS=1: %v", err)
-		}
-		t.Skipf("SKIPPING the Redis tests: redis-server not found and HELEXA_TEST_REDIS_URL not set: %v", err)
+		t.Fatalf("Redis URL %q: %v", u, err)
 	}
-	var errs []string
-	for range 5 { // a port taken between choosing and binding it is retried
-		addr, err := startRedisServer(t, path)
-		if err == nil {
-			return addr, 0
-		}
-		errs = append(errs, err.Error())
-	}
-	t.Fatalf("starting redis-server: %s", strings.Join(errs, "; "))
-	return "", 0
-}
-
-// startRedisServer starts redis-server on a free port and waits until it
-// answers PING.
-func startRedisServer(t *testing.T, path string) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	if err := ln.Close(); err != nil {
-		return "", err
-	}
-	out := new(bytes.Buffer)
-	cmd := exec.Command(path, "--port", port, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--loglevel", "warning")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	addr := "127.0.0.1:" + port
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-done:
-			return "", fmt.Errorf("redis-server on port %s exited: %s", port, out.String())
-		default:
-		}
-		if c.Ping(t.Context()).Err() == nil {
-			t.Cleanup(stop)
-			return addr, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", fmt.Errorf("redis-server on port %s did not answer PING", port)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
-	}
+	return o.Addr, o.DB
 }
 
 // manualClock is a clock the test moves; safe for concurrent use.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+	"github.com/helexa-ai/helexa-go/internal/redistest"
 )
 
 var keysPrefixes atomic.Int64
@@ -30,17 +30,7 @@ var keysPrefixes atomic.Int64
 func keysRedis(t *testing.T) (url, prefix string) {
 	t.Helper()
 	prefix = "keystest:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":" + strconv.FormatInt(keysPrefixes.Add(1), 10) + ":"
-	if u := os.Getenv("HELEXA_TEST_REDIS_URL"); u != "" {
-		return u, prefix
-	}
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("HELEXA_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server not found and HELEXA_REQUIRE_REDIS=1: %v", err)
-		}
-		t.Skipf("SKIPPING: redis-server not found and HELEXA_TEST_REDIS_URL not set: %v", err)
-	}
-	return "redis://" + startRedis(t, path) + "/0", prefix
+	return redistest.URL(t), prefix
 }
 
 // keysEnv runs "cortex keys" commands against one Redis and key prefix.

@@ -6,13 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +20,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+	"github.com/helexa-ai/helexa-go/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
@@ -303,11 +301,7 @@ account_id = "test"
 // With [entitlements.redis], the keys of the file are seeded into Redis and
 // budgets are kept there.
 func TestServeWithRedis(t *testing.T) {
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skipf("redis-server not found: %v", err)
-	}
-	redisAddr := startRedis(t, path)
+	redisAddr := redistest.Start(t).Addr
 	fleet := cortextest.NewFleet(t, cortextest.Named("gpu-01")...)
 	addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), fmt.Sprintf(`[entitlements]
 require_auth = true
@@ -344,49 +338,6 @@ url = "redis://%s/0"
 	}
 	if snap.Spent != entitlements.Amount(answer.Usage.Total) || snap.Reserved != 0 || snap.HardCap == nil || *snap.HardCap != 1000 {
 		t.Errorf("redis budget: spent %d reserved %d cap %v; want spent %d", snap.Spent, snap.Reserved, snap.HardCap, answer.Usage.Total)
-	}
-}
-
-// startRedis starts a redis-server on a free loopback port, stopped at the
-// end of the test, and returns its address once it accepts connections.
-func startRedis(t *testing.T, path string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	cmd := exec.Command(path, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case <-exited:
-			t.Fatalf("redis-server exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

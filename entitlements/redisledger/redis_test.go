@@ -1,47 +1,37 @@
 package redisledger_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+	"github.com/helexa-ai/helexa-go/internal/redistest"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
-// The tests run against real redis-server processes that they start on free
-// loopback ports. Most tests share one server and keep apart by key prefix;
-// tests that kill their server start their own. Without redis-server on
-// PATH the tests skip, unless HELEXA_REQUIRE_REDIS=1 (CI), where they fail.
-// With HELEXA_TEST_REDIS_URL set, the tests that share a server use that one
-// instead of starting one.
+// The tests run against real redis-server processes (internal/redistest)
+// on free loopback ports. Most tests share one server and keep apart by key
+// prefix; tests that kill their server start their own. Without
+// redis-server on PATH the tests skip, unless HELEXA_REQUIRE_REDIS=1 (CI),
+// where they fail. With HELEXA_TEST_REDIS_URL set, the tests that share a
+// server use that one instead of starting one.
 
 // shared is the server most tests share, started by the first test that
 // needs it and stopped by TestMain.
-var shared struct {
-	once sync.Once
-	srv  *redisServer
-	err  error
-}
+var shared redistest.Shared
 
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{}) // the tests provoke dial failures on purpose
 	code := m.Run()
-	if shared.srv != nil {
-		shared.srv.stop()
-	}
+	shared.Close()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
@@ -56,110 +46,24 @@ type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
 
-// redisServer is a redis-server child process.
+// redisServer is a Redis the tests use.
 type redisServer struct {
 	addr string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	out  *bytes.Buffer // its output, for failure messages (read after done)
+	srv  *redistest.Server // nil for the shared server
+}
+
+// stop kills the server; it does nothing for the shared server.
+func (s *redisServer) stop() {
+	if s.srv != nil {
+		s.srv.Stop()
+	}
 }
 
 // redisPath returns the path of redis-server, or skips (or fails, under
 // HELEXA_REQUIRE_REDIS=1) tb when there is none.
 func redisPath(tb testing.TB) string {
 	tb.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("HELEXA_REQUIRE_REDIS") == "1" {
-			tb.Fatalf("redis-server not found and HELEXA_REQUIRE_REDIS=1: %v", err)
-		}
-		tb.Skipf("redis-server not found: %v", err)
-	}
-	return path
-}
-
-// startRedis starts a redis-server on a free loopback port and waits until
-// it answers PING. A port taken between choosing and binding it is retried.
-func startRedis(path string) (*redisServer, error) {
-	var errs []error
-	for range 5 {
-		s, err := tryStartRedis(path)
-		if err == nil {
-			return s, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-func tryStartRedis(path string) (*redisServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		return nil, err
-	}
-	s := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{}), out: new(bytes.Buffer)}
-	s.cmd = exec.Command(path, "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
-		"--bind", "127.0.0.1", "--loglevel", "warning")
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.done)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("redis-server on port %d exited: %s", port, s.out.String())
-		default:
-		}
-		if ping(s.addr) == nil {
-			return s, nil
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("redis-server on port %d did not answer PING", port)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
-	}
-}
-
-// ping sends one PING over a fresh connection.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	buf := make([]byte, 7)
-	n, err := c.Read(buf)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(string(buf[:n]), "+PONG") {
-		return fmt.Errorf("PING answered %q", buf[:n])
-	}
-	return nil
-}
-
-// stop kills the server and waits for it to exit; it does nothing for a
-// server the tests did not start.
-func (s *redisServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
+	return redistest.Path(tb)
 }
 
 // sharedRedis returns the shared server: the one HELEXA_TEST_REDIS_URL
@@ -167,31 +71,20 @@ func (s *redisServer) stop() {
 // apart by key prefix), else one started on first use.
 func sharedRedis(tb testing.TB) *redisServer {
 	tb.Helper()
-	if u := os.Getenv("HELEXA_TEST_REDIS_URL"); u != "" {
-		o, err := redis.ParseURL(u)
-		if err != nil {
-			tb.Fatalf("HELEXA_TEST_REDIS_URL: %v", err)
-		}
-		return &redisServer{addr: o.Addr}
+	u := shared.URL(tb)
+	o, err := redis.ParseURL(u)
+	if err != nil {
+		tb.Fatalf("Redis URL %q: %v", u, err)
 	}
-	path := redisPath(tb)
-	shared.once.Do(func() { shared.srv, shared.err = startRedis(path) })
-	if shared.err != nil {
-		tb.Fatalf("starting redis-server: %v", shared.err)
-	}
-	return shared.srv
+	return &redisServer{addr: o.Addr}
 }
 
 // privateRedis starts a server for tb alone, stopped at cleanup (tests that
 // kill their server stop it earlier).
 func privateRedis(tb testing.TB) *redisServer {
 	tb.Helper()
-	s, err := startRedis(redisPath(tb))
-	if err != nil {
-		tb.Fatalf("starting redis-server: %v", err)
-	}
-	tb.Cleanup(s.stop)
-	return s
+	s := redistest.Start(tb)
+	return &redisServer{addr: s.Addr, srv: s}
 }
 
 // newClient returns a client of addr, closed at cleanup. It does not retry
