@@ -17,6 +17,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -385,39 +386,15 @@ func (g *Gateway) routes() {
 // ServeHTTP serves the gateway's routes. An unknown route answers 404 and a
 // known route with the wrong method 405, both as OpenAI error envelopes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h, pattern := g.mux.Handler(r)
-	if pattern == "" {
-		// No route: let the mux decide between 404 and 405, then answer
-		// with an envelope instead of its plain text.
-		rec := &statusRecorder{header: make(http.Header)}
-		h.ServeHTTP(rec, r)
-		if rec.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeError(w, &routeError{method: true, msg: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)}, 0)
-			return
-		}
+	h, status, allow := httpx.Lookup(g.mux, r)
+	switch status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", allow)
+		writeError(w, &routeError{method: true, msg: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)}, 0)
+		return
+	case http.StatusNotFound:
 		writeError(w, &routeError{msg: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)}, 0)
 		return
 	}
 	h.ServeHTTP(w, r)
-}
-
-// statusRecorder captures the status and headers of the mux's fallback
-// handlers; it discards their body.
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (s *statusRecorder) Header() http.Header { return s.header }
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.WriteHeader(http.StatusOK)
-	return len(b), nil
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
 // maxManagementBody bounds the body of POST /models/load and /models/unload.
@@ -393,18 +395,14 @@ func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrUnauthorized)
 		return
 	}
-	h, pattern := a.mux.Handler(r)
-	if pattern == "" {
-		// No route: let the mux decide between 404 and 405, then answer
-		// with an envelope instead of its plain text.
-		rec := &statusRecorder{header: make(http.Header)}
-		h.ServeHTTP(rec, r)
-		if rec.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", rec.header.Get("Allow"))
-			writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
-				Message: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)})
-			return
-		}
+	// The routes use path wildcards, so they are served through the mux.
+	switch _, status, allow := httpx.Lookup(a.mux, r); status {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", allow)
+		writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
+			Message: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)})
+		return
+	case http.StatusNotFound:
 		writeError(w, &APIError{Status: http.StatusNotFound, Code: CodeNotFound,
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 		return
@@ -456,25 +454,6 @@ func bearer(h string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(h[len(prefix):]), true
-}
-
-// statusRecorder captures the status and headers of the mux's fallback
-// handlers; it discards their body.
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (s *statusRecorder) Header() http.Header { return s.header }
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.WriteHeader(http.StatusOK)
-	return len(b), nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

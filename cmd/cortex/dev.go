@@ -15,6 +15,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -103,7 +104,7 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 		return d, err
 	}
 	d.neuronURL = "http://" + ln.Addr().String()
-	d.neuronSrv = newServer(agent, slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn))
+	d.neuronSrv = httpx.NewServer(agent, slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn))
 	go func() { _ = d.neuronSrv.Serve(ln) }()
 
 	local, err := entitlements.NewLocal(entitlements.Config{RequireAuth: true, Keys: []entitlements.KeyConfig{

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
 // shutdownGrace bounds the graceful shutdown after SIGINT or SIGTERM.
@@ -54,8 +54,8 @@ func startServers(gw *cortex.Gateway, apiAddr, metricsAddr string, logger *slog.
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	s := &servers{
 		gw:      gw,
-		api:     newServer(gw, errLog),
-		metrics: newServer(mux, errLog),
+		api:     httpx.NewServer(gw, errLog),
+		metrics: httpx.NewServer(mux, errLog),
 		apiAddr: apiLn.Addr(),
 		metAddr: metLn.Addr(),
 		errs:    make(chan error, 3),
@@ -78,18 +78,6 @@ func startServers(gw *cortex.Gateway, apiAddr, metricsAddr string, logger *slog.
 		})
 	}
 	return s, nil
-}
-
-// newServer is an http.Server with limits for a public endpoint. It has no
-// write timeout: streams last as long as generation does.
-func newServer(h http.Handler, errLog *log.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
-	}
 }
 
 // failed delivers the first error of a server or the poller.

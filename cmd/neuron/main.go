@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/engine"
 	"github.com/helexa-ai/helexa-go/neuron/nvml"
@@ -96,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := agent.Start(ctx); err != nil {
 		return errors.Join(err, ln.Close(), agent.Shutdown(context.Background()))
 	}
-	srv := newServer(agent, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
+	srv := httpx.NewServer(agent, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 	logger.Info("neuron: serving", "listen", ln.Addr().String(), "version", version, "discovery", cfg.Discovery.Kind)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

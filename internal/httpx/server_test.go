@@ -1,4 +1,4 @@
-package main
+package httpx_test
 
 import (
 	"errors"
@@ -9,14 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
-// TestNewServer_Limits checks the limits of the listener the binary uses:
+// TestNewServer_Limits checks the limits of the listeners the binaries use:
 // a header timeout, an idle timeout and a header size limit, and no read
 // or write timeout (they would cut streams).
 func TestNewServer_Limits(t *testing.T) {
 	t.Parallel()
-	s := newServer(http.NotFoundHandler(), log.New(io.Discard, "", 0))
+	s := httpx.NewServer(http.NotFoundHandler(), log.New(io.Discard, "", 0))
 	if s.ReadHeaderTimeout <= 0 || s.IdleTimeout <= 0 || s.MaxHeaderBytes <= 0 {
 		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d: want all set", s.ReadHeaderTimeout, s.IdleTimeout, s.MaxHeaderBytes)
 	}
@@ -30,12 +32,12 @@ func TestNewServer_Limits(t *testing.T) {
 func TestNewServer_RefusesOversizedHeaders(t *testing.T) {
 	t.Parallel()
 	called := make(chan struct{}, 1)
-	addr := serve(t, newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called <- struct{}{} }), log.New(io.Discard, "", 0)))
+	addr := serve(t, httpx.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called <- struct{}{} }), log.New(io.Discard, "", 0)))
 	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+addr+"/health", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-Big", strings.Repeat("a", 2*maxHeaderBytes))
+	req.Header.Set("X-Big", strings.Repeat("a", 2*httpx.MaxHeaderBytes))
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)
@@ -56,11 +58,11 @@ func TestNewServer_RefusesOversizedHeaders(t *testing.T) {
 // TestNewServer_CutsSlowHeaders opens a connection that sends part of its
 // headers and then nothing: the server closes it after ReadHeaderTimeout,
 // without running the handler. The test shortens the timeout of the
-// server newServer built, to stay fast.
+// server NewServer built, to stay fast.
 func TestNewServer_CutsSlowHeaders(t *testing.T) {
 	t.Parallel()
 	called := make(chan struct{}, 1)
-	s := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called <- struct{}{} }), log.New(io.Discard, "", 0))
+	s := httpx.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called <- struct{}{} }), log.New(io.Discard, "", 0))
 	s.ReadHeaderTimeout = 100 * time.Millisecond
 	addr := serve(t, s)
 	conn, err := net.Dial("tcp", addr)
@@ -109,4 +111,35 @@ func serve(t *testing.T, s *http.Server) string {
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+func TestLookup(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /models/{id}", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("POST /load", func(http.ResponseWriter, *http.Request) {})
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		wantStatus int
+		wantAllow  string
+	}{
+		{name: "matched", method: "GET", path: "/models/x", wantStatus: 0},
+		{name: "unknown route", method: "GET", path: "/nope", wantStatus: http.StatusNotFound},
+		{name: "wrong method", method: "GET", path: "/load", wantStatus: http.StatusMethodNotAllowed, wantAllow: "POST"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := http.NewRequest(tt.method, "http://x"+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, status, allow := httpx.Lookup(mux, r)
+			if status != tt.wantStatus || allow != tt.wantAllow || (h != nil) != (tt.wantStatus == 0) {
+				t.Errorf("Lookup(%s %s) = handler %v, %d, %q; want %d, %q", tt.method, tt.path, h != nil, status, allow, tt.wantStatus, tt.wantAllow)
+			}
+		})
+	}
 }
