@@ -192,6 +192,37 @@
 // Retry-After; a load that fails on the neuron (model_load_failed, an
 // unknown engine) is a 502 model_load_failed that retrying does not fix.
 //
+// A request does not wait for a load without bound: a streaming chat or
+// completion request receives SSE comment keep-alives (": loading <model>
+// <n>s") once the wait passes a few seconds, and a load that then fails
+// ends its stream with an error event, since the status is already sent;
+// a non-streaming request (and an Anthropic stream) waits up to the cold
+// start wait (WithColdStartWait, default 60 s), then gets 503 with
+// Retry-After while the load goes on. /v1/models lists loading locations
+// with their elapsed seconds.
+//
+// # Anthropic Messages
+//
+// POST /v1/messages takes an Anthropic Messages request, translates it
+// into a chat completion (package internal/anthropic) and sends it down the
+// same path as /v1/chat/completions: the same authentication, budget (the
+// prompt estimate is the translator's CountTokens, the output max_tokens),
+// routing, metering and metrics. The answer is translated back, streamed
+// event by event in Anthropic's sequence with ping events while the engine
+// is silent (WithPingInterval). Errors come from the same single mapping
+// as the OpenAI routes and are rendered in Anthropic's error shape with the
+// same status and Retry-After. POST /v1/messages/count_tokens answers the
+// estimate without reserving anything.
+//
+// # Status page
+//
+// GET /status is a server-rendered page (embedded html/template, no
+// JavaScript, refreshing itself) of every neuron, GPU, resident model and
+// recent load, eviction and failure; GET /status.json has the same data
+// for `cortex status`. It needs a key whenever /v1/models does, unless
+// WithPublicStatus; budgets per key appear only for the admin keys of
+// WithAdminKeys.
+//
 // # Metrics
 //
 // helexa_requests_total, helexa_request_errors_total (by kind: rejected,
