@@ -21,48 +21,11 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
 	"github.com/helexa-ai/helexa-go/internal/redistest"
+	"github.com/helexa-ai/helexa-go/internal/testout"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitForOutput polls buf until re matches, and returns the submatches.
-func waitForOutput(t *testing.T, buf *syncBuffer, re *regexp.Regexp, done <-chan error) []string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(buf.String()); m != nil {
-			return m
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the command ended (%v) before printing %v; output:\n%s", err, re, buf)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %v in the output:\n%s", re, buf)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // shellWords splits a command line as a POSIX shell does for the subset
@@ -143,7 +106,7 @@ func curlRequest(t *testing.T, ctx context.Context, line string) *http.Request {
 func TestDevPrintsACurlThatWorks(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testout.Buffer
 	done := make(chan error, 1)
 	exited := make(chan struct{})
 	go func() {
@@ -155,8 +118,8 @@ func TestDevPrintsACurlThatWorks(t *testing.T) {
 		cancel()
 		<-exited
 	})
-	line := waitForOutput(t, &stdout, regexp.MustCompile(`(?m)^(curl .*)$`), done)[1]
-	metrics := waitForOutput(t, &stdout, regexp.MustCompile(`metrics +(http://\S+/metrics)`), done)[1]
+	line := stdout.Wait(t, regexp.MustCompile(`(?m)^(curl .*)$`), done, 20*time.Second)[1]
+	metrics := stdout.Wait(t, regexp.MustCompile(`metrics +(http://\S+/metrics)`), done, 20*time.Second)[1]
 
 	resp, err := http.DefaultClient.Do(curlRequest(t, t.Context(), line))
 	if err != nil {
@@ -239,7 +202,7 @@ endpoint = %q
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testout.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve", "--config", path}, &stdout, &stderr) }()
 	var once sync.Once
@@ -253,7 +216,7 @@ endpoint = %q
 		return runErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	addr = waitForOutput(t, &stderr, regexp.MustCompile(`cortex: serving" listen=(\S+)`), done)[1]
+	addr = stderr.Wait(t, regexp.MustCompile(`cortex: serving" listen=(\S+)`), done, 20*time.Second)[1]
 	return addr, stop
 }
 

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,47 +11,19 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/internal/testout"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Both neurons hold the model; the default Router would pick gpu-a (the
 // first name among equally busy replicas), the zone router picks gpu-b.
 func TestRunPrefersTheZone(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var out syncBuffer
+	var out testout.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, "127.0.0.1:0", &out) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "served by") {
-		select {
-		case err := <-done:
-			t.Fatalf("run ended early: %v; output %q", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no request served; output %q", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	out.Wait(t, regexp.MustCompile(`served by`), done, 30*time.Second)
 	if got := out.String(); !strings.Contains(got, "status 200, served by gpu-b") {
 		t.Errorf("output %q, want a request served by gpu-b", got)
 	}
