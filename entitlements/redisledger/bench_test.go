@@ -2,6 +2,7 @@ package redisledger_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,9 +17,9 @@ import (
 // benchLedger returns a Ledger on the shared server (server clock, the
 // default) with n accounts whose caps Reserve+Settle pairs of 1 settled at 0
 // never reach.
-func benchLedger(b *testing.B, n int, w entitlements.CapWindow) (*redisledger.Ledger, []entitlements.Principal) {
+func benchLedger(b *testing.B, n int, w entitlements.CapWindow, opts ...redisledger.Option) (*redisledger.Ledger, []entitlements.Principal) {
 	b.Helper()
-	l := newLedger(b, newClient(b, sharedRedis(b).addr))
+	l := newLedger(b, newClient(b, sharedRedis(b).addr), opts...)
 	ps := make([]entitlements.Principal, n)
 	for i := range ps {
 		id := "acct-" + strconv.Itoa(i)
@@ -49,54 +50,67 @@ func BenchmarkResolve(b *testing.B) {
 
 // BenchmarkReserveSettleParallel16 measures Reserve+Settle pairs from 16
 // goroutines of one process against a local redis-server (server clock,
-// balance window), each goroutine on its own account or all on one. It
-// reports pairs/s and the mean latency of a pair as one goroutine sees it
-// (us/pair), of which Reserve takes us/reserve.
+// balance window), each goroutine on its own account or all on one, with
+// the default pipelining and with one round trip per call (pipelines=0),
+// side by side. It reports pairs/s and the mean latency of a pair as one
+// goroutine sees it (us/pair), of which Reserve takes us/reserve.
 //
 //	go test -run '^$' -bench ReserveSettleParallel16 -benchtime 3s ./entitlements/redisledger/
+//
+// On a machine where the client and redis-server share few cores, compare
+// with -cpu 1 as well: it keeps the client to one core and leaves the
+// others to Redis, as on a gateway host of its own.
 func BenchmarkReserveSettleParallel16(b *testing.B) {
 	const workers = 16
-	for _, accounts := range []int{workers, 1} {
-		name := "own-account"
-		if accounts == 1 {
-			name = "one-account"
-		}
-		b.Run(name, func(b *testing.B) {
-			l, ps := benchLedger(b, accounts, entitlements.Balance())
-			ctx := context.Background()
-			var next atomic.Int64
-			var pairNS, reserveNS atomic.Int64
-			b.ReportAllocs()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for w := range workers {
-				p := ps[w%len(ps)]
-				wg.Go(func() {
-					var pairs, res time.Duration
-					for next.Add(1) <= int64(b.N) {
-						t0 := time.Now()
-						r, err := l.Reserve(ctx, p, 1)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						t1 := time.Now()
-						if err := l.Settle(ctx, r, 0); err != nil {
-							b.Error(err)
-							return
-						}
-						pairs += time.Since(t0)
-						res += t1.Sub(t0)
-					}
-					pairNS.Add(int64(pairs))
-					reserveNS.Add(int64(res))
-				})
+	for _, pipelines := range []int{redisledger.DefaultPipelines, 0} {
+		for _, accounts := range []int{workers, 1} {
+			name := fmt.Sprintf("pipelines=%d/own-account", pipelines)
+			if accounts == 1 {
+				name = fmt.Sprintf("pipelines=%d/one-account", pipelines)
 			}
-			wg.Wait()
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
-			b.ReportMetric(float64(pairNS.Load())/float64(b.N)/1e3, "us/pair")
-			b.ReportMetric(float64(reserveNS.Load())/float64(b.N)/1e3, "us/reserve")
+			b.Run(name, func(b *testing.B) {
+				l, ps := benchLedger(b, accounts, entitlements.Balance(), redisledger.WithPipelines(pipelines))
+				parallelPairs(b, l, ps, workers)
+			})
+		}
+	}
+}
+
+// parallelPairs runs b.N Reserve+Settle pairs from workers goroutines, the
+// i-th on ps[i%len(ps)], and reports pairs/s, us/pair and us/reserve.
+func parallelPairs(b *testing.B, l *redisledger.Ledger, ps []entitlements.Principal, workers int) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var pairNS, reserveNS atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := range workers {
+		p := ps[w%len(ps)]
+		wg.Go(func() {
+			var pairs, res time.Duration
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				r, err := l.Reserve(ctx, p, 1)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				t1 := time.Now()
+				if err := l.Settle(ctx, r, 0); err != nil {
+					b.Error(err)
+					return
+				}
+				pairs += time.Since(t0)
+				res += t1.Sub(t0)
+			}
+			pairNS.Add(int64(pairs))
+			reserveNS.Add(int64(res))
 		})
 	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+	b.ReportMetric(float64(pairNS.Load())/float64(b.N)/1e3, "us/pair")
+	b.ReportMetric(float64(reserveNS.Load())/float64(b.N)/1e3, "us/reserve")
 }

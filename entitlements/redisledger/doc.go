@@ -70,10 +70,11 @@
 //	acct:{ID}            hash: unit, wk ("b" balance, "r" rolling), ws (window
 //	                     seconds), cap (absent: uncapped), spent, reserved, win
 //	                     (current window index), expired (leases reclaimed),
-//	                     created
-//	acct:{ID}:leases     sorted set: live lease id -> expiry
-//	acct:{ID}:amounts    hash: lease id -> amount ("x" + amount once expired)
-//	acct:{ID}:expired    sorted set: expired lease id -> when it is forgotten
+//	                     nx (no live lease expires before), tx (no expired
+//	                     lease is due to be forgotten before), created
+//	acct:{ID}:leases     sorted set: live lease "id:amount" -> expiry
+//	acct:{ID}:expired    sorted set: expired lease "id:amount" -> when it
+//	                     is forgotten
 //	{dir}:key:DIGEST     hash, one per key, by the hex SHA-256 digest of the
 //	                     secret (never the secret): account, key_id, unit,
 //	                     clamp, inflight, rpm, created, revoked

@@ -22,11 +22,11 @@ import (
 // Redis key layout; see the package documentation.
 
 // budgetKeys are the keys of an account's budget: its hash, its live leases
-// by expiry, its lease amounts and its expired leases by purge time. The
-// account id is the hash tag, so all four share one Cluster slot.
+// by expiry and its expired leases by purge time. The account id is the
+// hash tag, so all three share one Cluster slot.
 func (l *Ledger) budgetKeys(account string) []string {
 	base := l.prefix + "acct:{" + escape(account) + "}"
-	return []string{base, base + ":leases", base + ":amounts", base + ":expired"}
+	return []string{base, base + ":leases", base + ":expired"}
 }
 
 // keyRecord is the hash of one key, by the hex SHA-256 digest of its secret.

@@ -34,7 +34,8 @@ var _ Renewer = (*Ledger)(nil)
 // Redis, or an unrecorded reservation granted while failing open.
 type lease struct {
 	ledger *Ledger
-	id     string // random, 128 bits; the lease's field in Redis
+	id     string   // random, 128 bits; with amount, the lease's member in Redis
+	keys   []string // the account's budget keys (read only)
 	p      entitlements.Principal
 	amount entitlements.Amount
 	// unrecorded marks a fail-open reservation that Redis never saw; done

@@ -40,6 +40,7 @@ type Ledger struct {
 	failOpen bool
 	log      *slog.Logger // nil: no logging
 	sc       scripts
+	b        *batcher // runs sc's scripts over client
 
 	down  atomic.Bool // fail-open service is under way (for logging once)
 	stats struct {
@@ -61,12 +62,15 @@ func New(client redis.UniversalClient, opts ...Option) (*Ledger, error) {
 	if client == nil {
 		return nil, errors.New("redisledger: New needs a Redis client")
 	}
-	o := options{leaseTTL: DefaultLeaseTTL, keyPrefix: DefaultKeyPrefix}
+	o := options{leaseTTL: DefaultLeaseTTL, keyPrefix: DefaultKeyPrefix, pipelines: DefaultPipelines}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
 	if o.leaseTTL < MinLeaseTTL {
 		return nil, fmt.Errorf("redisledger: lease TTL %v is under the minimum %v", o.leaseTTL, MinLeaseTTL)
+	}
+	if o.pipelines < 0 {
+		return nil, fmt.Errorf("redisledger: %d pipelines: WithPipelines takes 0 (no batching) or more", o.pipelines)
 	}
 	if strings.ContainsAny(o.keyPrefix, "{}") {
 		return nil, fmt.Errorf("redisledger: key prefix %q contains '{' or '}'", o.keyPrefix)
@@ -79,6 +83,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Ledger, error) {
 		failOpen: o.failOpen,
 		log:      o.logger,
 		sc:       newScripts(),
+		b:        &batcher{client: client, max: o.pipelines},
 	}
 	if l.failOpen {
 		l.known = make(map[[sha256.Size]byte]entitlements.Principal)
@@ -260,10 +265,10 @@ func (l *Ledger) Reserve(ctx context.Context, p entitlements.Principal, amount e
 	}
 	id := rand.Text()
 	keys := l.budgetKeys(p.AccountID)
-	v, err := l.sc.reserve.Run(ctx, l.client, keys, l.nowArg(), retentionMS, id, int64(amount), l.ttl.Milliseconds()).Int64Slice()
+	v, err := l.b.run(ctx, l.sc.reserve, keys, l.nowArg(), retentionMS, id, int64(amount), l.ttl.Milliseconds()).Int64Slice()
 	if err != nil {
 		if ctx.Err() != nil {
-			l.abandon(ctx, keys, id)
+			l.abandon(ctx, keys, id, amount)
 			return nil, ctx.Err()
 		}
 		err = fail(ctx, err)
@@ -281,7 +286,7 @@ func (l *Ledger) Reserve(ctx context.Context, p entitlements.Principal, amount e
 	}
 	switch r.code {
 	case codeOK, codeRetried:
-		return &lease{ledger: l, id: id, p: p, amount: amount}, nil
+		return &lease{ledger: l, id: id, keys: keys, p: p, amount: amount}, nil
 	case codeNoAccount:
 		return nil, entitlements.ErrInvalidKey
 	case codeOverCap:
@@ -298,10 +303,10 @@ func (l *Ledger) Reserve(ctx context.Context, p entitlements.Principal, amount e
 
 // abandon releases lease id after its Reserve was cancelled, in case the
 // script ran. Best effort: the lease TTL bounds what a failure here holds.
-func (l *Ledger) abandon(ctx context.Context, keys []string, id string) {
+func (l *Ledger) abandon(ctx context.Context, keys []string, id string, amount entitlements.Amount) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
 	defer cancel()
-	_ = l.sc.finish.Run(ctx, l.client, keys, l.nowArg(), retentionMS, id, 0, "r").Err()
+	_ = l.b.run(ctx, l.sc.finish, keys, l.nowArg(), retentionMS, id, int64(amount), 0, "r").Err()
 }
 
 // abandonTimeout bounds the release that follows a cancelled Reserve.
@@ -367,7 +372,7 @@ func (l *Ledger) finish(ctx context.Context, lr *lease, actual entitlements.Amou
 	if settle {
 		mode = "s"
 	}
-	v, err := l.sc.finish.Run(ctx, l.client, l.budgetKeys(lr.p.AccountID), l.nowArg(), retentionMS, lr.id, int64(actual), mode).Int64Slice()
+	v, err := l.b.run(ctx, l.sc.finish, lr.keys, l.nowArg(), retentionMS, lr.id, int64(lr.amount), int64(actual), mode).Int64Slice()
 	if err != nil {
 		return fail(ctx, err)
 	}
@@ -417,7 +422,7 @@ func (l *Ledger) Renew(ctx context.Context, r entitlements.Reservation, ttl time
 		ttl = l.ttl
 	}
 	ms := max((ttl+time.Millisecond-1)/time.Millisecond, 1)
-	v, err := l.sc.renew.Run(ctx, l.client, l.budgetKeys(lr.p.AccountID), l.nowArg(), retentionMS, lr.id, int64(ms)).Int64Slice()
+	v, err := l.b.run(ctx, l.sc.renew, lr.keys, l.nowArg(), retentionMS, lr.id, int64(lr.amount), int64(ms)).Int64Slice()
 	if err != nil {
 		return fail(ctx, err)
 	}
@@ -461,7 +466,7 @@ func (l *Ledger) Snapshot(ctx context.Context, p entitlements.Principal) (entitl
 // budget runs a budget script with the common arguments and extra ones.
 func (l *Ledger) budget(ctx context.Context, s *redis.Script, account string, extra ...any) (budgetReply, error) {
 	args := append([]any{l.nowArg(), retentionMS}, extra...)
-	v, err := s.Run(ctx, l.client, l.budgetKeys(account), args...).Int64Slice()
+	v, err := l.b.run(ctx, s, l.budgetKeys(account), args...).Int64Slice()
 	if err != nil {
 		return budgetReply{}, fail(ctx, err)
 	}

@@ -24,16 +24,21 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	client := newClient(t, sharedRedis(t).addr)
-	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
-		l := newLedger(t, client, redisledger.WithClock(clock.Now))
-		for _, k := range keys {
-			err := l.AddKey(t.Context(), entitlements.Key{Digest: entitlements.KeyDigest(k.Secret), Principal: k.Principal, Budget: k.Budget})
-			if err != nil {
-				t.Fatalf("AddKey(%+v): %v", k.Principal, err)
-			}
-		}
-		return l
-	})
+	// Pipelined (the default) and one round trip per call.
+	for _, n := range []int{redisledger.DefaultPipelines, 0} {
+		t.Run(fmt.Sprintf("pipelines=%d", n), func(t *testing.T) {
+			entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
+				l := newLedger(t, client, redisledger.WithClock(clock.Now), redisledger.WithPipelines(n))
+				for _, k := range keys {
+					err := l.AddKey(t.Context(), entitlements.Key{Digest: entitlements.KeyDigest(k.Secret), Principal: k.Principal, Budget: k.Budget})
+					if err != nil {
+						t.Fatalf("AddKey(%+v): %v", k.Principal, err)
+					}
+				}
+				return l
+			})
+		})
+	}
 }
 
 // TestReplicas runs three Ledgers, each with its own client, on one Redis:
@@ -305,6 +310,55 @@ func TestRenew(t *testing.T) {
 	}
 }
 
+// TestLeaseBounds: the ledger looks for expired leases and for expired
+// leases to forget only when its stored bounds say one may be due; the
+// bounds follow every lease, however expiries are ordered.
+func TestLeaseBounds(t *testing.T) {
+	t.Parallel()
+	e := newLeaseEnv(t, time.Minute)
+	l := e.live
+
+	// A renewal that shortens a lease moves the bound earlier.
+	r := e.reserve(t, l, 10)
+	if err := l.Renew(t.Context(), r, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(10 * time.Second)
+	e.want(t, 0, 0)
+
+	// Leases expiring one after another are each reclaimed on time: after a
+	// reclaim the bound moves to the next lease, not past it.
+	a := e.reserve(t, l, 20)          // expires at +60 s
+	e.clock.Advance(30 * time.Second) // +30 s
+	b := e.reserve(t, l, 30)          // expires at +90 s
+	c := e.reserve(t, l, 5)           // settled before it expires
+	e.clock.Advance(30*time.Second - time.Millisecond)
+	e.want(t, 0, 55)
+	e.clock.Advance(time.Millisecond) // +60 s: a expires
+	e.want(t, 0, 35)
+	if err := l.Settle(t.Context(), c, 5); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(30 * time.Second) // +90 s: b expires
+	e.want(t, 5, 0)
+
+	// Expired leases are forgotten one after another too.
+	forgotten := func(lr entitlements.Reservation) {
+		t.Helper()
+		if err := l.Settle(t.Context(), lr, 1); !errors.Is(err, entitlements.ErrReservationSettled) {
+			t.Errorf("Settle of a forgotten lease = %v, want ErrReservationSettled", err)
+		}
+	}
+	e.clock.Advance(redisledger.ExpiredLeaseRetention - 30*time.Second) // r and a are forgotten
+	e.want(t, 5, 0)
+	forgotten(r)
+	forgotten(a)
+	e.clock.Advance(30 * time.Second) // and b
+	e.want(t, 5, 0)
+	forgotten(b)
+	e.want(t, 5, 0)
+}
+
 // TestSettleIdempotent: of many concurrent Settles of one reservation
 // exactly one counts.
 func TestSettleIdempotent(t *testing.T) {
@@ -348,7 +402,13 @@ type cancelAfterHook struct {
 
 func (h *cancelAfterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *cancelAfterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if strings.HasPrefix(cmds[0].Name(), "eval") && h.fired.CompareAndSwap(false, true) {
+			h.cancel()
+		}
+		return err
+	}
 }
 
 func (h *cancelAfterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -363,24 +423,28 @@ func (h *cancelAfterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook 
 }
 
 // TestReserveCancelledInFlight: a Reserve whose context ends after its script
-// ran holds no quota.
+// ran holds no quota, whether it went alone or in a pipeline.
 func TestReserveCancelledInFlight(t *testing.T) {
 	t.Parallel()
-	client := newClient(t, sharedRedis(t).addr)
-	l := newLedger(t, client)
-	p := addKey(t, l, "sk-cancel", entitlements.Principal{AccountID: "acme"}, entitlements.Budget{HardCap: entitlements.Cap(100)})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	client.AddHook(&cancelAfterHook{cancel: cancel})
-	if r, err := l.Reserve(ctx, p, 60); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Reserve = %v, %v; want context.Canceled", r, err)
-	}
-	s, err := l.Snapshot(t.Context(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Reserved != 0 {
-		t.Errorf("Reserved = %d after a cancelled Reserve, want 0", s.Reserved)
+	for _, n := range []int{0, redisledger.DefaultPipelines} {
+		t.Run(fmt.Sprintf("pipelines=%d", n), func(t *testing.T) {
+			client := newClient(t, sharedRedis(t).addr)
+			l := newLedger(t, client, redisledger.WithPipelines(n))
+			p := addKey(t, l, "sk-cancel", entitlements.Principal{AccountID: "acme"}, entitlements.Budget{HardCap: entitlements.Cap(100)})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			client.AddHook(&cancelAfterHook{cancel: cancel})
+			if r, err := l.Reserve(ctx, p, 60); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Reserve = %v, %v; want context.Canceled", r, err)
+			}
+			s, err := l.Snapshot(t.Context(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Reserved != 0 {
+				t.Errorf("Reserved = %d after a cancelled Reserve, want 0", s.Reserved)
+			}
+		})
 	}
 }
 
@@ -625,6 +689,7 @@ func TestNewErrors(t *testing.T) {
 		{name: "nil client", wantErr: "needs a Redis client"},
 		{name: "short TTL", client: client, opts: []redisledger.Option{redisledger.WithLeaseTTL(time.Millisecond)}, wantErr: "under the minimum"},
 		{name: "prefix with a brace", client: client, opts: []redisledger.Option{redisledger.WithKeyPrefix("a{b")}, wantErr: "contains"},
+		{name: "negative pipelines", client: client, opts: []redisledger.Option{redisledger.WithPipelines(-1)}, wantErr: "-1 pipelines"},
 		{name: "defaults", client: client},
 		{name: "empty prefix", client: client, opts: []redisledger.Option{redisledger.WithKeyPrefix("")}},
 	}

@@ -20,6 +20,9 @@ const (
 	ExpiredLeaseRetention = 24 * time.Hour
 	// MinLeaseTTL is the shortest lease TTL WithLeaseTTL accepts: 1 second.
 	MinLeaseTTL = time.Second
+	// DefaultPipelines is how many pipelines of budget calls a Ledger keeps
+	// in flight at most before it batches further calls: 2.
+	DefaultPipelines = 2
 )
 
 // Option configures a Ledger.
@@ -33,6 +36,7 @@ type options struct {
 	failOpen  bool
 	keyPrefix string
 	logger    *slog.Logger
+	pipelines int
 }
 
 type optionFunc func(*options)
@@ -89,4 +93,18 @@ func WithKeyPrefix(prefix string) Option {
 // their request ended. Default: no logging.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(o *options) { o.logger = l })
+}
+
+// WithPipelines sets how many pipelines of budget calls (Reserve, Settle,
+// Release, Renew, Snapshot and the account scripts) the Ledger sends to
+// Redis at once. A call that finds n in flight waits for one of them to
+// return and is then sent together with every other call that waited, as
+// one pipeline: one round trip for many calls, which is what lets one
+// gateway process serve tens of thousands of reservations a second. An idle
+// ledger sends each call at once; nothing waits for a batch to fill.
+// Default DefaultPipelines; 0 sends every call on its own round trip. New
+// rejects a negative n. Each pipeline in flight holds one connection of the
+// client's pool.
+func WithPipelines(n int) Option {
+	return optionFunc(func(o *options) { o.pipelines = n })
 }

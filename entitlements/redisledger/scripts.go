@@ -26,15 +26,21 @@ end
 
 // luaBudget loads an account's budget, reclaims its expired leases, purges
 // old tombstones and rolls its window. KEYS: budget hash, live lease zset
-// (id -> expiry ms), lease hash (id -> amount, or "x"..amount once expired),
-// tombstone zset (id -> purge time ms). ARGV[2]: tombstone retention in ms.
+// (member "id:amount" -> expiry ms), tombstone zset (the members of expired
+// leases -> purge time ms). ARGV[2]: tombstone retention in ms.
+//
+// The budget hash keeps two lower bounds so that the common call touches
+// neither zset to find nothing: nx, before which no live lease expires, and
+// tx, before which no tombstone is due (0 or absent: look now; MAXA: none).
+// Every write of an expiry lowers them; a look that finds them due reclaims
+// or purges and sets them to the earliest remaining score.
 //
 // reply(code, x) saves what changed and answers
 // {code, x, win, now, window seconds, capped, cap, spent, reserved}.
 const luaBudget = luaNow + `
-local B, L, A, T = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local B, L, T = KEYS[1], KEYS[2], KEYS[3]
 local keep = tonumber(ARGV[2])
-local f = redis.call('HMGET', B, 'wk', 'ws', 'cap', 'spent', 'reserved', 'win')
+local f = redis.call('HMGET', B, 'wk', 'ws', 'cap', 'spent', 'reserved', 'win', 'nx', 'tx')
 if not f[1] then return {0, 0, 0, now, 0, 0, 0, 0, 0} end
 local rolling = f[1] == 'r'
 local ws = tonumber(f[2]) or 0
@@ -42,28 +48,35 @@ local cap = tonumber(f[3])
 local spent = tonumber(f[4]) or 0
 local reserved = tonumber(f[5]) or 0
 local win = tonumber(f[6])
+local nx = tonumber(f[7]) or 0
+local tx = tonumber(f[8]) or 0
 local dirty = false
 
-local expired = redis.call('ZRANGEBYSCORE', L, '-inf', now)
-if #expired > 0 then
-  local n = 0
-  for _, id in ipairs(expired) do
-    local v = redis.call('HGET', A, id)
-    if v and string.sub(v, 1, 1) ~= 'x' then
-      reserved = reserved - tonumber(v)
-      redis.call('HSET', A, id, 'x' .. v)
-      redis.call('ZADD', T, fmt(now + keep), id)
-      n = n + 1
+local function first(z)
+  local r = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if r[2] then return tonumber(r[2]) end
+  return MAXA
+end
+
+if now >= nx then
+  local expired = redis.call('ZRANGEBYSCORE', L, '-inf', now)
+  if #expired > 0 then
+    local due = fmt(now + keep)
+    for _, m in ipairs(expired) do
+      reserved = reserved - tonumber(string.match(m, ':(%d+)$'))
+      redis.call('ZADD', T, due, m)
     end
+    redis.call('ZREMRANGEBYSCORE', L, '-inf', now)
+    redis.call('HINCRBY', B, 'expired', #expired)
+    tx = math.min(tx, now + keep)
   end
-  redis.call('ZREMRANGEBYSCORE', L, '-inf', now)
-  redis.call('HINCRBY', B, 'expired', n)
+  nx = first(L)
   dirty = true
 end
-local dead = redis.call('ZRANGEBYSCORE', T, '-inf', now)
-if #dead > 0 then
-  for _, id in ipairs(dead) do redis.call('HDEL', A, id) end
+if now >= tx then
   redis.call('ZREMRANGEBYSCORE', T, '-inf', now)
+  tx = first(T)
+  dirty = true
 end
 
 if rolling then
@@ -78,9 +91,9 @@ end
 local function reply(code, x)
   if dirty then
     if rolling then
-      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'win', fmt(win))
+      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx), 'win', fmt(win))
     else
-      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved))
+      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx))
     end
   end
   local c = 0
@@ -94,7 +107,7 @@ const (
 	codeNoAccount = 0 // the budget hash does not exist
 	codeOK        = 1
 	codeOverCap   = 2 // x: what was available
-	codeRetried   = 3 // reserve: the lease id is already held (a retried call)
+	codeRetried   = 3 // reserve: the lease is already held (a retried call)
 	codeOverflow  = 4 // the amount does not fit the ledger's numbers
 	codeExpired   = 5 // the lease expired before this call
 	codeGone      = 6 // the lease was settled or released
@@ -104,55 +117,65 @@ const (
 )
 
 // luaReserve holds ARGV[4] (amount) under lease id ARGV[3] for ARGV[5] ms.
+// The lease is added first, so that a retried call finds it and answers
+// codeRetried instead of counting the amount against itself; a refused
+// reserve takes it out again.
 const luaReserve = luaBudget + `
-local id, amount, ttl = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-if redis.call('HEXISTS', A, id) == 1 then return reply(3) end
+local amount, exp = tonumber(ARGV[4]), now + tonumber(ARGV[5])
+local m = ARGV[3] .. ':' .. ARGV[4]
+if redis.call('ZADD', L, 'NX', fmt(exp), m) == 0 then return reply(3) end
+local code, avail = 1, 0
 if cap then
-  local avail = cap - reserved - spent
-  if amount > avail then
-    if avail < 0 then avail = 0 end
-    return reply(2, avail)
-  end
+  avail = cap - reserved - spent
+  if amount > avail then code = 2 end
+  if avail < 0 then avail = 0 end
 elseif amount > MAXA - reserved then
-  return reply(4)
+  code = 4
+end
+if code ~= 1 then
+  redis.call('ZREM', L, m)
+  return reply(code, avail)
 end
 reserved = reserved + amount
+nx = math.min(nx, exp)
 dirty = true
-redis.call('HSET', A, id, ARGV[4])
-redis.call('ZADD', L, fmt(now + ttl), id)
 return reply(1)
 `
 
-// luaFinish consumes lease ARGV[3]: settles ARGV[4] when ARGV[5] is "s",
-// releases when it is "r". An expired lease is consumed too (its amount was
-// already returned); a settle still records its spend.
+// luaFinish consumes the lease of id ARGV[3] and amount ARGV[4]: settles
+// ARGV[5] when ARGV[6] is "s", releases when it is "r". An expired lease is
+// consumed too (its amount was already returned); a settle still records
+// its spend.
 const luaFinish = luaBudget + `
-local id = ARGV[3]
-local v = redis.call('HGET', A, id)
-if not v then return reply(6) end
-local late = string.sub(v, 1, 1) == 'x'
-redis.call('HDEL', A, id)
-if late then
-  redis.call('ZREM', T, id)
+local m = ARGV[3] .. ':' .. ARGV[4]
+local late = false
+if redis.call('ZREM', L, m) == 1 then
+  reserved = reserved - tonumber(ARGV[4])
+elseif redis.call('ZREM', T, m) == 1 then
+  late = true
 else
-  reserved = reserved - tonumber(v)
-  redis.call('ZREM', L, id)
+  return reply(6)
 end
-if ARGV[5] == 's' then
-  spent = math.min(spent + tonumber(ARGV[4]), MAXA)
+if ARGV[6] == 's' then
+  spent = math.min(spent + tonumber(ARGV[5]), MAXA)
 end
 dirty = true
 if late then return reply(5) end
 return reply(1)
 `
 
-// luaRenew moves the expiry of live lease ARGV[3] to now + ARGV[4] ms.
+// luaRenew moves the expiry of the live lease of id ARGV[3] and amount
+// ARGV[4] to now + ARGV[5] ms.
 const luaRenew = luaBudget + `
-local id = ARGV[3]
-local v = redis.call('HGET', A, id)
-if not v then return reply(6) end
-if string.sub(v, 1, 1) == 'x' then return reply(5) end
-redis.call('ZADD', L, 'XX', fmt(now + tonumber(ARGV[4])), id)
+local m = ARGV[3] .. ':' .. ARGV[4]
+if not redis.call('ZSCORE', L, m) then
+  if redis.call('ZSCORE', T, m) then return reply(5) end
+  return reply(6)
+end
+local exp = now + tonumber(ARGV[5])
+redis.call('ZADD', L, 'XX', fmt(exp), m)
+nx = math.min(nx, exp)
+dirty = true
 return reply(1)
 `
 

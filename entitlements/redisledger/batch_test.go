@@ -1,0 +1,201 @@
+package redisledger
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/helexa-ai/helexa-go/internal/redistest"
+	"github.com/redis/go-redis/v9"
+)
+
+// The batcher's own tests: they hold the first pipeline on the wire (a hook
+// that waits) so that what queues behind it is known exactly.
+
+// holdHook records the size of every pipeline of scripts and holds the
+// first one until release is closed, after closing entered. (The client's
+// own pipelines, such as its connection handshake, are let through.)
+type holdHook struct {
+	entered, release chan struct{}
+	mu               sync.Mutex
+	sizes            []int
+}
+
+func newHoldHook() *holdHook {
+	return &holdHook{entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !strings.HasPrefix(cmds[0].Name(), "eval") {
+			return next(ctx, cmds)
+		}
+		h.mu.Lock()
+		h.sizes = append(h.sizes, len(cmds))
+		first := len(h.sizes) == 1
+		h.mu.Unlock()
+		if first {
+			close(h.entered)
+			<-h.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h *holdHook) pipelines() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.sizes)
+}
+
+// newTestBatcher returns a batcher of at most max pipelines over a client
+// of a private redis-server that knows the test scripts, with h installed.
+func newTestBatcher(t *testing.T, max int, h *holdHook) *batcher {
+	t.Helper()
+	s := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	for _, sc := range []*redis.Script{echo, incr} {
+		if err := sc.Load(t.Context(), c).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.AddHook(h)
+	return &batcher{client: c, max: max}
+}
+
+// waitQueued waits until n calls are queued in b. The calls queue without
+// blocking on anything the test controls, so this is the one way to know.
+func waitQueued(t *testing.T, b *batcher, n int) {
+	t.Helper()
+	for {
+		b.mu.Lock()
+		got := len(b.queue)
+		b.mu.Unlock()
+		if got == n {
+			return
+		}
+		if t.Context().Err() != nil {
+			t.Fatalf("%d calls queued, want %d", got, n)
+		}
+		waitABit()
+	}
+}
+
+// waitABit yields the processor to the goroutines being waited for.
+func waitABit() {
+	var wg sync.WaitGroup
+	wg.Go(func() {})
+	wg.Wait()
+}
+
+var (
+	echo = redis.NewScript(`return ARGV[1]`)
+	incr = redis.NewScript(`return redis.call('INCR', KEYS[1])`)
+)
+
+// TestBatcherSendsQueuedCallsAsOnePipeline: calls made while the only
+// pipeline is in flight go together as the next one, and each caller gets
+// its own reply.
+func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
+	h := newHoldHook()
+	b := newTestBatcher(t, 1, h)
+	const queued = 10
+	got := make([]string, queued+1)
+	errs := make([]error, queued+1)
+	var wg sync.WaitGroup
+	call := func(i int) {
+		got[i], errs[i] = b.run(t.Context(), echo, []string{"k"}, strconv.Itoa(i)).Text()
+	}
+	wg.Go(func() { call(0) })
+	<-h.entered
+	for i := 1; i <= queued; i++ {
+		wg.Go(func() { call(i) })
+	}
+	waitQueued(t, b, queued)
+	close(h.release)
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || got[i] != strconv.Itoa(i) {
+			t.Errorf("call %d = %q, %v; want %q", i, got[i], errs[i], strconv.Itoa(i))
+		}
+	}
+	if p := h.pipelines(); !slices.Equal(p, []int{1, queued}) {
+		t.Errorf("pipelines of %v calls, want [1 %d]", p, queued)
+	}
+	if b.busy != 0 || len(b.queue) != 0 {
+		t.Errorf("after the calls: %d in flight, %d queued; want 0, 0", b.busy, len(b.queue))
+	}
+}
+
+// TestBatcherQueuedCallLeavesOnCancel: a queued caller whose ctx ends
+// returns at once, while the pipeline ahead of it is still held, and its
+// script never runs.
+func TestBatcherQueuedCallLeavesOnCancel(t *testing.T) {
+	h := newHoldHook()
+	b := newTestBatcher(t, 1, h)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
+	<-h.entered
+
+	ctx, cancel := context.WithCancel(t.Context())
+	left := make(chan error, 1)
+	go func() { left <- b.run(ctx, incr, []string{"n"}).Err() }()
+	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
+	waitQueued(t, b, 2)
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled call = %v, want context.Canceled", err)
+	}
+	close(h.release)
+	wg.Wait()
+	n, err := b.client.Get(t.Context(), "n").Int()
+	if err != nil || n != 2 {
+		t.Errorf("n = %d, %v after two calls and one cancelled, want 2", n, err)
+	}
+	if p := h.pipelines(); !slices.Equal(p, []int{1, 1}) {
+		t.Errorf("pipelines of %v calls, want [1 1]", p)
+	}
+}
+
+// TestBatcherCancelledLeaderStillSends: a caller handed the lead after its
+// ctx ended returns ctx.Err() at once, and the pipeline it was handed is
+// still sent for the others in it.
+func TestBatcherCancelledLeaderStillSends(t *testing.T) {
+	h := newHoldHook()
+	close(h.release)
+	b := newTestBatcher(t, 1, h)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	c := &call{script: echo, keys: []string{"k"}, args: []any{"c"}, ctx: ctx, wake: make(chan struct{}, 1)}
+	other := &call{script: echo, keys: []string{"k"}, args: []any{"other"}, ctx: t.Context(), wake: make(chan struct{}, 1)}
+	// The state a pipeline's sender leaves when it hands on the queue.
+	b.mu.Lock()
+	b.busy = 1
+	other.state = taken
+	c.state, c.next = lead, []*call{c, other}
+	b.mu.Unlock()
+	c.signal()
+
+	if err := b.await(c).Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled leader = %v, want context.Canceled", err)
+	}
+	<-other.wake
+	b.mu.Lock()
+	st, busy := other.state, b.busy
+	b.mu.Unlock()
+	if got, err := other.cmd.Text(); st != done || err != nil || got != "other" {
+		t.Errorf("the other call = %v: %q, %v; want done: \"other\"", st, got, err)
+	}
+	if busy != 0 {
+		t.Errorf("%d pipelines in flight after the last, want 0", busy)
+	}
+}
