@@ -490,6 +490,9 @@ type budgetReply struct {
 }
 
 func parseBudget(v []int64) (budgetReply, error) {
+	if len(v) == 1 { // a brief answer: the code alone
+		return budgetReply{code: v[0]}, nil
+	}
 	if len(v) != 9 {
 		return budgetReply{}, fmt.Errorf("redisledger: unexpected script reply %v", v)
 	}

@@ -36,7 +36,8 @@ end
 // or purges and sets them to the earliest remaining score.
 //
 // reply(code, x) saves what changed and answers
-// {code, x, win, now, window seconds, capped, cap, spent, reserved}.
+// {code, x, win, now, window seconds, capped, cap, spent, reserved};
+// brief(code) saves and answers {code}.
 const luaBudget = luaNow + `
 local B, L, T = KEYS[1], KEYS[2], KEYS[3]
 local keep = tonumber(ARGV[2])
@@ -88,17 +89,27 @@ if rolling then
   end
 end
 
-local function reply(code, x)
-  if dirty then
-    if rolling then
-      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx), 'win', fmt(win))
-    else
-      redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx))
-    end
+local function save()
+  if not dirty then return end
+  if rolling then
+    redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx), 'win', fmt(win))
+  else
+    redis.call('HSET', B, 'spent', fmt(spent), 'reserved', fmt(reserved), 'nx', fmt(nx), 'tx', fmt(tx))
   end
+end
+
+local function reply(code, x)
+  save()
   local c = 0
   if cap then c = 1 end
   return {code, x or 0, win or 0, now, ws, c, cap or 0, spent, reserved}
+end
+
+-- brief(code) saves and answers {code} alone: Reserve's and Finish's
+-- answers that need nothing else.
+local function brief(code)
+  save()
+  return {code}
 end
 `
 
@@ -123,7 +134,7 @@ const (
 const luaReserve = luaBudget + `
 local amount, exp = tonumber(ARGV[4]), now + tonumber(ARGV[5])
 local m = ARGV[3] .. ':' .. ARGV[4]
-if redis.call('ZADD', L, 'NX', fmt(exp), m) == 0 then return reply(3) end
+if redis.call('ZADD', L, 'NX', fmt(exp), m) == 0 then return brief(3) end
 local code, avail = 1, 0
 if cap then
   avail = cap - reserved - spent
@@ -139,7 +150,7 @@ end
 reserved = reserved + amount
 nx = math.min(nx, exp)
 dirty = true
-return reply(1)
+return brief(1)
 `
 
 // luaFinish consumes the lease of id ARGV[3] and amount ARGV[4]: settles
@@ -154,14 +165,14 @@ if redis.call('ZREM', L, m) == 1 then
 elseif redis.call('ZREM', T, m) == 1 then
   late = true
 else
-  return reply(6)
+  return brief(6)
 end
 if ARGV[6] == 's' then
   spent = math.min(spent + tonumber(ARGV[5]), MAXA)
 end
 dirty = true
-if late then return reply(5) end
-return reply(1)
+if late then return brief(5) end
+return brief(1)
 `
 
 // luaRenew moves the expiry of the live lease of id ARGV[3] and amount
