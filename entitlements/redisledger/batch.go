@@ -185,8 +185,13 @@ func batchContext(batch []*call) (context.Context, context.CancelFunc) {
 
 // exec runs the scripts of batch in one pipeline by their SHA1 and, when
 // Redis does not know some of them yet (NOSCRIPT), those again by their
-// source, as redis.Script.Run does for one.
+// source, as redis.Script.Run does for a call alone.
 func (b *batcher) exec(ctx context.Context, batch []*call) {
+	if len(batch) == 1 { // alone: no pipeline to build
+		c := batch[0]
+		c.cmd = c.script.Run(ctx, b.client, c.keys, c.args...)
+		return
+	}
 	pipe := b.client.Pipeline()
 	for _, c := range batch {
 		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)

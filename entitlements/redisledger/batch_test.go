@@ -31,22 +31,34 @@ func newHoldHook() *holdHook {
 
 func (h *holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+// ProcessHook sees a call sent alone, as a pipeline of one.
+func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.HasPrefix(cmd.Name(), "eval") {
+			h.hold(1)
+		}
+		return next(ctx, cmd)
+	}
+}
 
 func (h *holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !strings.HasPrefix(cmds[0].Name(), "eval") {
-			return next(ctx, cmds)
-		}
-		h.mu.Lock()
-		h.sizes = append(h.sizes, len(cmds))
-		first := len(h.sizes) == 1
-		h.mu.Unlock()
-		if first {
-			close(h.entered)
-			<-h.release
+		if strings.HasPrefix(cmds[0].Name(), "eval") {
+			h.hold(len(cmds))
 		}
 		return next(ctx, cmds)
+	}
+}
+
+// hold records a pipeline of n calls and holds it if it is the first.
+func (h *holdHook) hold(n int) {
+	h.mu.Lock()
+	h.sizes = append(h.sizes, n)
+	first := len(h.sizes) == 1
+	h.mu.Unlock()
+	if first {
+		close(h.entered)
+		<-h.release
 	}
 }
 

@@ -76,6 +76,29 @@ func BenchmarkReserveSettleParallel16(b *testing.B) {
 	}
 }
 
+// BenchmarkReserveSettleAlone measures the latency of a Reserve+Settle pair
+// with nothing else in flight, pipelined (the default) and not: batching
+// must cost a lone caller nothing measurable.
+func BenchmarkReserveSettleAlone(b *testing.B) {
+	for _, pipelines := range []int{redisledger.DefaultPipelines, 0} {
+		b.Run(fmt.Sprintf("pipelines=%d", pipelines), func(b *testing.B) {
+			l, ps := benchLedger(b, 1, entitlements.Balance(), redisledger.WithPipelines(pipelines))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := l.Reserve(ctx, ps[0], 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Settle(ctx, r, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/pair")
+		})
+	}
+}
+
 // parallelPairs runs b.N Reserve+Settle pairs from workers goroutines, the
 // i-th on ps[i%len(ps)], and reports pairs/s, us/pair and us/reserve.
 func parallelPairs(b *testing.B, l *redisledger.Ledger, ps []entitlements.Principal, workers int) {

@@ -393,11 +393,14 @@ func TestSettleIdempotent(t *testing.T) {
 }
 
 // cancelAfterHook lets the first script call reach Redis, then cancels its
-// context and reports the cancellation, as when a caller gives up while the
-// reply is on its way.
+// context, as when a caller gives up while the reply is on its way. With
+// reportErr the call also fails with ctx.Err(), as a read cut short by the
+// ctx would; without it the reply arrives intact and only the ledger can
+// notice that its caller gave up.
 type cancelAfterHook struct {
-	cancel context.CancelFunc
-	fired  atomic.Bool
+	cancel    context.CancelFunc
+	reportErr bool
+	fired     atomic.Bool
 }
 
 func (h *cancelAfterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -416,7 +419,9 @@ func (h *cancelAfterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook 
 		err := next(ctx, cmd)
 		if strings.HasPrefix(cmd.Name(), "eval") && h.fired.CompareAndSwap(false, true) {
 			h.cancel()
-			return ctx.Err()
+			if h.reportErr {
+				return ctx.Err()
+			}
 		}
 		return err
 	}
@@ -433,7 +438,7 @@ func TestReserveCancelledInFlight(t *testing.T) {
 			p := addKey(t, l, "sk-cancel", entitlements.Principal{AccountID: "acme"}, entitlements.Budget{HardCap: entitlements.Cap(100)})
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			client.AddHook(&cancelAfterHook{cancel: cancel})
+			client.AddHook(&cancelAfterHook{cancel: cancel, reportErr: n == 0})
 			if r, err := l.Reserve(ctx, p, 60); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Reserve = %v, %v; want context.Canceled", r, err)
 			}
