@@ -2,6 +2,7 @@ package redisledger
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ import (
 // max in flight queues, and when a pipeline returns, its sender hands
 // everything queued to the first waiter, which sends it as the next
 // pipeline. A waiter whose ctx ends leaves the queue, and its script is never
-// sent; one already on the wire has its reply discarded (the scripts are
-// written so that a call that ran unseen is harmless: see Reserve's abandon).
+// sent; one already on the wire has its reply discarded, and its caller
+// learns only that the call may have run (Reserve then releases what it may
+// have taken; a Settle may be retried).
 type batcher struct {
 	client redis.UniversalClient
 	max    int // pipelines in flight at most; 0: no batching
@@ -115,6 +117,10 @@ func (c *call) reply() *redis.Cmd {
 	return c.cmd
 }
 
+// errNotSent is the reply of a call whose pipeline failed before its reply
+// was read.
+var errNotSent = errors.New("redisledger: the pipeline of this call failed before its reply")
+
 func cancelled(ctx context.Context) *redis.Cmd {
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(ctx.Err())
@@ -124,12 +130,21 @@ func cancelled(ctx context.Context) *redis.Cmd {
 // send sends batch as one pipeline, delivers the replies, and then hands
 // the queue to its first waiter or gives back its place in flight.
 func (b *batcher) send(batch []*call) {
+	defer b.handOn(batch) // also if exec panics (a client hook): nobody is left waiting
 	ctx, cancel := batchContext(batch)
+	defer cancel()
 	b.exec(ctx, batch)
-	cancel()
+}
 
+// handOn completes the calls of a sent batch and hands the queue to its
+// first waiter, or gives back the batch's place in flight.
+func (b *batcher) handOn(batch []*call) {
 	b.mu.Lock()
 	for _, c := range batch {
+		if c.cmd == nil {
+			c.cmd = redis.NewCmd(c.ctx)
+			c.cmd.SetErr(errNotSent)
+		}
 		c.state = done
 	}
 	next := b.queue

@@ -211,3 +211,42 @@ func TestBatcherCancelledLeaderStillSends(t *testing.T) {
 		t.Errorf("%d pipelines in flight after the last, want 0", busy)
 	}
 }
+
+// panicHook panics in the first script call it sees.
+type panicHook struct{ fired bool }
+
+func (h *panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.HasPrefix(cmd.Name(), "eval") && !h.fired {
+			h.fired = true
+			panic("hook")
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestBatcherSurvivesPanic: a panic while a pipeline is sent (a client
+// hook's) reaches its sender, and the batcher still serves the next call.
+func TestBatcherSurvivesPanic(t *testing.T) {
+	h := newHoldHook()
+	close(h.release)
+	b := newTestBatcher(t, 1, h)
+	b.client.AddHook(&panicHook{})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the hook's panic did not reach the caller")
+			}
+		}()
+		_ = b.run(t.Context(), echo, []string{"k"}, "a")
+	}()
+	if got, err := b.run(t.Context(), echo, []string{"k"}, "b").Text(); err != nil || got != "b" {
+		t.Errorf("call after the panic = %q, %v; want \"b\"", got, err)
+	}
+}
