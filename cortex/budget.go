@@ -34,7 +34,8 @@ const DefaultLeaseTTL = 10 * time.Minute
 
 // LeaseRenewer is an optional Provider capability: its reservations are
 // leases that expire unless renewed (entitlements/redisledger's Ledger has
-// it; its Renewer interface has this method set). While a request holds a
+// it; its Renewer interface has this method set; entitlements.Chain has it
+// and forwards it to the provider that issued the reservation). While a request holds a
 // reservation the gateway renews it every third of the lease TTL, so that
 // a long stream keeps its amount held until Settle, and stops renewing
 // when the request finishes.

@@ -723,23 +723,34 @@ func (p *leasingProvider) Release(ctx context.Context, r entitlements.Reservatio
 }
 
 // A provider whose reservations are leases has them renewed while a long
-// stream runs, with its TTL, and never after the request finished.
+// stream runs, with its TTL, and never after the request finished; also
+// behind an entitlements.Chain.
 func TestLeaseRenewal(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
 		opts    []cortex.GatewayOption
+		chain   bool
 		wantTTL time.Duration
 	}{
 		{name: "the provider's TTL", wantTTL: 30 * time.Millisecond},
 		{name: "WithLeaseTTL", opts: []cortex.GatewayOption{cortex.WithLeaseTTL(60 * time.Millisecond)}, wantTTL: 60 * time.Millisecond},
+		{name: "behind a Chain", chain: true, wantTTL: 30 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			p := newLeasingProvider(t, 30*time.Millisecond)
+			var provider entitlements.Provider = p
+			if tt.chain {
+				c, err := entitlements.NewChain(newLocal(t), p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				provider = c
+			}
 			eng := newStepEngine(2)
-			opts := append([]cortex.GatewayOption{cortex.WithProvider(p)}, tt.opts...)
+			opts := append([]cortex.GatewayOption{cortex.WithProvider(provider)}, tt.opts...)
 			s := newStack(t, []cortextest.Spec{{Name: "n1", Engine: eng, Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}}}, testCatalogue(t), opts...)
 			resp := s.do(http.MethodPost, "/v1/chat/completions", chatBody("chat-a", `"stream":true`, `"max_tokens":5`), "x-api-key", "k")
 			defer resp.Body.Close()

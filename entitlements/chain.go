@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // Chain is a Provider made of two: keys are resolved by the primary, and by
@@ -22,6 +23,12 @@ import (
 // Chain fails closed: when the provider that should answer is unavailable
 // (its *UnavailableError, or any error other than ErrInvalidKey) that error is
 // returned, never a fallback to the other provider or to anonymous access.
+//
+// Leases: Chain forwards Renew(ctx, r, ttl) to the provider that issued r
+// when that provider has the method (entitlements/redisledger's Ledger
+// does) and answers nil otherwise, and its LeaseTTL is the shorter of its
+// providers' LeaseTTL methods; so a gateway renews the reservations of a
+// leasing provider behind a Chain as it would without one.
 //
 // A *Chain is safe for concurrent use; its own bookkeeping never blocks.
 type Chain struct {
@@ -143,4 +150,41 @@ func (c *Chain) Snapshot(ctx context.Context, p Principal) (BudgetSnapshot, erro
 	return route(c, p, func(_ int, pr Provider) (BudgetSnapshot, error) {
 		return pr.Snapshot(ctx, p)
 	})
+}
+
+// renewer is a provider whose reservations are leases that it renews.
+type renewer interface {
+	Renew(ctx context.Context, r Reservation, ttl time.Duration) error
+}
+
+// Renew renews r with the provider that issued it, when that provider
+// renews leases; for one that does not there is nothing to renew and Renew
+// returns nil. It returns ErrUnknownReservation for a reservation that is
+// not this Chain's.
+func (c *Chain) Renew(ctx context.Context, r Reservation, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cr, err := c.own(r)
+	if err != nil {
+		return err
+	}
+	if rn, ok := c.providers[cr.from].(renewer); ok {
+		return rn.Renew(ctx, cr.Reservation, ttl)
+	}
+	return nil
+}
+
+// LeaseTTL is the shortest lease TTL of the providers that tell theirs
+// (a LeaseTTL() time.Duration method), or 0 when none does.
+func (c *Chain) LeaseTTL() time.Duration {
+	var ttl time.Duration
+	for _, p := range c.providers {
+		if t, ok := p.(interface{ LeaseTTL() time.Duration }); ok {
+			if d := t.LeaseTTL(); d > 0 && (ttl == 0 || d < ttl) {
+				ttl = d
+			}
+		}
+	}
+	return ttl
 }

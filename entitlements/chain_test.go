@@ -266,3 +266,66 @@ func TestNewChainNil(t *testing.T) {
 		}
 	}
 }
+
+// leasingProvider is a fakeProvider whose reservations are leases.
+type leasingProvider struct {
+	*fakeProvider
+	ttl time.Duration
+}
+
+func (f *leasingProvider) Renew(_ context.Context, r entitlements.Reservation, ttl time.Duration) error {
+	if _, ok := r.(*fakeHandle); !ok {
+		return entitlements.ErrUnknownReservation
+	}
+	f.record("Renew " + ttl.String())
+	return nil
+}
+
+func (f *leasingProvider) LeaseTTL() time.Duration { return f.ttl }
+
+// TestChainRenew: Renew reaches the provider that issued the reservation
+// when it leases, and is a no-op for one that does not; LeaseTTL is the
+// leasing providers' shortest.
+func TestChainRenew(t *testing.T) {
+	t.Parallel()
+	alice := entitlements.Principal{AccountID: "alice", KeyID: "alice"}
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	local := &fakeProvider{name: "local", resolve: resolvesTo("sk-a", alice), reserve: admits}
+	shared := &leasingProvider{fakeProvider: &fakeProvider{name: "shared", resolve: resolvesTo("sk-b", bob), reserve: admits}, ttl: time.Minute}
+	c, err := entitlements.NewChain(local, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.LeaseTTL(); got != time.Minute {
+		t.Errorf("LeaseTTL = %v, want 1m", got)
+	}
+	ctx := t.Context()
+	for _, key := range []string{"sk-a", "sk-b"} {
+		if _, err := c.Resolve(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ra, err := c.Reserve(ctx, alice, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := c.Reserve(ctx, bob, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Renew(ctx, ra, time.Minute); err != nil {
+		t.Errorf("Renew of a non-leasing provider's reservation = %v, want nil", err)
+	}
+	if err := c.Renew(ctx, rb, 30*time.Second); err != nil {
+		t.Errorf("Renew = %v, want nil", err)
+	}
+	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Reserve", "shared.Renew 30s"}; !slices.Equal(got, want) {
+		t.Errorf("shared calls = %v, want %v", got, want)
+	}
+	if err := c.Renew(ctx, &fakeHandle{p: bob}, time.Minute); !errors.Is(err, entitlements.ErrUnknownReservation) {
+		t.Errorf("Renew(inner handle) = %v, want ErrUnknownReservation", err)
+	}
+	if got := (&entitlements.Chain{}).LeaseTTL(); got != 0 {
+		t.Errorf("LeaseTTL without leasing providers = %v, want 0", got)
+	}
+}
