@@ -1,8 +1,11 @@
 package cortex_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -174,6 +177,52 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%d requests still in flight", got)
 		}
 	})
+}
+
+// TestSlowBody: a client that sends its headers and part of its body, and
+// then nothing, is answered 408 request_timeout once the body read timeout
+// passes, and the connection is closed; nothing was reserved or sent.
+func TestSlowBody(t *testing.T) {
+	t.Parallel()
+	local := newLocal(t, entitlements.KeyConfig{Key: badInputKey, AccountID: "acct", HardCap: new(int64(100_000))})
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t),
+		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithBodyReadTimeout(100*time.Millisecond))
+	conn, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := chatBody("chat-a")
+	_, err = fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", badInputKey, len(body), body[:len(body)/2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Far longer than the timeout: a gateway that waits for the rest of
+	// the body fails the test here.
+	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Errorf("status %d, close %v; want 408 and the connection closed: %q %v", resp.StatusCode, resp.Close, b, resp.Header)
+	}
+	if got := envelope(t, string(b)); got.Code != cortex.CodeRequestTimeout {
+		t.Errorf("code %q, want %q; body %s", got.Code, cortex.CodeRequestTimeout, b)
+	}
+	snap, err := local.Snapshot(t.Context(), entitlements.Principal{AccountID: "acct", KeyID: "acct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Reserved != 0 || snap.Spent != 0 || s.fleet.Neuron("n1").Requests() != 0 {
+		t.Errorf("after a slow body: reserved %d, spent %d, neuron requests %d; want none",
+			snap.Reserved, snap.Spent, s.fleet.Neuron("n1").Requests())
+	}
 }
 
 // TestBadNeuronAnswers covers neurons that answer the gateway with

@@ -134,6 +134,9 @@ type GatewayConfig struct {
 	StreamIdleTimeout neuron.Duration `toml:"stream_idle_timeout"`
 	// MaxBodyBytes bounds a request body. Default 16 MiB.
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
+	// BodyReadTimeout bounds the time a client takes to send a request
+	// body once its headers are in (408 beyond). Default 1m.
+	BodyReadTimeout neuron.Duration `toml:"body_read_timeout"`
 	// LoadTimeout bounds a cold load. Default 10m.
 	LoadTimeout neuron.Duration `toml:"load_timeout"`
 	// PollInterval is the time between two polls of the neurons. Default
@@ -252,6 +255,9 @@ func (c *Config) applyDefaults() {
 	if g.MaxBodyBytes == 0 {
 		g.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if g.BodyReadTimeout == 0 {
+		g.BodyReadTimeout = neuron.Duration(DefaultBodyReadTimeout)
+	}
 	if g.LoadTimeout == 0 {
 		g.LoadTimeout = neuron.Duration(DefaultLoadTimeout)
 	}
@@ -364,7 +370,7 @@ func (c Config) validate(at *configLines) error {
 }
 
 // GatewayOptions returns the options the [gateway] table sets: the stream
-// idle timeout, the body limit, the load timeout, the poll interval and
+// idle timeout, the body limit and read timeout, the load timeout, the poll interval and
 // failure threshold of the default poller, and whether auth is required
 // ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
@@ -377,6 +383,9 @@ func (c Config) GatewayOptions() []GatewayOption {
 	}
 	if g.MaxBodyBytes > 0 {
 		opts = append(opts, WithMaxBodyBytes(g.MaxBodyBytes))
+	}
+	if g.BodyReadTimeout > 0 {
+		opts = append(opts, WithBodyReadTimeout(g.BodyReadTimeout.Std()))
 	}
 	if g.LoadTimeout > 0 {
 		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))

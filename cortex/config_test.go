@@ -28,6 +28,7 @@ func TestLoadExampleConfig(t *testing.T) {
 		MetricsListen:     "127.0.0.1:31314",
 		StreamIdleTimeout: neuron.Duration(5 * time.Minute),
 		MaxBodyBytes:      16 << 20,
+		BodyReadTimeout:   neuron.Duration(time.Minute),
 		LoadTimeout:       neuron.Duration(10 * time.Minute),
 		PollInterval:      neuron.Duration(2 * time.Second),
 		FailureThreshold:  3,
@@ -68,6 +69,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if c.Gateway.Listen != cortex.DefaultListen || c.Gateway.MetricsListen != cortex.DefaultMetricsListen ||
 		c.Gateway.StreamIdleTimeout.Std() != cortex.DefaultStreamIdleTimeout || c.Gateway.MaxBodyBytes != cortex.DefaultMaxBodyBytes ||
+		c.Gateway.BodyReadTimeout.Std() != cortex.DefaultBodyReadTimeout ||
 		c.Gateway.LoadTimeout.Std() != cortex.DefaultLoadTimeout || c.Gateway.PollInterval.Std() != cortex.DefaultPollInterval ||
 		c.Gateway.FailureThreshold != cortex.DefaultFailureThreshold || c.ModelsConfig != "" {
 		t.Errorf("defaults: %+v", c)
@@ -103,6 +105,12 @@ func TestParseConfigErrors(t *testing.T) {
 			in:   neuronOK + "[gateway]\nload_timeout = \"soon\"\n",
 			want: []cortex.ConfigError{{Line: 5}},
 			msg:  []string{"load_timeout"},
+		},
+		{
+			name: "negative body read timeout",
+			in:   neuronOK + "[gateway]\nbody_read_timeout = \"-1s\"\n",
+			want: []cortex.ConfigError{{Line: 5}},
+			msg:  []string{"body_read_timeout: negative duration"},
 		},
 		{
 			name: "no neurons",

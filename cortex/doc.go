@@ -29,7 +29,8 @@
 //  3. The body must be JSON: a Content-Type other than application/json
 //     or application/*+json is a 415 unsupported_media_type (none is taken
 //     as JSON). It is read under the size limit (WithMaxBodyBytes, 413
-//     request_too_large) and scanned in one pass for the few fields the
+//     request_too_large) and the read timeout (WithBodyReadTimeout, 408
+//     request_timeout, and the connection closes) and scanned in one pass for the few fields the
 //     gateway needs (model, stream, the maximum output, n, stream_options,
 //     the prompt's text). Nothing else of the body is decoded. A chat
 //     completion without messages is a 400 invalid_request_body.
@@ -315,8 +316,8 @@
 // invalid_request_body, missing_model_field, context_length_exceeded and
 // model_not_deployable (ErrNoFeasibleNeuron: no neuron of the fleet can
 // ever hold the model; not worth retrying); 404 model_not_found, and
-// not_found for an unknown route; 405 method_not_allowed; 413
-// request_too_large; 415 unsupported_media_type; 400
+// not_found for an unknown route; 405 method_not_allowed; 408
+// request_timeout; 413 request_too_large; 415 unsupported_media_type; 400
 // request_exceeds_budget_cap and model_not_priced; 429
 // rate_limit_exceeded for a key's max_in_flight or rpm (*RateLimitError);
 // 503 service_unavailable with Retry-After (every

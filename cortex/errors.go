@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -26,6 +27,7 @@ const (
 	CodeInvalidBody           = "invalid_request_body"       // 400
 	CodeModelNotDeployable    = "model_not_deployable"       // 400
 	CodeModelNotFound         = "model_not_found"            // 404
+	CodeRequestTimeout        = "request_timeout"            // 408: the body came too slowly
 	CodeRequestTooLarge       = "request_too_large"          // 413
 	CodeUnsupportedMediaType  = "unsupported_media_type"     // 415
 	CodeServiceUnavailable    = "service_unavailable"        // 503 + Retry-After
@@ -270,6 +272,10 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		if unavail.RetryAfter > 0 {
 			h.retryAfter = unavail.RetryAfter
 		}
+		return h
+	case errors.Is(err, httpx.ErrBodyTimeout):
+		h := e(http.StatusRequestTimeout, CodeRequestTimeout)
+		h.msg = "the request body did not arrive within the gateway's body read timeout"
 		return h
 	case errors.As(err, &mbe):
 		h := e(http.StatusRequestEntityTooLarge, CodeRequestTooLarge)

@@ -1,7 +1,6 @@
 package cortex
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"mime"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 )
@@ -150,27 +150,29 @@ func (c *exchange) serve() {
 	c.dispatch()
 }
 
+// readBody reads r's body under the size limit and the read timeout. A
+// body that is too large is an *http.MaxBytesError (413), one too slow
+// wraps httpx.ErrBodyTimeout (408), and any other read failure is a
+// *reqscan.Error (400).
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := httpx.ReadBody(w, r, g.cfg.maxBodyBytes, g.cfg.bodyTimeout)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) && !errors.Is(err, httpx.ErrBodyTimeout) {
+		return nil, &reqscan.Error{Msg: err.Error()}
+	}
+	return body, err
+}
+
 // readBody reads the body under the size limit and scans it.
 func (c *exchange) readBody() error {
 	if err := checkJSON(c.r.Header); err != nil {
 		return err
 	}
-	limit := c.g.cfg.maxBodyBytes
-	if c.r.ContentLength > limit {
-		return &http.MaxBytesError{Limit: limit}
+	body, err := c.g.readBody(c.w, c.r)
+	if err != nil {
+		return err
 	}
-	var buf bytes.Buffer
-	if c.r.ContentLength > 0 {
-		buf.Grow(int(c.r.ContentLength))
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(c.w, c.r.Body, limit)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return &reqscan.Error{Msg: "reading the body: " + err.Error()}
-	}
-	c.body = buf.Bytes()
+	c.body = body
 	if c.tr != nil {
 		body, err := c.tr.translateRequest(c.body)
 		if err != nil {
@@ -326,7 +328,10 @@ func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
 // has begun.
 func (c *exchange) fail(err error) {
 	c.err = err
-	if c.r.Context().Err() != nil && !errors.Is(err, ErrShuttingDown) {
+	// A cancelled request is a client that left, so nothing is written;
+	// except a body that timed out, which cancels it too (net/http does
+	// on any failed read) while its client is still there for the 408.
+	if c.r.Context().Err() != nil && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, httpx.ErrBodyTimeout) {
 		c.outcome = outcomeCanceled
 		return
 	}

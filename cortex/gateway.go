@@ -116,6 +116,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		clock:         systemClock{},
 		idleTimeout:   DefaultStreamIdleTimeout,
 		maxBodyBytes:  DefaultMaxBodyBytes,
+		bodyTimeout:   DefaultBodyReadTimeout,
 		loadTimeout:   DefaultLoadTimeout,
 		retryAfter:    DefaultRetryAfter,
 		defaultOutput: DefaultMaxOutputTokens,
@@ -133,6 +134,8 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, fmt.Errorf("cortex: gateway: stream idle timeout %v is not positive", cfg.idleTimeout)
 	case cfg.maxBodyBytes <= 0:
 		return nil, fmt.Errorf("cortex: gateway: max body bytes %d is not positive", cfg.maxBodyBytes)
+	case cfg.bodyTimeout < 0:
+		return nil, fmt.Errorf("cortex: gateway: body read timeout %v is negative", cfg.bodyTimeout)
 	case cfg.loadTimeout <= 0:
 		return nil, fmt.Errorf("cortex: gateway: load timeout %v is not positive", cfg.loadTimeout)
 	case cfg.retryAfter <= 0:

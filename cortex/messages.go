@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -128,17 +127,9 @@ func (g *Gateway) countTokens(w http.ResponseWriter, r *http.Request) (int64, er
 	if _, err := g.principal(r); err != nil {
 		return 0, err
 	}
-	limit := g.cfg.maxBodyBytes
-	if r.ContentLength > limit {
-		return 0, &http.MaxBytesError{Limit: limit}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := g.readBody(w, r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return 0, mbe
-		}
-		return 0, &reqscan.Error{Msg: "reading the body: " + err.Error()}
+		return 0, err
 	}
 	req, err := anthropic.ParseCountTokensRequest(body)
 	if err != nil {

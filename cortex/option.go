@@ -19,6 +19,9 @@ const (
 	// DefaultMaxBodyBytes bounds a request body; a larger one is refused
 	// with 413 request_too_large.
 	DefaultMaxBodyBytes = 16 << 20
+	// DefaultBodyReadTimeout bounds the time a client takes to send a
+	// request body: 1 minute.
+	DefaultBodyReadTimeout = time.Minute
 	// DefaultLoadTimeout bounds a cold load: the unloads of its victims,
 	// the load itself and the refresh of the fleet that follows.
 	DefaultLoadTimeout = 10 * time.Minute
@@ -46,6 +49,7 @@ type gatewayConfig struct {
 	usage         *Usage
 	idleTimeout   time.Duration
 	maxBodyBytes  int64
+	bodyTimeout   time.Duration
 	loadTimeout   time.Duration
 	provider      entitlements.Provider
 	requireAuth   bool
@@ -131,6 +135,14 @@ func WithStreamIdleTimeout(d time.Duration) GatewayOption {
 // request_too_large. Default 16 MiB.
 func WithMaxBodyBytes(n int64) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.maxBodyBytes = n })
+}
+
+// WithBodyReadTimeout bounds the time a client takes to send a request body
+// once its headers are in; a slower one is answered 408 request_timeout and
+// its connection closed. 0 waits as long as the client likes. Default
+// DefaultBodyReadTimeout (1m).
+func WithBodyReadTimeout(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.bodyTimeout = d })
 }
 
 // WithLoadTimeout bounds a cold load: unloading its victims, loading the

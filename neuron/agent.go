@@ -95,6 +95,7 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		version:      DefaultVersion,
 		drainTimeout: DefaultDrainTimeout,
 		maxBodyBytes: DefaultMaxBodyBytes,
+		bodyTimeout:  DefaultBodyReadTimeout,
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -115,6 +116,9 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 	}
 	if o.maxBodyBytes <= 0 {
 		return nil, fmt.Errorf("neuron: NewAgent: max body bytes %d is not positive", o.maxBodyBytes)
+	}
+	if o.bodyTimeout < 0 {
+		return nil, fmt.Errorf("neuron: NewAgent: body read timeout %v is negative", o.bodyTimeout)
 	}
 	for i, s := range o.defaultModels {
 		if s.ModelID == "" {
@@ -462,12 +466,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// decodeBody reads a JSON request body of at most limit bytes into v.
-func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+// decodeBody reads a JSON request body of at most limit bytes, sent within
+// timeout, into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration, v any) error {
 	if err := checkJSON(r.Header); err != nil {
 		return err
 	}
-	body, err := readBody(w, r, limit)
+	body, err := readBody(w, r, limit, timeout)
 	if err != nil {
 		return err
 	}
@@ -562,7 +567,7 @@ func (a *Agent) handleLoad(w http.ResponseWriter, r *http.Request) {
 	}
 	defer a.leave()
 	var spec LoadSpec
-	if err := decodeBody(w, r, maxManagementBody, &spec); err != nil {
+	if err := decodeBody(w, r, maxManagementBody, a.opts.bodyTimeout, &spec); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -589,7 +594,7 @@ func (a *Agent) handleUnload(w http.ResponseWriter, r *http.Request) {
 	}
 	defer a.leave()
 	var req UnloadRequest
-	if err := decodeBody(w, r, maxManagementBody, &req); err != nil {
+	if err := decodeBody(w, r, maxManagementBody, a.opts.bodyTimeout, &req); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -1,14 +1,18 @@
 package neuron_test
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -179,5 +183,44 @@ func TestAgent_AcceptsJSONContentTypes(t *testing.T) {
 				t.Errorf("Content-Type %q: status %d, body %s", ct, got.status, got.body)
 			}
 		})
+	}
+}
+
+// TestAgent_SlowBody: a client that sends part of a body and then nothing
+// is answered 408 request_timeout once the body read timeout passes, and
+// the engine sees nothing.
+func TestAgent_SlowBody(t *testing.T) {
+	t.Parallel()
+	var engineHits atomic.Int64
+	eng := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { engineHits.Add(1) }))
+	t.Cleanup(eng.Close)
+	_, h := newModelTable(t, eng.URL, neuron.ModelInfo{ID: "m1", Status: neuron.StatusLoaded})
+	_, srv := startAgent(t, h, nil, neuron.WithToken("tok"), neuron.WithBodyReadTimeout(100*time.Millisecond))
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"model\":\"m1\",")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Far longer than the timeout: an agent that waits for the rest of the
+	// body fails the test here.
+	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, ok := oaierr.Read(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !ok || b.Code != neuron.CodeRequestTimeout {
+		t.Errorf("answer %d %+v (an envelope: %v), want 408 %s", resp.StatusCode, b, ok, neuron.CodeRequestTimeout)
+	}
+	if n := engineHits.Load(); n != 0 {
+		t.Errorf("the engine saw %d requests", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 )
 
@@ -16,6 +17,7 @@ import (
 const (
 	CodeNotFound             = "not_found"                 // 404: no such route
 	CodeMethodNotAllowed     = "method_not_allowed"        // 405: route exists, wrong method
+	CodeRequestTimeout       = "request_timeout"           // 408: the body came too slowly
 	CodeRequestTooLarge      = "request_too_large"         // 413: body over the size limit
 	CodeUnsupportedMediaType = "unsupported_media_type"    // 415: a body that is not JSON
 	CodeUpstreamConnection   = "upstream_connection_error" // 502: the engine could not be reached
@@ -153,6 +155,8 @@ func apiErrorFor(err error) *APIError {
 		return a
 	case errors.As(err, &mbe):
 		return e(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, 0)
+	case errors.Is(err, httpx.ErrBodyTimeout):
+		return e(http.StatusRequestTimeout, CodeRequestTimeout, 0)
 	case errors.Is(err, ErrUnsupportedMediaType):
 		return e(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, 0)
 	case errors.Is(err, ErrUnauthorized):

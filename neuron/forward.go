@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
 // handleInference forwards an OpenAI request to the engine of the model
@@ -30,7 +32,7 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	body, err := readBody(w, r, a.opts.maxBodyBytes)
+	body, err := readBody(w, r, a.opts.maxBodyBytes, a.opts.bodyTimeout)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -103,25 +105,16 @@ func checkJSON(h http.Header) error {
 	return fmt.Errorf("%w: got %q", ErrUnsupportedMediaType, v)
 }
 
-// readBody reads r's body, at most limit bytes: a larger body is an
-// *http.MaxBytesError (413).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
+// readBody reads r's body, at most limit bytes (a larger body is an
+// *http.MaxBytesError, 413) within timeout (else an error wrapping
+// httpx.ErrBodyTimeout, 408); any other failure is ErrInvalidRequest.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	body, err := httpx.ReadBody(w, r, limit, timeout)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) && !errors.Is(err, httpx.ErrBodyTimeout) {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, mbe
-		}
-		return nil, fmt.Errorf("%w: reading body: %v", ErrInvalidRequest, err)
-	}
-	return buf.Bytes(), nil
+	return body, err
 }
 
 // modelField returns the "model" of a JSON request body, which must be

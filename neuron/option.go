@@ -9,6 +9,9 @@ import (
 const (
 	DefaultDrainTimeout = 30 * time.Second
 	DefaultMaxBodyBytes = 16 << 20
+	// DefaultBodyReadTimeout bounds the time a client takes to send an
+	// inference request body.
+	DefaultBodyReadTimeout = time.Minute
 	// DefaultVersion is what GET /version reports without WithVersion.
 	DefaultVersion = "dev"
 )
@@ -39,6 +42,7 @@ type agentOptions struct {
 	version       string
 	drainTimeout  time.Duration
 	maxBodyBytes  int64
+	bodyTimeout   time.Duration
 }
 
 type agentOptionFunc func(*agentOptions)
@@ -96,6 +100,14 @@ func WithVersion(v string) Option {
 // before it stops the engines. Default 30s.
 func WithDrainTimeout(d time.Duration) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.drainTimeout = d })
+}
+
+// WithBodyReadTimeout bounds the time a client takes to send an inference
+// request body once its headers are in; a slower one is answered 408
+// request_timeout. 0 waits as long as the client likes. Default
+// DefaultBodyReadTimeout (1m).
+func WithBodyReadTimeout(d time.Duration) Option {
+	return agentOptionFunc(func(o *agentOptions) { o.bodyTimeout = d })
 }
 
 // WithMaxBodyBytes limits the size of an inference request body; a larger
