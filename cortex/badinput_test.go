@@ -1,11 +1,9 @@
 package cortex_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/httpx/httpxtest"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -187,28 +186,10 @@ func TestSlowBody(t *testing.T) {
 	local := newLocal(t, entitlements.KeyConfig{Key: badInputKey, AccountID: "acct", HardCap: new(int64(100_000))})
 	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t),
 		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithBodyReadTimeout(100*time.Millisecond))
-	conn, err := net.Dial("tcp", s.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	body := chatBody("chat-a")
-	_, err = fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+	raw := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", badInputKey, len(body), body[:len(body)/2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Far longer than the timeout: a gateway that waits for the rest of
-	// the body fails the test here.
-	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b := httpxtest.Exchange(t, s.srv.Listener.Addr().String(), raw)
 	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
 		t.Errorf("status %d, close %v; want 408 and the connection closed: %q %v", resp.StatusCode, resp.Close, b, resp.Header)
 	}

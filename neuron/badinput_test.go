@@ -1,9 +1,8 @@
 package neuron_test
 
 import (
-	"bufio"
+	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/httpx/httpxtest"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -196,27 +196,10 @@ func TestAgent_SlowBody(t *testing.T) {
 	t.Cleanup(eng.Close)
 	_, h := newModelTable(t, eng.URL, neuron.ModelInfo{ID: "m1", Status: neuron.StatusLoaded})
 	_, srv := startAgent(t, h, nil, neuron.WithToken("tok"), neuron.WithBodyReadTimeout(100*time.Millisecond))
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"+
-		"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"model\":\"m1\",")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Far longer than the timeout: an agent that waits for the rest of the
-	// body fails the test here.
-	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	defer resp.Body.Close()
-	b, ok := oaierr.Read(resp.Body)
+	resp, body := httpxtest.Exchange(t, srv.Listener.Addr().String(),
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"+
+			"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"model\":\"m1\",")
+	b, ok := oaierr.Read(bytes.NewReader(body))
 	if resp.StatusCode != http.StatusRequestTimeout || !ok || b.Code != neuron.CodeRequestTimeout {
 		t.Errorf("answer %d %+v (an envelope: %v), want 408 %s", resp.StatusCode, b, ok, neuron.CodeRequestTimeout)
 	}

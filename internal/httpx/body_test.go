@@ -1,18 +1,17 @@
 package httpx_test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/internal/httpx"
+	"github.com/helexa-ai/helexa-go/internal/httpx/httpxtest"
 )
 
 // bodyServer serves a handler that reads the body with httpx.ReadBody
@@ -45,26 +44,8 @@ func bodyServer(t *testing.T, timeout time.Duration) string {
 // the answer and its body.
 func exchange(t *testing.T, addr, raw string) (int, string) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	// Far longer than any timeout of the tests: a server that never
-	// answers fails here.
-	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, body := httpxtest.Exchange(t, addr, raw)
+	return resp.StatusCode, string(body)
 }
 
 func TestReadBody(t *testing.T) {
