@@ -75,7 +75,9 @@ func (c *exchange) budgeted() bool {
 // admit reserves the worst case the request can cost against the caller's
 // budget, before routing, so that a request over budget never causes a
 // cold load: the prompt estimate plus n times the maximum output, priced in
-// the key's unit. Anonymous callers have no budget.
+// the key's unit. A request that sets no maximum output is sent with the
+// one reserved, so that the engine cannot generate past what was reserved.
+// Anonymous callers have no budget.
 //
 // A refusal is never turned into a smaller reservation, except for a key
 // with clamp_max_tokens: then the maximum output is lowered to what the
@@ -116,6 +118,11 @@ func (c *exchange) admit() error {
 	}
 	if out < c.maxOutput {
 		c.clampTo, c.maxOutput = out, out
+	}
+	if c.clampTo > 0 || c.req.MaxTokens == 0 {
+		// What was reserved is the most the engine may generate: a
+		// request that set no maximum gets the one reserved for it.
+		c.setMax = c.maxOutput
 	}
 	c.snapshot()
 	c.startRenewal()

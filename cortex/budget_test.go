@@ -555,6 +555,62 @@ func TestClampAddsMaxTokens(t *testing.T) {
 	s.checkBudget(local, "acct", 20)
 }
 
+// A budgeted request that sets no maximum output is sent with the one
+// reserved for it, so the engine cannot generate past the reservation:
+// the model's output limit for a chat completion, OpenAI's default 16 for
+// a completion. A maximum the client set, and an anonymous request, are
+// sent as they came; no clamp is announced.
+func TestReservedMaxIsSent(t *testing.T) {
+	t.Parallel()
+	local := newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(1000))})
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithProvider(local))
+	n := s.fleet.Neuron("n1")
+	sentMax := func() *int64 {
+		t.Helper()
+		_, body := n.LastRequest()
+		var v struct {
+			MaxTokens *int64 `json:"max_tokens"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			t.Fatalf("the neuron got %s: %v", body, err)
+		}
+		return v.MaxTokens
+	}
+	tests := []struct {
+		name, path, body string
+		key              []string
+		want             *int64
+	}{
+		{name: "chat without a maximum", path: "/v1/chat/completions", body: chatBody("chat-a"), key: []string{"x-api-key", "k"}, want: ptr(int64(64))},
+		{name: "chat with a maximum", path: "/v1/chat/completions", body: chatBody("chat-a", `"max_tokens":9`), key: []string{"x-api-key", "k"}, want: ptr(int64(9))},
+		{name: "completion without a maximum", path: "/v1/completions", body: `{"model":"chat-a","prompt":"Hello there"}`, key: []string{"x-api-key", "k"}, want: ptr(int64(16))},
+		{name: "anonymous chat", path: "/v1/chat/completions", body: chatBody("chat-a"), want: nil},
+	}
+	for _, tt := range tests {
+		status, hdr, body := s.post(tt.path, tt.body, tt.key...)
+		if status != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", tt.name, status, body)
+		}
+		got := sentMax()
+		if (got == nil) != (tt.want == nil) || got != nil && *got != *tt.want {
+			t.Errorf("%s: the neuron got max_tokens %v, want %v", tt.name, deref(got), deref(tt.want))
+		}
+		if c := hdr.Get(cortex.HeaderClampedMax); c != "" {
+			t.Errorf("%s: %s = %q, want none", tt.name, cortex.HeaderClampedMax, c)
+		}
+	}
+	if r := s.budgetOf(local, "acct").Reserved; r != 0 {
+		t.Errorf("reserved %d after the requests, want 0", r)
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return "none"
+	}
+	return *p
+}
+
 // A USD key is charged the catalogue price of the resolved model in
 // micro-dollars, rounded up, and refused (nothing reserved, nothing sent)
 // for a model without a price.

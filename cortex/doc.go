@@ -44,11 +44,13 @@
 //  5. Admit: the worst case is reserved against the caller's budget, before
 //     routing, so that a request over budget never causes a cold load: the
 //     prompt estimate plus n times the maximum output (the request's
-//     max_tokens, max_completion_tokens or max_output_tokens, else the
-//     model's output limit, else 4096; none for embeddings), in tokens or
-//     priced in micro-dollars at the model's cost. Anonymous callers
-//     reserve nothing. See Budgets and limits for the refusals and
-//     clamp_max_tokens.
+//     max_tokens, max_completion_tokens or max_output_tokens, else 16 for a
+//     /v1/completions request, OpenAI's default, else the model's output
+//     limit, else 4096; none for embeddings), in tokens or priced in
+//     micro-dollars at the model's cost. A budgeted request that set no
+//     maximum is sent with the one reserved, so the engine cannot generate
+//     past it. Anonymous callers reserve nothing and are sent as they came.
+//     See Budgets and limits for the refusals and clamp_max_tokens.
 //  6. Route: a load of the model already in progress is waited for;
 //     otherwise the Router decides, and the gateway carries the decision
 //     out: Serve proxies at once; Join and Load run one load per model at a

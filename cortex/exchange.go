@@ -38,6 +38,7 @@ type exchange struct {
 	authed      bool                         // auth passed: the request is metered
 	limited     bool                         // holds a slot of the key's limiter
 	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
+	setMax      int64                        // the output cap written into the forwarded body; 0: the client's stands
 	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers
 	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
 	renewal     *renewal                     // renews the reservation's lease; nil: none
@@ -232,6 +233,9 @@ func (c *exchange) resolve() error {
 		return &ContextLengthError{Model: p.ID, Limit: limit, Estimate: c.estimate}
 	}
 	c.maxOutput = c.req.MaxTokens
+	if c.maxOutput == 0 && c.kind == routeCompletions {
+		c.maxOutput = completionsDefaultMaxTokens
+	}
 	if c.maxOutput == 0 {
 		c.maxOutput = int64(p.Limit.Output)
 	}
@@ -278,8 +282,8 @@ func (c *exchange) prepareBody() {
 	if c.req.Model != c.model.ID {
 		edits = append(edits, c.req.SetModel(c.model.ID))
 	}
-	if c.clampTo > 0 {
-		edits = append(edits, c.req.SetMaxTokens(c.clampTo, c.kind.maxTokensField())...)
+	if c.setMax > 0 {
+		edits = append(edits, c.req.SetMaxTokens(c.setMax, c.kind.maxTokensField())...)
 	}
 	c.clientUsage = c.req.IncludeUsage
 	if c.req.Stream && c.kind.asksUsage() {

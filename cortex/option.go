@@ -27,9 +27,16 @@ const (
 	DefaultLoadTimeout = 10 * time.Minute
 	// DefaultMaxOutputTokens is the output the gateway reserves for a
 	// request that sets no maximum, for a model without a known output
-	// limit.
+	// limit (and sends as the request's maximum when the caller has a
+	// budget).
 	DefaultMaxOutputTokens = 4096
 )
+
+// completionsDefaultMaxTokens is the max_tokens of a /v1/completions
+// request that sets none: 16, the documented default of OpenAI's
+// completions API (which vLLM follows; llama-server has none, so the
+// gateway sends it to a budgeted request's engine).
+const completionsDefaultMaxTokens = 16
 
 // GatewayOption configures NewGateway.
 type GatewayOption interface {
