@@ -3,6 +3,7 @@ package redisledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -21,10 +22,10 @@ import (
 // so an idle ledger has one round trip per call as before; a call that finds
 // max in flight queues, and when a pipeline returns, its sender hands
 // everything queued to the first waiter, which sends it as the next
-// pipeline. A waiter whose ctx ends leaves the queue, and its script is never
-// sent; one already on the wire has its reply discarded, and its caller
-// learns only that the call may have run (Reserve then releases what it may
-// have taken; a Settle may be retried).
+// pipeline. A waiter whose ctx ends leaves the queue, its script is never
+// sent, and its error says so (errUnsent); one already on the wire has its
+// reply discarded, and its caller learns only that the call may have run
+// (Reserve then releases what it may have taken; a Settle may be retried).
 type batcher struct {
 	client redis.UniversalClient
 	max    int // pipelines in flight at most; 0: no batching
@@ -103,7 +104,11 @@ func (b *batcher) await(c *call) *redis.Cmd {
 			b.send(next)
 			return c.reply()
 		}
-		go b.send(next) // the others are waiting for it; we are not
+		// The others in next (c is first) wait for it; c leaves unsent.
+		go b.send(next[1:])
+		return unsent(ctx)
+	case queued:
+		return unsent(ctx)
 	}
 	return cancelled(ctx)
 }
@@ -121,9 +126,22 @@ func (c *call) reply() *redis.Cmd {
 // was read.
 var errNotSent = errors.New("redisledger: the pipeline of this call failed before its reply")
 
+// errUnsent marks the reply of a call whose caller gave up before it was
+// sent: its script never ran.
+var errUnsent = errors.New("redisledger: the call was never sent")
+
+// cancelled is the reply of a call whose ctx ended: ctx.Err().
 func cancelled(ctx context.Context) *redis.Cmd {
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(ctx.Err())
+	return cmd
+}
+
+// unsent is the reply of a call whose ctx ended before it was sent: an
+// error that is both ctx.Err() and errUnsent.
+func unsent(ctx context.Context) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(fmt.Errorf("%w: %w", ctx.Err(), errUnsent))
 	return cmd
 }
 
@@ -202,6 +220,9 @@ func batchContext(batch []*call) (context.Context, context.CancelFunc) {
 // Redis does not know some of them yet (NOSCRIPT), those again by their
 // source, as redis.Script.Run does for a call alone.
 func (b *batcher) exec(ctx context.Context, batch []*call) {
+	if len(batch) == 0 {
+		return
+	}
 	if len(batch) == 1 { // alone: no pipeline to build
 		c := batch[0]
 		c.cmd = c.script.Run(ctx, b.client, c.keys, c.args...)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -164,8 +165,8 @@ func TestBatcherQueuedCallLeavesOnCancel(t *testing.T) {
 	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
 	waitQueued(t, b, 2)
 	cancel()
-	if err := <-left; !errors.Is(err, context.Canceled) {
-		t.Errorf("cancelled call = %v, want context.Canceled", err)
+	if err := <-left; !errors.Is(err, context.Canceled) || !errors.Is(err, errUnsent) {
+		t.Errorf("cancelled call = %v, want context.Canceled and errUnsent", err)
 	}
 	close(h.release)
 	wg.Wait()
@@ -197,8 +198,8 @@ func TestBatcherCancelledLeaderStillSends(t *testing.T) {
 	b.mu.Unlock()
 	c.signal()
 
-	if err := b.await(c).Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("cancelled leader = %v, want context.Canceled", err)
+	if err := b.await(c).Err(); !errors.Is(err, context.Canceled) || !errors.Is(err, errUnsent) {
+		t.Errorf("cancelled leader = %v, want context.Canceled and errUnsent", err)
 	}
 	<-other.wake
 	b.mu.Lock()
@@ -209,6 +210,9 @@ func TestBatcherCancelledLeaderStillSends(t *testing.T) {
 	}
 	if busy != 0 {
 		t.Errorf("%d pipelines in flight after the last, want 0", busy)
+	}
+	if p := h.pipelines(); !slices.Equal(p, []int{1}) {
+		t.Errorf("pipelines of %v calls, want [1]: the other call alone", p)
 	}
 }
 
@@ -248,5 +252,58 @@ func TestBatcherSurvivesPanic(t *testing.T) {
 	}()
 	if got, err := b.run(t.Context(), echo, []string{"k"}, "b").Text(); err != nil || got != "b" {
 		t.Errorf("call after the panic = %q, %v; want \"b\"", got, err)
+	}
+}
+
+// TestReserveLeavingQueueSendsNothing: a Reserve that gives up while queued
+// returns ctx.Err() and sends nothing, not even the release that follows a
+// Reserve that may have run.
+func TestReserveLeavingQueueSendsNothing(t *testing.T) {
+	s := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	l, err := New(c, WithPipelines(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := entitlements.Principal{AccountID: "acme", KeyID: "acme"}
+	key := entitlements.Key{Digest: entitlements.KeyDigest("sk"), Principal: p, Budget: entitlements.Budget{HardCap: entitlements.Cap(100)}}
+	if err := l.AddKey(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []*redis.Script{l.sc.reserve, l.sc.finish, l.sc.snapshot} {
+		if err := sc.Load(t.Context(), c).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := newHoldHook()
+	c.AddHook(h)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := l.Reserve(t.Context(), p, 1); err != nil {
+			t.Errorf("first Reserve: %v", err)
+		}
+	})
+	<-h.entered
+	ctx, cancel := context.WithCancel(t.Context())
+	left := make(chan error, 1)
+	go func() {
+		_, err := l.Reserve(ctx, p, 2)
+		left <- err
+	}()
+	waitQueued(t, l.b, 1)
+	cancel()
+	close(h.release) // a release sent by the cancelled Reserve would now go
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Reserve = %v, want context.Canceled", err)
+	}
+	wg.Wait()
+	if got := h.pipelines(); !slices.Equal(got, []int{1}) {
+		t.Errorf("pipelines of %v calls, want [1]: the first Reserve alone", got)
+	}
+	snap, err := l.Snapshot(t.Context(), p)
+	if err != nil || snap.Reserved != 1 {
+		t.Errorf("Snapshot = %+v, %v; want 1 reserved", snap, err)
 	}
 }

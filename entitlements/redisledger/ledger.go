@@ -268,7 +268,9 @@ func (l *Ledger) Reserve(ctx context.Context, p entitlements.Principal, amount e
 	v, err := l.b.run(ctx, l.sc.reserve, keys, l.nowArg(), retentionMS, id, int64(amount), l.ttl.Milliseconds()).Int64Slice()
 	if err != nil {
 		if ctx.Err() != nil {
-			l.abandon(ctx, keys, id, amount)
+			if !errors.Is(err, errUnsent) { // it may have run
+				l.abandon(ctx, keys, id, amount)
+			}
 			return nil, ctx.Err()
 		}
 		err = fail(ctx, err)
