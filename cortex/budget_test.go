@@ -604,6 +604,23 @@ func TestReservedMaxIsSent(t *testing.T) {
 	}
 }
 
+// A completion's best_of candidates are all generated, so all are
+// reserved: best_of 4 times 10 tokens does not fit a balance that one
+// candidate fits.
+func TestBestOfIsReserved(t *testing.T) {
+	t.Parallel()
+	local := newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(40))})
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithProvider(local))
+	const body = `{"model":"chat-a","prompt":"Hello there","max_tokens":10%s}`
+	status, _, answer := s.post("/v1/completions", fmt.Sprintf(body, `,"best_of":4`), "x-api-key", "k")
+	if status != http.StatusTooManyRequests || envelope(t, answer).Code != cortex.CodeInsufficientQuota {
+		t.Errorf("best_of 4: status %d: %s; want 429 insufficient_quota", status, answer)
+	}
+	if status, _, answer := s.post("/v1/completions", fmt.Sprintf(body, ""), "x-api-key", "k"); status != http.StatusOK {
+		t.Errorf("one candidate: status %d: %s; want 200", status, answer)
+	}
+}
+
 func deref(p *int64) any {
 	if p == nil {
 		return "none"

@@ -43,11 +43,12 @@
 //     engine has the last word on prompt plus output.
 //  5. Admit: the worst case is reserved against the caller's budget, before
 //     routing, so that a request over budget never causes a cold load: the
-//     prompt estimate plus n times the maximum output (the request's
-//     max_tokens, max_completion_tokens or max_output_tokens, else 16 for a
-//     /v1/completions request, OpenAI's default, else the model's output
-//     limit, else 4096; none for embeddings), in tokens or priced in
-//     micro-dollars at the model's cost. A budgeted request that set no
+//     prompt estimate plus n (or a completion's best_of, when more) times
+//     the maximum output (the request's max_tokens, max_completion_tokens
+//     or max_output_tokens, else 16 for a /v1/completions request, OpenAI's
+//     default, else the model's output limit, else 4096; none for
+//     embeddings), in tokens or priced in micro-dollars at the model's
+//     cost. A budgeted request that set no
 //     maximum is sent with the one reserved, so the engine cannot generate
 //     past it. Anonymous callers reserve nothing and are sent as they came.
 //     See Budgets and limits for the refusals and clamp_max_tokens.

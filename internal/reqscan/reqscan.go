@@ -34,6 +34,9 @@ type Request struct {
 	MaxTokensSpans [3]Span
 	// N is the "n" parameter (default 1).
 	N int64
+	// BestOf is the "best_of" parameter of a completion (0 when absent):
+	// how many candidates the engine generates to return the best N.
+	BestOf int64
 	// StreamOptions is the span of the "stream_options" object value.
 	StreamOptions Span
 	// IncludeUsage is stream_options.include_usage.
@@ -75,6 +78,10 @@ func (r *Request) PromptEstimate(bodyLen int) int64 {
 	}
 	return max(est, 1)
 }
+
+// Sequences is how many outputs the engine generates for the request: N,
+// or BestOf when that is more.
+func (r *Request) Sequences() int64 { return max(r.N, r.BestOf, 1) }
 
 // Error is a request body the scanner refuses. Field names the offending
 // top-level field when there is one.
@@ -288,6 +295,19 @@ func (s *scanner) field(r *Request, key []byte, vs int) error {
 			return &Error{Field: "n", Offset: vs, Msg: "must be between 1 and 128"}
 		}
 		r.N = n
+		return nil
+	case "best_of":
+		if s.lit("null") {
+			return nil
+		}
+		n, err := s.integer("best_of")
+		if err != nil {
+			return err
+		}
+		if n < 1 || n > 128 {
+			return &Error{Field: "best_of", Offset: vs, Msg: "must be between 1 and 128"}
+		}
+		r.BestOf = n
 		return nil
 	case "stream_options":
 		if s.lit("null") {

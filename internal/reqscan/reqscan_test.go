@@ -16,13 +16,14 @@ type summary struct {
 	Stream       bool
 	MaxTokens    int64
 	N            int64
+	BestOf       int64
 	IncludeUsage bool
 	Messages     int
 	MessageChars int
 }
 
 func sum(r *reqscan.Request) summary {
-	return summary{r.Model, r.Stream, r.MaxTokens, r.N, r.IncludeUsage, r.Messages, r.MessageChars}
+	return summary{r.Model, r.Stream, r.MaxTokens, r.N, r.BestOf, r.IncludeUsage, r.Messages, r.MessageChars}
 }
 
 func TestScan(t *testing.T) {
@@ -44,7 +45,9 @@ func TestScan(t *testing.T) {
 		{name: "text parts and system blocks", in: `{"model":"m","system":[{"type":"text","text":"abc"}],"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:x"}}]}]}`,
 			want: summary{Model: "m", N: 1, Messages: 1, MessageChars: 5}},
 		{name: "escaped model", in: `{"model":"a\u0062c"}`, want: summary{Model: "abc", N: 1}},
-		{name: "nulls", in: `{"model":"m","max_tokens":null,"n":null,"stream_options":null,"stream":null}`,
+		{name: "best_of", in: `{"model":"m","prompt":"x","n":2,"best_of":5}`,
+			want: summary{Model: "m", N: 2, BestOf: 5, MessageChars: 1}},
+		{name: "nulls", in: `{"model":"m","max_tokens":null,"n":null,"best_of":null,"stream_options":null,"stream":null}`,
 			want: summary{Model: "m", N: 1}},
 		{name: "whitespace", in: " \n{ \"model\" : \"m\" , \"stream\" : false }\n", want: summary{Model: "m", N: 1}},
 		{name: "empty object", in: `{}`, want: summary{N: 1}},
@@ -62,6 +65,8 @@ func TestScan(t *testing.T) {
 		{name: "huge max_tokens", in: `{"max_tokens":99999999999999999999}`, wantErr: "fits in 64 bits"},
 		{name: "max_tokens string", in: `{"max_tokens":"10"}`, wantErr: "must be an integer"},
 		{name: "n too big", in: `{"n":1000}`, wantErr: "n: must be between"},
+		{name: "best_of zero", in: `{"best_of":0}`, wantErr: "best_of: must be between"},
+		{name: "best_of string", in: `{"best_of":"3"}`, wantErr: "must be an integer"},
 		{name: "messages not array", in: `{"messages":"hi"}`, wantErr: "messages: must be an array"},
 		{name: "message not object", in: `{"messages":["hi"]}`, wantErr: "each message must be an object"},
 		{name: "invalid utf8", in: "{\"model\":\"\xff\"}", wantErr: "UTF-8"},
@@ -260,6 +265,27 @@ func BenchmarkJSONUnmarshal10KB(b *testing.B) {
 		}
 		if err := json.Unmarshal(body, &v); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestSequences(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{
+		{`{"model":"m"}`, 1},
+		{`{"model":"m","n":3}`, 3},
+		{`{"model":"m","best_of":4}`, 4},
+		{`{"model":"m","n":5,"best_of":2}`, 5},
+	} {
+		var r reqscan.Request
+		if err := reqscan.Scan([]byte(tt.in), &r); err != nil {
+			t.Fatalf("Scan(%s): %v", tt.in, err)
+		}
+		if got := r.Sequences(); got != tt.want {
+			t.Errorf("Sequences(%s) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
 }
