@@ -41,6 +41,7 @@ const (
 type stack struct {
 	url    string
 	http   *http.Client
+	gw     *cortex.Gateway
 	ledger *entitlements.Local
 	fleet  *cortextest.Fleet
 }
@@ -93,7 +94,7 @@ func newStack(t *testing.T, keys ...entitlements.KeyConfig) *stack {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &stack{url: srv.URL, http: srv.Client(), ledger: ledger, fleet: fleet}
+	return &stack{url: srv.URL, http: srv.Client(), gw: gw, ledger: ledger, fleet: fleet}
 }
 
 // key is an API key with its own account and a budget of a million
@@ -104,10 +105,18 @@ func key(name string) entitlements.KeyConfig {
 
 func ptr[T any](v T) *T { return &v }
 
-// spent returns what the account has spent, failing the test when
-// anything is still reserved.
+// spent returns what the account has spent once the gateway has finished
+// its requests, failing the test when anything is still reserved. (A
+// client stops reading a stream at its [DONE] event, which the gateway
+// sends before it settles.)
 func (s *stack) spent(t *testing.T, account string) int64 {
 	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.gw.InFlight() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still in flight", s.gw.InFlight())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	snap, err := s.ledger.Snapshot(t.Context(), entitlements.Principal{AccountID: account, KeyID: account})
 	if err != nil {
 		t.Fatal(err)
