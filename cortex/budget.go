@@ -52,18 +52,61 @@ type LeaseRenewer interface {
 	Renew(ctx context.Context, r entitlements.Reservation, ttl time.Duration) error
 }
 
+// slotRenewer is a Slot of an entitlements.Limiter that expires unless
+// renewed; the gateway renews it with the reservation's lease.
+type slotRenewer interface {
+	Renew(ctx context.Context, ttl time.Duration) error
+}
+
 // leaseTTLer is the provider's own lease TTL, when it tells it.
 type leaseTTLer interface {
 	LeaseTTL() time.Duration
 }
 
 // limit takes a slot of the key's per-key limits (max_in_flight, rpm).
+//
+// When the provider is an entitlements.Limiter, it counts the limits for
+// every gateway sharing it (redisledger: every replica), unless it leaves
+// them to the gateway (a nil Slot); else this process counts them.
 func (c *exchange) limit() error {
+	if !limited(c.principal) {
+		return nil
+	}
+	if l, ok := c.g.cfg.provider.(entitlements.Limiter); ok {
+		s, err := l.Acquire(c.r.Context(), c.principal)
+		var le *entitlements.LimitError
+		switch {
+		case errors.As(err, &le):
+			return &RateLimitError{Limit: le.Limit, Max: le.Max, RetryAfter: le.RetryAfter}
+		case err != nil:
+			return providerError(c.r.Context(), err)
+		case s != nil:
+			c.slot = s
+			return nil
+		}
+	}
 	if err := c.g.limits.acquire(c.principal); err != nil {
 		return err
 	}
-	c.limited = limited(c.principal)
+	c.limited = true
 	return nil
+}
+
+// releaseSlot frees the request's slot of its key's limits, once.
+func (c *exchange) releaseSlot() {
+	if c.limited {
+		c.g.limits.release(c.principal)
+		c.limited = false
+	}
+	if c.slot == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
+	defer cancel()
+	if err := c.slot.Release(ctx); err != nil {
+		c.g.log.Error("cortex: releasing the key's slot failed", "account", c.principal.AccountID, "key", c.principal.KeyID, "err", err)
+	}
+	c.slot = nil
 }
 
 // budgeted reports whether the request is held to a budget: a provider is
@@ -289,6 +332,7 @@ func setBudgetHeaders(h http.Header, p entitlements.Principal, s *entitlements.B
 type renewal struct {
 	renewer  LeaseRenewer
 	res      entitlements.Reservation
+	slot     slotRenewer // the key's slot, renewed with the reservation; nil: none
 	ttl      time.Duration
 	interval time.Duration
 	c        *exchange // for the logger and the principal
@@ -308,6 +352,7 @@ func (c *exchange) startRenewal() {
 		return
 	}
 	r := &renewal{renewer: g.renewer, res: c.reservation, ttl: g.leaseTTL, interval: max(g.leaseTTL/3, time.Millisecond), c: c}
+	r.slot, _ = c.slot.(slotRenewer)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mu.Lock()
 	r.t = time.AfterFunc(r.interval, r.fire)
@@ -328,6 +373,12 @@ func (r *renewal) fire() {
 
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.interval, time.Second))
 	err := r.renewer.Renew(ctx, r.res, r.ttl)
+	if r.slot != nil {
+		if serr := r.slot.Renew(ctx, r.ttl); serr != nil && r.ctx.Err() == nil {
+			r.c.g.log.Warn("cortex: renewing the key's slot failed", "account", r.c.principal.AccountID,
+				"key", r.c.principal.KeyID, "err", serr)
+		}
+	}
 	cancel()
 	final := errors.Is(err, entitlements.ErrReservationSettled) || errors.Is(err, entitlements.ErrUnknownReservation)
 	if err != nil && r.ctx.Err() == nil {

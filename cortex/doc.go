@@ -112,13 +112,16 @@
 // reservation is renewed every third of the lease TTL while its request
 // runs (see WithLeaseTTL), so that a long stream keeps its amount held.
 //
-// Per-key limits are the gateway's own, per process (N replicas allow N
-// times them): max_in_flight counts a key's requests in flight, rpm is a
-// token bucket of rpm requests refilled at rpm per minute; each refusal is
-// a 429 rate_limit_exceeded with Retry-After (1 s for max_in_flight, the
-// time until the bucket holds a request for rpm). They are checked right
-// after auth, so a refused request reads no body and reserves nothing;
-// every request that passes them counts, whatever becomes of it.
+// Per-key limits: max_in_flight counts a key's requests in flight, rpm is
+// a token bucket of rpm requests refilled at rpm per minute; each refusal
+// is a 429 rate_limit_exceeded with Retry-After (1 s for max_in_flight,
+// the time until the bucket holds a request for rpm). They are checked
+// right after auth, so a refused request reads no body and reserves
+// nothing; every request that passes them counts, whatever becomes of it.
+// When the Provider is an entitlements.Limiter (entitlements/redisledger)
+// it counts them over every replica that shares it, and the gateway renews
+// a request's slot with its reservation's lease; otherwise the gateway
+// counts them in its own process, and N replicas allow N times them.
 //
 // Every answer to an authenticated caller with a capped budget, errors
 // included, carries the rate limit headers of its account's budget:

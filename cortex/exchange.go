@@ -37,6 +37,7 @@ type exchange struct {
 	reservation entitlements.Reservation
 	authed      bool                         // auth passed: the request is metered
 	limited     bool                         // holds a slot of the key's limiter
+	slot        entitlements.Slot            // the provider's slot, when it limits the key
 	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
 	setMax      int64                        // the output cap written into the forwarded body; 0: the client's stands
 	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers
@@ -392,9 +393,7 @@ func (c *exchange) finish(u usage) {
 	c.done = true
 	end := c.g.clock.Now()
 	c.settle(u)
-	if c.limited {
-		c.g.limits.release(c.principal)
-	}
+	c.releaseSlot()
 	c.g.metrics.observe(c, end, u)
 	c.meter(end, u)
 	lvl := c.g.log.Debug

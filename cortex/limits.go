@@ -11,9 +11,10 @@ import (
 // max_in_flight: when a slot frees is unknown, and requests are short.
 const limitRetryInFlight = time.Second
 
-// keyLimiter enforces the per-key limits the gateway owns
-// (entitlements.Limits MaxInFlight and RPM), in this process only: N
-// gateway replicas let a key have N times its limits.
+// keyLimiter enforces the per-key limits (entitlements.Limits MaxInFlight
+// and RPM) of keys whose provider does not (no entitlements.Limiter), in
+// this process only: N gateway replicas let such a key have N times its
+// limits.
 //
 //   - max_in_flight counts the key's requests between acquire and release.
 //   - rpm is a token bucket holding up to rpm requests, refilled at rpm per

@@ -25,7 +25,8 @@ type MeReport struct {
 	// Limits are the key's own limits; 0 and false mean none.
 	Limits MeLimits `json:"limits"`
 	// InFlight counts the key's requests in this gateway now, when the key
-	// has limits (the gateway counts no others); else 0.
+	// has limits that this gateway counts itself (not when the provider
+	// counts them over every replica); else 0.
 	InFlight int `json:"in_flight"`
 	// Budget is the account's budget now; nil for an anonymous caller.
 	Budget *MeBudget `json:"budget"`

@@ -359,3 +359,60 @@ func TestReplicaCrashReturnsQuotaAfterLeaseTTL(t *testing.T) {
 		t.Errorf("neurons received %d requests; the gateways served %d", hits, res.served)
 	}
 }
+
+// The per-key limits are counted over every replica when the provider is
+// a Limiter: a key of 5 requests per minute gets 5 over three replicas,
+// then 429 with the time to the next slot; one of max_in_flight 1 is
+// served one request after the other by each replica in turn, since every
+// request gives its slot back.
+func TestReplicasShareKeyLimits(t *testing.T) {
+	t.Parallel()
+	rs := newReplicaSet(t, 3, redisledger.DefaultLeaseTTL)
+	addKey := func(account string, lim entitlements.Limits) string {
+		t.Helper()
+		secret := "sk-" + account
+		err := rs.replicas[0].ledger.AddKey(t.Context(), entitlements.Key{
+			Digest:    entitlements.KeyDigest(secret),
+			Principal: entitlements.Principal{AccountID: account, KeyID: account, Limits: lim},
+		})
+		if err != nil {
+			t.Fatalf("AddKey(%s): %v", account, err)
+		}
+		return secret
+	}
+	post := func(r *replica, key string) (int, http.Header, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, r.srv.URL+"/v1/chat/completions",
+			strings.NewReader(chatBody("chat-a", `"max_tokens":2`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := r.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+
+	rpm := addKey("rpm", entitlements.Limits{RPM: 5})
+	for i := range 5 {
+		if status, _, body := post(rs.replicas[i%3], rpm); status != http.StatusOK {
+			t.Fatalf("request %d: status %d: %s", i, status, body)
+		}
+	}
+	status, hdr, body := post(rs.replicas[2], rpm)
+	if status != http.StatusTooManyRequests || envelope(t, body).Code != cortex.CodeRateLimitExceeded || hdr.Get("Retry-After") != "12" {
+		t.Errorf("sixth request: status %d, Retry-After %q: %s; want 429 rate_limit_exceeded after 12 s", status, hdr.Get("Retry-After"), body)
+	}
+
+	one := addKey("one", entitlements.Limits{MaxInFlight: 1})
+	for i := range 6 {
+		if status, _, body := post(rs.replicas[i%3], one); status != http.StatusOK {
+			t.Fatalf("max_in_flight 1, request %d: status %d: %s", i, status, body)
+		}
+	}
+}

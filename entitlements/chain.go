@@ -24,6 +24,10 @@ import (
 // (its *UnavailableError, or any error other than ErrInvalidKey) that error is
 // returned, never a fallback to the other provider or to anonymous access.
 //
+// Limits: Chain is a Limiter that forwards to the provider owning the
+// principal, or leaves the limits to the gateway when that provider is no
+// Limiter.
+//
 // Leases: Chain forwards Renew(ctx, r, ttl) to the provider that issued r
 // when that provider has the method (entitlements/redisledger's Ledger
 // does) and answers nil otherwise, and its LeaseTTL is the shorter of its
@@ -187,4 +191,19 @@ func (c *Chain) LeaseTTL() time.Duration {
 		}
 	}
 	return ttl
+}
+
+// Acquire implements Limiter: it asks the provider that owns p when that
+// provider is a Limiter, and otherwise answers a nil Slot, which leaves
+// p's limits to the gateway.
+func (c *Chain) Acquire(ctx context.Context, p Principal) (Slot, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return route(c, p, func(_ int, pr Provider) (Slot, error) {
+		if l, ok := pr.(Limiter); ok {
+			return l.Acquire(ctx, p)
+		}
+		return nil, nil
+	})
 }

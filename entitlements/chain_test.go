@@ -329,3 +329,46 @@ func TestChainRenew(t *testing.T) {
 		t.Errorf("LeaseTTL without leasing providers = %v, want 0", got)
 	}
 }
+
+// limitingProvider is a fakeProvider that enforces its principals' limits.
+type limitingProvider struct{ *fakeProvider }
+
+type fakeSlot struct{}
+
+func (fakeSlot) Release(context.Context) error { return nil }
+
+func (f *limitingProvider) Acquire(_ context.Context, p entitlements.Principal) (entitlements.Slot, error) {
+	f.record("Acquire " + p.KeyID)
+	return fakeSlot{}, nil
+}
+
+// TestChainAcquire: Acquire reaches the provider that owns the principal
+// when it limits, and leaves the limits to the gateway (a nil Slot)
+// otherwise.
+func TestChainAcquire(t *testing.T) {
+	t.Parallel()
+	alice := entitlements.Principal{AccountID: "alice", KeyID: "alice"}
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	local := &fakeProvider{name: "local", resolve: resolvesTo("sk-a", alice), reserve: admits}
+	shared := &limitingProvider{&fakeProvider{name: "shared", resolve: resolvesTo("sk-b", bob), reserve: admits}}
+	c, err := entitlements.NewChain(local, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ entitlements.Limiter = c
+	ctx := t.Context()
+	for _, key := range []string{"sk-a", "sk-b"} {
+		if _, err := c.Resolve(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err := c.Acquire(ctx, alice); s != nil || err != nil {
+		t.Errorf("Acquire of a non-limiting provider's principal = %v, %v; want nil, nil", s, err)
+	}
+	if s, err := c.Acquire(ctx, bob); s == nil || err != nil {
+		t.Errorf("Acquire = %v, %v; want the shared provider's slot", s, err)
+	}
+	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Acquire bob"}; !slices.Equal(got, want) {
+		t.Errorf("shared calls = %v, want %v", got, want)
+	}
+}

@@ -62,6 +62,15 @@
 // TTL bounds it if that fails); a Settle may have been applied, and retrying
 // it is safe.
 //
+// # Per-key limits
+//
+// The Ledger is an entitlements.Limiter: Acquire checks a key's
+// max_in_flight and rpm in one script over every replica's requests (the
+// same token bucket as the gateway's own), and takes a slot that its
+// Release gives back. A slot is a lease like a reservation: it expires
+// after the lease TTL unless renewed (the gateway renews it with the
+// reservation), so a replica that dies gives its slots back too.
+//
 // # Throughput
 //
 // Each call is one script on the server, and on loopback most of its cost
@@ -89,17 +98,20 @@
 //	acct:{ID}:leases     sorted set: live lease "id:amount" -> expiry
 //	acct:{ID}:expired    sorted set: expired lease "id:amount" -> when it
 //	                     is forgotten
+//	acct:{ID}:inflight:KEY  sorted set: the key's requests in flight, slot
+//	                     id -> expiry (max_in_flight)
+//	acct:{ID}:rpm:KEY    string: the key's GCRA time in microseconds (rpm)
 //	{dir}:key:DIGEST     hash, one per key, by the hex SHA-256 digest of the
 //	                     secret (never the secret): account, key_id, unit,
 //	                     clamp, inflight, rpm, created, revoked
 //	{dir}:acct:ID        set: the digests of an account's keys
 //	{dir}:accounts       set: account ids
 //
-// ID is the account id with '%', '{' and '}' percent-encoded. The braces are
-// Redis Cluster hash tags: an account's budget keys share one slot and the
-// key directory another, so every script touches a single slot and the
-// ledger works on Redis Cluster as well as on one server. Redis 5.0 or later
-// is required.
+// ID and KEY are the account id and key id with '%', '{' and '}'
+// percent-encoded. The braces are Redis Cluster hash tags: an account's
+// budget and limit keys share one slot and the key directory another, so
+// every script touches a single slot and the ledger works on Redis Cluster
+// as well as on one server. Redis 5.0 or later is required.
 //
 // # Keys and accounts
 //

@@ -44,7 +44,7 @@ type Ledger struct {
 
 	down  atomic.Bool // fail-open service is under way (for logging once)
 	stats struct {
-		failOpenReserves, failOpenResolves, lateSettles, lateReleases atomic.Uint64
+		failOpenReserves, failOpenResolves, failOpenAcquires, lateSettles, lateReleases atomic.Uint64
 	}
 
 	mu    sync.Mutex                                   // guards known
@@ -161,6 +161,9 @@ type Stats struct {
 	// FailOpenResolves counts keys resolved from memory because Redis was
 	// unreachable (WithFailOpen).
 	FailOpenResolves uint64
+	// FailOpenAcquires counts requests admitted without checking their
+	// key's limits because Redis was unreachable (WithFailOpen).
+	FailOpenAcquires uint64
 	// LateSettles counts Settles of leases that had expired; their spend
 	// was recorded.
 	LateSettles uint64
@@ -173,6 +176,7 @@ func (l *Ledger) Stats() Stats {
 	return Stats{
 		FailOpenReserves: l.stats.failOpenReserves.Load(),
 		FailOpenResolves: l.stats.failOpenResolves.Load(),
+		FailOpenAcquires: l.stats.failOpenAcquires.Load(),
 		LateSettles:      l.stats.lateSettles.Load(),
 		LateReleases:     l.stats.lateReleases.Load(),
 	}

@@ -270,11 +270,53 @@ redis.call('HSET', K, 'revoked', fmt(now))
 return {1, now}
 `
 
+// luaAcquire admits one request of a key with limits: ARGV[2] requests in
+// flight at most (0: none), ARGV[3] per minute at most (0: none), as slot
+// ARGV[4] held for ARGV[5] ms. KEYS: the key's slots (zset: id -> expiry
+// ms), the key's GCRA time (string: µs). It answers {0, 0} when admitted,
+// {1, 0} when max_in_flight refuses and {2, µs to wait} when rpm refuses;
+// a refusal changes nothing. The GCRA is the gateway's own (cortex's
+// keyLimiter): a burst of rpm, then one every minute / rpm.
+const luaAcquire = luaNow + `
+local S, R = KEYS[1], KEYS[2]
+local maxf, rpm, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+if maxf > 0 then
+  redis.call('ZREMRANGEBYSCORE', S, '-inf', now)
+  if redis.call('ZCARD', S) >= maxf then return {1, 0} end
+end
+if rpm > 0 then
+  local nowus = now * 1000
+  local interval = math.floor(60000000 / rpm)
+  local tat = tonumber(redis.call('GET', R)) or 0
+  if tat < nowus then tat = nowus end
+  local early = tat - nowus - interval * (rpm - 1)
+  if early > 0 then return {2, early} end
+  tat = tat + interval
+  redis.call('SET', R, fmt(tat), 'PX', math.floor((tat - nowus) / 1000) + 1)
+end
+if maxf > 0 then
+  redis.call('ZADD', S, fmt(now + ttl), ARGV[4])
+  if redis.call('PTTL', S) < ttl then redis.call('PEXPIRE', S, ttl) end
+end
+return {0, 0}
+`
+
+// luaRenewSlot moves the expiry of slot ARGV[2] of KEYS[1] to now + ARGV[3]
+// ms. It answers 1, or 0 when the slot is gone (released or expired).
+const luaRenewSlot = luaNow + `
+local S, id, ttl = KEYS[1], ARGV[2], tonumber(ARGV[3])
+if not redis.call('ZSCORE', S, id) then return 0 end
+redis.call('ZADD', S, fmt(now + ttl), id)
+if redis.call('PTTL', S) < ttl then redis.call('PEXPIRE', S, ttl) end
+return 1
+`
+
 // scripts are the ledger's scripts, built per Ledger so that nothing is
 // shared between ledgers.
 type scripts struct {
 	reserve, finish, renew, snapshot, topUp, setCap *redis.Script
 	ensureAccount, addKey, revoke                   *redis.Script
+	acquire, renewSlot                              *redis.Script
 }
 
 func newScripts() scripts {
@@ -288,5 +330,7 @@ func newScripts() scripts {
 		ensureAccount: redis.NewScript(luaEnsureAccount),
 		addKey:        redis.NewScript(luaAddKey),
 		revoke:        redis.NewScript(luaRevoke),
+		acquire:       redis.NewScript(luaAcquire),
+		renewSlot:     redis.NewScript(luaRenewSlot),
 	}
 }
