@@ -284,31 +284,9 @@ func (s *scanner) field(r *Request, key []byte, vs int) error {
 		r.MaxTokensSpans[idx] = Span{vs, s.i}
 		return nil
 	case "n":
-		if s.lit("null") {
-			return nil
-		}
-		n, err := s.integer("n")
-		if err != nil {
-			return err
-		}
-		if n < 1 || n > 128 {
-			return &Error{Field: "n", Offset: vs, Msg: "must be between 1 and 128"}
-		}
-		r.N = n
-		return nil
+		return s.count("n", vs, &r.N)
 	case "best_of":
-		if s.lit("null") {
-			return nil
-		}
-		n, err := s.integer("best_of")
-		if err != nil {
-			return err
-		}
-		if n < 1 || n > 128 {
-			return &Error{Field: "best_of", Offset: vs, Msg: "must be between 1 and 128"}
-		}
-		r.BestOf = n
-		return nil
+		return s.count("best_of", vs, &r.BestOf)
 	case "stream_options":
 		if s.lit("null") {
 			return nil
@@ -488,6 +466,26 @@ func (s *scanner) boolean(field string) (bool, error) {
 
 // integer scans a JSON number that must be an integer that fits in int64
 // (an exponent-free fraction of zero such as 16.0 is refused too).
+// count reads the value of field, a count of outputs: null (dst is left
+// as it is) or an integer from 1 to maxCount.
+func (s *scanner) count(field string, vs int, dst *int64) error {
+	if s.lit("null") {
+		return nil
+	}
+	n, err := s.integer(field)
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > maxCount {
+		return &Error{Field: field, Offset: vs, Msg: fmt.Sprintf("must be between 1 and %d", maxCount)}
+	}
+	*dst = n
+	return nil
+}
+
+// maxCount bounds n and best_of.
+const maxCount = 128
+
 func (s *scanner) integer(field string) (int64, error) {
 	vs := s.i
 	if s.i < len(s.b) && (s.b[s.i] == '-' || '0' <= s.b[s.i] && s.b[s.i] <= '9') {
