@@ -36,15 +36,33 @@ func BenchmarkReserveSettle(b *testing.B) {
 	}, 64)
 }
 
-// BenchmarkResolve measures a key lookup (one HGETALL).
+// BenchmarkResolve measures a key lookup (one HGETALL), alone and from 16
+// goroutines, pipelined (the default) and not.
 func BenchmarkResolve(b *testing.B) {
-	l, _ := benchLedger(b, 1, entitlements.Balance())
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := l.Resolve(ctx, "sk-acct-0"); err != nil {
-			b.Fatal(err)
-		}
+	for _, pipelines := range []int{redisledger.DefaultPipelines, 0} {
+		l, _ := benchLedger(b, 1, entitlements.Balance(), redisledger.WithPipelines(pipelines))
+		ctx := context.Background()
+		b.Run(fmt.Sprintf("alone/pipelines=%d", pipelines), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := l.Resolve(ctx, "sk-acct-0"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("parallel16/pipelines=%d", pipelines), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(8) // 16 goroutines on two processors
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := l.Resolve(ctx, "sk-acct-0"); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "resolves/s")
+		})
 	}
 }
 

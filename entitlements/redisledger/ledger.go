@@ -192,7 +192,7 @@ func (l *Ledger) Resolve(ctx context.Context, apiKey string) (entitlements.Princ
 		return entitlements.Principal{}, entitlements.ErrInvalidKey
 	}
 	d := entitlements.KeyDigest(apiKey)
-	m, err := l.client.HGetAll(ctx, l.keyRecord(hex.EncodeToString(d[:]))).Result()
+	fields, err := l.b.run(ctx, l.sc.resolve, []string{l.keyRecord(hex.EncodeToString(d[:]))}).StringSlice()
 	if err != nil {
 		err = fail(ctx, err)
 		if l.failOpen && unavailable(err) {
@@ -208,6 +208,10 @@ func (l *Ledger) Resolve(ctx context.Context, apiKey string) (entitlements.Princ
 		return entitlements.Principal{}, err
 	}
 	l.reachable()
+	m := make(map[string]string, len(fields)/2)
+	for i := 0; i+1 < len(fields); i += 2 {
+		m[fields[i]] = fields[i+1]
+	}
 	if len(m) == 0 || m["revoked"] != "" {
 		l.remember(d, entitlements.Principal{}, false)
 		return entitlements.Principal{}, entitlements.ErrInvalidKey

@@ -311,12 +311,16 @@ if redis.call('PTTL', S) < ttl then redis.call('PEXPIRE', S, ttl) end
 return 1
 `
 
+// luaResolve reads key record KEYS[1]: a script only so that Resolve goes
+// through the ledger's pipelines with the budget calls.
+const luaResolve = `return redis.call('HGETALL', KEYS[1])`
+
 // scripts are the ledger's scripts, built per Ledger so that nothing is
 // shared between ledgers.
 type scripts struct {
 	reserve, finish, renew, snapshot, topUp, setCap *redis.Script
 	ensureAccount, addKey, revoke                   *redis.Script
-	acquire, renewSlot                              *redis.Script
+	acquire, renewSlot, resolve                     *redis.Script
 }
 
 func newScripts() scripts {
@@ -332,5 +336,6 @@ func newScripts() scripts {
 		revoke:        redis.NewScript(luaRevoke),
 		acquire:       redis.NewScript(luaAcquire),
 		renewSlot:     redis.NewScript(luaRenewSlot),
+		resolve:       redis.NewScript(luaResolve),
 	}
 }
