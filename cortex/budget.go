@@ -117,8 +117,9 @@ func (c *exchange) budgeted() bool {
 
 // admit reserves the worst case the request can cost against the caller's
 // budget, before routing, so that a request over budget never causes a
-// cold load: the prompt estimate plus n (or best_of, when more) times the
-// maximum output, priced in the key's unit. A request that sets no maximum
+// cold load: the prompt estimate (with WithStrictCaps its upper bound)
+// plus n (or best_of, when more) times the maximum output, priced in the
+// key's unit. A request that sets no maximum
 // output is sent with the one reserved, so that the engine cannot generate
 // past what was reserved. Anonymous callers have no budget.
 //
@@ -137,7 +138,7 @@ func (c *exchange) admit() error {
 	ctx := c.r.Context()
 	out := c.maxOutput
 	for attempt := 1; ; attempt++ {
-		res, err := p.Reserve(ctx, c.principal, c.price(c.estimate, satMul(c.req.Sequences(), out), 0))
+		res, err := p.Reserve(ctx, c.principal, c.price(c.promptRes, satMul(c.req.Sequences(), out), 0))
 		if err == nil {
 			c.reservation = res
 			break
@@ -173,10 +174,10 @@ func (c *exchange) admit() error {
 }
 
 // outputFor is the most output tokens per choice that avail covers on top
-// of the prompt estimate, in the key's unit; 0 when none.
+// of the prompt reserved, in the key's unit; 0 when none.
 func (c *exchange) outputFor(avail entitlements.Amount) int64 {
 	n := c.req.Sequences()
-	left := int64(avail - c.price(c.estimate, 0, 0))
+	left := int64(avail - c.price(c.promptRes, 0, 0))
 	if left <= 0 {
 		return 0
 	}
@@ -200,7 +201,7 @@ func (c *exchange) refusal(be *entitlements.BudgetError) error {
 	}
 	need := be.Requested
 	if c.principal.Limits.ClampMaxTokens && c.maxOutput > 0 {
-		need = c.price(c.estimate, c.req.Sequences(), 0)
+		need = c.price(c.promptRes, c.req.Sequences(), 0)
 	}
 	if need > *s.HardCap {
 		return &ExceedsCapError{Requested: need, Cap: *s.HardCap, Unit: c.principal.Unit}

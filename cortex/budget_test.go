@@ -621,6 +621,29 @@ func TestBestOfIsReserved(t *testing.T) {
 	}
 }
 
+// With strict caps the prompt's upper bound (its body's bytes) is
+// reserved instead of its estimate: a request that the estimate lets
+// through a cap of 40 is refused, and one that fits is charged its usage.
+func TestStrictCaps(t *testing.T) {
+	t.Parallel()
+	body := chatBody("chat-a", `"max_tokens":5`)
+	for _, strict := range []bool{false, true} {
+		local := newLocal(t,
+			entitlements.KeyConfig{Key: "small", AccountID: "small", HardCap: ptr(int64(40))},
+			entitlements.KeyConfig{Key: "big", AccountID: "big", HardCap: ptr(int64(1000))})
+		s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithProvider(local), cortex.WithStrictCaps(strict))
+		status, _, answer := s.post("/v1/chat/completions", body, "x-api-key", "small")
+		if want := map[bool]int{false: http.StatusOK, true: http.StatusTooManyRequests}[strict]; status != want {
+			t.Errorf("strict %v: a worst case of %d (estimate) or %d (bound) against a cap of 40: status %d, want %d: %s",
+				strict, helloEstimate+5, len(body)+8+16+5, status, want, answer)
+		}
+		if status, _, answer := s.post("/v1/chat/completions", body, "x-api-key", "big"); status != http.StatusOK {
+			t.Fatalf("strict %v, cap 1000: status %d: %s", strict, status, answer)
+		}
+		s.checkBudget(local, "big", helloEstimate+5)
+	}
+}
+
 func deref(p *int64) any {
 	if p == nil {
 		return "none"

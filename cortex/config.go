@@ -377,6 +377,7 @@ func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
 	opts := []GatewayOption{
 		WithRequireAuth(c.Entitlements.RequireAuth),
+		WithStrictCaps(c.Entitlements.StrictCaps),
 	}
 	if g.StreamIdleTimeout > 0 {
 		opts = append(opts, WithStreamIdleTimeout(g.StreamIdleTimeout.Std()))

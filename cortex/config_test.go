@@ -187,3 +187,14 @@ func TestLoadConfigNamesTheFile(t *testing.T) {
 		t.Error("LoadConfig of a missing file succeeded")
 	}
 }
+
+func TestParseConfigStrictCaps(t *testing.T) {
+	t.Parallel()
+	c, err := cortex.ParseConfig([]byte("[[neurons]]\nname = \"n\"\nendpoint = \"http://n:1\"\n[entitlements]\nstrict_caps = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Entitlements.StrictCaps {
+		t.Error("strict_caps = true was not read")
+	}
+}

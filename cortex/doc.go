@@ -48,10 +48,13 @@
 //     or max_output_tokens, else 16 for a /v1/completions request, OpenAI's
 //     default, else the model's output limit, else 4096; none for
 //     embeddings), in tokens or priced in micro-dollars at the model's
-//     cost. A budgeted request that set no
-//     maximum is sent with the one reserved, so the engine cannot generate
-//     past it. Anonymous callers reserve nothing and are sent as they came.
-//     See Budgets and limits for the refusals and clamp_max_tokens.
+//     cost. With WithStrictCaps the prompt's upper bound (its body's
+//     bytes) is reserved instead of its estimate, so that a prompt longer
+//     in tokens than estimated cannot spend past a hard cap. A budgeted
+//     request that set no maximum is sent with the one reserved, so the
+//     engine cannot generate past it. Anonymous callers reserve nothing
+//     and are sent as they came. See Budgets and limits for the refusals
+//     and clamp_max_tokens.
 //  6. Route: a load of the model already in progress is waited for;
 //     otherwise the Router decides, and the gateway carries the decision
 //     out: Serve proxies at once; Join and Load run one load per model at a

@@ -33,6 +33,7 @@ type exchange struct {
 	req         reqscan.Request
 	model       catalogue.Model // resolved profile
 	estimate    int64           // prompt tokens, estimated
+	promptRes   int64           // prompt tokens reserved: the estimate, or with strict caps its bound
 	maxOutput   int64           // output tokens reserved per choice
 	reservation entitlements.Reservation
 	authed      bool                         // auth passed: the request is metered
@@ -225,6 +226,10 @@ func (c *exchange) resolve() error {
 	c.estimate = c.req.PromptEstimate(len(c.body))
 	if c.tr != nil {
 		c.estimate = c.tr.promptEstimate()
+	}
+	c.promptRes = c.estimate
+	if c.g.cfg.strictCaps {
+		c.promptRes = max(c.req.PromptBound(len(c.body)), c.estimate)
 	}
 	limit := int64(p.Limit.Input)
 	if limit == 0 {

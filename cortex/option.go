@@ -62,6 +62,7 @@ type gatewayConfig struct {
 	requireAuth   bool
 	retryAfter    time.Duration
 	defaultOutput int64
+	strictCaps    bool
 	meter         metering.Meter // entitlements: meter.go
 	leaseTTL      time.Duration  // entitlements: budget.go
 	pingInterval  time.Duration  // Anthropic Messages streams: messages.go
@@ -192,6 +193,21 @@ func WithMeter(m metering.Meter) GatewayOption {
 // provider's LeaseTTL() when it has that method, else DefaultLeaseTTL.
 func WithLeaseTTL(ttl time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.leaseTTL = ttl })
+}
+
+// WithStrictCaps makes the gateway reserve an upper bound of a request's
+// prompt instead of an estimate: the bytes of its body, plus 8 tokens per
+// message and 16 (reqscan's PromptBound), since a tokenizer whose every
+// token covers at least one byte cannot make more tokens than bytes. The
+// estimate (text / 4 plus 4 per message) can fall short (CJK text, code,
+// tool definitions), and what a request uses beyond its reservation is
+// recorded as an overspend past the cap; with strict caps it cannot be,
+// except for images given by URL, whose tokens are not in the body. The
+// cost: a prompt reserves about four times its tokens until it settles, so
+// a nearly spent key is refused earlier. Default false;
+// [entitlements] strict_caps in cortex.toml.
+func WithStrictCaps(on bool) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.strictCaps = on })
 }
 
 // WithDefaultMaxOutput sets the output reserved for a request that sets no

@@ -36,6 +36,11 @@ type Config struct {
 	// RequireAuth makes a missing or unknown key a 401. When false
 	// (the default) such callers are served as Anonymous.
 	RequireAuth bool `toml:"require_auth"`
+	// StrictCaps makes the gateway reserve an upper bound of a request's
+	// prompt (its body's bytes) instead of an estimate, so that no request
+	// can spend past a hard cap, at the cost of refusing a nearly spent key
+	// earlier. Default false. See cortex.WithStrictCaps.
+	StrictCaps bool `toml:"strict_caps"`
 	// Keys are the API keys of the Local provider.
 	Keys []KeyConfig `toml:"keys"`
 	// Redis configures the shared ledger (entitlements/redisledger); nil

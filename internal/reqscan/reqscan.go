@@ -79,6 +79,24 @@ func (r *Request) PromptEstimate(bodyLen int) int64 {
 	return max(est, 1)
 }
 
+// Prompt bound overheads: the tokens a chat template may add around the
+// text it is given, per message and once.
+const (
+	boundPerMessage = 8
+	boundBase       = 16
+)
+
+// PromptBound returns an upper bound of the prompt tokens of a body of
+// bodyLen bytes: the body's bytes, plus what a chat template may add per
+// message and once. Every prompt token comes from the body (messages,
+// system, tools) or from the template, and a tokenizer whose every token
+// covers at least one byte of its text (byte-level BPE; SentencePiece with
+// byte fallback) cannot make more tokens than bytes. Images given by URL
+// are the exception: their tokens are not in the body.
+func (r *Request) PromptBound(bodyLen int) int64 {
+	return int64(bodyLen) + int64(r.Messages)*boundPerMessage + boundBase
+}
+
 // Sequences is how many outputs the engine generates for the request: N,
 // or BestOf when that is more.
 func (r *Request) Sequences() int64 { return max(r.N, r.BestOf, 1) }

@@ -289,3 +289,23 @@ func TestSequences(t *testing.T) {
 		}
 	}
 }
+
+// TestPromptBound: the bound is the body's bytes plus the template's
+// tokens, never below the estimate.
+func TestPromptBound(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"Hello there"}]}`,
+		`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + strings.Repeat("日本語", 100) + `"}]}`,
+		`{"model":"m","prompt":"Hello"}`,
+	} {
+		var r reqscan.Request
+		if err := reqscan.Scan([]byte(in), &r); err != nil {
+			t.Fatalf("Scan(%s): %v", in, err)
+		}
+		want := int64(len(in) + 8*r.Messages + 16)
+		if got := r.PromptBound(len(in)); got != want || got < r.PromptEstimate(len(in)) {
+			t.Errorf("PromptBound(%.40s…) = %d, want %d (estimate %d)", in, got, want, r.PromptEstimate(len(in)))
+		}
+	}
+}
