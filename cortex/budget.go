@@ -34,11 +34,11 @@ const DefaultLeaseTTL = 10 * time.Minute
 
 // LeaseRenewer is an optional Provider capability: its reservations are
 // leases that expire unless renewed (entitlements/redisledger's Ledger has
-// it; its Renewer interface has this method set; entitlements.Chain has it
-// and forwards it to the provider that issued the reservation). While a request holds a
-// reservation the gateway renews it every third of the lease TTL, so that
-// a long stream keeps its amount held until Settle, and stops renewing
-// when the request finishes.
+// it, and its Renewer interface has this method set; entitlements.Chain
+// forwards it to the provider that issued the reservation). While a
+// request holds a reservation the gateway renews it every third of the
+// lease TTL, so that a long stream keeps its amount held until Settle, and
+// stops renewing when the request finishes.
 //
 // The TTL is WithLeaseTTL's; else the provider's, when it also has a
 // LeaseTTL() time.Duration method; else DefaultLeaseTTL.
@@ -119,9 +119,9 @@ func (c *exchange) budgeted() bool {
 // budget, before routing, so that a request over budget never causes a
 // cold load: the prompt estimate (with WithStrictCaps its upper bound)
 // plus n (or best_of, when more) times the maximum output, priced in the
-// key's unit. A request that sets no maximum
-// output is sent with the one reserved, so that the engine cannot generate
-// past what was reserved. Anonymous callers have no budget.
+// key's unit. A request that sets no maximum output is sent with the one
+// reserved, so that the engine cannot generate past what was reserved.
+// Anonymous callers have no budget.
 //
 // A refusal is never turned into a smaller reservation, except for a key
 // with clamp_max_tokens: then the maximum output is lowered to what the

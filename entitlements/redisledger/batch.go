@@ -122,9 +122,9 @@ func (c *call) reply() *redis.Cmd {
 	return c.cmd
 }
 
-// errNotSent is the reply of a call whose pipeline failed before its reply
-// was read.
-var errNotSent = errors.New("redisledger: the pipeline of this call failed before its reply")
+// errNoReply is the error of a call whose pipeline failed (a panic in a
+// client hook) before its reply was read: it may or may not have run.
+var errNoReply = errors.New("redisledger: the pipeline of this call failed before its reply")
 
 // errUnsent marks the reply of a call whose caller gave up before it was
 // sent: its script never ran.
@@ -161,7 +161,7 @@ func (b *batcher) handOn(batch []*call) {
 	for _, c := range batch {
 		if c.cmd == nil {
 			c.cmd = redis.NewCmd(c.ctx)
-			c.cmd.SetErr(errNotSent)
+			c.cmd.SetErr(errNoReply)
 		}
 		c.state = done
 	}
