@@ -168,6 +168,11 @@ func (c *exchange) admit() error {
 		// request that set no maximum gets the one reserved for it.
 		c.setMax = c.maxOutput
 	}
+	if br, ok := c.reservation.(entitlements.BudgetReporter); ok {
+		if s, ok := br.Budget(); ok {
+			c.snap, c.snapTried = &s, true // no Snapshot call needed
+		}
+	}
 	c.snapshot()
 	c.startRenewal()
 	return nil

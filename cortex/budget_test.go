@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -915,4 +916,62 @@ func TestAbsurdMaxTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.checkBudget(local, "acct", 0)
+}
+
+// reportingProvider is a Local whose reservations report the budget their
+// Reserve left (entitlements.BudgetReporter), as redisledger's do; it
+// counts the Snapshot calls it gets.
+type reportingProvider struct {
+	*entitlements.Local
+	snapshots atomic.Int64
+}
+
+type reportingReservation struct {
+	entitlements.Reservation
+	s entitlements.BudgetSnapshot
+}
+
+func (r *reportingReservation) Budget() (entitlements.BudgetSnapshot, bool) { return r.s, true }
+
+func (p *reportingProvider) Reserve(ctx context.Context, pr entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error) {
+	r, err := p.Local.Reserve(ctx, pr, a)
+	if err != nil {
+		return nil, err
+	}
+	s, err := p.Local.Snapshot(ctx, pr)
+	if err != nil {
+		return nil, err
+	}
+	return &reportingReservation{Reservation: r, s: s}, nil
+}
+
+func (p *reportingProvider) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
+	return p.Local.Settle(ctx, r.(*reportingReservation).Reservation, actual)
+}
+
+func (p *reportingProvider) Release(ctx context.Context, r entitlements.Reservation) error {
+	return p.Local.Release(ctx, r.(*reportingReservation).Reservation)
+}
+
+func (p *reportingProvider) Snapshot(ctx context.Context, pr entitlements.Principal) (entitlements.BudgetSnapshot, error) {
+	p.snapshots.Add(1)
+	return p.Local.Snapshot(ctx, pr)
+}
+
+// A reservation that reports its budget spares the Snapshot call of the
+// rate limit headers, which show the same numbers.
+func TestRateLimitHeadersFromReservation(t *testing.T) {
+	t.Parallel()
+	p := &reportingProvider{Local: newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(1000))})}
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithProvider(p))
+	status, h, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":3`), "x-api-key", "k")
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	if got, want := h.Get(cortex.HeaderRemainingTokens), strconv.Itoa(1000-helloEstimate-3); got != want || h.Get(cortex.HeaderLimitTokens) != "1000" {
+		t.Errorf("limit %q, remaining %q; want 1000, %s", h.Get(cortex.HeaderLimitTokens), got, want)
+	}
+	if n := p.snapshots.Load(); n != 0 {
+		t.Errorf("%d Snapshot calls, want none", n)
+	}
 }

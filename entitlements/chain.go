@@ -98,6 +98,15 @@ func route[T any](c *Chain, p Principal, f func(int, Provider) (T, error)) (T, e
 	return v, err
 }
 
+// Budget implements BudgetReporter for the reservation of a provider
+// whose reservations report it.
+func (r *chainReservation) Budget() (BudgetSnapshot, bool) {
+	if br, ok := r.Reservation.(BudgetReporter); ok {
+		return br.Budget()
+	}
+	return BudgetSnapshot{}, false
+}
+
 // Reserve implements Provider.
 func (c *Chain) Reserve(ctx context.Context, p Principal, amount Amount) (Reservation, error) {
 	if err := ctx.Err(); err != nil {

@@ -372,3 +372,40 @@ func TestChainAcquire(t *testing.T) {
 		t.Errorf("shared calls = %v, want %v", got, want)
 	}
 }
+
+// reportingHandle is a reservation that reports its budget.
+type reportingHandle struct{ *fakeHandle }
+
+func (reportingHandle) Budget() (entitlements.BudgetSnapshot, bool) {
+	return entitlements.BudgetSnapshot{Spent: 7}, true
+}
+
+// TestChainBudget: a Chain reservation reports the budget of the provider's
+// reservation when that one does, and nothing otherwise.
+func TestChainBudget(t *testing.T) {
+	t.Parallel()
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	for _, reports := range []bool{false, true} {
+		reserve := admits
+		if reports {
+			reserve = func(_ context.Context, p entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error) {
+				return reportingHandle{&fakeHandle{p: p, a: a}}, nil
+			}
+		}
+		c, err := entitlements.NewChain(&fakeProvider{name: "p", resolve: resolvesTo("sk-b", bob), reserve: reserve}, &fakeProvider{name: "s"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Resolve(t.Context(), "sk-b"); err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Reserve(t.Context(), bob, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := r.(entitlements.BudgetReporter).Budget()
+		if ok != reports || ok && s.Spent != 7 {
+			t.Errorf("provider reports %v: Budget() = %+v, %v", reports, s, ok)
+		}
+	}
+}

@@ -228,6 +228,16 @@ type Reservation interface {
 	Amount() Amount
 }
 
+// BudgetReporter is an optional Reservation capability: the budget as the
+// Reserve that made the reservation left it (this reservation included),
+// so that a gateway needs no Snapshot call for the rate limit headers of
+// the request. ok is false when it is not known. redisledger's
+// reservations have it (a Snapshot is a round trip to Redis); Chain's
+// forward it.
+type BudgetReporter interface {
+	Budget() (s BudgetSnapshot, ok bool)
+}
+
 // Key is one API key in resolved form: the SHA-256 digest of the secret, the
 // principal it resolves to and its account's budget. Config.APIKeys produces
 // them from configuration; Local.AddKey accepts them.

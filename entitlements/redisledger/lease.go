@@ -38,6 +38,7 @@ type lease struct {
 	keys   []string // the account's budget keys (read only)
 	p      entitlements.Principal
 	amount entitlements.Amount
+	budget budgetReply // as Reserve left it; code 0 when unknown
 	// unrecorded marks a fail-open reservation that Redis never saw; done
 	// makes its Settle/Release exactly-once in this process.
 	unrecorded bool
@@ -49,6 +50,16 @@ func (r *lease) Principal() entitlements.Principal { return r.p }
 
 // Amount implements entitlements.Reservation.
 func (r *lease) Amount() entitlements.Amount { return r.amount }
+
+// Budget implements entitlements.BudgetReporter: the account's budget as
+// the Reserve left it. It is unknown for a reservation granted while
+// failing open.
+func (r *lease) Budget() (entitlements.BudgetSnapshot, bool) {
+	if r.budget.code != codeOK {
+		return entitlements.BudgetSnapshot{}, false
+	}
+	return r.budget.snapshot(), true
+}
 
 // LeaseID returns the id of the lease in Redis, for logs; "" for a
 // reservation granted unrecorded while failing open.

@@ -296,7 +296,7 @@ func (l *Ledger) Reserve(ctx context.Context, p entitlements.Principal, amount e
 	}
 	switch r.code {
 	case codeOK, codeRetried:
-		return &lease{ledger: l, id: id, keys: keys, p: p, amount: amount}, nil
+		return &lease{ledger: l, id: id, keys: keys, p: p, amount: amount, budget: r}, nil
 	case codeNoAccount:
 		return nil, entitlements.ErrInvalidKey
 	case codeOverCap:

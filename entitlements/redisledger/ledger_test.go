@@ -743,3 +743,41 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveReportsBudget: a reservation reports the budget as its
+// Reserve left it, the same as a Snapshot taken then, so the gateway needs
+// no Snapshot call.
+func TestReserveReportsBudget(t *testing.T) {
+	t.Parallel()
+	for _, w := range []entitlements.CapWindow{entitlements.Balance(), entitlements.Rolling(3600)} {
+		e := newLeaseEnv(t, time.Minute)
+		p := addKey(t, e.live, "sk-report-"+w.Kind.String(), entitlements.Principal{AccountID: "report-" + w.Kind.String()},
+			entitlements.Budget{HardCap: entitlements.Cap(100), Window: w})
+		r1, err := e.live.Reserve(t.Context(), p, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.live.Settle(t.Context(), r1, 4); err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.live.Reserve(t.Context(), p, 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br, ok := r.(entitlements.BudgetReporter)
+		if !ok {
+			t.Fatalf("reservation %T reports no budget", r)
+		}
+		got, ok := br.Budget()
+		want, err := e.live.Snapshot(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok || want.Reserved != 30 || want.Spent != 4 {
+			t.Fatalf("Budget() ok %v, Snapshot %+v: want a budget with 4 spent and 30 reserved", ok, want)
+		}
+		if diff := cmp.Diff(got, want); diff != "" {
+			t.Errorf("%s: Budget() mismatch with Snapshot (-got +want):\n%s", w.Kind, diff)
+		}
+	}
+}

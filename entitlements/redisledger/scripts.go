@@ -105,8 +105,8 @@ local function reply(code, x)
   return {code, x or 0, win or 0, now, ws, c, cap or 0, spent, reserved}
 end
 
--- brief(code) saves and answers {code} alone: Reserve's and Finish's
--- answers that need nothing else.
+-- brief(code) saves and answers {code} alone, for answers that need
+-- nothing else (Finish's; Reserve's for a retried call).
 local function brief(code)
   save()
   return {code}
@@ -150,7 +150,7 @@ end
 reserved = reserved + amount
 nx = math.min(nx, exp)
 dirty = true
-return brief(1)
+return reply(1)
 `
 
 // luaFinish consumes the lease of id ARGV[3] and amount ARGV[4]: settles
