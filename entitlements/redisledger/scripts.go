@@ -286,7 +286,7 @@ if maxf > 0 then
 end
 if rpm > 0 then
   local nowus = now * 1000
-  local interval = math.floor(60000000 / rpm)
+  local interval = math.max(math.floor(60000000 / rpm), 1)
   local tat = tonumber(redis.call('GET', R)) or 0
   if tat < nowus then tat = nowus end
   local early = tat - nowus - interval * (rpm - 1)
