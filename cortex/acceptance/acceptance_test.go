@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -41,9 +43,48 @@ const (
 type stack struct {
 	url    string
 	http   *http.Client
-	gw     *cortex.Gateway
 	ledger *entitlements.Local
 	fleet  *cortextest.Fleet
+	done   *finished
+}
+
+// finished is a Meter that counts the requests the gateway has finished
+// (settled, then metered), per account, and wakes whoever waits for one.
+type finished struct {
+	mu      sync.Mutex
+	n       map[string]int
+	changed chan struct{} // closed and replaced at every record
+}
+
+func newFinished() *finished {
+	return &finished{n: make(map[string]int), changed: make(chan struct{})}
+}
+
+func (f *finished) Record(r metering.Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n[r.AccountID]++
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// wait waits until the gateway has finished n requests of account.
+func (f *finished) wait(t *testing.T, account string, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		f.mu.Lock()
+		got, changed := f.n[account], f.changed
+		f.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("the gateway finished %d requests of %s, want %d", got, account, n)
+		}
+	}
 }
 
 // newStack starts a stack with the given API keys and waits for the
@@ -61,7 +102,8 @@ func newStack(t *testing.T, keys ...entitlements.KeyConfig) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := cortex.NewGateway(fleet.Configs(), cat, cortex.WithProvider(ledger), cortex.WithRequireAuth(true),
+	done := newFinished()
+	gw, err := cortex.NewGateway(fleet.Configs(), cat, cortex.WithProvider(ledger), cortex.WithRequireAuth(true), cortex.WithMeter(done),
 		cortex.WithPollerOptions(cortex.WithInterval(50*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +136,7 @@ func newStack(t *testing.T, keys ...entitlements.KeyConfig) *stack {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &stack{url: srv.URL, http: srv.Client(), gw: gw, ledger: ledger, fleet: fleet}
+	return &stack{url: srv.URL, http: srv.Client(), ledger: ledger, fleet: fleet, done: done}
 }
 
 // key is an API key with its own account and a budget of a million
@@ -106,17 +148,12 @@ func key(name string) entitlements.KeyConfig {
 func ptr[T any](v T) *T { return &v }
 
 // spent returns what the account has spent once the gateway has finished
-// its requests, failing the test when anything is still reserved. (A
-// client stops reading a stream at its [DONE] event, which the gateway
-// sends before it settles.)
-func (s *stack) spent(t *testing.T, account string) int64 {
+// its first requests requests, failing the test when anything is still
+// reserved. (A client stops reading a stream at its [DONE] event, which
+// the gateway sends before it settles.)
+func (s *stack) spent(t *testing.T, account string, requests int) int64 {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); s.gw.InFlight() != 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests still in flight", s.gw.InFlight())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	s.done.wait(t, account, requests)
 	snap, err := s.ledger.Snapshot(t.Context(), entitlements.Principal{AccountID: account, KeyID: account})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +201,7 @@ func TestOpenAIChat(t *testing.T) {
 	if u.CompletionTokens != 6 || u.PromptTokens == 0 || u.TotalTokens != u.PromptTokens+u.CompletionTokens {
 		t.Errorf("usage %+v", u)
 	}
-	if got := s.spent(t, "chat"); got != u.TotalTokens {
+	if got := s.spent(t, "chat", 1); got != u.TotalTokens {
 		t.Errorf("spent %d after the chat, want its usage %d", got, u.TotalTokens)
 	}
 
@@ -192,7 +229,7 @@ func TestOpenAIChat(t *testing.T) {
 	if acc.Usage.PromptTokens != u.PromptTokens || acc.Usage.CompletionTokens != u.CompletionTokens {
 		t.Errorf("streamed usage %+v, want %+v", acc.Usage, u)
 	}
-	if got := s.spent(t, "chat"); got != 2*u.TotalTokens {
+	if got := s.spent(t, "chat", 2); got != 2*u.TotalTokens {
 		t.Errorf("spent %d after the stream, want %d", got, 2*u.TotalTokens)
 	}
 }
@@ -228,7 +265,7 @@ func TestOpenAICompletionsAndEmbeddings(t *testing.T) {
 		t.Error("two inputs gave the same vector")
 	}
 	want := c.Usage.TotalTokens + e.Usage.TotalTokens
-	if got := s.spent(t, "misc"); got != want {
+	if got := s.spent(t, "misc", 2); got != want {
 		t.Errorf("spent %d, want the usage of both, %d", got, want)
 	}
 }
@@ -255,7 +292,7 @@ func TestOpenAIResponses(t *testing.T) {
 	if u.OutputTokens != 5 || u.InputTokens == 0 {
 		t.Errorf("usage %+v", u)
 	}
-	if got := s.spent(t, "resp"); got != u.InputTokens+u.OutputTokens {
+	if got := s.spent(t, "resp", 1); got != u.InputTokens+u.OutputTokens {
 		t.Errorf("spent %d, want the usage %d", got, u.InputTokens+u.OutputTokens)
 	}
 
@@ -284,7 +321,7 @@ func TestOpenAIResponses(t *testing.T) {
 	}
 	// Metered from response.completed; the gateway asked the engine for
 	// nothing a Responses stream does not take.
-	if got := s.spent(t, "resp"); got != 2*(u.InputTokens+u.OutputTokens) {
+	if got := s.spent(t, "resp", 2); got != 2*(u.InputTokens+u.OutputTokens) {
 		t.Errorf("spent %d after the stream, want %d", got, 2*(u.InputTokens+u.OutputTokens))
 	}
 	_, sent := s.fleet.Neuron(neuronName).LastRequest()
@@ -388,7 +425,7 @@ func TestAnthropicMessages(t *testing.T) {
 		t.Errorf("usage %+v", whole.Usage)
 	}
 	perCall := whole.Usage.InputTokens + whole.Usage.OutputTokens
-	if got := s.spent(t, "claude"); got != perCall {
+	if got := s.spent(t, "claude", 1); got != perCall {
 		t.Errorf("spent %d, want the usage %d", got, perCall)
 	}
 
@@ -418,7 +455,7 @@ func TestAnthropicMessages(t *testing.T) {
 		t.Errorf("accumulated usage %d/%d, want %d/%d", acc.Usage.InputTokens, acc.Usage.OutputTokens,
 			whole.Usage.InputTokens, whole.Usage.OutputTokens)
 	}
-	if got := s.spent(t, "claude"); got != 2*perCall {
+	if got := s.spent(t, "claude", 2); got != 2*perCall {
 		t.Errorf("spent %d after the stream, want %d", got, 2*perCall)
 	}
 
