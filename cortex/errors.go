@@ -89,10 +89,10 @@ type RateLimitError struct {
 	RetryAfter time.Duration
 }
 
-// Names of the per-key limits in a RateLimitError.
+// Names of the per-key limits in a RateLimitError: entitlements'.
 const (
-	LimitMaxInFlight = "max_in_flight"
-	LimitRPM         = "rpm"
+	LimitMaxInFlight = entitlements.LimitMaxInFlight
+	LimitRPM         = entitlements.LimitRPM
 )
 
 // Error implements error.
