@@ -85,29 +85,25 @@ func newTestBatcher(t *testing.T, max int, h *holdHook) *batcher {
 	return &batcher{client: c, max: max}
 }
 
-// waitQueued waits until n calls are queued in b. The calls queue without
-// blocking on anything the test controls, so this is the one way to know.
-func waitQueued(t *testing.T, b *batcher, n int) {
-	t.Helper()
-	for {
-		b.mu.Lock()
-		got := len(b.queue)
-		b.mu.Unlock()
-		if got == n {
-			return
-		}
-		if t.Context().Err() != nil {
-			t.Fatalf("%d calls queued, want %d", got, n)
-		}
-		waitABit()
-	}
+// notifyQueued makes b report each call that queues, for waitQueued. The
+// calls queue without blocking on anything the test controls, so this is
+// the one way to know.
+func notifyQueued(b *batcher) chan struct{} {
+	ch := make(chan struct{}, 64)
+	b.queued = func() { ch <- struct{}{} }
+	return ch
 }
 
-// waitABit yields the processor to the goroutines being waited for.
-func waitABit() {
-	var wg sync.WaitGroup
-	wg.Go(func() {})
-	wg.Wait()
+// waitQueued waits until n more calls have queued.
+func waitQueued(t *testing.T, queued chan struct{}, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-queued:
+		case <-t.Context().Done():
+			t.Fatalf("%d calls queued, want %d", i, n)
+		}
+	}
 }
 
 var (
@@ -121,6 +117,7 @@ var (
 func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
 	h := newHoldHook()
 	b := newTestBatcher(t, 1, h)
+	notified := notifyQueued(b)
 	const queued = 10
 	got := make([]string, queued+1)
 	errs := make([]error, queued+1)
@@ -133,7 +130,7 @@ func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
 	for i := 1; i <= queued; i++ {
 		wg.Go(func() { call(i) })
 	}
-	waitQueued(t, b, queued)
+	waitQueued(t, notified, queued)
 	close(h.release)
 	wg.Wait()
 	for i := range got {
@@ -155,6 +152,7 @@ func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
 func TestBatcherQueuedCallLeavesOnCancel(t *testing.T) {
 	h := newHoldHook()
 	b := newTestBatcher(t, 1, h)
+	notified := notifyQueued(b)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
 	<-h.entered
@@ -163,7 +161,7 @@ func TestBatcherQueuedCallLeavesOnCancel(t *testing.T) {
 	left := make(chan error, 1)
 	go func() { left <- b.run(ctx, incr, []string{"n"}).Err() }()
 	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
-	waitQueued(t, b, 2)
+	waitQueued(t, notified, 2)
 	cancel()
 	if err := <-left; !errors.Is(err, context.Canceled) || !errors.Is(err, errUnsent) {
 		t.Errorf("cancelled call = %v, want context.Canceled and errUnsent", err)
@@ -278,6 +276,7 @@ func TestReserveLeavingQueueSendsNothing(t *testing.T) {
 	}
 	h := newHoldHook()
 	c.AddHook(h)
+	queued := notifyQueued(l.b)
 
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -292,7 +291,7 @@ func TestReserveLeavingQueueSendsNothing(t *testing.T) {
 		_, err := l.Reserve(ctx, p, 2)
 		left <- err
 	}()
-	waitQueued(t, l.b, 1)
+	waitQueued(t, queued, 1)
 	cancel()
 	close(h.release) // a release sent by the cancelled Reserve would now go
 	if err := <-left; !errors.Is(err, context.Canceled) {
