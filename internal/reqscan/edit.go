@@ -61,6 +61,8 @@ func (r *Request) RequestUsage() (Edit, bool) {
 		return Edit{}, false
 	case r.IncludeUsageSpan.Present():
 		return Edit{Start: r.IncludeUsageSpan.Start, End: r.IncludeUsageSpan.End, Text: []byte("true")}, true
+	case r.streamOptionsNull:
+		return Edit{Start: r.StreamOptions.Start, End: r.StreamOptions.End, Text: []byte(`{"include_usage":true}`)}, true
 	case r.StreamOptions.Present():
 		// Insert right after the '{' of the existing object.
 		at := r.StreamOptions.Start + 1
@@ -71,19 +73,24 @@ func (r *Request) RequestUsage() (Edit, bool) {
 	}
 }
 
-// SetMaxTokens returns the edits that cap the output at n: every max field
-// present is set to n, and max_tokens is added when none is. field names
-// the field to add (for example "max_tokens" for chat completions or
-// "max_output_tokens" for the Responses API).
+// SetMaxTokens returns the edits that cap the output at n per sequence:
+// every output bound present (max_tokens, max_completion_tokens,
+// max_output_tokens, n_predict, max_new_tokens) is set to n, and field is
+// added when it is not present, so that an engine that reads only the
+// route's own bound obeys it too. field names the route's bound (for
+// example "max_tokens" for chat completions or "max_output_tokens" for the
+// Responses API).
 func (r *Request) SetMaxTokens(n int64, field string) []Edit {
 	v := strconv.AppendInt(nil, n, 10)
 	var edits []Edit
-	for _, sp := range r.MaxTokensSpans {
+	has := false
+	for i, sp := range r.MaxTokensSpans {
 		if sp.Present() {
 			edits = append(edits, Edit{Start: sp.Start, End: sp.End, Text: v})
+			has = has || maxFieldNames[i] == field
 		}
 	}
-	if len(edits) == 0 {
+	if !has {
 		edits = append(edits, r.insertField(field, v))
 	}
 	return edits
