@@ -107,6 +107,14 @@ type RedisConfig struct {
 	// FailOpen serves requests without budget checks while Redis is
 	// unreachable instead of answering 503. Default false.
 	FailOpen bool `toml:"fail_open"`
+	// AllowVolatileRedis lets cortex start on a Redis that persists
+	// nothing (neither "appendonly yes" nor a "save" rule), or whose
+	// persistence it cannot read (CONFIG GET forbidden, as on many managed
+	// services). Budgets are only as durable as Redis: a volatile Redis
+	// that restarts forgets every spend, and prepaid balances come back.
+	// Default false: cortex refuses to start on such a Redis, naming the
+	// settings to change.
+	AllowVolatileRedis bool `toml:"allow_volatile_redis"`
 }
 
 // Duration is a time.Duration written in TOML as a string that

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -274,6 +275,7 @@ account_id = "shared"
 hard_cap = 1000
 [entitlements.redis]
 url = "redis://%s/0"
+allow_volatile_redis = true
 `, redisAddr))
 	status, body := chatOnce(t, addr, "sk-redis")
 	if err := stop(); err != nil {
@@ -342,5 +344,26 @@ func TestRunErrors(t *testing.T) {
 				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
 			}
 		})
+	}
+}
+
+// A Redis that persists nothing is refused at start, with the settings to
+// change, unless allow_volatile_redis.
+func TestServeRefusesVolatileRedis(t *testing.T) {
+	redisAddr := redistest.Start(t).Addr
+	path := filepath.Join(t.TempDir(), "cortex.toml")
+	cfg := fmt.Sprintf("[[neurons]]\nname = \"n\"\nendpoint = \"http://127.0.0.1:1\"\n[entitlements.redis]\nurl = \"redis://%s/0\"\n", redisAddr)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"serve", "--config", path}, &stdout, &stderr)
+	if !errors.Is(err, redisledger.ErrVolatile) {
+		t.Fatalf("serve = %v, want ErrVolatile", err)
+	}
+	for _, want := range []string{"appendonly yes", "allow_volatile_redis = true"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
 	}
 }

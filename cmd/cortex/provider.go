@@ -17,7 +17,8 @@ const redisStartTimeout = 10 * time.Second
 
 // newProvider builds the entitlements Provider of the [entitlements]
 // table: none when it has neither keys nor require_auth; the shared Redis
-// ledger when it has a [redis] table, seeded with the keys of the file
+// ledger when it has a [redis] table, refused when that Redis does not
+// persist (unless allow_volatile_redis), seeded with the keys of the file
 // (Redis keeps what it already holds); else a Local provider with the keys.
 // The returned Closer releases it.
 func newProvider(cfg entitlements.Config, logger *slog.Logger) (entitlements.Provider, io.Closer, error) {
@@ -40,6 +41,12 @@ func newProvider(cfg entitlements.Config, logger *slog.Logger) (entitlements.Pro
 	defer cancel()
 	if err := ledger.Ping(ctx); err != nil {
 		return nil, nil, errors.Join(fmt.Errorf("entitlements.redis: %w", err), ledger.Close())
+	}
+	if err := ledger.CheckPersistence(ctx); err != nil {
+		if !cfg.Redis.AllowVolatileRedis {
+			return nil, nil, errors.Join(fmt.Errorf("entitlements.redis: %w", err), ledger.Close())
+		}
+		logger.Warn("cortex: allow_volatile_redis is set: budgets last only as long as Redis keeps them", "err", err)
 	}
 	rep, err := ledger.Seed(ctx, keys)
 	if err != nil {

@@ -62,6 +62,18 @@
 // TTL bounds it if that fails); a Settle may have been applied, and retrying
 // it is safe.
 //
+// # Durability
+//
+// Budgets are only as durable as Redis's persistence: a Redis that
+// persists nothing forgets every spend when it restarts, and every prepaid
+// balance comes back. Run Redis with AOF ("appendonly yes", appendfsync
+// everysec loses about a second of spend in a crash) or RDB snapshots (a
+// "save" rule; a crash loses the writes since the last snapshot), and with
+// a replica for failover. CheckPersistence asks Redis (CONFIG GET) which it
+// has; cortex calls it at start and refuses a volatile Redis, or one whose
+// CONFIG is forbidden (so its persistence cannot be verified), unless
+// allow_volatile_redis = true in [entitlements.redis].
+//
 // # Per-key limits
 //
 // The Ledger is an entitlements.Limiter: Acquire checks a key's
