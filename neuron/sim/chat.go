@@ -29,7 +29,7 @@ func (e *Engine) prepareChat(st *reqState) (job, error) {
 	if len(req.Messages) == 0 {
 		return job{}, badParam("messages", "messages must be a non-empty array")
 	}
-	budget, err := tokenLimit(limitArg{"max_completion_tokens", req.MaxCompletionTokens}, limitArg{"max_tokens", req.MaxTokens})
+	budget, err := st.tokenLimit(limitArg{"max_completion_tokens", req.MaxCompletionTokens}, limitArg{"max_tokens", req.MaxTokens})
 	if err != nil {
 		return job{}, err
 	}
@@ -40,7 +40,7 @@ func (e *Engine) prepareChat(st *reqState) (job, error) {
 		tokens += EstimateTokens(string(m.Content)) + MessageOverhead
 	}
 	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens})
-	j, err := e.prepareGeneration(st, "messages", budget)
+	j, err := e.prepareGeneration(st, "messages", budget, false)
 	if err != nil {
 		return job{}, err
 	}
@@ -70,11 +70,11 @@ func (e *Engine) prepareCompletions(st *reqState) (job, error) {
 	if err := st.parsePrompts(req.Prompt, "prompt"); err != nil {
 		return job{}, err
 	}
-	budget, err := tokenLimit(limitArg{"max_tokens", req.MaxTokens})
+	budget, err := st.tokenLimit(limitArg{"max_tokens", req.MaxTokens})
 	if err != nil {
 		return job{}, err
 	}
-	j, err := e.prepareGeneration(st, "prompt", budget)
+	j, err := e.prepareGeneration(st, "prompt", budget, true)
 	if err != nil {
 		return job{}, err
 	}
@@ -84,12 +84,22 @@ func (e *Engine) prepareCompletions(st *reqState) (job, error) {
 }
 
 // prepareGeneration checks the parameters shared by the generation routes
-// and sets up one choice per prompt and n. st.prompts must be filled.
-func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int) (job, error) {
+// and sets up the choices: best_of candidates (n when best_of is not set;
+// completions only) per prompt. st.prompts must be filled.
+func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int, bestOf bool) (job, error) {
 	req := &st.req
 	n, err := choiceCount(req.N)
 	if err != nil {
 		return job{}, err
+	}
+	candidates := n
+	if req.BestOf.set && bestOf {
+		if candidates = req.BestOf.v; candidates < n || candidates > maxChoices {
+			return job{}, badParam("best_of", "best_of must be between n (%d) and %d, got %d", n, maxChoices, candidates)
+		}
+		if candidates > n && req.Stream {
+			return job{}, badParam("best_of", "best_of above n cannot be streamed")
+		}
 	}
 	maxStop, err := st.parseStops()
 	if err != nil {
@@ -99,7 +109,7 @@ func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int)
 	if err != nil {
 		return job{}, err
 	}
-	j := job{t: t, stream: req.Stream, stops: st.stops, maxStop: maxStop}
+	j := job{t: t, stream: req.Stream, stops: st.stops, maxStop: maxStop, n: n}
 	longest := 0
 	for _, p := range st.prompts {
 		if p.tokens > t.cfg.ContextLength {
@@ -109,22 +119,43 @@ func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int)
 		longest = max(longest, p.tokens)
 	}
 	j.budget = min(budget, t.cfg.ContextLength-longest)
-	total := len(st.prompts) * n
+	total := len(st.prompts) * candidates
 	if total > maxChoices {
-		return job{}, badParam("n", "%d prompts times n = %d is over %d choices", len(st.prompts), n, maxChoices)
+		return job{}, badParam("n", "%d prompts times %d choices = %d is over %d choices", len(st.prompts), candidates, total, maxChoices)
 	}
 	if cap(st.choices) < total {
 		st.choices = append(st.choices[:cap(st.choices)], make([]choice, total-cap(st.choices))...)
 	}
 	st.choices = st.choices[:total]
 	for pi, p := range st.prompts {
-		for k := range n {
-			i := pi*n + k
-			st.choices[i].reset(i, choiceSeed(p.seed, k))
+		for k := range candidates {
+			i := pi*candidates + k
+			// Candidates past n are never returned: index -1 until
+			// pick drops them.
+			index := -1
+			if k < n {
+				index = pi*n + k
+			}
+			st.choices[i].reset(index, choiceSeed(p.seed, k))
 		}
 	}
 	j.choices = st.choices
 	return j, nil
+}
+
+// pick returns the choices an answer shows: all of them, or with best_of
+// the first n candidates of each prompt (the "best" of a model that has no
+// notion of better), moved to the front of choices by swapping, so that
+// every choice keeps its own text buffer.
+func (j *job) pick() []choice {
+	shown := 0
+	for i := range j.choices {
+		if j.choices[i].index >= 0 {
+			j.choices[shown], j.choices[i] = j.choices[i], j.choices[shown]
+			shown++
+		}
+	}
+	return j.choices[:shown]
 }
 
 // answerModel is the model id an answer reports.

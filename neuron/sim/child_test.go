@@ -5,6 +5,7 @@ package sim_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
 
 // syncBuffer collects a child's stderr.
@@ -102,6 +105,30 @@ func (c *child) exitCode(t *testing.T) int {
 	return -1
 }
 
+// getStats returns the child's GET /sim/stats once no request is in
+// flight.
+func getStats(t *testing.T, client *http.Client, url string) sim.Stats {
+	t.Helper()
+	var s sim.Stats
+	waitFor(t, "no request in flight at the engine", func() bool {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/sim/stats", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET /sim/stats: %v", err)
+		}
+		defer resp.Body.Close()
+		s = sim.Stats{}
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /sim/stats: status %d, %v", resp.StatusCode, err)
+		}
+		return s.InFlight == 0
+	})
+	return s
+}
+
 // healthStatus returns the status of GET /health, or 0 when it fails.
 func healthStatus(ctx context.Context, client *http.Client, url string) int {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
@@ -149,6 +176,48 @@ func TestChildProcess(t *testing.T) {
 		}
 		if code := c.exitCode(t); code != 0 {
 			t.Errorf("exit status %d after SIGTERM, want 0", code)
+		}
+	})
+
+	t.Run("stats and response headers", func(t *testing.T) {
+		t.Parallel()
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		c := startChild(t, bin, "--load-time", "1h", "--header", "Server: llama.cpp", "--header", "Access-Control-Allow-Origin:*")
+		// /sim/stats answers while the model loads.
+		if got := getStats(t, client, c.url); got != (sim.Stats{}) {
+			t.Errorf("stats before any request: %+v", got)
+		}
+		resp := send(t.Context(), t, client, c.url+"/v1/chat/completions?k=v", chatBody("hi", ""))
+		resp.Body.Close()
+		if got := resp.Header.Get("Server"); got != "llama.cpp" {
+			t.Errorf("Server %q, want llama.cpp", got)
+		}
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+			t.Errorf("Access-Control-Allow-Origin %q, want *", got)
+		}
+		// A request refused while loading never reached the engine.
+		if got := getStats(t, client, c.url); got != (sim.Stats{}) {
+			t.Errorf("stats after a request refused while loading: %+v", got)
+		}
+		resp = send(t.Context(), t, client, c.url+"/sim/stats", "{}")
+		if e := errorCode(t, resp, http.StatusMethodNotAllowed); e.Code != "method_not_allowed" {
+			t.Errorf("POST /sim/stats: %+v", e)
+		}
+		resp.Body.Close()
+
+		c = startChild(t, bin, "--tps", "0")
+		waitFor(t, "/health 200", func() bool { return healthStatus(t.Context(), client, c.url) == http.StatusOK })
+		resp = send(t.Context(), t, client, c.url+"/v1/completions?api_key=secret", `{"prompt":["a","b"],"max_tokens":3,"best_of":2}`)
+		resp.Body.Close()
+		want := sim.Stats{GeneratedTokens: 12, Requests: 1, LastRequestURI: "/v1/completions?api_key=secret"}
+		if got := getStats(t, client, c.url); got != want {
+			t.Errorf("stats %+v, want %+v", got, want)
+		}
+		for _, bad := range []string{"no-colon", ": empty name"} {
+			if err := exec.Command(bin, "--port", "0", "--header", bad).Run(); err == nil {
+				t.Errorf("--header %q accepted", bad)
+			}
 		}
 	})
 

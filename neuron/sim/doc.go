@@ -31,7 +31,35 @@
 // with 400 context_length_exceeded; otherwise the answer is at most
 // max_completion_tokens (chat), max_tokens (chat, completions) or
 // max_output_tokens (responses) tokens, default DefaultMaxTokens, and never
-// runs past the context length. finish_reason is "stop" when a stop sequence
+// runs past the context length. As in llama-server, n_predict (any
+// generation route) takes precedence over all of them: a negative value is
+// unbounded (so the answer runs to the end of the context) and 0 generates
+// nothing. max_new_tokens (SGLang's and TGI's native name) applies when no
+// other limit is set.
+//
+// A completion prompt that is an array of strings or an array of token
+// arrays is one prompt per element, each answered n times (choice index
+// prompt*n + k), as OpenAI and vLLM do. best_of (completions only, between
+// n and 128, not streamed unless equal to n) generates best_of candidates
+// per prompt and returns the first n of each; like vLLM, usage counts the
+// returned choices only.
+//
+// # Reading JSON
+//
+// The engine reads a body as leniently as real engines do, so that a
+// gateway that reads it another way can be caught: keys match without
+// regard to case, with Unicode simple folding ("\u017ftream" is "stream",
+// "max_to\u212Aens" is "max_tokens"), escapes in keys are decoded, and the
+// last of duplicate keys wins (encoding/json's rules, which Python's json
+// and llama-server's nlohmann::json share for duplicates).
+//
+// # Stats
+//
+// Engine.Stats counts what the engine itself did: the tokens it generated
+// (best_of candidates and the tokens of abandoned answers included,
+// whatever the answers reported), the requests, the requests in flight and
+// the last request URI with its query. The helexa-sim command serves them
+// at GET /sim/stats, beside the OpenAI routes. finish_reason is "stop" when a stop sequence
 // ended the answer (the stop text is not returned, and a stream holds back
 // text that may be the start of a stop sequence) and "length" otherwise. The
 // simulated model never stops on its own, so a Responses API answer always

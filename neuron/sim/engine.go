@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,44 @@ type Engine struct {
 	salt    uint64
 	seq     atomic.Uint64
 	pool    sync.Pool // *reqState
+
+	// The counters of Stats.
+	generated atomic.Uint64
+	requests  atomic.Uint64
+	inFlight  atomic.Int64
+	lastURI   atomic.Pointer[string]
+}
+
+// Stats is what an engine has done since it was built, counted by the
+// engine itself rather than taken from the answers it wrote: a test reads
+// it to learn what a request through a gateway really cost.
+type Stats struct {
+	// GeneratedTokens counts the completion tokens generated for every
+	// request and choice, best_of candidates that were not returned
+	// included, as they are generated: the tokens of an answer whose
+	// client went away count up to the step it went away at.
+	GeneratedTokens uint64 `json:"generated_tokens"`
+	// Requests counts the POST requests to the OpenAI routes.
+	Requests uint64 `json:"requests"`
+	// InFlight is the number of those requests being served now.
+	InFlight int64 `json:"in_flight"`
+	// LastRequestURI is the request URI (path and query, as received) of
+	// the last POST request to an OpenAI route; "" before the first.
+	LastRequestURI string `json:"last_request_uri"`
+}
+
+// Stats returns the engine's counters. It is safe to call at any time,
+// from any goroutine.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		GeneratedTokens: e.generated.Load(),
+		Requests:        e.requests.Load(),
+		InFlight:        e.inFlight.Load(),
+	}
+	if p := e.lastURI.Load(); p != nil {
+		s.LastRequestURI = *p
+	}
+	return s
 }
 
 var _ http.Handler = (*Engine)(nil)
@@ -175,6 +214,14 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &requestError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: r.Method + " is not allowed on " + r.URL.Path})
 		return
 	}
+	uri := r.RequestURI
+	if uri == "" { // a request built in process, not read from a connection
+		uri = r.URL.RequestURI()
+	}
+	e.lastURI.Store(&uri)
+	e.requests.Add(1)
+	e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
 	st := e.getState()
 	defer e.putState(st)
 	if err := readBody(w, r, st); err != nil {
@@ -315,8 +362,11 @@ type request struct {
 	MaxTokens           optInt        `json:"max_tokens"`
 	MaxCompletionTokens optInt        `json:"max_completion_tokens"`
 	MaxOutputTokens     optInt        `json:"max_output_tokens"`
+	NPredict            optInt        `json:"n_predict"`      // llama-server
+	MaxNewTokens        optInt        `json:"max_new_tokens"` // SGLang's and TGI's native name
 	Stop                rawJSON       `json:"stop"`
 	N                   optInt        `json:"n"`
+	BestOf              optInt        `json:"best_of"`
 	Dimensions          optInt        `json:"dimensions"`
 	EncodingFormat      string        `json:"encoding_format"`
 	Tools               []toolDef     `json:"tools"`
@@ -442,10 +492,23 @@ type limitArg struct {
 	v    optInt
 }
 
-// tokenLimit returns the first set limit, or DefaultMaxTokens. A limit
-// below 1 is an error.
-func tokenLimit(limits ...limitArg) (int, error) {
-	for _, l := range limits {
+// unbounded is the budget of a request that asks for no limit (n_predict
+// -1); prepareGeneration caps it at what the context leaves.
+const unbounded = math.MaxInt32
+
+// tokenLimit returns the answer length per choice: llama-server's
+// n_predict when set (it takes precedence over every other limit, as in
+// llama-server; a negative value is unbounded, 0 generates nothing), else
+// the first set limit of limits, else max_new_tokens, else
+// DefaultMaxTokens. A limit below 1 other than n_predict is an error.
+func (st *reqState) tokenLimit(limits ...limitArg) (int, error) {
+	if np := st.req.NPredict; np.set {
+		if np.v < 0 {
+			return unbounded, nil
+		}
+		return np.v, nil
+	}
+	for _, l := range append(limits, limitArg{"max_new_tokens", st.req.MaxNewTokens}) {
 		if !l.v.set {
 			continue
 		}

@@ -359,6 +359,10 @@ func (h *Harness) Models() []neuron.ModelInfo {
 	return out
 }
 
+// Stats returns the counters of the engine that serves every model of the
+// harness (see Engine.Stats).
+func (h *Harness) Stats() Stats { return h.engine.Stats() }
+
 // Endpoint returns the URL of the Harness's server for a loaded model:
 // neuron.ErrModelNotFound when id is unknown, neuron.ErrNotReady while it
 // is not loaded.

@@ -58,11 +58,11 @@ func (e *Engine) prepareResponses(st *reqState) (job, error) {
 		}
 	}
 	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens})
-	budget, err := tokenLimit(limitArg{"max_output_tokens", req.MaxOutputTokens})
+	budget, err := st.tokenLimit(limitArg{"max_output_tokens", req.MaxOutputTokens})
 	if err != nil {
 		return job{}, err
 	}
-	j, err := e.prepareGeneration(st, "input", budget)
+	j, err := e.prepareGeneration(st, "input", budget, false)
 	if err != nil {
 		return job{}, err
 	}

@@ -32,7 +32,8 @@ type job struct {
 	stream       bool
 	budget       int // tokens per choice
 	promptTokens int
-	choices      []choice
+	n            int      // choices shown per prompt
+	choices      []choice // best_of candidates per prompt: n unless best_of is set
 	stops        [][]byte
 	maxStop      int
 	calls        []toolCall // one per choice when the answer is a tool call (tools.go)
@@ -78,6 +79,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 			return
 		}
 		b = b[:0]
+		made := 0
 		for i := range j.choices {
 			c := &j.choices[i]
 			if c.finish != "" {
@@ -85,6 +87,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 			}
 			from := c.sent
 			c.next(j.stops, j.maxStop)
+			made++
 			if c.finish == "" && c.tokens >= j.budget {
 				c.finish = "length"
 				c.flush()
@@ -96,6 +99,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 				b = j.f.delta(b, c, c.text[from:c.sent], step == 0)
 			}
 		}
+		e.generated.Add(uint64(made))
 		st.out = b
 		if len(b) > 0 {
 			if _, err := w.Write(b); err != nil {
@@ -116,16 +120,21 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 		}
 	}
 
-	u := usage{prompt: j.promptTokens}
 	for i := range j.choices {
-		u.completion += j.choices[i].tokens
 		if j.choices[i].finish == "" { // a zero budget
 			j.choices[i].finish = "length"
 		}
 	}
+	// Like vLLM, usage counts the tokens of the choices returned, not those
+	// of the best_of candidates dropped; Stats counts them all.
+	shown := j.pick()
+	u := usage{prompt: j.promptTokens}
+	for i := range shown {
+		u.completion += shown[i].tokens
+	}
 	b = b[:0]
 	if j.stream {
-		b = j.f.streamTail(b, j.choices, u)
+		b = j.f.streamTail(b, shown, u)
 		st.out = b
 		if _, err := w.Write(b); err == nil {
 			_ = rc.Flush()
@@ -133,7 +142,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	b = j.f.body(b, j.choices, u)
+	b = j.f.body(b, shown, u)
 	st.out = b
 	_, _ = w.Write(b)
 }

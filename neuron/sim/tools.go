@@ -211,6 +211,7 @@ func (e *Engine) runToolCalls(w http.ResponseWriter, r *http.Request, st *reqSta
 		u.completion += j.calls[i].tokens
 		j.choices[i].finish = "tool_calls"
 	}
+	e.generated.Add(uint64(u.completion))
 	b := st.out[:0]
 	if !j.stream {
 		if err := p.wait(ctx, steps-1); err != nil {

@@ -5,6 +5,12 @@
 //
 // GET /health answers 503 {"status":"loading"} (and every other route 503
 // model_not_ready) until --load-time has passed, then 200 {"status":"ok"}.
+// GET /sim/stats answers at any time with the engine's counters as JSON
+// (sim.Stats: generated_tokens, requests, in_flight, last_request_uri), so
+// that a test can learn what the engine really generated, whatever its
+// answers said; it is not an OpenAI route, and a neuron does not forward it.
+// Each --header "Name: value" is set on every response, as real engines
+// set their own (llama-server sends Server and Access-Control-Allow-Origin).
 // It logs a start line and one line per request to stderr. Exit status: 0
 // after SIGTERM or SIGINT, 1 after --crash-after tokens of a request or on
 // a serve error, 2 for bad flags, 3 when --fail-load ends the load.
@@ -12,6 +18,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -20,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,6 +53,8 @@ func run(args []string) int {
 	fs.IntVar(&cfg.CrashAfterTokens, "crash-after", 0, "exit with status 1 after streaming this many tokens of a request (0: never)")
 	fs.BoolVar(&cfg.FailLoad, "fail-load", false, "fail the load: exit with status 3 after --load-time")
 	fs.BoolVar(&cfg.Hang, "hang", false, "send the first token of each answer, then nothing")
+	var headers headerFlag
+	fs.Var(&headers, "header", "a response header \"Name: value\" set on every response (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -67,7 +77,7 @@ func run(args []string) int {
 		os.Exit(1)
 	}))
 	srv := &http.Server{
-		Handler:           logRequests(log, gate(&ready, engine)),
+		Handler:           logRequests(log, headers.wrap(stats(engine, gate(&ready, engine)))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -117,6 +127,53 @@ func gate(ready *atomic.Bool, next http.Handler) http.Handler {
 		default:
 			oaierr.Write(w, http.StatusServiceUnavailable, neuron.CodeModelNotReady, "model is loading", time.Second)
 		}
+	})
+}
+
+// stats answers GET /sim/stats with the engine's counters and passes
+// everything else to next.
+func stats(engine *sim.Engine, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sim/stats" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", "GET")
+			oaierr.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on /sim/stats", 0)
+			return
+		}
+		b, _ := json.Marshal(engine.Stats()) // a struct of numbers and a string cannot fail
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(b, '\n'))
+	})
+}
+
+// headerFlag collects --header values.
+type headerFlag []string
+
+func (h *headerFlag) String() string { return strings.Join(*h, ", ") }
+
+func (h *headerFlag) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("want \"Name: value\", got %q", v)
+	}
+	*h = append(*h, strings.TrimSpace(name)+":"+strings.TrimSpace(value))
+	return nil
+}
+
+// wrap sets the headers on every response of next.
+func (h headerFlag) wrap(next http.Handler) http.Handler {
+	if len(h) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, kv := range h {
+			name, value, _ := strings.Cut(kv, ":")
+			w.Header().Add(name, value)
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
