@@ -18,41 +18,189 @@ type Chunk struct {
 	// that carries usage: the extra chunk stream_options.include_usage
 	// adds, to hide from a client that did not ask for it.
 	UsageOnly bool
-	// Content is true when the payload carries generated output: a
-	// non-empty "choices" array, or a Responses API delta event.
+	// Content is true when the payload carries choices (a non-empty
+	// "choices" array) or is a Responses API delta event.
 	Content bool
+	// Outputs counts the choices that carry generated output (text, a
+	// content, reasoning or tool call delta, a message), plus one for a
+	// Responses API delta event: an engine streams at least one token for
+	// each, so their sum over a stream is a lower bound of its tokens.
+	Outputs int64
+	// Choices counts the "choices", and LengthChoices those whose
+	// finish_reason is "length" (they generated the whole bound).
+	Choices, LengthChoices int64
 }
 
 // Inspect reads one event payload (a chat/completions chunk, a Responses
-// API event, or a whole non-streaming response body). It does not allocate.
+// API event, or a whole non-streaming response body). It reads only
+// members of the top-level object (the usage of a Responses API event is
+// in its top-level "response"), so that nothing nested, such as tools or
+// metadata a client had echoed back, is taken for the usage; of
+// duplicates the last wins. It does not allocate.
 func Inspect(data []byte) Chunk {
 	var c Chunk
-	if obj, ok := valueOf(data, "usage"); ok && len(obj) > 0 && obj[0] == '{' {
-		c.HasUsage = true
-		c.Usage.Prompt = intField(obj, "prompt_tokens")
-		if c.Usage.Prompt == 0 {
-			c.Usage.Prompt = intField(obj, "input_tokens")
+	var usage, resp, choices, typ, delta []byte
+	hasChoices := false
+	walk(data, func(k, v []byte) {
+		switch string(k) {
+		case "usage":
+			usage = v
+		case "response":
+			resp = v
+		case "choices":
+			choices, hasChoices = v, true
+		case "type":
+			typ = v
+		case "delta":
+			delta = v
 		}
-		c.Usage.Completion = intField(obj, "completion_tokens")
-		if c.Usage.Completion == 0 {
-			c.Usage.Completion = intField(obj, "output_tokens")
-		}
-		c.Usage.Cached = intField(obj, "cached_tokens")
+	})
+	if (len(usage) == 0 || usage[0] != '{') && len(resp) > 0 {
+		usage, _ = member(resp, "usage")
 	}
-	if ch, ok := valueOf(data, "choices"); ok {
-		empty := isEmptyArray(ch)
+	if len(usage) > 0 && usage[0] == '{' {
+		c.HasUsage = true
+		c.Usage.Prompt = intField(usage, "prompt_tokens")
+		if c.Usage.Prompt == 0 {
+			c.Usage.Prompt = intField(usage, "input_tokens")
+		}
+		c.Usage.Completion = intField(usage, "completion_tokens")
+		if c.Usage.Completion == 0 {
+			c.Usage.Completion = intField(usage, "output_tokens")
+		}
+		c.Usage.Cached = intField(usage, "cached_tokens")
+	}
+	if hasChoices {
+		empty := isEmptyArray(choices)
 		c.Content = !empty
 		c.UsageOnly = empty && c.HasUsage
-	} else if t, ok := valueOf(data, "type"); ok && bytes.HasSuffix(bytes.Trim(t, `"`), []byte(".delta")) {
+		if !empty {
+			c.choices(choices)
+		}
+	} else if bytes.HasSuffix(bytes.Trim(typ, `"`), []byte(".delta")) {
 		c.Content = true
+		if !isEmptyString(delta) {
+			c.Outputs = 1
+		}
 	}
 	return c
 }
 
-// valueOf finds the value of the first "key": member in data and returns it
-// (for an object or array, up to its closing bracket; for a scalar, up to
-// the next delimiter). A key inside a string never matches: inside JSON
-// strings quotes are escaped.
+// choices counts the choices of the array arr, those that carry output
+// and those that ran to their length.
+func (c *Chunk) choices(arr []byte) {
+	elements(arr, func(ch []byte) {
+		c.Choices++
+		output := false
+		walk(ch, func(k, v []byte) {
+			switch string(k) {
+			case "finish_reason":
+				if string(v) == `"length"` {
+					c.LengthChoices++
+				}
+			case "text":
+				output = output || isString(v) && !isEmptyString(v)
+			case "message":
+				output = true
+			case "delta":
+				output = output || deltaOutput(v)
+			}
+		})
+		if output {
+			c.Outputs++
+		}
+	})
+}
+
+// deltaOutput reports whether a choice's delta carries generated output.
+func deltaOutput(d []byte) bool {
+	out := false
+	walk(d, func(k, v []byte) {
+		switch string(k) {
+		case "content", "reasoning_content", "reasoning", "text":
+			out = out || isString(v) && !isEmptyString(v)
+		case "tool_calls":
+			out = out || len(v) > 0 && v[0] == '[' && !isEmptyArray(v)
+		}
+	})
+	return out
+}
+
+func isString(v []byte) bool      { return len(v) >= 2 && v[0] == '"' }
+func isEmptyString(v []byte) bool { return string(v) == `""` }
+
+// member returns the value of the member key of the JSON object obj, the
+// last when there are several (see walk).
+func member(obj []byte, key string) ([]byte, bool) {
+	var found []byte
+	ok := false
+	walk(obj, func(k, v []byte) {
+		if string(k) == key {
+			found, ok = v, true
+		}
+	})
+	return found, ok
+}
+
+// walk calls fn with the raw key and the value of each member of the JSON
+// object obj, in order; it looks at the object's own members only, never
+// inside their values. Malformed input ends the walk.
+func walk(obj []byte, fn func(k, v []byte)) {
+	i := skipWS(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return
+	}
+	for i++; ; i++ {
+		i = skipWS(obj, i)
+		if i >= len(obj) || obj[i] != '"' {
+			return
+		}
+		ke := stringEnd(obj, i)
+		k := obj[i+1 : max(ke-1, i+1)]
+		i = skipWS(obj, ke)
+		if i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		i = skipWS(obj, i+1)
+		ve := valueEnd(obj, i)
+		if ve == i {
+			return
+		}
+		fn(k, obj[i:ve])
+		i = skipWS(obj, ve)
+		if i >= len(obj) || obj[i] != ',' {
+			return
+		}
+	}
+}
+
+// elements calls fn with each element of the JSON array arr.
+func elements(arr []byte, fn func([]byte)) {
+	i := skipWS(arr, 0)
+	if i >= len(arr) || arr[i] != '[' {
+		return
+	}
+	for i++; ; i++ {
+		i = skipWS(arr, i)
+		if i >= len(arr) || arr[i] == ']' {
+			return
+		}
+		ve := valueEnd(arr, i)
+		if ve == i {
+			return
+		}
+		fn(arr[i:ve])
+		i = skipWS(arr, ve)
+		if i >= len(arr) || arr[i] != ',' {
+			return
+		}
+	}
+}
+
+// valueOf finds the value of the first "key": member anywhere in data and
+// returns it (for an object or array, up to its closing bracket; for a
+// scalar, up to the next delimiter). A key inside a string never matches:
+// inside JSON strings quotes are escaped.
 func valueOf(data []byte, key string) ([]byte, bool) {
 	for off := 0; off < len(data); {
 		i := indexKey(data[off:], key)
