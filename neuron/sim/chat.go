@@ -88,7 +88,7 @@ func (e *Engine) prepareCompletions(st *reqState) (job, error) {
 // completions only) per prompt. st.prompts must be filled.
 func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int, bestOf bool) (job, error) {
 	req := &st.req
-	n, err := choiceCount(req.N)
+	n, err := st.choiceCount()
 	if err != nil {
 		return job{}, err
 	}

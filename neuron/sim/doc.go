@@ -39,7 +39,8 @@
 //
 // A completion prompt that is an array of strings or an array of token
 // arrays is one prompt per element, each answered n times (choice index
-// prompt*n + k), as OpenAI and vLLM do. best_of (completions only, between
+// prompt*n + k), as OpenAI and vLLM do. llama-server's n_cmpl (chat and
+// completions) takes precedence over n. best_of (completions only, between
 // n and 128, not streamed unless equal to n) generates best_of candidates
 // per prompt and returns the first n of each; like vLLM, usage counts the
 // returned choices only.
@@ -49,7 +50,8 @@
 // The engine reads a body as leniently as real engines do, so that a
 // gateway that reads it another way can be caught: keys match without
 // regard to case, with Unicode simple folding ("\u017ftream" is "stream",
-// "max_to\u212Aens" is "max_tokens"), escapes in keys are decoded, and the
+// "max_to\u212Aens" is "max_tokens"; the dotless ı is not i), escapes in
+// keys are decoded, and the
 // last of duplicate keys wins (encoding/json's rules, which Python's json
 // and llama-server's nlohmann::json share for duplicates).
 //

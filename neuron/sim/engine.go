@@ -366,6 +366,7 @@ type request struct {
 	MaxNewTokens        optInt        `json:"max_new_tokens"` // SGLang's and TGI's native name
 	Stop                rawJSON       `json:"stop"`
 	N                   optInt        `json:"n"`
+	NCmpl               optInt        `json:"n_cmpl"` // llama-server's n, which it takes precedence over
 	BestOf              optInt        `json:"best_of"`
 	Dimensions          optInt        `json:"dimensions"`
 	EncodingFormat      string        `json:"encoding_format"`
@@ -520,13 +521,18 @@ func (st *reqState) tokenLimit(limits ...limitArg) (int, error) {
 	return DefaultMaxTokens, nil
 }
 
-// choiceCount returns "n", default 1, within [1, 128].
-func choiceCount(n optInt) (int, error) {
+// choiceCount returns the answers per prompt: llama-server's n_cmpl when
+// set, else "n", default 1, within [1, 128].
+func (st *reqState) choiceCount() (int, error) {
+	name, n := "n", st.req.N
+	if st.req.NCmpl.set {
+		name, n = "n_cmpl", st.req.NCmpl
+	}
 	if !n.set {
 		return 1, nil
 	}
 	if n.v < 1 || n.v > maxChoices {
-		return 0, badParam("n", "n must be between 1 and %d, got %d", maxChoices, n.v)
+		return 0, badParam(name, "%s must be between 1 and %d, got %d", name, maxChoices, n.v)
 	}
 	return n.v, nil
 }

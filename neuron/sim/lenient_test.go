@@ -34,6 +34,9 @@ func TestLenientJSON(t *testing.T) {
 		{name: "Kelvin sign unescaped", path: "/v1/chat/completions", body: chatBody("hi", "\"max_to\u212Aens\":3"), wantTokens: 3},
 		{name: "long s folds to s", path: "/v1/chat/completions", body: chatBody("hi", `"max_tokens":2,"\u017ftream":true`), wantTokens: 2, wantStream: true},
 		{name: "case variant n", path: "/v1/chat/completions", body: chatBody("hi", `"max_tokens":2,"N":3`), wantTokens: 6},
+		{name: "n_cmpl over n", path: "/v1/completions", body: `{"prompt":"a","n":1,"n_cmpl":3,"max_tokens":2}`, wantTokens: 6},
+		{name: "n_cmpl on chat", path: "/v1/chat/completions", body: chatBody("hi", `"max_tokens":2,"n_cmpl":2`), wantTokens: 4},
+		{name: "dotless i does not fold", path: "/v1/completions", body: `{"prompt":"a","max_tokens":2,"n_predıct":9}`, wantTokens: 2},
 		{name: "case variant prompt", path: "/v1/completions", body: `{"prompt":"a","PROMPT":["a","b"],"max_tokens":2}`, wantTokens: 4},
 		{name: "nested case variant", path: "/v1/chat/completions", body: chatBody("hi", `"max_tokens":2,"stream":true,"stream_options":{"include_usage":true,"INCLUDE_USAGE":false}`), wantTokens: -1, wantStream: true},
 	}
@@ -156,10 +159,12 @@ func TestBestOf(t *testing.T) {
 		`{"prompt":"a","best_of":200}`,
 		`{"prompt":"a","best_of":2,"stream":true}`,
 		`{"prompt":["a","b","c"],"best_of":50}`,
+		`{"prompt":"a","n":2,"n_cmpl":200}`,
+		`{"prompt":"a","n_cmpl":2,"best_of":1}`,
 	} {
 		resp := send(t.Context(), t, srv.Client(), srv.URL+"/v1/completions", body)
-		if e := errorCode(t, resp, http.StatusBadRequest); e.Param == nil || (*e.Param != "best_of" && *e.Param != "n") {
-			t.Errorf("%s: envelope %+v, want param best_of or n", body, e)
+		if e := errorCode(t, resp, http.StatusBadRequest); e.Param == nil || (*e.Param != "best_of" && *e.Param != "n" && *e.Param != "n_cmpl") {
+			t.Errorf("%s: envelope %+v, want param best_of, n or n_cmpl", body, e)
 		}
 	}
 	// best_of equal to n streams.

@@ -25,6 +25,9 @@ func (e *Engine) prepareResponses(st *reqState) (job, error) {
 	if req.N.set && req.N.v != 1 {
 		return job{}, badParam("n", "the Responses API has no n parameter")
 	}
+	if req.NCmpl.set && req.NCmpl.v != 1 {
+		return job{}, badParam("n_cmpl", "the Responses API has one output")
+	}
 	if len(req.Stop) > 0 {
 		return job{}, badParam("stop", "the Responses API has no stop parameter")
 	}
