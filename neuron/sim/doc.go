@@ -51,9 +51,9 @@
 // gateway that reads it another way can be caught: keys match without
 // regard to case, with Unicode simple folding ("\u017ftream" is "stream",
 // "max_to\u212Aens" is "max_tokens"; the dotless ı is not i), escapes in
-// keys are decoded, and the
-// last of duplicate keys wins (encoding/json's rules, which Python's json
-// and llama-server's nlohmann::json share for duplicates).
+// keys are decoded, and the last of duplicate keys wins (encoding/json's
+// rules, which Python's json and llama-server's nlohmann::json share for
+// duplicates).
 //
 // # Stats
 //
