@@ -46,6 +46,30 @@ type Config struct {
 	// Redis configures the shared ledger (entitlements/redisledger); nil
 	// when the [redis] table is absent.
 	Redis *RedisConfig `toml:"redis"`
+	// Local makes the Local provider durable (OpenLocal): its keys,
+	// budgets and spend are kept in a file and survive a restart. nil
+	// when the [local] table is absent: budgets live in memory only.
+	// Exclusive with Redis.
+	Local *LocalConfig `toml:"local"`
+}
+
+// LocalConfig is the [local] table ([entitlements.local] in cortex.toml):
+// the ledger file of the single-process Local provider. See OpenLocal for
+// the file's format and guarantees.
+//
+//	[local]
+//	path = "/var/lib/helexa/ledger"
+//	sync_interval = "10ms"
+type LocalConfig struct {
+	// Path is the ledger file, created when missing; a lock file beside
+	// it (Path + ".lock") keeps a second process out while one holds it.
+	// Required. cortex resolves a relative path against the directory of
+	// cortex.toml.
+	Path string `toml:"path"`
+	// SyncInterval is the longest a settled spend waits before it is
+	// written and synced to disk: what a crash can lose. 0 means
+	// DefaultSyncInterval (10ms); at most a minute.
+	SyncInterval Duration `toml:"sync_interval"`
 }
 
 // KeyConfig is one [[keys]] entry.
@@ -275,6 +299,17 @@ func (c Config) APIKeys() ([]Key, error) {
 		}
 		if r.LeaseTTL < 0 {
 			errs = append(errs, &ConfigError{Entry: "redis", Msg: "lease_ttl must not be negative"})
+		}
+	}
+	if lc := c.Local; lc != nil {
+		if lc.Path == "" {
+			errs = append(errs, &ConfigError{Entry: "local", Msg: "path is required"})
+		}
+		if lc.SyncInterval < 0 || time.Duration(lc.SyncInterval) > maxSyncInterval {
+			errs = append(errs, &ConfigError{Entry: "local", Msg: "sync_interval must be from 0 to 1m"})
+		}
+		if c.Redis != nil {
+			errs = append(errs, &ConfigError{Entry: "local", Msg: "a [local] ledger file and a [redis] ledger exclude each other: keep one"})
 		}
 	}
 	if len(errs) > 0 {

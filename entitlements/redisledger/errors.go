@@ -17,15 +17,14 @@ var (
 	// it (Release still consumes the reservation); Settle does not, since it
 	// records the spend anyway.
 	ErrLeaseExpired = errors.New("redisledger: reservation lease expired")
-	// ErrUnknownAccount: the account has no budget in the ledger.
-	ErrUnknownAccount = errors.New("redisledger: unknown account")
-	// ErrUnknownKey: no key with that digest (or key id) is in the ledger.
-	ErrUnknownKey = errors.New("redisledger: unknown key")
-	// ErrAccountMismatch: a key's unit or budget differs from its existing
-	// account's. Change an account's budget with SetCap or TopUp.
-	ErrAccountMismatch = errors.New("redisledger: key differs from its account")
-	// ErrNotBalance: TopUp of an account that is not a capped balance.
-	ErrNotBalance = errors.New("redisledger: account is not a capped balance")
+	// ErrUnknownAccount is entitlements.ErrUnknownAccount.
+	ErrUnknownAccount = entitlements.ErrUnknownAccount
+	// ErrUnknownKey is entitlements.ErrUnknownKey.
+	ErrUnknownKey = entitlements.ErrUnknownKey
+	// ErrAccountMismatch is entitlements.ErrAccountMismatch.
+	ErrAccountMismatch = entitlements.ErrAccountMismatch
+	// ErrNotBalance is entitlements.ErrNotBalance.
+	ErrNotBalance = entitlements.ErrNotBalance
 )
 
 // retryAfter is the Retry-After hint of an UnavailableError.

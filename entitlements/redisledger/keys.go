@@ -52,63 +52,17 @@ func escape(s string) string {
 }
 
 // KeyInfo is what the ledger stores about one API key: never the secret.
-type KeyInfo struct {
-	// Digest is the SHA-256 digest of the secret.
-	Digest [sha256.Size]byte
-	// Principal is what Resolve returns for the key while it is active.
-	Principal entitlements.Principal
-	// CreatedAt is when the key was added to the ledger.
-	CreatedAt time.Time
-	// RevokedAt is when the key was revoked; zero while it is active.
-	RevokedAt time.Time
-}
-
-// Revoked reports whether the key is revoked.
-func (k KeyInfo) Revoked() bool { return !k.RevokedAt.IsZero() }
-
-// DigestHex returns the digest in lower-case hex, as the configuration's
-// key_sha256 and ParseDigest write it.
-func (k KeyInfo) DigestHex() string { return hex.EncodeToString(k.Digest[:]) }
+type KeyInfo = entitlements.KeyInfo
 
 // ParseDigest parses the 64 hex digits of a SHA-256 key digest (either
 // case), as KeyInfo.DigestHex and key_sha256 write it.
-func ParseDigest(s string) ([sha256.Size]byte, error) {
-	var d [sha256.Size]byte
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(d) {
-		return d, fmt.Errorf("redisledger: %q is not a hex SHA-256 digest (64 hex digits)", s)
-	}
-	copy(d[:], b)
-	return d, nil
-}
+func ParseDigest(s string) ([sha256.Size]byte, error) { return entitlements.ParseDigest(s) }
 
 // Account is an account's budget and keys.
-type Account struct {
-	// ID is the account id.
-	ID string
-	// Unit is what the account's amounts count.
-	Unit entitlements.Unit
-	// Budget is the current state of the account's budget.
-	Budget entitlements.BudgetSnapshot
-	// ExpiredLeases counts the reservations whose leases expired before
-	// their gateway settled them (a gateway died, or a long request was
-	// not renewed).
-	ExpiredLeases int64
-	// Keys are the account's keys, revoked ones included, ordered by key
-	// id then creation time.
-	Keys []KeyInfo
-}
+type Account = entitlements.Account
 
 // NewKey describes a key for CreateKey.
-type NewKey struct {
-	// Principal is what the key resolves to. AccountID is required; an
-	// empty KeyID defaults to the AccountID. Unit must be the account's.
-	Principal entitlements.Principal
-	// Budget is the account's budget. It is required when the account is
-	// new; when the account exists it may be nil, else it must equal the
-	// account's (change a budget with SetCap or TopUp).
-	Budget *entitlements.Budget
-}
+type NewKey = entitlements.NewKey
 
 // CreateKey generates a new random API key (256 bits, "sk-" followed by 43
 // URL-safe base64 characters), stores its digest with nk and returns the

@@ -1,0 +1,43 @@
+//go:build unix
+
+package entitlements
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// lockFile takes an exclusive flock on the file at path (created when
+// missing) and writes the process id into it. The lock is released by
+// unlockFile, or by the system when the process ends, however it ends.
+// It returns an error wrapping ErrLedgerLocked when another open file
+// holds the lock.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid := readPID(f)
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			if pid != "" {
+				return nil, fmt.Errorf("%w: %s is held by process %s", ErrLedgerLocked, path, pid)
+			}
+			return nil, fmt.Errorf("%w: %s is held", ErrLedgerLocked, path)
+		}
+		return nil, fmt.Errorf("entitlements: locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// unlockFile releases the lock of lockFile. The lock file stays.
+func unlockFile(f *os.File) error {
+	return f.Close() // closing the last descriptor releases the flock
+}
