@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 )
@@ -254,26 +256,31 @@ func (k routeKind) maxTokensField() string {
 	return "max_tokens"
 }
 
-// settle consumes the reservation: Settle with what was served, or Release
-// when nothing was. It stops the lease renewals first.
+// settle consumes the reservation: Settle with what was served, or
+// Release when nothing was. The first attempt is made here, before the
+// handler returns; one that fails is retried in the background by the
+// gateway's settler, which keeps the lease renewed until it lands (see
+// the package documentation). The lease renewals stop once it has landed.
 func (c *exchange) settle(u usage) {
-	c.renewal.stop()
 	if c.reservation == nil {
+		c.renewal.stop()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
-	defer cancel()
-	p := c.g.cfg.provider
-	var err error
+	if c.renewal == nil {
+		c.renewal = newRenewal(nil, c.reservation, nil, 0, c.g.log)
+	}
+	j := &settleJob{res: c.reservation, release: !u.Served, renewal: c.renewal, start: time.Now(), recorded: make(chan struct{})}
+	c.renewal.recorded = j.recorded
 	if u.Served {
 		c.settled = c.price(u.Prompt, u.Completion, u.Cached)
-		err = p.Settle(ctx, c.reservation, c.settled)
-	} else {
-		err = p.Release(ctx, c.reservation)
+		j.amount = c.settled
 	}
-	if err != nil {
-		c.g.log.Error("cortex: settling the budget failed", "account", c.principal.AccountID, "key", c.principal.KeyID,
-			"served", u.Served, "amount", c.settled, "err", err)
+	j.rec = c.settleRecord()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), settleTimeout)
+	defer cancel()
+	c.renewal.state = c.g.settler.first(ctx, j)
+	if c.renewal.state == metering.SettlePending {
+		c.renewal.settleID = j.id
 	}
 }
 
@@ -333,19 +340,26 @@ func setBudgetHeaders(h http.Header, p entitlements.Principal, s *entitlements.B
 	h.Set(HeaderBudgetUnit, p.Unit.String())
 }
 
-// renewal renews the lease of one reservation on a timer until stopped.
+// renewal renews the lease of one reservation on a timer until stopped,
+// while its request runs and, when its settle failed, until the settle
+// lands; it also keeps what became of the settle, for the meter record.
 // Its methods accept a nil receiver (no renewal).
 type renewal struct {
-	renewer  LeaseRenewer
+	renewer  LeaseRenewer // nil: no renewals
 	res      entitlements.Reservation
-	slot     slotRenewer // the key's slot, renewed with the reservation; nil: none
 	ttl      time.Duration
 	interval time.Duration
-	c        *exchange // for the logger and the principal
+	log      *slog.Logger
+
+	// Set by settle, read by the meter record after it.
+	state    metering.SettleState // what the ledger recorded when the request ended
+	settleID string               // the settle's id while it is pending
+	recorded chan struct{}        // closed by recordDone; nil: nobody waits
 
 	ctx    context.Context // ends at stop: cancels a Renew in progress
 	cancel context.CancelFunc
 	mu     sync.Mutex
+	slot   slotRenewer // the key's slot, renewed with the reservation; nil: none
 	t      *time.Timer
 	done   bool           // stopped, or the provider refused for good
 	wg     sync.WaitGroup // a renewal in progress
@@ -353,17 +367,24 @@ type renewal struct {
 
 // startRenewal starts renewing the reservation when the provider leases.
 func (c *exchange) startRenewal() {
-	g := c.g
-	if g.renewer == nil || c.reservation == nil {
-		return
-	}
-	r := &renewal{renewer: g.renewer, res: c.reservation, ttl: g.leaseTTL, interval: max(g.leaseTTL/3, time.Millisecond), c: c}
-	r.slot, _ = c.slot.(slotRenewer)
+	slot, _ := c.slot.(slotRenewer)
+	c.renewal = newRenewal(c.g.renewer, c.reservation, slot, c.g.leaseTTL, c.g.log)
+}
+
+// newRenewal returns the renewal of res (and of the key's slot, when not
+// nil), renewing every third of ttl when renewer is not nil.
+func newRenewal(renewer LeaseRenewer, res entitlements.Reservation, slot slotRenewer, ttl time.Duration, log *slog.Logger) *renewal {
+	r := &renewal{renewer: renewer, res: res, slot: slot, ttl: ttl, log: log}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if renewer == nil || res == nil {
+		r.done = true
+		return r
+	}
+	r.interval = max(ttl/3, time.Millisecond)
 	r.mu.Lock()
 	r.t = time.AfterFunc(r.interval, r.fire)
 	r.mu.Unlock()
-	c.renewal = r
+	return r
 }
 
 // fire renews the lease once and schedules the next renewal.
@@ -373,23 +394,23 @@ func (r *renewal) fire() {
 		r.mu.Unlock()
 		return
 	}
+	slot := r.slot
 	r.wg.Add(1)
 	r.mu.Unlock()
 	defer r.wg.Done()
 
+	p := r.res.Principal()
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.interval, time.Second))
 	err := r.renewer.Renew(ctx, r.res, r.ttl)
-	if r.slot != nil {
-		if serr := r.slot.Renew(ctx, r.ttl); serr != nil && r.ctx.Err() == nil {
-			r.c.g.log.Warn("cortex: renewing the key's slot failed", "account", r.c.principal.AccountID,
-				"key", r.c.principal.KeyID, "err", serr)
+	if slot != nil {
+		if serr := slot.Renew(ctx, r.ttl); serr != nil && r.ctx.Err() == nil {
+			r.log.Warn("cortex: renewing the key's slot failed", "account", p.AccountID, "key", p.KeyID, "err", serr)
 		}
 	}
 	cancel()
 	final := errors.Is(err, entitlements.ErrReservationSettled) || errors.Is(err, entitlements.ErrUnknownReservation)
 	if err != nil && r.ctx.Err() == nil {
-		r.c.g.log.Warn("cortex: renewing a reservation's lease failed", "account", r.c.principal.AccountID,
-			"key", r.c.principal.KeyID, "err", err)
+		r.log.Warn("cortex: renewing a reservation's lease failed", "account", p.AccountID, "key", p.KeyID, "err", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -401,6 +422,18 @@ func (r *renewal) fire() {
 	}
 }
 
+// handOff keeps renewing the reservation while its settle is retried in
+// the background, but no longer the key's slot, which the request has
+// released.
+func (r *renewal) handOff() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.slot = nil
+	r.mu.Unlock()
+}
+
 // stop ends the renewals and waits for one in progress, which it cancels.
 func (r *renewal) stop() {
 	if r == nil {
@@ -408,8 +441,29 @@ func (r *renewal) stop() {
 	}
 	r.mu.Lock()
 	r.done = true
-	r.t.Stop()
+	if r.t != nil {
+		r.t.Stop()
+	}
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+}
+
+// recordDone says that the request's meter record is written (or that
+// there is none), so that a pending settle may go on.
+func (r *renewal) recordDone() {
+	if r != nil && r.recorded != nil {
+		close(r.recorded)
+		r.recorded = nil
+	}
+}
+
+// settleState returns what the ledger recorded of the reservation when the
+// request ended, and the id of its settle while pending; "" without a
+// reservation.
+func (r *renewal) settleState() (metering.SettleState, string) {
+	if r == nil {
+		return "", ""
+	}
+	return r.state, r.settleID
 }

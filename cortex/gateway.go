@@ -88,6 +88,7 @@ type Gateway struct {
 	renewer  LeaseRenewer // nil: reservations need no renewal
 	leaseTTL time.Duration
 	meter    metering.Meter // nil: none
+	settler  *settler       // settles reservations, and retries those that failed: settle.go
 
 	loads  loadGroup
 	events eventLog // recent loads and evictions, for the status page
@@ -121,6 +122,10 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		retryAfter:    DefaultRetryAfter,
 		defaultOutput: DefaultMaxOutputTokens,
 		pingInterval:  DefaultPingInterval,
+
+		settleWindow:     DefaultSettleRetryWindow,
+		settleBackoff:    DefaultSettleBackoff,
+		settleMaxBackoff: DefaultSettleMaxBackoff,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -148,6 +153,10 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, errors.New("cortex: gateway: require auth needs an entitlements Provider (WithProvider)")
 	case cfg.leaseTTL < 0:
 		return nil, fmt.Errorf("cortex: gateway: lease TTL %v is negative", cfg.leaseTTL)
+	case cfg.settleWindow <= 0:
+		return nil, fmt.Errorf("cortex: gateway: settle retry window %v is not positive", cfg.settleWindow)
+	case cfg.settleBackoff < time.Millisecond || cfg.settleMaxBackoff < cfg.settleBackoff:
+		return nil, fmt.Errorf("cortex: gateway: settle backoff %v..%v: want 1ms <= first <= most", cfg.settleBackoff, cfg.settleMaxBackoff)
 	}
 	if err := cfg.ops.init(); err != nil {
 		return nil, err
@@ -240,6 +249,28 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, err
 	}
 	g.metrics = m
+	sm, err := newSettleMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	// Last, once nothing else can fail: the outbox's settles are re-issued
+	// at once.
+	var (
+		ob      *outbox
+		pending []outboxEntry
+	)
+	if cfg.settleOutbox != "" {
+		var bad int
+		if ob, pending, bad, err = openOutbox(cfg.settleOutbox); err != nil {
+			return nil, err
+		}
+		if bad > 0 {
+			g.log.Warn("cortex: the settle outbox has lines it cannot read (cut short by a crash?); they are dropped",
+				"path", cfg.settleOutbox, "lines", bad)
+		}
+	}
+	g.settler = newSettler(g, ob, sm)
+	g.settler.replay(pending)
 
 	g.life, g.stopLife = context.WithCancel(context.Background())
 	g.routes()
@@ -302,7 +333,10 @@ func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler }
 // flight until they end or ctx ends. Then cold loads still in progress
 // stop waiting (the neurons finish them), and the idle connections of the
 // default transport are closed. It returns ctx.Err() when the requests in
-// flight did not end in time. GET /health and GET /v1/models keep
+// flight did not end in time. Then, within what is left of ctx, it waits
+// for the settles still being retried to land; those that have not are
+// left in the settle outbox for the next start (WithSettleOutbox), or
+// logged as lost without one. GET /health and GET /v1/models keep
 // answering. Later calls wait for the drain again and return at once when
 // it is over. Shutdown does not stop Run: cancel its ctx.
 func (g *Gateway) Shutdown(ctx context.Context) error {
@@ -319,6 +353,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.shutOnce.Do(func() {
 		g.stopLife()
 		g.loads.wait()
+		if serr := g.settler.drain(ctx); serr != nil {
+			g.log.Error("cortex: closing the settle outbox failed", "err", serr)
+		}
 		if g.ownsTrans {
 			g.transport.(*http.Transport).CloseIdleConnections()
 		}

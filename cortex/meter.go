@@ -14,6 +14,7 @@ import (
 // authority, shutting down) are not metered: they name no one who could
 // be billed.
 func (c *exchange) meter(end time.Time, u usage) {
+	defer c.renewal.recordDone() // a pending settle's record comes after this one
 	if c.g.meter == nil || !c.authed {
 		return
 	}
@@ -22,32 +23,23 @@ func (c *exchange) meter(end time.Time, u usage) {
 
 // record returns the meter record of the finished request.
 //
-// Reserved is what was held before routing and Settled what Settle was
-// given (0 when the reservation was released, or when there was none:
-// anonymous callers and refused requests). The token counts are the
-// engine's (UsageSource "engine") or the gateway's observation (prompt
-// estimate plus content events streamed, "estimated"); both are 0, and
-// UsageSource empty, when nothing was served.
+// Reserved is what was held before routing and Settled what the ledger
+// recorded as spent: what Settle was given when it landed (SettleState
+// "settled"); 0 when the reservation was released, when the settle is
+// still pending (a settle record follows, see metering.KindSettle) or
+// failed, and when there was no reservation (anonymous callers and
+// refused requests). The token counts are the engine's (UsageSource
+// "engine") or the gateway's observation (prompt estimate plus content
+// events streamed, "estimated"); both are 0, and UsageSource empty, when
+// nothing was served.
 func (c *exchange) record(end time.Time, u usage) metering.Record {
-	r := metering.Record{
-		Time:             end,
-		AccountID:        c.principal.AccountID,
-		KeyID:            c.principal.KeyID,
-		Model:            c.model.ID,
-		Neuron:           c.neuron,
-		Route:            meterRoute(c.r),
-		Stream:           c.req.Stream,
-		PromptTokens:     u.Prompt,
-		CompletionTokens: u.Completion,
-		CachedTokens:     u.Cached,
-		Settled:          c.settled,
-		Unit:             c.principal.Unit,
-		Duration:         end.Sub(c.start),
-		Status:           c.status,
-		Outcome:          c.meterOutcome(),
-	}
-	if c.reservation != nil {
-		r.Reserved = c.reservation.Amount()
+	r := c.settleRecord()
+	r.Time = end
+	r.PromptTokens, r.CompletionTokens, r.CachedTokens = u.Prompt, u.Completion, u.Cached
+	r.Duration = end.Sub(c.start)
+	r.SettleState, r.SettleID = c.renewal.settleState()
+	if r.SettleState == metering.SettleSettled {
+		r.Settled = c.settled
 	}
 	if !c.firstToken.IsZero() {
 		r.TTFT = c.firstToken.Sub(c.start)
@@ -57,6 +49,26 @@ func (c *exchange) record(end time.Time, u usage) metering.Record {
 		r.UsageSource = metering.UsageEngine
 	case u.Served:
 		r.UsageSource = metering.UsageEstimated
+	}
+	return r
+}
+
+// settleRecord returns the fields of the request's record that name it,
+// which its settle record repeats: who, what, where, how it ended.
+func (c *exchange) settleRecord() metering.Record {
+	r := metering.Record{
+		AccountID: c.principal.AccountID,
+		KeyID:     c.principal.KeyID,
+		Model:     c.model.ID,
+		Neuron:    c.neuron,
+		Route:     meterRoute(c.r),
+		Stream:    c.req.Stream,
+		Unit:      c.principal.Unit,
+		Status:    c.status,
+		Outcome:   c.meterOutcome(),
+	}
+	if c.reservation != nil {
+		r.Reserved = c.reservation.Amount()
 	}
 	return r
 }

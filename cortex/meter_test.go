@@ -79,10 +79,10 @@ func TestMeterFile(t *testing.T) {
 	want := []metering.Record{
 		{AccountID: "acct", KeyID: "ci", Model: "chat-a", Neuron: "n1", Route: "chat.completions",
 			PromptTokens: prompt, CompletionTokens: 3, Reserved: prompt + 3, Settled: prompt + 3,
-			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine},
+			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine, SettleState: metering.SettleSettled},
 		{AccountID: "acct", KeyID: "ci", Model: "chat-a", Neuron: "n1", Route: "chat.completions", Stream: true,
 			PromptTokens: prompt, CompletionTokens: 4, Reserved: prompt + 4, Settled: prompt + 4,
-			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine},
+			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine, SettleState: metering.SettleSettled},
 		{AccountID: "acct", KeyID: "ci", Route: "chat.completions", Status: 404, Outcome: metering.OutcomeRejected},
 		// "Hi" is one token; a completion prompt has no message overhead.
 		{Model: "chat-a", Neuron: "n1", Route: "completions", PromptTokens: 1, CompletionTokens: 2,

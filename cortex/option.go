@@ -65,8 +65,13 @@ type gatewayConfig struct {
 	strictCaps    bool
 	meter         metering.Meter // entitlements: meter.go
 	leaseTTL      time.Duration  // entitlements: budget.go
-	pingInterval  time.Duration  // Anthropic Messages streams: messages.go
-	ops           operatorConfig // status page and cold starts: status.go, load.go
+	// Settles: settle.go, outbox.go.
+	settleOutbox     string
+	settleWindow     time.Duration
+	settleBackoff    time.Duration
+	settleMaxBackoff time.Duration
+	pingInterval     time.Duration  // Anthropic Messages streams: messages.go
+	ops              operatorConfig // status page and cold starts: status.go, load.go
 }
 
 type gatewayOptionFunc func(*gatewayConfig)
@@ -215,4 +220,34 @@ func WithStrictCaps(on bool) GatewayOption {
 // 4096 tokens.
 func WithDefaultMaxOutput(tokens int64) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.defaultOutput = tokens })
+}
+
+// WithSettleOutbox keeps the settles of the gateway in an outbox file at
+// path (created when missing; its directory must exist), so that a settle
+// that has not landed survives a restart or a crash of the gateway: each
+// settle is written down before its first attempt, and the settles the
+// file holds open at start are re-issued in the background. It needs a
+// Provider that is an entitlements.Resumer (entitlements/redisledger);
+// with another one the file stays empty. One gateway per file. Default
+// none: a settle that fails is retried in memory only, and what is
+// pending when the gateway stops is lost. See the package documentation;
+// [gateway] settle_outbox in cortex.toml.
+func WithSettleOutbox(path string) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.settleOutbox = path })
+}
+
+// WithSettleRetryWindow sets how long a settle that failed is retried,
+// counted from the end of its request; then it is given up and logged.
+// Default DefaultSettleRetryWindow (24 h); [gateway] settle_retry_window
+// in cortex.toml.
+func WithSettleRetryWindow(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.settleWindow = d })
+}
+
+// WithSettleBackoff sets the wait between the attempts of a settle that
+// failed: first (at least 1 ms) doubled after each attempt up to most,
+// each wait less up to half of it at random. Default
+// DefaultSettleBackoff and DefaultSettleMaxBackoff (100 ms, 30 s).
+func WithSettleBackoff(first, most time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.settleBackoff, c.settleMaxBackoff = first, most })
 }

@@ -46,6 +46,49 @@ const (
 	UsageEstimated UsageSource = "estimated"
 )
 
+// SettleState says what the ledger had recorded of a request's
+// reservation when its record was written: a closed set of strings, stable
+// in the file format.
+type SettleState string
+
+// Settle states. A record without a reservation (an anonymous caller, a
+// request refused before reserving, a gateway without a Provider) has
+// none: the empty SettleState, left out of the JSON form.
+const (
+	// SettleSettled: Settle landed; Settled is what the ledger recorded
+	// as spent.
+	SettleSettled SettleState = "settled"
+	// SettleReleased: Release landed (nothing was served); nothing spent.
+	SettleReleased SettleState = "released"
+	// SettlePending: the ledger could not be reached when the request
+	// ended, so nothing is recorded yet (Settled is 0) and the gateway
+	// retries in the background. One follow-up record (Kind "settle",
+	// the same SettleID) tells how it ended.
+	SettlePending SettleState = "pending"
+	// SettleFailed: the ledger recorded nothing and the gateway gave up:
+	// the provider refused the reservation for good, or the retries ran
+	// out of time. Settled is 0; the gateway logs the amount.
+	SettleFailed SettleState = "failed"
+)
+
+// Kind is what a record is about.
+type Kind string
+
+// Record kinds.
+const (
+	// KindRequest: a finished request, one per request (the empty Kind,
+	// left out of the JSON form).
+	KindRequest Kind = ""
+	// KindSettle: how a settle that was pending when its request's record
+	// was written ended: SettleState is settled, released or failed, and
+	// Settled what the ledger recorded. It names the request as its
+	// record did (account, key, model, neuron, route, reserved, status,
+	// outcome, SettleID) and carries no token counts, durations or usage
+	// source, so that sums over all records count every token once and
+	// every spend once.
+	KindSettle Kind = "settle"
+)
+
 // Record is what one finished request used and cost. The gateway fills it
 // and hands it to Meter.Record by value; a meter may keep it.
 //
@@ -53,7 +96,11 @@ const (
 // order: time, request_id (omitted when empty), account_id, key_id, model,
 // neuron, route, stream, prompt_tokens, completion_tokens, cached_tokens,
 // reserved, settled, unit, duration_ms, ttft_ms, status, outcome,
-// usage_source.
+// usage_source, settle_state, kind and settle_id (the last three omitted
+// when empty).
+//
+// The sum of Settled over every record of an account (its request records
+// and its settle records) is what the ledger recorded as its spend.
 type Record struct {
 	// Time is when the request finished. FileSink stamps a zero Time with
 	// its clock when Record is called.
@@ -76,8 +123,9 @@ type Record struct {
 	// PromptTokens, CompletionTokens and CachedTokens are the usage counts;
 	// cached tokens are the part of the prompt served from a cache.
 	PromptTokens, CompletionTokens, CachedTokens int64
-	// Reserved is what was held before routing and Settled what was
-	// charged, both in Unit.
+	// Reserved is what was held before routing and Settled what the
+	// ledger recorded as spent with this record (see SettleState), both
+	// in Unit.
 	Reserved, Settled entitlements.Amount
 	// Unit is what Reserved and Settled count: tokens, or micro-dollars
 	// ("usd" in JSON).
@@ -93,6 +141,14 @@ type Record struct {
 	Outcome Outcome
 	// UsageSource says where the token counts came from.
 	UsageSource UsageSource
+	// SettleState says what the ledger had recorded of the request's
+	// reservation; empty when there was none.
+	SettleState SettleState
+	// Kind is what the record is about: a request (empty) or a settle.
+	Kind Kind
+	// SettleID names a settle that was pending, in the request's record
+	// and in the settle record that follows it; empty otherwise.
+	SettleID string
 }
 
 // wireRecord is the JSON form of a Record; its field order is the file
@@ -117,6 +173,9 @@ type wireRecord struct {
 	Status           int         `json:"status"`
 	Outcome          Outcome     `json:"outcome"`
 	UsageSource      UsageSource `json:"usage_source"`
+	SettleState      SettleState `json:"settle_state,omitempty"`
+	Kind             Kind        `json:"kind,omitempty"`
+	SettleID         string      `json:"settle_id,omitempty"`
 }
 
 func (r *Record) wire() wireRecord {
@@ -140,6 +199,9 @@ func (r *Record) wire() wireRecord {
 		Status:           r.Status,
 		Outcome:          r.Outcome,
 		UsageSource:      r.UsageSource,
+		SettleState:      r.SettleState,
+		Kind:             r.Kind,
+		SettleID:         r.SettleID,
 	}
 }
 
@@ -171,8 +233,8 @@ func (r Record) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON parses a record in the file format. Durations are read to
 // the microsecond; an empty unit reads as tokens and an unknown one is an
-// error. Outcome and usage source are taken as written, so a reader accepts
-// values added by later versions.
+// error. Outcome, usage source, settle state and kind are taken as
+// written, so a reader accepts values added by later versions.
 func (r *Record) UnmarshalJSON(b []byte) error {
 	var w wireRecord
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -207,6 +269,9 @@ func (r *Record) UnmarshalJSON(b []byte) error {
 		Status:           w.Status,
 		Outcome:          w.Outcome,
 		UsageSource:      w.UsageSource,
+		SettleState:      w.SettleState,
+		Kind:             w.Kind,
+		SettleID:         w.SettleID,
 	}
 	return nil
 }

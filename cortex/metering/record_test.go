@@ -33,12 +33,13 @@ var (
 		Status:           200,
 		Outcome:          metering.OutcomeOK,
 		UsageSource:      metering.UsageEngine,
+		SettleState:      metering.SettleSettled,
 	}
 	goldenLine = `{"time":"2025-01-02T02:04:05.000000006Z","request_id":"req-1","account_id":"acme",` +
 		`"key_id":"ci","model":"llama-3-8b","neuron":"gpu-a","route":"chat.completions","stream":true,` +
 		`"prompt_tokens":12,"completion_tokens":34,"cached_tokens":5,"reserved":1000,"settled":46,` +
 		`"unit":"tokens","duration_ms":1234.567,"ttft_ms":250,"status":200,"outcome":"ok",` +
-		`"usage_source":"engine"}`
+		`"usage_source":"engine","settle_state":"settled"}`
 )
 
 func TestRecordMarshalJSON(t *testing.T) {
@@ -61,7 +62,19 @@ func TestRecordMarshalJSON(t *testing.T) {
 				`"key_id":"ci","model":"llama-3-8b","neuron":"gpu-a","route":"chat.completions","stream":true,` +
 				`"prompt_tokens":12,"completion_tokens":34,"cached_tokens":5,"reserved":1000,"settled":46,` +
 				`"unit":"usd","duration_ms":1234.567,"ttft_ms":250,"status":200,"outcome":"client_gone",` +
-				`"usage_source":"estimated"}`,
+				`"usage_source":"estimated","settle_state":"settled"}`,
+		},
+		{
+			name: "settle record",
+			in: metering.Record{
+				Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), AccountID: "acme", KeyID: "ci", Model: "m",
+				Route: "chat.completions", Reserved: 100, Settled: 46, Status: 200, Outcome: metering.OutcomeOK,
+				SettleState: metering.SettleSettled, Kind: metering.KindSettle, SettleID: "s-1",
+			},
+			want: `{"time":"2025-01-02T03:04:05Z","account_id":"acme","key_id":"ci","model":"m","neuron":"",` +
+				`"route":"chat.completions","stream":false,"prompt_tokens":0,"completion_tokens":0,"cached_tokens":0,` +
+				`"reserved":100,"settled":46,"unit":"tokens","duration_ms":0,"ttft_ms":0,"status":200,` +
+				`"outcome":"ok","usage_source":"","settle_state":"settled","kind":"settle","settle_id":"s-1"}`,
 		},
 		{
 			name: "zero",
@@ -101,7 +114,7 @@ func TestRecordFieldsHoldNoSecret(t *testing.T) {
 	want := []string{
 		"account_id", "cached_tokens", "completion_tokens", "duration_ms", "key_id", "model",
 		"neuron", "outcome", "prompt_tokens", "request_id", "reserved", "route", "settled",
-		"status", "stream", "time", "ttft_ms", "unit", "usage_source",
+		"settle_state", "status", "stream", "time", "ttft_ms", "unit", "usage_source",
 	}
 	if diff := cmp.Diff(got, want, cmpSorted); diff != "" {
 		t.Errorf("fields (-got +want):\n%s", diff)
@@ -123,6 +136,12 @@ func TestRecordUnmarshalJSON(t *testing.T) {
 		{name: "usd", in: `{"unit":"usd","settled":7}`, want: metering.Record{Unit: entitlements.UnitMicroUSD, Settled: 7}},
 		{name: "no unit reads as tokens", in: `{"prompt_tokens":3}`, want: metering.Record{PromptTokens: 3}},
 		{name: "unknown outcome kept", in: `{"outcome":"later"}`, want: metering.Record{Outcome: "later"}},
+		{
+			name: "pending, then its settle record",
+			in:   `{"settled":0,"settle_state":"pending","settle_id":"s-9"}`,
+			want: metering.Record{SettleState: metering.SettlePending, SettleID: "s-9"},
+		},
+		{name: "settle record", in: `{"kind":"settle","settle_state":"failed"}`, want: metering.Record{Kind: metering.KindSettle, SettleState: metering.SettleFailed}},
 		{name: "huge duration saturates", in: `{"duration_ms":1e300,"ttft_ms":-1e300}`, want: metering.Record{Duration: math.MaxInt64, TTFT: math.MinInt64}},
 		{name: "sub-microsecond rounds", in: `{"duration_ms":0.0006}`, want: metering.Record{Duration: time.Microsecond}},
 		{name: "unknown unit", in: `{"unit":"gbp"}`, wantErr: true},
