@@ -36,6 +36,7 @@ const (
 //
 //	[gateway]
 //	listen = "0.0.0.0:31313"
+//	settle_outbox = "/var/lib/helexa/settles.jsonl"
 //
 //	[[neurons]]
 //	name = "gpu-01"
@@ -154,6 +155,16 @@ type GatewayConfig struct {
 	// PublicStatus shows the fleet view of the status page without a key
 	// (WithPublicStatus). Default false.
 	PublicStatus bool `toml:"public_status"`
+	// SettleOutbox is the settle outbox file (WithSettleOutbox): the
+	// settles that have not landed in the ledger survive a restart or a
+	// crash there, for a ledger that can resume them ([entitlements.redis]).
+	// LoadConfig resolves a relative path against the directory of the
+	// cortex.toml file. Default none: a settle that fails is retried in
+	// memory only.
+	SettleOutbox string `toml:"settle_outbox"`
+	// SettleRetryWindow is how long a settle that failed is retried before
+	// it is given up (WithSettleRetryWindow). Default (and 0) 24h.
+	SettleRetryWindow neuron.Duration `toml:"settle_retry_window"`
 }
 
 // ConfigError is a problem in cortex.toml: a syntax or type error, an
@@ -189,7 +200,8 @@ func (e *ConfigError) Error() string {
 }
 
 // LoadConfig reads and parses the cortex.toml at path, and resolves a
-// relative ModelsConfig and Metering.File against the file's directory.
+// relative ModelsConfig, Metering.File and Gateway.SettleOutbox against
+// the file's directory.
 // Errors name the file.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
@@ -210,6 +222,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if c.Metering.File != "" && !filepath.IsAbs(c.Metering.File) {
 		c.Metering.File = filepath.Join(filepath.Dir(path), c.Metering.File)
+	}
+	if c.Gateway.SettleOutbox != "" && !filepath.IsAbs(c.Gateway.SettleOutbox) {
+		c.Gateway.SettleOutbox = filepath.Join(filepath.Dir(path), c.Gateway.SettleOutbox)
 	}
 	return c, nil
 }
@@ -321,6 +336,9 @@ func (c Config) validate(at *configLines) error {
 	if g.FailureThreshold < 0 {
 		bad(gl, "gateway", "failure_threshold %d is negative", g.FailureThreshold)
 	}
+	if g.SettleRetryWindow < 0 {
+		bad(gl, "gateway", "settle_retry_window %v is negative", g.SettleRetryWindow.Std())
+	}
 	for i, k := range g.AdminKeysSHA256 {
 		if _, err := parseKeyDigest(k); err != nil {
 			bad(gl, "gateway", "admin_keys_sha256[%d]: %v", i, err)
@@ -371,8 +389,8 @@ func (c Config) validate(at *configLines) error {
 
 // GatewayOptions returns the options the [gateway] table sets: the stream
 // idle timeout, the body limit and read timeout, the load timeout, the poll interval and
-// failure threshold of the default poller, and whether auth is required
-// ([entitlements] require_auth).
+// failure threshold of the default poller, the settle outbox and retry
+// window, and whether auth is required ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
 	opts := []GatewayOption{
@@ -390,6 +408,12 @@ func (c Config) GatewayOptions() []GatewayOption {
 	}
 	if g.LoadTimeout > 0 {
 		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))
+	}
+	if g.SettleOutbox != "" {
+		opts = append(opts, WithSettleOutbox(g.SettleOutbox))
+	}
+	if g.SettleRetryWindow > 0 {
+		opts = append(opts, WithSettleRetryWindow(g.SettleRetryWindow.Std()))
 	}
 	var popts []PollerOption
 	if g.PollInterval > 0 {

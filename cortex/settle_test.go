@@ -416,3 +416,42 @@ func TestSettleOutboxReplayAfterCrash(t *testing.T) {
 		t.Errorf("the outbox after a clean shutdown holds:\n%s\nwant nothing", data)
 	}
 }
+
+// settle_outbox is resolved against the directory of cortex.toml, and the
+// gateway it configures keeps its settles there; settle_retry_window may
+// not be negative.
+func TestSettleConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cortex.toml")
+	doc := "[gateway]\nsettle_outbox = \"settles.jsonl\"\nsettle_retry_window = \"1h\"\n" +
+		"[[neurons]]\nname = \"n1\"\nendpoint = \"http://127.0.0.1:1\"\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cortex.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "settles.jsonl"); c.Gateway.SettleOutbox != want || c.Gateway.SettleRetryWindow.Std() != time.Hour {
+		t.Errorf("settle_outbox %q, settle_retry_window %v; want %q, 1h", c.Gateway.SettleOutbox, c.Gateway.SettleRetryWindow.Std(), want)
+	}
+	gw, err := cortex.NewGateway(c.Neurons, nil, append(c.GatewayOptions(), cortex.WithProvider(&ledgerFake{st: newLedgerState()}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdown(t, gw)
+	if _, err := os.Stat(c.Gateway.SettleOutbox); err != nil {
+		t.Errorf("the gateway made no outbox: %v", err)
+	}
+
+	_, err = cortex.ParseConfig([]byte("[gateway]\nsettle_retry_window = \"-1s\"\n[[neurons]]\nname = \"n1\"\nendpoint = \"http://127.0.0.1:1\"\n"))
+	var ce *cortex.ConfigError
+	if !errors.As(err, &ce) || ce.Line != 2 {
+		t.Errorf("negative settle_retry_window: %v; want a ConfigError at line 2", err)
+	}
+	c.Gateway.SettleRetryWindow = -1
+	if err := c.Validate(); !errors.As(err, &ce) || ce.Entry != "gateway" {
+		t.Errorf("Validate(negative settle_retry_window) = %v; want a ConfigError of entry gateway", err)
+	}
+}
