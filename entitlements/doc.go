@@ -59,7 +59,9 @@
 //
 // # Providers
 //
-// Local keeps keys and budgets in memory, for a single gateway or for tests.
+// Local keeps keys and budgets in memory, for a single gateway or for tests;
+// OpenLocal makes it durable, over a ledger file (see OpenLocal for what a
+// crash can lose).
 // Chain asks a primary provider and falls back to a secondary one for keys the
 // primary does not know. entitlements/redisledger shares budgets between many
 // gateway replicas. Every Provider must pass the conformance suite in

@@ -32,9 +32,8 @@ import (
 type Local struct {
 	now     func() time.Time
 	log     *slog.Logger
-	syncInt time.Duration // sync interval of OpenLocal; 0: DefaultSyncInterval
-	compact int64         // least growth of the file before a compaction
-	j       *journal      // nil: in memory only
+	compact int64    // least growth of the file before a compaction
+	j       *journal // nil: in memory only
 
 	mu       sync.RWMutex
 	keys     map[[sha256.Size]byte]*KeyInfo

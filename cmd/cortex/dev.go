@@ -27,12 +27,16 @@ const (
 	devAccount = "demo"
 	devBudget  = 1_000_000 // tokens, a balance
 	devGPUMB   = 24576     // each of the two simulated GPUs
+	// devLedger is the default ledger file of dev mode, in the working
+	// directory, so that the demo budget survives a restart.
+	devLedger = "helexa-dev-ledger"
 )
 
 // devConfig is what "cortex dev" starts.
 type devConfig struct {
 	listen, metricsListen string
 	models                string // path of models.toml
+	ledger                string // path of the ledger file; "": in memory
 	sim                   sim.Config
 	logger                *slog.Logger
 }
@@ -45,6 +49,8 @@ type devStack struct {
 	neuronSrv *http.Server
 	neuronURL string
 	model     string // the model of the curl command
+	ledger    string // path of the ledger file, "" in memory
+	local     *entitlements.Local
 }
 
 // runDev is "cortex dev".
@@ -54,12 +60,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	listen := fs.String("listen", cortex.DefaultListen, "address of the API")
 	metrics := fs.String("metrics-listen", cortex.DefaultMetricsListen, "address of /metrics")
 	models := fs.String("models", "testdata/models.toml", "path of the models.toml catalogue")
+	ledger := fs.String("ledger", devLedger, "ledger file keeping the demo budget across restarts (\"\": in memory)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, err := startDev(devConfig{
-		listen: *listen, metricsListen: *metrics, models: *models, logger: logger,
+		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
 		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},
 	})
 	if err != nil {
@@ -107,10 +114,18 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 	d.neuronSrv = httpx.NewServer(agent, slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn))
 	go func() { _ = d.neuronSrv.Serve(ln) }()
 
-	local, err := entitlements.NewLocal(entitlements.Config{RequireAuth: true, Keys: []entitlements.KeyConfig{
+	ecfg := entitlements.Config{RequireAuth: true, Keys: []entitlements.KeyConfig{
 		{Key: devKey, AccountID: devAccount, HardCap: new(int64(devBudget))},
-	}})
-	if err != nil {
+	}}
+	var local *entitlements.Local
+	if cfg.ledger != "" {
+		ecfg.Local = &entitlements.LocalConfig{Path: cfg.ledger}
+		local, err = entitlements.OpenLocal(ecfg, entitlements.WithLogger(cfg.logger))
+		if err != nil {
+			return d, fmt.Errorf("--ledger: %w", err)
+		}
+		d.local, d.ledger = local, cfg.ledger
+	} else if local, err = entitlements.NewLocal(ecfg); err != nil {
 		return d, err
 	}
 	// The status page is public in dev mode; the demo key is also the
@@ -173,15 +188,25 @@ func (d *devStack) printIntro(w io.Writer) {
   metrics  http://%s/metrics
   neuron   %s at %s: simulated engine, two %d MiB GPUs
 
+%s
 Try it (the first request loads the model):
 
 %s
 
 Ctrl-C stops everything.
-`, version, d.apiAddr, devKey, devAccount, devBudget, d.host(), devKey, metrics, devNeuron, d.neuronURL, devGPUMB, d.curl())
+`, version, d.apiAddr, devKey, devAccount, devBudget, d.host(), devKey, metrics, devNeuron, d.neuronURL, devGPUMB, d.ledgerLine(), d.curl())
 }
 
-// shutdown stops the gateway (draining), then the neuron.
+// ledgerLine says where the demo budget is kept.
+func (d *devStack) ledgerLine() string {
+	if d.ledger == "" {
+		return "  budgets  in memory (--ledger FILE keeps them)\n"
+	}
+	return "  budgets  kept in " + d.ledger + " across restarts (delete it for a fresh budget)\n"
+}
+
+// shutdown stops the gateway (draining), then the neuron, then closes the
+// ledger file.
 func (d *devStack) shutdown(ctx context.Context) error {
 	var errs []error
 	if d.servers != nil {
@@ -191,6 +216,9 @@ func (d *devStack) shutdown(ctx context.Context) error {
 		errs = append(errs, d.agent.Shutdown(ctx), d.neuronSrv.Shutdown(ctx))
 	} else if d.agent != nil {
 		errs = append(errs, d.agent.Shutdown(ctx))
+	}
+	if d.local != nil {
+		errs = append(errs, d.local.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +22,7 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
 )
 
-const keysUsage = `usage: cortex keys COMMAND [--config cortex.toml | --redis-url URL] [--key-prefix P] ...
+const keysUsage = `usage: cortex keys COMMAND [--config cortex.toml | --redis-url URL [--key-prefix P] | --ledger FILE] ...
   add --account A [--key-id K] [--unit tokens|usd] [--cap N | --cap-usd X]
       [--window balance|rolling --seconds N] [--max-in-flight N] [--rpm N] [--clamp-max-tokens]
   list [-o table|json]
@@ -29,19 +31,42 @@ const keysUsage = `usage: cortex keys COMMAND [--config cortex.toml | --redis-ur
   topup --account A (--amount N | --amount-usd X)
   set-cap --account A (--cap N | --cap-usd X | --none)
 Amounts are tokens, or US dollars for an account whose unit is usd. A DIGEST
-may be shortened to a unique prefix of at least 8 hex digits.`
+may be shortened to a unique prefix of at least 8 hex digits. A ledger file
+([entitlements.local], or --ledger) is opened by one process at a time: stop
+cortex before managing its keys.`
 
 // keysTimeout bounds one keys command's work against Redis.
 const keysTimeout = 30 * time.Second
+
+// keyStore is what "cortex keys" manages: the Redis ledger
+// (*redisledger.Ledger) or a ledger file (*entitlements.Local), which
+// have these methods with the same meaning and errors.
+type keyStore interface {
+	Account(ctx context.Context, id string) (entitlements.Account, error)
+	CreateKey(ctx context.Context, nk entitlements.NewKey) (string, entitlements.KeyInfo, error)
+	Key(ctx context.Context, d [sha256.Size]byte) (entitlements.KeyInfo, error)
+	Keys(ctx context.Context) ([]entitlements.KeyInfo, error)
+	RevokeKey(ctx context.Context, d [sha256.Size]byte) (entitlements.KeyInfo, error)
+	RevokeKeyID(ctx context.Context, account, keyID string) ([]entitlements.KeyInfo, error)
+	TopUp(ctx context.Context, account string, amount entitlements.Amount) (entitlements.BudgetSnapshot, error)
+	SetCap(ctx context.Context, account string, hardCap *entitlements.Amount) (entitlements.BudgetSnapshot, error)
+	Close() error
+}
+
+var (
+	_ keyStore = (*redisledger.Ledger)(nil)
+	_ keyStore = (*entitlements.Local)(nil)
+)
 
 // keysCmd is one "cortex keys" command: its flags, with the Redis ones
 // every command shares, and what it does.
 type keysCmd struct {
 	fs                          *flag.FlagSet
 	config, redisURL, prefix    *string
+	ledger                      *string
 	stdout                      io.Writer
 	positional                  []string
-	run                         func(ctx context.Context, l *redisledger.Ledger) error
+	run                         func(ctx context.Context, l keyStore) error
 	account, keyID, unit, win   string
 	capFlag, capUSD, amount     string
 	amountUSD, output           string
@@ -50,8 +75,9 @@ type keysCmd struct {
 	clamp, none, capSet, usdSet bool
 }
 
-// runKeys is "cortex keys": key management against the Redis ledger named
-// by the [entitlements.redis] table of --config, or by --redis-url.
+// runKeys is "cortex keys": key management against the ledger named by
+// --config (its [entitlements.redis] table, else its [entitlements.local]
+// one), by --redis-url or by --ledger.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintln(stderr, keysUsage)
@@ -63,8 +89,9 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	c := &keysCmd{fs: flag.NewFlagSet("cortex keys "+args[0], flag.ContinueOnError), stdout: stdout}
 	c.fs.SetOutput(stderr)
 	c.fs.Usage = func() { fmt.Fprintln(stderr, keysUsage) }
-	c.config = c.fs.String("config", "cortex.toml", "path of the cortex.toml whose [entitlements.redis] names the ledger")
+	c.config = c.fs.String("config", "cortex.toml", "path of the cortex.toml whose [entitlements.redis] or [entitlements.local] names the ledger")
 	c.redisURL = c.fs.String("redis-url", "", "Redis URL of the ledger (instead of --config)")
+	c.ledger = c.fs.String("ledger", "", "path of a ledger file (instead of --config)")
 	c.prefix = c.fs.String("key-prefix", "", "key prefix of the ledger (default: the configuration's, else \"helexa:\")")
 	switch args[0] {
 	case "add":
@@ -104,18 +131,17 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := c.parse(args[1:]); err != nil {
 		return err
 	}
-	l, err := c.open()
+	ctx, cancel := context.WithTimeout(ctx, keysTimeout)
+	defer cancel()
+	l, err := c.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer l.Close()
-	ctx, cancel := context.WithTimeout(ctx, keysTimeout)
-	defer cancel()
-	if err := l.Ping(ctx); err != nil {
-		return fmt.Errorf("keys: %w", err)
-	}
 	if err := c.run(ctx, l); err != nil {
-		return fmt.Errorf("keys %s: %w", args[0], err)
+		return errors.Join(fmt.Errorf("keys %s: %w", args[0], err), l.Close())
+	}
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("keys %s: writing the ledger: %w", args[0], err)
 	}
 	return nil
 }
@@ -157,14 +183,21 @@ func (c *keysCmd) parse(args []string) error {
 	return nil
 }
 
-// open opens the ledger of --redis-url, or of --config's [entitlements.redis].
-func (c *keysCmd) open() (*redisledger.Ledger, error) {
+// open opens the ledger of --redis-url, of --ledger, or of --config's
+// [entitlements.redis] or [entitlements.local] table.
+func (c *keysCmd) open(ctx context.Context) (keyStore, error) {
 	var rc entitlements.RedisConfig
-	if *c.redisURL != "" {
+	var lc *entitlements.LocalConfig
+	switch {
+	case *c.redisURL != "" && *c.ledger != "":
+		return nil, errors.New("keys: give --redis-url or --ledger, not both")
+	case *c.redisURL != "":
 		rc.URL = *c.redisURL
-	} else {
-		// Only [entitlements.redis] is read: the rest of the file need
-		// not be complete.
+	case *c.ledger != "":
+		lc = &entitlements.LocalConfig{Path: *c.ledger}
+	default:
+		// Only the ledger's table is read: the rest of the file need not
+		// be complete.
 		data, err := os.ReadFile(*c.config)
 		if err != nil {
 			return nil, fmt.Errorf("keys: %w", err)
@@ -172,20 +205,42 @@ func (c *keysCmd) open() (*redisledger.Ledger, error) {
 		var cfg struct {
 			Entitlements struct {
 				Redis *entitlements.RedisConfig `toml:"redis"`
+				Local *entitlements.LocalConfig `toml:"local"`
 			} `toml:"entitlements"`
 		}
 		if err := toml.Unmarshal(data, &cfg); err != nil {
 			return nil, fmt.Errorf("keys: %s: %w", *c.config, err)
 		}
-		if cfg.Entitlements.Redis == nil || cfg.Entitlements.Redis.URL == "" {
-			return nil, fmt.Errorf("keys: %s has no [entitlements.redis] table with a url; give --redis-url", *c.config)
+		switch e := cfg.Entitlements; {
+		case e.Redis != nil && e.Redis.URL != "":
+			rc = *e.Redis
+		case e.Local != nil && e.Local.Path != "":
+			lc = &entitlements.LocalConfig{Path: resolvePath(filepath.Dir(*c.config), e.Local.Path)}
+		default:
+			return nil, fmt.Errorf("keys: %s has no [entitlements.redis] table with a url nor [entitlements.local] with a path; give --redis-url or --ledger", *c.config)
 		}
-		rc = *cfg.Entitlements.Redis
+	}
+	if lc != nil {
+		l, err := entitlements.OpenLocal(entitlements.Config{Local: lc})
+		if errors.Is(err, entitlements.ErrLedgerLocked) {
+			return nil, fmt.Errorf("keys: %w: stop cortex, which holds it while it runs, then retry", err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keys: %w", err)
+		}
+		return l, nil
 	}
 	if *c.prefix != "" {
 		rc.KeyPrefix = *c.prefix
 	}
-	return redisledger.Open(rc)
+	l, err := redisledger.Open(rc)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Ping(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("keys: %w", err), l.Close())
+	}
+	return l, nil
 }
 
 // needAccount returns an error when --account is missing or there are
@@ -201,7 +256,7 @@ func (c *keysCmd) needAccount() error {
 }
 
 // add is "cortex keys add": a new key, printed once.
-func (c *keysCmd) add(ctx context.Context, l *redisledger.Ledger) error {
+func (c *keysCmd) add(ctx context.Context, l keyStore) error {
 	if err := c.needAccount(); err != nil {
 		return err
 	}
@@ -210,7 +265,7 @@ func (c *keysCmd) add(ctx context.Context, l *redisledger.Ledger) error {
 	}
 	cur, err := l.Account(ctx, c.account)
 	exists := err == nil
-	if err != nil && !errors.Is(err, redisledger.ErrUnknownAccount) {
+	if err != nil && !errors.Is(err, entitlements.ErrUnknownAccount) {
 		return err
 	}
 	unit := c.unit
@@ -244,7 +299,7 @@ func (c *keysCmd) add(ctx context.Context, l *redisledger.Ledger) error {
 	if err != nil {
 		return err
 	}
-	nk := redisledger.NewKey{Principal: keys[0].Principal}
+	nk := entitlements.NewKey{Principal: keys[0].Principal}
 	if !exists || c.capSet || c.win != "" {
 		nk.Budget = &keys[0].Budget // a new account, or a budget that must match
 	}
@@ -271,12 +326,12 @@ func (c *keysCmd) add(ctx context.Context, l *redisledger.Ledger) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(c.stdout, "The key is shown only this once: store it now. Redis keeps only its SHA-256 digest.")
+	_, err = fmt.Fprintln(c.stdout, "The key is shown only this once: store it now. The ledger keeps only its SHA-256 digest.")
 	return err
 }
 
 // list is "cortex keys list": every key with its account's budget.
-func (c *keysCmd) list(ctx context.Context, l *redisledger.Ledger) error {
+func (c *keysCmd) list(ctx context.Context, l keyStore) error {
 	if len(c.positional) > 0 {
 		return fmt.Errorf("unexpected argument %q", c.positional[0])
 	}
@@ -284,7 +339,7 @@ func (c *keysCmd) list(ctx context.Context, l *redisledger.Ledger) error {
 	if err != nil {
 		return err
 	}
-	accounts := make(map[string]redisledger.Account)
+	accounts := make(map[string]entitlements.Account)
 	for _, k := range keys {
 		id := k.Principal.AccountID
 		if _, ok := accounts[id]; ok {
@@ -300,7 +355,7 @@ func (c *keysCmd) list(ctx context.Context, l *redisledger.Ledger) error {
 }
 
 // printKeys prints keys as a table or JSON (-o).
-func (c *keysCmd) printKeys(keys []redisledger.KeyInfo, accounts map[string]redisledger.Account) error {
+func (c *keysCmd) printKeys(keys []entitlements.KeyInfo, accounts map[string]entitlements.Account) error {
 	switch c.output {
 	case "json":
 		out := make([]keyJSON, 0, len(keys))
@@ -331,7 +386,7 @@ func (c *keysCmd) printKeys(keys []redisledger.KeyInfo, accounts map[string]redi
 const digestPrefixLen = 12
 
 // show is "cortex keys show ACCOUNT|DIGEST": an account's budget and keys.
-func (c *keysCmd) show(ctx context.Context, l *redisledger.Ledger) error {
+func (c *keysCmd) show(ctx context.Context, l keyStore) error {
 	if len(c.positional) != 1 {
 		return errors.New("want one account id or key digest")
 	}
@@ -340,7 +395,7 @@ func (c *keysCmd) show(ctx context.Context, l *redisledger.Ledger) error {
 		k, err := findKey(ctx, l, id)
 		if err == nil {
 			id = k.Principal.AccountID
-		} else if !errors.Is(err, redisledger.ErrUnknownKey) {
+		} else if !errors.Is(err, entitlements.ErrUnknownKey) {
 			return err
 		}
 	}
@@ -380,13 +435,13 @@ func (c *keysCmd) show(ctx context.Context, l *redisledger.Ledger) error {
 		return err
 	}
 	fmt.Fprintln(c.stdout)
-	return c.printKeys(a.Keys, map[string]redisledger.Account{a.ID: a})
+	return c.printKeys(a.Keys, map[string]entitlements.Account{a.ID: a})
 }
 
 // revoke is "cortex keys revoke": one key by digest, or every key of an
 // account with a key id.
-func (c *keysCmd) revoke(ctx context.Context, l *redisledger.Ledger) error {
-	var revoked []redisledger.KeyInfo
+func (c *keysCmd) revoke(ctx context.Context, l keyStore) error {
+	var revoked []entitlements.KeyInfo
 	switch {
 	case len(c.positional) == 1 && c.account == "" && c.keyID == "":
 		k, err := findKey(ctx, l, c.positional[0])
@@ -423,7 +478,7 @@ func (c *keysCmd) revoke(ctx context.Context, l *redisledger.Ledger) error {
 }
 
 // topUp is "cortex keys topup": add to a balance.
-func (c *keysCmd) topUp(ctx context.Context, l *redisledger.Ledger) error {
+func (c *keysCmd) topUp(ctx context.Context, l keyStore) error {
 	if err := c.needAccount(); err != nil {
 		return err
 	}
@@ -449,7 +504,7 @@ func (c *keysCmd) topUp(ctx context.Context, l *redisledger.Ledger) error {
 }
 
 // setCap is "cortex keys set-cap": set or remove an account's cap.
-func (c *keysCmd) setCap(ctx context.Context, l *redisledger.Ledger) error {
+func (c *keysCmd) setCap(ctx context.Context, l keyStore) error {
 	if err := c.needAccount(); err != nil {
 		return err
 	}
@@ -517,18 +572,18 @@ func looksLikeDigest(s string) bool {
 
 // findKey returns the key whose digest is s, or starts with s (at least 8
 // hex digits, and only one key).
-func findKey(ctx context.Context, l *redisledger.Ledger, s string) (redisledger.KeyInfo, error) {
-	if d, err := redisledger.ParseDigest(s); err == nil {
+func findKey(ctx context.Context, l keyStore, s string) (entitlements.KeyInfo, error) {
+	if d, err := entitlements.ParseDigest(s); err == nil {
 		return l.Key(ctx, d)
 	}
 	if !looksLikeDigest(s) {
-		return redisledger.KeyInfo{}, fmt.Errorf("%q is not a key digest (hex, at least 8 digits)", s)
+		return entitlements.KeyInfo{}, fmt.Errorf("%q is not a key digest (hex, at least 8 digits)", s)
 	}
 	keys, err := l.Keys(ctx)
 	if err != nil {
-		return redisledger.KeyInfo{}, err
+		return entitlements.KeyInfo{}, err
 	}
-	var found []redisledger.KeyInfo
+	var found []entitlements.KeyInfo
 	for _, k := range keys {
 		if strings.HasPrefix(k.DigestHex(), strings.ToLower(s)) {
 			found = append(found, k)
@@ -536,11 +591,11 @@ func findKey(ctx context.Context, l *redisledger.Ledger, s string) (redisledger.
 	}
 	switch len(found) {
 	case 0:
-		return redisledger.KeyInfo{}, fmt.Errorf("%w: no digest starts with %s", redisledger.ErrUnknownKey, s)
+		return entitlements.KeyInfo{}, fmt.Errorf("%w: no digest starts with %s", entitlements.ErrUnknownKey, s)
 	case 1:
 		return found[0], nil
 	}
-	return redisledger.KeyInfo{}, fmt.Errorf("%d keys have digests starting with %s: give more digits", len(found), s)
+	return entitlements.KeyInfo{}, fmt.Errorf("%d keys have digests starting with %s: give more digits", len(found), s)
 }
 
 // amountString formats an amount of unit u: tokens, or dollars.
@@ -575,7 +630,7 @@ type budgetJSON struct {
 	Reserved entitlements.Amount  `json:"reserved"`
 }
 
-func newBudgetJSON(a redisledger.Account) budgetJSON {
+func newBudgetJSON(a entitlements.Account) budgetJSON {
 	return budgetJSON{
 		Account: a.ID, Unit: a.Unit.String(), Window: a.Budget.Window.Kind.String(), Seconds: a.Budget.Window.Seconds,
 		Cap: a.Budget.HardCap, Spent: a.Budget.Spent, Reserved: a.Budget.Reserved,
@@ -591,7 +646,7 @@ type keyJSON struct {
 	Revoked *time.Time `json:"revoked"`
 }
 
-func newKeyJSON(k redisledger.KeyInfo, a redisledger.Account) keyJSON {
+func newKeyJSON(k entitlements.KeyInfo, a entitlements.Account) keyJSON {
 	j := keyJSON{budgetJSON: newBudgetJSON(a), KeyID: k.Principal.KeyID, Digest: k.DigestHex(), Created: k.CreatedAt}
 	j.Account = k.Principal.AccountID
 	if k.Revoked() {

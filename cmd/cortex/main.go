@@ -6,12 +6,14 @@
 //	cortex serve [--config cortex.toml] [--log-format text|json]
 //	cortex dev [--listen 127.0.0.1:31313] [--metrics-listen 127.0.0.1:31314] [--models testdata/models.toml]
 //	cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
-//	cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL] ...
+//	cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL | --ledger FILE] ...
 //	cortex version
 //
 // serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains.
-// Budgets live in memory, or in Redis with an [entitlements.redis] table
-// (shared by every replica; the keys of the file are seeded into it).
+// Budgets live in memory, in a ledger file with an [entitlements.local]
+// table (they survive a restart), or in Redis with an [entitlements.redis]
+// table (shared by every replica); the keys of the file are seeded into
+// either.
 // dev needs no files: it starts an in-process neuron over the simulated
 // engine, the catalogue of testdata/models.toml and a demo API key, and
 // prints a curl command to try. status prints the neurons and models of a
@@ -32,6 +34,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
@@ -45,7 +48,7 @@ const usage = `usage:
   cortex serve [--config cortex.toml] [--log-format text|json]
   cortex dev [--listen ADDR] [--metrics-listen ADDR] [--models FILE]
   cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
-  cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL] ...
+  cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL | --ledger FILE] ...
   cortex version`
 
 func main() {
@@ -113,7 +116,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer closeMeter()
 	opts := append(append(cfg.GatewayOptions(), cortex.WithLogger(logger)), mopts...)
-	provider, closer, err := newProvider(cfg.Entitlements, logger)
+	provider, closer, err := newProvider(cfg.Entitlements, filepath.Dir(*configPath), logger)
 	if err != nil {
 		return err
 	}

@@ -110,10 +110,11 @@ func TestDevPrintsACurlThatWorks(t *testing.T) {
 	var stdout, stderr testout.Buffer
 	done := make(chan error, 1)
 	exited := make(chan struct{})
+	ledger := filepath.Join(t.TempDir(), "dev-ledger")
 	go func() {
 		defer close(exited)
 		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-			"--models", filepath.Join("..", "..", "testdata", "models.toml")}, &stdout, &stderr)
+			"--models", filepath.Join("..", "..", "testdata", "models.toml"), "--ledger", ledger}, &stdout, &stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -173,6 +174,18 @@ func TestDevPrintsACurlThatWorks(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("cortex dev did not stop")
+	}
+	// The demo budget's spend is in the ledger file the intro names.
+	if !strings.Contains(stdout.String(), "kept in "+ledger) {
+		t.Errorf("the intro does not name the ledger file %s:\n%s", ledger, stdout.String())
+	}
+	l, err := entitlements.OpenLocal(entitlements.Config{Local: &entitlements.LocalConfig{Path: ledger}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if a, err := l.Account(t.Context(), devAccount); err != nil || a.Budget.Spent == 0 {
+		t.Errorf("dev account in the ledger file: %+v, %v; want some spend", a.Budget, err)
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
@@ -365,5 +378,48 @@ func TestServeRefusesVolatileRedis(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// With [entitlements.local], spend is in the ledger file once cortex
+// stops, for the next cortex (or cortex keys) to read.
+func TestServeWithLedgerFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger")
+	fleet := cortextest.NewFleet(t, cortextest.Named("gpu-01")...)
+	addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), fmt.Sprintf(`[entitlements]
+require_auth = true
+[[entitlements.keys]]
+key = "sk-file"
+account_id = "filed"
+hard_cap = 1000
+[entitlements.local]
+path = %q
+`, path))
+	status, body := chatOnce(t, addr, "sk-file")
+	if err := stop(); err != nil {
+		t.Errorf("cortex serve: %v", err)
+	}
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	var answer struct {
+		Usage struct {
+			Total int64 `json:"total_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(body), &answer); err != nil {
+		t.Fatal(err)
+	}
+	l, err := entitlements.OpenLocal(entitlements.Config{Local: &entitlements.LocalConfig{Path: path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, err := l.Account(t.Context(), "filed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Budget.Spent != entitlements.Amount(answer.Usage.Total) || answer.Usage.Total == 0 {
+		t.Errorf("spent in the ledger file %d, want the %d tokens served", a.Budget.Spent, answer.Usage.Total)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/entitlements"
@@ -16,12 +17,25 @@ import (
 const redisStartTimeout = 10 * time.Second
 
 // newProvider builds the entitlements Provider of the [entitlements]
-// table: none when it has neither keys nor require_auth; the shared Redis
+// table: a durable Local over the ledger file of [entitlements.local]
+// (a relative path is taken from configDir), seeded with the keys of the
+// file; else none when it has neither keys nor require_auth; the shared Redis
 // ledger when it has a [redis] table, refused when that Redis does not
 // persist (unless allow_volatile_redis), seeded with the keys of the file
 // (Redis keeps what it already holds); else a Local provider with the keys.
 // The returned Closer releases it.
-func newProvider(cfg entitlements.Config, logger *slog.Logger) (entitlements.Provider, io.Closer, error) {
+func newProvider(cfg entitlements.Config, configDir string, logger *slog.Logger) (entitlements.Provider, io.Closer, error) {
+	if cfg.Local != nil {
+		lc := *cfg.Local
+		lc.Path = resolvePath(configDir, lc.Path)
+		cfg.Local = &lc
+		local, err := entitlements.OpenLocal(cfg, entitlements.WithLogger(logger))
+		if err != nil {
+			return nil, nil, fmt.Errorf("entitlements.local: %w", err)
+		}
+		logger.Info("cortex: budgets kept in the ledger file", "path", lc.Path)
+		return local, local, nil
+	}
 	if cfg.Redis == nil {
 		if !cfg.RequireAuth && len(cfg.Keys) == 0 {
 			return nil, nopCloser{}, nil
@@ -57,6 +71,14 @@ func newProvider(cfg entitlements.Config, logger *slog.Logger) (entitlements.Pro
 		logger.Warn("cortex: redis holds a key differently from the configuration; redis wins", "conflict", c)
 	}
 	return ledger, ledger, nil
+}
+
+// resolvePath returns path, taken from dir when relative.
+func resolvePath(dir, path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
 }
 
 type nopCloser struct{}
