@@ -115,6 +115,58 @@
 // reservation is renewed every third of the lease TTL while its request
 // runs (see WithLeaseTTL), so that a long stream keeps its amount held.
 //
+// Settles that land. The first Settle (or Release) is made before the
+// handler returns, as above, within 5 s. One that fails with anything but
+// an answer that the reservation is gone (entitlements.ErrReservationSettled,
+// ErrUnknownReservation, ErrInvalidAmount: logged, the record says
+// "failed") is retried in the background by the Gateway's settler, one
+// goroutine per pending settle, with capped exponential backoff and
+// jitter (WithSettleBackoff: 100 ms doubling to 30 s), until it lands or
+// its retry window ends (WithSettleRetryWindow, 24 h from the end of the
+// request). The request is not held up: its meter record says "pending".
+// While a settle is pending its lease is still renewed, so that the ledger
+// keeps the amount held instead of returning it to the budget, where
+// other requests could spend it before the charge lands. The retries do
+// not stop at the lease's expiry: redisledger still records a Settle
+// after its lease expired (for ExpiredLeaseRetention, 24 h, which the
+// default window matches), so giving up there would lose a charge the
+// ledger could take; a provider for which an expired reservation is gone
+// says so with ErrUnknownReservation or ErrReservationSettled, which ends
+// the retries. A retry answered ErrReservationSettled means an earlier
+// attempt landed (Settle applies once), so it counts as landed. Shutdown
+// waits, within its ctx, for the pending settles, then stops retrying.
+//
+// The outbox (WithSettleOutbox, [gateway] settle_outbox) makes pending
+// settles survive a clean shutdown and a crash. It is an append-only file
+// of JSON lines: a "settle" line with the reservation's token
+// (entitlements.Resumer), the principal, the amount and what names the
+// request, written before the first attempt; a "pending" line, fsynced,
+// when that attempt fails; a "done" line when the settle lands or is given
+// up. At start the gateway reads back the settles without a done line
+// (skipping a line cut short), rewrites the file with only those, and
+// re-issues them in the background through the provider's
+// ResumeReservation; re-issuing one that had landed is harmless, since
+// the ledger applies a reservation once. The settle line is written
+// before the first attempt, not on its failure, because a crash between
+// the end of a request and its settle would otherwise lose the charge
+// with nothing on disk: the lease would expire and return the amount. It
+// is written without fsync (a write(2), microseconds, under the outbox's
+// own lock): a crash of the process keeps it, a crash of the machine may
+// lose the settles of its last instants that were not yet pending; every
+// pending settle is fsynced. The file is rewritten with its open entries
+// past 4 MiB and at shutdown. One gateway per file. Without an outbox, a
+// settle still pending at shutdown is logged and recorded as failed.
+//
+// The outbox needs a Provider that can rebuild a reservation from a token
+// (entitlements.Resumer): entitlements/redisledger's Ledger can. With
+// entitlements.Local the outbox stays empty, since its reservations live
+// in the process (and a Settle there does not fail for want of a
+// network); a Local that journals its reservations could implement
+// Resumer too. entitlements.Chain does not forward it yet. After a power
+// loss (not a process crash) a settle that had landed but whose done line
+// was lost is re-issued, answered ErrReservationSettled, and recorded a
+// second time in the meter (never in the ledger).
+//
 // Per-key limits: max_in_flight counts a key's requests in flight, rpm is
 // a token bucket of rpm requests refilled at rpm per minute; each refusal
 // is a 429 rate_limit_exceeded with Retry-After (1 s for max_in_flight,
@@ -146,7 +198,13 @@
 // that got past auth, anonymous callers included, after its settle: the
 // account and key id (never the key), model, neuron, route, tokens,
 // reserved and settled amounts, duration, time to first byte of the
-// answer, status and outcome. Requests refused at auth or while shutting
+// answer, status, outcome and settle state (what the ledger recorded:
+// settled, released, pending or failed; Settled is 0 unless settled). A
+// request whose settle was pending is followed by one settle record
+// (metering.KindSettle, the same SettleID, no tokens) when the settle
+// lands or is given up, possibly from the next gateway that replays the
+// outbox; so the sum of Settled over all records is what the ledger
+// charged. Requests refused at auth or while shutting
 // down are not metered. A Meter must not block; one that panics is
 // recovered and logged. cmd/cortex wires a metering.FileSink and the
 // opt-in metering.AccountSpend from the [metering] table (MeteringConfig).
@@ -242,7 +300,10 @@
 // (histograms from 5 ms to 5 min, and from 1 to 2048 tokens per second),
 // helexa_prompt_tokens_total, helexa_completion_tokens_total,
 // helexa_cold_starts_total, helexa_model_loads_total{result},
-// helexa_evictions_total, and from the fleet snapshot at scrape time
+// helexa_evictions_total, helexa_settles_total{state} (what the ledger
+// recorded when each request ended), helexa_settle_retries_total,
+// helexa_settles_pending, helexa_settles_late_total{state} (pending
+// settles that ended), and from the fleet snapshot at scrape time
 // helexa_neuron_healthy, helexa_neuron_free_vram_bytes,
 // helexa_model_in_flight and helexa_model_queue_depth. Labels are the
 // model id (resolved, never the name a client sent), the neuron name and

@@ -187,8 +187,10 @@ func WithRetryHint(d time.Duration) GatewayOption {
 
 // WithMeter sets the Meter that receives one metering.Record per finished
 // inference request that got past auth (anonymous callers included), after
-// its reservation is settled. Record is called on the request path and
-// must not block (metering.FileSink does not). Default: none.
+// its reservation is settled, and one settle record (metering.KindSettle)
+// for a request whose settle was pending when it ended. Record is called
+// on the request path and must not block (metering.FileSink does not).
+// Default: none.
 func WithMeter(m metering.Meter) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.meter = m })
 }

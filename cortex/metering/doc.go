@@ -5,7 +5,17 @@
 //
 // The gateway calls Meter.Record exactly once per finished request, on the
 // request path, after it has settled the request's reservation. A Meter must
-// therefore never block and must be safe for concurrent use. This package
+// therefore never block and must be safe for concurrent use.
+//
+// A record's SettleState says what the ledger had recorded then. When the
+// ledger could not be reached the settle is "pending" (Settled 0), the
+// gateway retries it, and one more record follows when it ends: a settle
+// record (Kind "settle", the same SettleID, no token counts) with the
+// final state and what the ledger recorded. It comes from a goroutine of
+// the gateway's settler, or from the next gateway to start over its
+// settle outbox, never before the request's own record. So token sums
+// over all records count each token once, and Settled sums to what the
+// ledger charged. This package
 // provides:
 //
 //   - FileSink, the reference sink: JSON lines appended to a file with

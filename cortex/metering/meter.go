@@ -3,7 +3,9 @@ package metering
 // Meter receives one Record per finished request.
 //
 // Concurrency: the gateway calls Record exactly once per finished request,
-// on the request path, from many goroutines at once. An implementation must
+// on the request path, from many goroutines at once (and once more, with a
+// KindSettle record, for a request whose settle was pending, from a
+// goroutine of its own). An implementation must
 // be safe for concurrent use and must not block: no I/O, no waiting on a
 // lock held across I/O, no unbounded work. A meter that does I/O hands the
 // record to a goroutine of its own (see FileSink) and drops, counting, what
