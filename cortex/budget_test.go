@@ -414,7 +414,9 @@ func TestSettlePaths(t *testing.T) {
 				defer resp.Body.Close()
 				nextWithin(t, newEventReader(resp.Body), 10*time.Second, "first chunk")
 				cancel() // the engine holds the second chunk until the test steps it: it never will
-				return helloEstimate + 1
+				// No usage came: the whole reservation (the model's 64
+				// output tokens) is settled.
+				return helloEstimate + 64
 			},
 			wantOutcome: metering.OutcomeClientGone,
 		},
@@ -431,8 +433,9 @@ func TestSettlePaths(t *testing.T) {
 				if len(events) < 2 {
 					t.Fatal("no event before the crash")
 				}
-				// The last event is the gateway's error event, not a token.
-				return helloEstimate + entitlements.Amount(len(events)-1)
+				// Without the engine's usage the whole reservation is
+				// settled: the estimate and the 10 output tokens.
+				return helloEstimate + 10
 			},
 			wantOutcome: metering.OutcomeNeuronCrash,
 		},
@@ -559,8 +562,8 @@ func TestClampAddsMaxTokens(t *testing.T) {
 // A budgeted request that sets no maximum output is sent with the one
 // reserved for it, so the engine cannot generate past the reservation:
 // the model's output limit for a chat completion, OpenAI's default 16 for
-// a completion. A maximum the client set, and an anonymous request, are
-// sent as they came; no clamp is announced.
+// a completion. A maximum the client set is sent as it came, and an
+// anonymous request gets the same bound; no clamp is announced.
 func TestReservedMaxIsSent(t *testing.T) {
 	t.Parallel()
 	local := newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(1000))})
@@ -585,7 +588,7 @@ func TestReservedMaxIsSent(t *testing.T) {
 		{name: "chat without a maximum", path: "/v1/chat/completions", body: chatBody("chat-a"), key: []string{"x-api-key", "k"}, want: ptr(int64(64))},
 		{name: "chat with a maximum", path: "/v1/chat/completions", body: chatBody("chat-a", `"max_tokens":9`), key: []string{"x-api-key", "k"}, want: ptr(int64(9))},
 		{name: "completion without a maximum", path: "/v1/completions", body: `{"model":"chat-a","prompt":"Hello there"}`, key: []string{"x-api-key", "k"}, want: ptr(int64(16))},
-		{name: "anonymous chat", path: "/v1/chat/completions", body: chatBody("chat-a"), want: nil},
+		{name: "anonymous chat", path: "/v1/chat/completions", body: chatBody("chat-a"), want: ptr(int64(64))},
 	}
 	for _, tt := range tests {
 		status, hdr, body := s.post(tt.path, tt.body, tt.key...)

@@ -25,6 +25,7 @@ const (
 	CodeContextLengthExceeded = "context_length_exceeded"    // 400
 	CodeMissingModel          = "missing_model_field"        // 400
 	CodeInvalidBody           = "invalid_request_body"       // 400
+	CodeAmbiguousRequest      = "ambiguous_request"          // 400: decoders could read the body differently
 	CodeModelNotDeployable    = "model_not_deployable"       // 400
 	CodeModelNotFound         = "model_not_found"            // 404
 	CodeRequestTimeout        = "request_timeout"            // 408: the body came too slowly
@@ -287,6 +288,9 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		return e(http.StatusBadRequest, CodeMissingModel)
 	case errors.As(err, &scanErr):
 		h := e(http.StatusBadRequest, CodeInvalidBody)
+		if scanErr.Ambiguous {
+			h.code = CodeAmbiguousRequest
+		}
 		h.msg = scanErr.Error()
 		return h
 	case errors.Is(err, ErrContextLength):

@@ -40,7 +40,7 @@ type exchange struct {
 	limited     bool                         // holds a slot of the key's limiter
 	slot        entitlements.Slot            // the provider's slot, when it limits the key
 	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
-	setMax      int64                        // the output cap written into the forwarded body; 0: the client's stands
+	setMax      int64                        // unused: every bound is rewritten to maxOutput
 	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers
 	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
 	renewal     *renewal                     // renews the reservation's lease; nil: none
@@ -50,17 +50,21 @@ type exchange struct {
 	cold        bool   // it waited for a load
 
 	// Observed.
-	status      int  // status sent to the client; 0 while none
-	served      bool // a 2xx answer from a neuron began to reach the client
-	clientUsage bool // the client asked for the usage chunk
-	firstToken  time.Time
-	engineUsage sse.Usage // the engine's, when hasUsage
-	hasUsage    bool
-	chunks      int64 // content events streamed
-	outcome     outcome
-	err         error
-	abort       bool // end the client's connection abruptly
-	done        bool
+	status        int  // status sent to the client; 0 while none
+	served        bool // a 2xx answer from a neuron began to reach the client
+	clientUsage   bool // the client asked for the usage chunk
+	firstToken    time.Time
+	engineUsage   sse.Usage // the engine's, when hasUsage
+	hasUsage      bool
+	chunks        int64 // content events streamed
+	outputs       int64 // choices that carried output, summed over the events (a floor of the tokens)
+	lengthChoices int64 // choices that ran to their bound
+	neuronOutput  int64 // the output the neuron counted (its trailer)
+	cut           bool  // the neuron cut the stream at the allowance
+	outcome       outcome
+	err           error
+	abort         bool // end the client's connection abruptly
+	done          bool
 }
 
 // outcome is how a request ended, as the metrics count it.
@@ -177,6 +181,12 @@ func (c *exchange) readBody() error {
 	}
 	c.body = body
 	if c.tr != nil {
+		// The translation builds a new body, which alone reaches the
+		// engine; the client's must still have one reading.
+		var raw reqscan.Request
+		if err := reqscan.Scan(c.body, &raw); isAmbiguous(err) {
+			return err
+		}
 		body, err := c.tr.translateRequest(c.body)
 		if err != nil {
 			return err
@@ -238,6 +248,10 @@ func (c *exchange) resolve() error {
 	if limit > 0 && c.estimate > limit {
 		return &ContextLengthError{Model: p.ID, Limit: limit, Estimate: c.estimate}
 	}
+	if lim := int64(p.Limit.Output); lim > 0 && c.req.MaxTokens > lim {
+		return &reqscan.Error{Field: "max_tokens", Msg: fmt.Sprintf("%d output tokens asked for, over the %d that model %s generates at most",
+			c.req.MaxTokens, lim, p.ID)}
+	}
 	c.maxOutput = c.req.MaxTokens
 	if c.maxOutput == 0 && c.kind == routeCompletions {
 		c.maxOutput = completionsDefaultMaxTokens
@@ -281,15 +295,18 @@ func (c *exchange) dispatch() {
 	}
 }
 
-// prepareBody rewrites the model name to the resolved id and, for a
-// stream that can carry one, asks the engine for the usage chunk.
+// prepareBody rewrites the model name to the resolved id and every output
+// bound to the one reserved and, for a stream that can carry one, asks the
+// engine for the usage chunk.
 func (c *exchange) prepareBody() {
 	var edits []reqscan.Edit
 	if c.req.Model != c.model.ID {
 		edits = append(edits, c.req.SetModel(c.model.ID))
 	}
-	if c.setMax > 0 {
-		edits = append(edits, c.req.SetMaxTokens(c.setMax, c.kind.maxTokensField())...)
+	if c.maxOutput > 0 {
+		// Every output bound an engine obeys says what was reserved
+		// (and the neuron holds the engine to it: allowance()).
+		edits = append(edits, c.req.SetMaxTokens(c.maxOutput, c.kind.maxTokensField())...)
 	}
 	c.clientUsage = c.req.IncludeUsage
 	if c.req.Stream && c.kind.asksUsage() {
@@ -369,22 +386,44 @@ type usage struct {
 	// Prompt, Completion and Cached are tokens.
 	Prompt, Completion, Cached int64
 	// Reported is true when the counts are the engine's own (a usage object
-	// or chunk); false when they are the prompt estimate and one token per
-	// content event streamed.
+	// or chunk), raised to what the gateway and the neuron counted; false
+	// when the engine's usage never came.
 	Reported bool
 }
 
-// observed returns the usage of the request: the engine's, or when it
-// never came the prompt estimate and one token per content event
-// streamed. Never zero for a request served.
+// observed returns the usage of the request, never below what was served:
+//
+//   - the engine's usage, its output raised to the outputs the gateway and
+//     the neuron counted (at least a token for each choice that carried
+//     output in an event) and to the bound of each choice that ran to it
+//     (llama-server counts one choice of several);
+//   - and to the whole output reserved when the request has best_of
+//     candidates it does not return (vLLM counts only those returned);
+//   - without it (a stream the client left or stopped reading, that ended
+//     or broke without usage, that the neuron cut at the allowance; a
+//     non-streaming answer with none or too large to scan): the whole
+//     reservation. What the engine generated past what reached the gateway
+//     (in the neuron's and the sockets' buffers, or before it noticed the
+//     cancellation) cannot be known, and the reservation bounds it. A
+//     client that leaves a stream early pays for what it reserved: set
+//     max_tokens to what is needed.
+//
+// Never zero for a request served.
 func (c *exchange) observed() usage {
-	switch {
-	case !c.served:
+	if !c.served {
 		return usage{}
-	case c.hasUsage:
-		return usage{Served: true, Prompt: c.engineUsage.Prompt, Completion: c.engineUsage.Completion, Cached: c.engineUsage.Cached, Reported: true}
 	}
-	return usage{Served: true, Prompt: c.estimate, Completion: c.chunks}
+	counted := max(c.outputs, c.neuronOutput, satMul(c.lengthChoices, c.maxOutput))
+	if c.hasUsage && !c.cut {
+		u := c.engineUsage
+		if c.req.BestOf > c.req.N {
+			// The candidates not returned are generated but not counted
+			// by every engine (vLLM counts the n returned).
+			counted = max(counted, c.allowance())
+		}
+		return usage{Served: true, Prompt: u.Prompt, Completion: max(u.Completion, counted), Cached: u.Cached, Reported: true}
+	}
+	return usage{Served: true, Prompt: c.promptRes, Completion: max(c.allowance(), counted, 1)}
 }
 
 // finish closes the request with the usage observed, exactly once on
@@ -409,4 +448,21 @@ func (c *exchange) finish(u usage) {
 		"outcome", c.outcome.kind(), "cold", c.cold, "prompt_tokens", u.Prompt, "completion_tokens", u.Completion,
 		"usage_reported", u.Reported, "account", c.principal.AccountID, "key", c.principal.KeyID,
 		"took", end.Sub(c.start), "err", c.err)
+}
+
+// isAmbiguous reports whether err is a body that decoders could read
+// differently (400 ambiguous_request).
+func isAmbiguous(err error) bool {
+	var se *reqscan.Error
+	return errors.As(err, &se) && se.Ambiguous
+}
+
+// allowance is the most output tokens the request may generate over all
+// its sequences: what was reserved for its output. 0 for a route that
+// generates none.
+func (c *exchange) allowance() int64 {
+	if c.maxOutput <= 0 {
+		return 0
+	}
+	return satMul(c.req.Sequences(), c.maxOutput)
 }

@@ -411,7 +411,8 @@ func TestUpstreamErrorPassesThroughUnchanged(t *testing.T) {
 	if body != errBody {
 		t.Errorf("body %q, want %q", body, errBody)
 	}
-	for k, want := range map[string]string{"Content-Type": "application/problem+json", "Retry-After": "42", "X-Engine": "yes"} {
+	// Only the relayed headers pass: the engine's own stay in the fleet.
+	for k, want := range map[string]string{"Content-Type": "application/problem+json", "Retry-After": "42", "X-Engine": ""} {
 		if got := hdr.Get(k); got != want {
 			t.Errorf("%s = %q, want %q", k, got, want)
 		}

@@ -534,7 +534,7 @@ func TestMessagesBudgetSettled(t *testing.T) {
 	t.Parallel()
 	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
 		{Key: "sk-a", AccountID: "a", HardCap: ptr(int64(1_000_000))},
-		{Key: "sk-small", AccountID: "small", HardCap: ptr(int64(100))},
+		{Key: "sk-small", AccountID: "small", HardCap: ptr(int64(50))},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -562,10 +562,10 @@ func TestMessagesBudgetSettled(t *testing.T) {
 		t.Errorf("after a stream: spent %d reserved %d, want spent %d", snap.Spent, snap.Reserved, want)
 	}
 
-	// max_tokens is reserved: 200 does not fit a cap of 100, and the
+	// max_tokens is reserved: 60 does not fit a cap of 50, and the
 	// neuron never sees the request.
 	before := s.fleet.Neuron("n1").Requests()
-	status, _, body = s.post("/v1/messages", `{"model":"chat-a","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}`, "x-api-key", "sk-small")
+	status, _, body = s.post("/v1/messages", `{"model":"chat-a","max_tokens":60,"messages":[{"role":"user","content":"hi"}]}`, "x-api-key", "sk-small")
 	if status != http.StatusTooManyRequests {
 		t.Fatalf("status %d: %s", status, body)
 	}

@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,13 +26,10 @@ import (
 // answer's headers, for the stream idle timeout.
 var errStreamIdle = errors.New("no answer within the stream idle timeout")
 
-// Scanning a non-streaming body for its usage: the whole body up to
-// scanLimit, then only its last scanTail bytes (usage ends an OpenAI
-// answer).
-const (
-	scanLimit = 1 << 20
-	scanTail  = 64 << 10
-)
+// scanLimit bounds the non-streaming body kept for the usage scan, which
+// reads the top-level "usage" of the whole body. A larger answer has no
+// usage the gateway can trust, and is settled at its whole reservation.
+const scanLimit = 4 << 20
 
 // Buffers of copyBody, pooled: one to copy through, one to keep the body
 // for the usage scan (returned to the pool unless it grew past
@@ -67,8 +66,13 @@ func (c *exchange) proxy(name string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(c.r.Context())
+	// The request to the neuron follows the client's until the answer's
+	// headers arrive; a non-streaming answer is then read to its end
+	// whatever the client does, for its usage (copyBody).
+	ctx, cancel := context.WithCancel(context.WithoutCancel(c.r.Context()))
 	defer cancel()
+	unfollow := context.AfterFunc(c.r.Context(), cancel)
+	defer unfollow()
 	out, err := http.NewRequestWithContext(ctx, http.MethodPost, targetURL(base, c.target()), bytes.NewReader(c.body))
 	if err != nil {
 		return &UpstreamError{Neuron: name, Err: err}
@@ -106,18 +110,36 @@ func (c *exchange) proxy(name string) error {
 		c.stream(resp, idle)
 	} else {
 		idle.stop()
-		c.copyBody(resp)
+		unfollow()
+		c.copyBody(resp, cancel)
 	}
+	c.readTrailer(resp)
 	return nil
 }
 
-// targetURL is the neuron's endpoint joined with the client's path and
-// query.
+// readTrailer reads what the neuron counted of the answer, from the
+// trailer it sends after a streamed answer's last byte (see
+// neuron.TrailerOutputTokens).
+func (c *exchange) readTrailer(resp *http.Response) {
+	if v := resp.Trailer.Get(neuron.TrailerOutputTokens); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			c.neuronOutput = n
+		}
+	}
+	if resp.Trailer.Get(neuron.TrailerOutputCut) == "true" {
+		c.cut = true
+	}
+}
+
+// targetURL is the neuron's endpoint joined with the client's path. The
+// client's query string is not forwarded: no OpenAI inference route has
+// query parameters, and a client's (an ?api_key=, an engine-specific
+// switch) must not reach the engine.
 func targetURL(base *url.URL, client *url.URL) string {
 	u := *base
 	u.Path = base.Path + client.Path
 	u.RawPath = ""
-	u.RawQuery = client.RawQuery
+	u.RawQuery = ""
 	return u.String()
 }
 
@@ -130,12 +152,12 @@ func targetURL(base *url.URL, client *url.URL) string {
 // Accept-Encoding, so that answers arrive uncompressed for the usage scan.
 var forwardHeaders = []string{"Accept", "Content-Type", "User-Agent", "X-Request-Id", "Traceparent", "Tracestate", "Openai-Beta"}
 
-// hopHeaders are the hop-by-hop response headers not relayed to the
-// client.
-var hopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
+// relayHeaders are the only response headers of a neuron relayed to the
+// client, in canonical form: the answer's type and length, when to retry,
+// and the ids that correlate logs. It is an allowlist: what an engine adds
+// (Server: llama.cpp, its own CORS headers, its timing headers) stays
+// inside the fleet.
+var relayHeaders = []string{"Content-Type", "Content-Length", "Retry-After", "X-Request-Id", "Openai-Processing-Ms"}
 
 // outboundHeader fills h, the header of the request to a neuron: the
 // client's forwardHeaders (less any its Connection header names as
@@ -165,6 +187,9 @@ func (c *exchange) outboundHeader(h http.Header, token string) {
 		h.Set(neuron.HeaderAccountID, c.principal.AccountID)
 		h.Set(neuron.HeaderKeyID, c.principal.KeyID)
 	}
+	if n := c.allowance(); n > 0 {
+		h.Set(neuron.HeaderMaxOutputTokens, strconv.FormatInt(n, 10))
+	}
 }
 
 func containsFold(list []string, k string) bool {
@@ -176,14 +201,13 @@ func containsFold(list []string, k string) bool {
 	return false
 }
 
-// copyResponseHeader copies a neuron's response header to the client's,
-// less the hop-by-hop headers.
+// copyResponseHeader copies the relayHeaders of a neuron's response
+// header to the client's.
 func copyResponseHeader(dst, src http.Header) {
-	for k, vv := range src {
-		if containsFold(hopHeaders, k) {
-			continue
+	for _, k := range relayHeaders {
+		if vv := src[k]; len(vv) > 0 {
+			dst[k] = append([]string(nil), vv...)
 		}
-		dst[k] = append([]string(nil), vv...)
 	}
 }
 
@@ -207,8 +231,10 @@ func (c *exchange) relayError(resp *http.Response) {
 }
 
 // copyBody relays a non-streaming answer as it arrives, and reads its
-// usage.
-func (c *exchange) copyBody(resp *http.Response) {
+// usage. When the client leaves, the rest of the answer is still read from
+// the neuron (within scanLimit and the stream idle timeout, then cancel
+// ends it): the engine generated it whole, and its usage is at its end.
+func (c *exchange) copyBody(resp *http.Response, cancel context.CancelFunc) {
 	copyResponseHeader(c.w.Header(), resp.Header)
 	c.budgetHeaders()
 	c.w.WriteHeader(resp.StatusCode)
@@ -224,32 +250,53 @@ func (c *exchange) copyBody(resp *http.Response) {
 			scanBufs.Put(sp)
 		}
 	}()
+	overflow := false
+	var gone *time.Timer // bounds the read after the client left
+	defer func() {
+		if gone != nil {
+			gone.Stop()
+		}
+	}()
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if c.firstToken.IsZero() {
 				c.firstToken = c.g.clock.Now()
 			}
-			scan = append(scan, buf[:n]...)
-			if len(scan) > scanLimit {
-				scan = append(scan[:0], scan[len(scan)-scanTail:]...)
+			if !overflow {
+				scan = append(scan, buf[:n]...)
+				if len(scan) > scanLimit {
+					overflow, scan = true, scan[:0]
+				}
 			}
-			if _, err := c.w.Write(buf[:n]); err != nil {
-				c.outcome, c.err = outcomeCanceled, err
-				return
+			if gone == nil {
+				if _, err := c.w.Write(buf[:n]); err != nil {
+					c.outcome, c.err = outcomeCanceled, err
+					gone = time.AfterFunc(c.g.cfg.idleTimeout, cancel)
+				}
+			}
+			if gone != nil && overflow {
+				return // nobody to serve, no usage to find
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			c.brokeOff(rerr, nil)
+			if gone == nil {
+				c.brokeOff(rerr, nil)
+			}
 			return
 		}
 	}
-	if u := sse.Inspect(scan); u.HasUsage {
+	if overflow {
+		return
+	}
+	u := sse.Inspect(scan)
+	if u.HasUsage {
 		c.engineUsage, c.hasUsage = u.Usage, true
 	}
+	c.outputs, c.lengthChoices = u.Outputs, u.LengthChoices
 }
 
 // stream relays an SSE answer event by event, each written as it arrives
@@ -266,16 +313,14 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 	c.w.WriteHeader(resp.StatusCode)
 	c.status = resp.StatusCode
 	rc := http.NewResponseController(c.w)
-	if err := flush(rc); err != nil {
-		c.outcome, c.err = outcomeCanceled, err
+	if err := c.flushStream(rc); err != nil {
 		return
 	}
 	rd := sse.NewReader(resp.Body)
 	pending := false // written but not flushed
 	for {
 		if pending && rd.Buffered() == 0 {
-			if err := flush(rc); err != nil {
-				c.outcome, c.err = outcomeCanceled, err
+			if err := c.flushStream(rc); err != nil {
 				return
 			}
 			pending = false
@@ -283,8 +328,8 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 		ev, err := rd.Next()
 		if err == io.EOF {
 			if pending {
-				if err := flush(rc); err != nil {
-					c.outcome, c.err = outcomeCanceled, err
+				if err := c.flushStream(rc); err != nil {
+					return
 				}
 			}
 			return
@@ -302,6 +347,8 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 			}
 			if ch.Content {
 				c.chunks++
+				c.outputs += ch.Outputs
+				c.lengthChoices += ch.LengthChoices
 				if c.firstToken.IsZero() {
 					c.firstToken = c.g.clock.Now()
 				}
@@ -310,11 +357,43 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 				continue
 			}
 		}
+		c.writeDeadline(rc)
 		if _, err := c.w.Write(ev); err != nil {
-			c.outcome, c.err = outcomeCanceled, err
+			c.clientStopped(err)
 			return
 		}
 		pending = true
+	}
+}
+
+// writeDeadline gives the next write to a streaming client the stream idle
+// timeout: a client that accepts no bytes for that long (its socket
+// buffers full) is cut, so that it holds no slot of its key, no admission
+// slot and no engine sequence.
+func (c *exchange) writeDeadline(rc *http.ResponseController) {
+	// The connection's deadline is in real time, whatever the gateway's
+	// clock.
+	_ = rc.SetWriteDeadline(time.Now().Add(c.g.cfg.idleTimeout))
+}
+
+// flushStream flushes the stream to the client under the write deadline,
+// recording a client that left or stopped reading.
+func (c *exchange) flushStream(rc *http.ResponseController) error {
+	c.writeDeadline(rc)
+	err := flush(rc)
+	if err != nil {
+		c.clientStopped(err)
+	}
+	return err
+}
+
+// clientStopped records a stream whose client went away or stopped
+// reading (the write deadline passed).
+func (c *exchange) clientStopped(err error) {
+	c.outcome, c.err = outcomeCanceled, err
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.err = fmt.Errorf("the client accepted nothing for %v: %w", c.g.cfg.idleTimeout, err)
+		c.abort = true
 	}
 }
 
@@ -366,6 +445,7 @@ func (c *exchange) streamError(rc *http.ResponseController) {
 	}
 	ev := make([]byte, 0, len(b)+8)
 	ev = append(append(append(ev, "data: "...), b...), "\n\n"...)
+	c.writeDeadline(rc) // the last write's may have passed while the neuron was silent
 	if _, err := c.w.Write(ev); err == nil {
 		_ = flush(rc)
 	}

@@ -218,6 +218,8 @@ func TestOnlyAllowlistedHeadersReachTheNeuron(t *testing.T) {
 		"User-Agent":           "security-test/1.0",
 		"Traceparent":          "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"Openai-Beta":          "assistants=v2",
+		// The output allowance: one sequence of the 2 tokens reserved.
+		neuron.HeaderMaxOutputTokens: "2",
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("headers at the neuron (-got +want):\n%s", diff)

@@ -285,9 +285,10 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	waitFor(t, "the gateway to finish the request", func() bool { return s.gw.InFlight() == 0 })
 }
 
-// A stream whose usage never arrives is settled from what was observed:
-// the prompt estimate and one token per content event, never zero.
-func TestStreamWithoutUsageSettlesObserved(t *testing.T) {
+// A stream that ends without the usage the gateway asked for is settled at
+// its whole reservation: nothing it counted is a bound of what the engine
+// generated.
+func TestStreamWithoutUsageSettlesTheReservation(t *testing.T) {
 	t.Parallel()
 	engine := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -314,8 +315,8 @@ func TestStreamWithoutUsageSettlesObserved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := entitlements.Amount(3 + 4 + 3); snap.Spent != want || snap.Reserved != 0 {
-		t.Errorf("spent %d reserved %d, want spent %d (estimate 7 + 3 chunks)", snap.Spent, snap.Reserved, want)
+	if want := entitlements.Amount(3 + 4 + 64); snap.Spent != want || snap.Reserved != 0 {
+		t.Errorf("spent %d reserved %d, want spent %d (estimate 7 + the 64 output tokens reserved)", snap.Spent, snap.Reserved, want)
 	}
 }
 

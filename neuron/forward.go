@@ -2,7 +2,7 @@ package neuron
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +12,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/helexa-ai/helexa-go/internal/httpx"
+	"github.com/helexa-ai/helexa-go/internal/reqscan"
 )
 
 // handleInference forwards an OpenAI request to the engine of the model
@@ -42,6 +43,11 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	allow, err := allowance(r.Header)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	if _, err := a.h.Endpoint(id); err != nil {
 		writeError(w, err)
 		return
@@ -61,7 +67,9 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out := r.WithContext(r.Context())
+	out := r.WithContext(context.WithValue(r.Context(), allowanceKey{}, allow))
+	out.Header = r.Header.Clone()
+	out.Header.Del(HeaderMaxOutputTokens)
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.ContentLength = int64(len(body))
 	a.proxies.get(id, target).ServeHTTP(w, out)
@@ -117,33 +125,44 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	return body, err
 }
 
-// modelField returns the "model" of a JSON request body, which must be
-// valid UTF-8 (encoding/json would quietly replace bad bytes; the engine
-// might not).
+// modelField returns the "model" of a JSON request body, read by the
+// gateway's own reader with its rules (internal/reqscan): valid UTF-8, one
+// object, no duplicate keys and no variant of a field it reads, so that a
+// body that reaches the neuron by another path than cortex is refused (400
+// ambiguous_request) rather than read by the engine its own way.
 func modelField(body []byte) (string, error) {
-	if !utf8.Valid(body) {
-		return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
-			Message: "request body is not valid UTF-8"}
-	}
-	var v struct {
-		Model json.RawMessage `json:"model"`
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
-		return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
-			Message: "request body is not a JSON object: " + err.Error()}
-	}
-	var model string
-	if len(v.Model) > 0 && string(v.Model) != "null" {
-		if err := json.Unmarshal(v.Model, &model); err != nil {
-			return "", &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
-				Message: `"model" must be a string`}
+	var req reqscan.Request
+	if err := reqscan.Scan(body, &req); err != nil {
+		code := CodeInvalidBody
+		var se *reqscan.Error
+		if errors.As(err, &se) && se.Ambiguous {
+			code = CodeAmbiguousRequest
 		}
+		return "", &APIError{Status: http.StatusBadRequest, Code: code, Message: err.Error()}
 	}
-	if model == "" {
+	if req.Model == "" {
 		return "", &APIError{Status: http.StatusBadRequest, Code: CodeMissingModel,
 			Message: `request body has no "model"`}
 	}
-	return model, nil
+	return req.Model, nil
+}
+
+// allowanceKey is the request context key of the output allowance.
+type allowanceKey struct{}
+
+// allowance reads HeaderMaxOutputTokens: the output tokens the request may
+// generate, 0 when it has none.
+func allowance(h http.Header) (int64, error) {
+	v := h.Get(HeaderMaxOutputTokens)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, &APIError{Status: http.StatusBadRequest, Code: CodeInvalidBody,
+			Message: HeaderMaxOutputTokens + " must be a positive integer"}
+	}
+	return n, nil
 }
 
 // openAIModel and openAIModelList are GET /v1/models.
@@ -223,10 +242,11 @@ func (c *proxyCache) get(id string, target *url.URL) *httputil.ReverseProxy {
 			// The neuron's token is not the engine's.
 			pr.Out.Header.Del("Authorization")
 		},
-		Transport:     c.transport,
-		FlushInterval: -1, // SSE and every other answer pass through unbuffered
-		ErrorLog:      c.errorLog,
-		ErrorHandler:  c.errorHandler,
+		Transport:      c.transport,
+		ModifyResponse: countOutput,
+		FlushInterval:  -1, // SSE and every other answer pass through unbuffered
+		ErrorLog:       c.errorLog,
+		ErrorHandler:   c.errorHandler,
 	}
 	c.byModel[id] = proxyEntry{target: key, rp: rp}
 	return rp

@@ -210,6 +210,22 @@ const (
 	HeaderKeyID     = "X-Helexa-Key-Id"
 )
 
+// The output allowance: cortex sends HeaderMaxOutputTokens with each
+// inference request, the most output tokens the request may generate over
+// all its sequences (what it reserved). The neuron counts the output of a
+// streamed answer as it relays it (one token at least per choice that
+// carries output in an event), and cuts the stream, cancelling the engine's
+// request, once the count passes the allowance. At the end of every streamed
+// answer it sends its count in the trailer TrailerOutputTokens, and
+// TrailerOutputCut "true" when it cut the stream, so that the gateway
+// settles at least what went out when the engine's usage is missing or
+// lower.
+const (
+	HeaderMaxOutputTokens = "X-Helexa-Max-Output-Tokens"
+	TrailerOutputTokens   = "X-Helexa-Output-Tokens"
+	TrailerOutputCut      = "X-Helexa-Output-Cut"
+)
+
 // Error codes in the neuron's OpenAI error envelopes. Client maps them back
 // to the errors below.
 const (
@@ -223,6 +239,7 @@ const (
 	CodeShuttingDown      = "shutting_down"
 	CodeInvalidToken      = "invalid_token"
 	CodeInvalidBody       = "invalid_request_body"
+	CodeAmbiguousRequest  = "ambiguous_request"
 	CodeMissingModel      = "missing_model_field"
 	CodeQueueFull         = "queue_full"
 	CodeQueueTimeout      = "queue_timeout"

@@ -329,11 +329,11 @@ func TestOpenAIResponses(t *testing.T) {
 		t.Errorf("the neuron got %s: stream_options is not a Responses parameter", sent)
 	}
 
-	// max_output_tokens is reserved before routing: 300 tokens do not fit
+	// max_output_tokens is reserved before routing: 200 tokens do not fit
 	// a balance of 100, and the neuron never sees the request.
 	before := s.fleet.Neuron(neuronName).Requests()
 	small := s.openAI("sk-small")
-	params.MaxOutputTokens = openai.Int(300)
+	params.MaxOutputTokens = openai.Int(200)
 	_, err = small.Responses.New(t.Context(), params)
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusTooManyRequests || apiErr.Code != cortex.CodeInsufficientQuota {

@@ -35,7 +35,7 @@ func TestAmbiguous(t *testing.T) {
 		{name: "long s folds to s", in: `{"model":"m","ſtream":true}`, wantField: "stream"},
 		{name: "escaped long s", in: `{"model":"m","\u017ftream":true}`, wantField: "stream"},
 		{name: "Kelvin sign folds to k", in: `{"model":"m","max_to\u212aens":100000}`, wantField: "max_tokens"},
-		{name: "dotless i folds to i", in: `{"model":"m","n_predıct":100000}`, wantField: "n_predict"},
+		{name: "dotless i, refused though Go does not fold it", in: `{"model":"m","n_predıct":100000}`, wantField: "n_predict"},
 		{name: "n_predict variant", in: `{"model":"m","N_PREDICT":100000}`, wantField: "n_predict"},
 		{name: "n variant", in: `{"model":"m","N":100}`, wantField: "n"},
 		{name: "best_of variant", in: `{"model":"m","Best_Of":100}`, wantField: "best_of"},

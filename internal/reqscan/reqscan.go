@@ -48,7 +48,8 @@ func (s Span) Present() bool { return s.End > s.Start }
 
 // Request is what Scan found. Spans index into the scanned body.
 type Request struct {
-	// Model is the "model" string, unescaped. Empty when absent.
+	// Model is the "model" string, unescaped. Empty when absent or null;
+	// ModelSpan covers a null too.
 	Model     string
 	ModelSpan Span
 	// Stream is the "stream" flag.
@@ -299,10 +300,12 @@ func readField(name []byte, esc bool, at int, fields []string) (string, error) {
 	return "", nil
 }
 
-// foldEqual reports whether name matches the ASCII field f under the case
-// folding of Go's encoding/json: ASCII letters fold to upper case, and
-// any other rune r to unicode.ToUpper(unicode.ToLower(r)), so that
-// U+017F (ſ) matches "s" and U+212A (Kelvin sign) matches "k".
+// foldEqual reports whether name matches the ASCII field f under a case
+// folding that covers Go's encoding/json's: ASCII letters fold to upper
+// case, and any other rune r to unicode.ToUpper(unicode.ToLower(r)), so
+// that U+017F (ſ) matches "s" and U+212A (Kelvin sign) matches "k", as in
+// Go. It also folds a few runes Go does not (U+0131, dotless i): refusing
+// those too costs nothing.
 func foldEqual(name []byte, f string) bool {
 	j := 0
 	for i := 0; i < len(name); {
@@ -468,6 +471,10 @@ func (s *scanner) elements(fn func() error) error {
 func (s *scanner) field(r *Request, key string, vs int) error {
 	switch key {
 	case "model":
+		if s.lit("null") {
+			r.ModelSpan = Span{vs, s.i} // absent, and replaced by SetModel
+			return nil
+		}
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
 			if err := s.skip(); err != nil {
 				return err
