@@ -24,6 +24,7 @@ func FuzzParseConfig(f *testing.F) {
 		"[[neurons]]\nname = \"a\"\nendpoint = \"http://h\"\n[[entitlements.keys]]\nkey_sha256 = \"zz\"\naccount_id = \"\"\nunit = \"usd\"\nhard_cap_usd = -1.0\n",
 		"[gateway]\nstream_idle_timeout = \"-1s\"\nunknown = 1\n",
 		"[[neurons]]\nname = \"a\"\nendpoint = \"http://h\"\n[entitlements.redis]\nurl = \"redis://127.0.0.1:1\"\n",
+		"[gateway]\nsettle_outbox = \"s.jsonl\"\nsettle_retry_window = \"1h\"\n[[neurons]]\nname = \"a\"\nendpoint = \"http://h\"\n",
 		"neurons = 5\n", "[gateway\n", "",
 	} {
 		f.Add([]byte(s))
@@ -45,6 +46,8 @@ func FuzzParseConfig(f *testing.F) {
 			c.Gateway.StreamIdleTimeout <= 0 || c.Gateway.PollInterval <= 0 || c.Gateway.FailureThreshold <= 0 {
 			t.Fatalf("defaults not applied: %+v", c.Gateway)
 		}
+		// The settle outbox is a file NewGateway creates: not here.
+		c.Gateway.SettleOutbox = ""
 		opts := c.GatewayOptions()
 		if c.Entitlements.Redis == nil {
 			p, err := entitlements.NewLocal(c.Entitlements)

@@ -32,6 +32,8 @@ func TestLoadExampleConfig(t *testing.T) {
 		LoadTimeout:       neuron.Duration(10 * time.Minute),
 		PollInterval:      neuron.Duration(2 * time.Second),
 		FailureThreshold:  3,
+		SettleOutbox:      filepath.Join("..", "testdata", "cortex-settles.jsonl"),
+		SettleRetryWindow: neuron.Duration(24 * time.Hour),
 	}
 	if diff := cmp.Diff(c.Gateway, want); diff != "" {
 		t.Errorf("gateway (-got +want):\n%s", diff)
