@@ -358,6 +358,7 @@ func (s *stack) check(t *testing.T, a account, before sim.Stats, requests int) u
 		settled += int64(r.Settled)
 	}
 	snap := s.snapshot(a)
+	t.Logf("served %d, reserved %d, charged %d (spent %d of cap %d)", served, reserved, settled, snap.Spent, a.cap)
 	if served > uint64(max(reserved, 0)) {
 		t.Errorf("served > reserved: the engine generated %d tokens, %d were reserved (records %s)", served, reserved, summary(recs))
 	}
