@@ -248,7 +248,7 @@ func TestSettleFinalErrors(t *testing.T) {
 // shutdown shuts gw down, waiting for its pending settles.
 func shutdown(t *testing.T, gw *cortex.Gateway) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // t.Context ends before the cleanups
 	defer cancel()
 	if err := gw.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown: %v", err)
@@ -453,5 +453,59 @@ func TestSettleConfig(t *testing.T) {
 	c.Gateway.SettleRetryWindow = -1
 	if err := c.Validate(); !errors.As(err, &ce) || ce.Entry != "gateway" {
 		t.Errorf("Validate(negative settle_retry_window) = %v; want a ConfigError of entry gateway", err)
+	}
+}
+
+// renewingFake is a ledgerFake whose reservations are leases the gateway
+// renews (a cortex.LeaseRenewer).
+type renewingFake struct {
+	*ledgerFake
+	renewals atomic.Int64
+}
+
+func (f *renewingFake) Renew(_ context.Context, r entitlements.Reservation, _ time.Duration) error {
+	fr, ok := r.(*fakeRes)
+	if !ok {
+		return entitlements.ErrUnknownReservation
+	}
+	f.st.mu.Lock()
+	_, open := f.st.open[fr.id]
+	f.st.mu.Unlock()
+	if !open {
+		return entitlements.ErrReservationSettled
+	}
+	f.renewals.Add(1)
+	return nil
+}
+
+// While a settle is pending its lease is still renewed, so that the ledger
+// keeps the amount held until the settle lands.
+func TestPendingSettleKeepsItsLease(t *testing.T) {
+	t.Parallel()
+	st := newLedgerState()
+	p := &renewingFake{ledgerFake: &ledgerFake{st: st}}
+	var mark atomic.Int64 // the renewals when the request ended
+	p.fail = func(_ context.Context, n int64) error {
+		if n == 1 {
+			mark.Store(p.renewals.Load())
+		}
+		// Fail until the lease has been renewed twice since.
+		if p.renewals.Load() < mark.Load()+2 {
+			return unavailable
+		}
+		return nil
+	}
+	rec := new(recorder)
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithProvider(p), cortex.WithMeter(rec),
+		cortex.WithSettleBackoff(time.Millisecond, 2*time.Millisecond), cortex.WithLeaseTTL(15*time.Millisecond))
+	if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), "x-api-key", "sk-acct"); status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	waitFor(t, "the settle record", func() bool { return len(settleRecords(rec.records())) == 1 })
+	if got := settleRecords(rec.records())[0].SettleState; got != metering.SettleSettled {
+		t.Errorf("settle record: state %q, want settled", got)
+	}
+	if spent, reserved := st.budget(); spent != helloEstimate+2 || reserved != 0 {
+		t.Errorf("ledger: spent %d, reserved %d; want %d, 0", spent, reserved, helloEstimate+2)
 	}
 }
