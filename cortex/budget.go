@@ -165,11 +165,7 @@ func (c *exchange) admit() error {
 	if out < c.maxOutput {
 		c.clampTo, c.maxOutput = out, out
 	}
-	if c.clampTo > 0 || c.req.MaxTokens == 0 {
-		// What was reserved is the most the engine may generate: a
-		// request that set no maximum gets the one reserved for it.
-		c.setMax = c.maxOutput
-	}
+	c.settleID = c.g.settler.intent(c.reservation, c.settleRecord())
 	if br, ok := c.reservation.(entitlements.BudgetReporter); ok {
 		if s, ok := br.Budget(); ok {
 			c.snap, c.snapTried = &s, true // no Snapshot call needed
@@ -269,7 +265,7 @@ func (c *exchange) settle(u usage) {
 	if c.renewal == nil {
 		c.renewal = newRenewal(nil, c.reservation, nil, 0, c.g.log)
 	}
-	j := &settleJob{res: c.reservation, release: !u.Served, renewal: c.renewal, start: time.Now(), recorded: make(chan struct{})}
+	j := &settleJob{id: c.settleID, res: c.reservation, release: !u.Served, renewal: c.renewal, start: time.Now(), recorded: make(chan struct{})}
 	c.renewal.recorded = j.recorded
 	if u.Served {
 		c.settled = c.price(u.Prompt, u.Completion, u.Cached)

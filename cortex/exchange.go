@@ -40,7 +40,7 @@ type exchange struct {
 	limited     bool                         // holds a slot of the key's limiter
 	slot        entitlements.Slot            // the provider's slot, when it limits the key
 	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
-	setMax      int64                        // unused: every bound is rewritten to maxOutput
+	settleID    string                       // the settle's outbox id, written when it reserved; "": none
 	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers
 	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
 	renewal     *renewal                     // renews the reservation's lease; nil: none

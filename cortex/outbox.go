@@ -133,7 +133,12 @@ func readOutbox(path string) ([]outboxEntry, int, error) {
 			} else {
 				switch l.Op {
 				case opSettle:
-					if _, dup := byID[l.ID]; !dup {
+					// A later settle line of an id takes the place of its
+					// earlier one: the request's settle, of the intent
+					// written when it reserved (settler.intent).
+					if e := byID[l.ID]; e != nil {
+						e.line = l
+					} else {
 						order = append(order, l.ID)
 						byID[l.ID] = &outboxEntry{line: l}
 					}

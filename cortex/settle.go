@@ -148,7 +148,9 @@ func newSettler(g *Gateway, ob *outbox, m *settleMetrics) *settler {
 func (s *settler) first(ctx context.Context, j *settleJob) metering.SettleState {
 	if s.ob != nil && s.resumer != nil {
 		if tok, ok := s.resumer.ReservationToken(j.res); ok {
-			j.id = rand.Text()
+			if j.id == "" {
+				j.id = rand.Text()
+			}
 			if err := s.ob.add(j.outboxLine(tok)); err != nil {
 				s.log.Error("cortex: writing a settle to the outbox failed; it is not kept across a restart",
 					"account", j.rec.AccountID, "key", j.rec.KeyID, "amount", j.amount, "err", err)
@@ -167,6 +169,31 @@ func (s *settler) first(ctx context.Context, j *settleJob) metering.SettleState 
 	state = s.handOff(j, err)
 	s.metrics.settles.WithLabelValues(string(state)).Inc()
 	return state
+}
+
+// intent writes to the outbox, right after a reservation, the settle of
+// its whole amount: the settle of a request the gateway is interrupted
+// while serving (a crash, a kill), which the next gateway on the outbox
+// re-issues, since what was served is unknown. The request's own settle
+// line, written at its end under the id returned, takes its place. It
+// returns "" when there is no outbox, or the provider cannot resume the
+// reservation.
+func (s *settler) intent(res entitlements.Reservation, rec metering.Record) string {
+	if s.ob == nil || s.resumer == nil {
+		return ""
+	}
+	tok, ok := s.resumer.ReservationToken(res)
+	if !ok {
+		return ""
+	}
+	rec.Outcome = metering.OutcomeInterrupted
+	j := &settleJob{id: rand.Text(), res: res, amount: res.Amount(), start: time.Now(), rec: rec}
+	if err := s.ob.add(j.outboxLine(tok)); err != nil {
+		s.log.Error("cortex: writing a reservation to the outbox failed; an interruption would lose its settle",
+			"account", rec.AccountID, "key", rec.KeyID, "err", err)
+		return ""
+	}
+	return j.id
 }
 
 // outboxLine is the settle line of j, with the reservation's token.

@@ -19,6 +19,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // ledgerState is one in-memory ledger that several ledgerFakes (one per
@@ -507,5 +508,55 @@ func TestPendingSettleKeepsItsLease(t *testing.T) {
 	}
 	if spent, reserved := st.budget(); spent != helloEstimate+2 || reserved != 0 {
 		t.Errorf("ledger: spent %d, reserved %d; want %d, 0", spent, reserved, helloEstimate+2)
+	}
+}
+
+// A request the gateway is interrupted while serving (a crash, a kill) is
+// settled at its whole reservation by the next gateway on the outbox: the
+// outbox holds its reservation from the moment it was made.
+func TestInterruptedRequestIsSettledAtItsReservation(t *testing.T) {
+	t.Parallel()
+	st := newLedgerState()
+	outbox := filepath.Join(t.TempDir(), "settles.jsonl")
+	engine := newStepEngine(3)
+	s := newStack(t, []cortextest.Spec{{Name: "n1", Engine: engine, Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}}},
+		testCatalogue(t), cortex.WithProvider(&ledgerFake{st: st}), fastRetries, cortex.WithSettleOutbox(outbox))
+	resp := s.do(http.MethodPost, "/v1/chat/completions", chatBody("chat-a", `"stream":true`, `"max_tokens":20`), "x-api-key", "sk-acct")
+	defer resp.Body.Close()
+	nextWithin(t, newEventReader(resp.Body), 10*time.Second, "first chunk")
+
+	// What a crash now would leave: the outbox file and the ledger with
+	// the reservation open.
+	crashed, err := os.ReadFile(outbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := newLedgerState()
+	st.mu.Lock()
+	for id, amt := range st.open {
+		after.open[id] = amt
+	}
+	after.next, after.spent, after.reserved = st.next, st.spent, st.reserved
+	st.mu.Unlock()
+	if after.reserved != helloEstimate+20 {
+		t.Fatalf("reserved %d mid-request, want %d", after.reserved, helloEstimate+20)
+	}
+	restarted := filepath.Join(t.TempDir(), "settles.jsonl")
+	if err := os.WriteFile(restarted, crashed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := new(recorder)
+	s2 := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t),
+		cortex.WithProvider(&ledgerFake{st: after}), cortex.WithMeter(rec), fastRetries, cortex.WithSettleOutbox(restarted))
+	waitFor(t, "the interrupted request's settle", func() bool { return len(rec.records()) == 1 })
+	shutdown(t, s2.gw)
+	r := rec.records()[0]
+	if r.Kind != metering.KindSettle || r.Outcome != metering.OutcomeInterrupted || r.SettleState != metering.SettleSettled ||
+		r.Settled != helloEstimate+20 {
+		t.Errorf("settle record %+v, want the interrupted request settled at its reservation %d", r, helloEstimate+20)
+	}
+	if spent, reserved := after.budget(); spent != helloEstimate+20 || reserved != 0 {
+		t.Errorf("ledger after the replay: spent %d, reserved %d; want %d, 0", spent, reserved, helloEstimate+20)
 	}
 }

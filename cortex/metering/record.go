@@ -32,6 +32,10 @@ const (
 	OutcomeTimeout Outcome = "timeout"
 	// OutcomePanic: the gateway recovered a panic while serving it.
 	OutcomePanic Outcome = "panic"
+	// OutcomeInterrupted: the gateway stopped (a crash, a kill) while
+	// serving it; the next gateway on the settle outbox settled its whole
+	// reservation, since what it served is unknown.
+	OutcomeInterrupted Outcome = "interrupted"
 )
 
 // UsageSource says where a record's token counts came from.
