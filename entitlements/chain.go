@@ -3,6 +3,8 @@ package entitlements
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,6 +29,9 @@ import (
 // Limits: Chain is a Limiter that forwards to the provider owning the
 // principal, or leaves the limits to the gateway when that provider is no
 // Limiter.
+//
+// Resumer: Chain resumes a reservation with the provider that issued it,
+// when that provider is a Resumer.
 //
 // Leases: Chain forwards Renew(ctx, r, ttl) to the provider that issued r
 // when that provider has the method (entitlements/redisledger's Ledger
@@ -215,4 +220,43 @@ func (c *Chain) Acquire(ctx context.Context, p Principal) (Slot, error) {
 		}
 		return nil, nil
 	})
+}
+
+var _ Resumer = (*Chain)(nil)
+
+// ReservationToken implements Resumer: the token of r with the provider
+// that issued it, prefixed with that provider's place in the chain ("0/"
+// or "1/"). ok is false when that provider is not a Resumer.
+func (c *Chain) ReservationToken(r Reservation) (string, bool) {
+	cr, ok := r.(*chainReservation)
+	if !ok || cr.chain != c {
+		return "", false
+	}
+	rs, ok := c.providers[cr.from].(Resumer)
+	if !ok {
+		return "", false
+	}
+	tok, ok := rs.ReservationToken(cr.Reservation)
+	if !ok {
+		return "", false
+	}
+	return strconv.Itoa(cr.from) + "/" + tok, true
+}
+
+// ResumeReservation implements Resumer, with the provider the token names.
+func (c *Chain) ResumeReservation(p Principal, token string) (Reservation, error) {
+	i, tok, ok := strings.Cut(token, "/")
+	from, err := strconv.Atoi(i)
+	if !ok || err != nil || from < 0 || from >= len(c.providers) {
+		return nil, ErrUnknownReservation
+	}
+	rs, ok := c.providers[from].(Resumer)
+	if !ok {
+		return nil, ErrUnknownReservation
+	}
+	r, err := rs.ResumeReservation(p, tok)
+	if err != nil {
+		return nil, err
+	}
+	return &chainReservation{Reservation: r, chain: c, from: from}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -406,6 +407,79 @@ func TestChainBudget(t *testing.T) {
 		s, ok := r.(entitlements.BudgetReporter).Budget()
 		if ok != reports || ok && s.Spent != 7 {
 			t.Errorf("provider reports %v: Budget() = %+v, %v", reports, s, ok)
+		}
+	}
+}
+
+// resumingProvider is a fakeProvider whose reservations can be resumed:
+// the token is the amount.
+type resumingProvider struct{ *fakeProvider }
+
+func (f *resumingProvider) ReservationToken(r entitlements.Reservation) (string, bool) {
+	h, ok := r.(*fakeHandle)
+	if !ok {
+		return "", false
+	}
+	return strconv.FormatInt(int64(h.a), 10), true
+}
+
+func (f *resumingProvider) ResumeReservation(p entitlements.Principal, token string) (entitlements.Reservation, error) {
+	n, err := strconv.ParseInt(token, 10, 64)
+	if err != nil {
+		return nil, entitlements.ErrUnknownReservation
+	}
+	return &fakeHandle{p: p, a: entitlements.Amount(n)}, nil
+}
+
+// TestChainResume: a reservation is resumed with the provider that issued
+// it, when that provider resumes.
+func TestChainResume(t *testing.T) {
+	t.Parallel()
+	alice := entitlements.Principal{AccountID: "alice", KeyID: "alice"}
+	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
+	local := &fakeProvider{name: "local", resolve: resolvesTo("sk-a", alice), reserve: admits}
+	shared := &resumingProvider{&fakeProvider{name: "shared", resolve: resolvesTo("sk-b", bob), reserve: admits}}
+	c, err := entitlements.NewChain(local, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, key := range []string{"sk-a", "sk-b"} {
+		if _, err := c.Resolve(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ra, err := c.Reserve(ctx, alice, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := c.ReservationToken(ra); ok {
+		t.Errorf("ReservationToken of a provider that does not resume = %q, want none", tok)
+	}
+	rb, err := c.Reserve(ctx, bob, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, ok := c.ReservationToken(rb)
+	if !ok || tok != "1/7" {
+		t.Fatalf("ReservationToken = %q, %v; want 1/7", tok, ok)
+	}
+	r, err := c.ResumeReservation(bob, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Amount() != 7 || r.Principal() != bob {
+		t.Errorf("resumed %v of %v, want 7 of bob", r.Amount(), r.Principal())
+	}
+	if err := c.Settle(ctx, r, 5); err != nil {
+		t.Errorf("Settle of the resumed reservation: %v", err)
+	}
+	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Reserve", "shared.Settle"}; !slices.Equal(got, want) {
+		t.Errorf("shared calls = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"", "7", "0/7", "2/7", "x/7", "1/x"} {
+		if _, err := c.ResumeReservation(bob, bad); !errors.Is(err, entitlements.ErrUnknownReservation) {
+			t.Errorf("ResumeReservation(%q) = %v, want ErrUnknownReservation", bad, err)
 		}
 	}
 }
