@@ -30,49 +30,63 @@
 //     or application/*+json is a 415 unsupported_media_type (none is taken
 //     as JSON). It is read under the size limit (WithMaxBodyBytes, 413
 //     request_too_large) and the read timeout (WithBodyReadTimeout, 408
-//     request_timeout, and the connection closes) and scanned in one pass for the few fields the
-//     gateway needs (model, stream, the maximum output, n, stream_options,
-//     the prompt's text). Nothing else of the body is decoded. A chat
-//     completion without messages is a 400 invalid_request_body.
+//     request_timeout, and the connection closes) and scanned in one pass
+//     for the few fields the gateway needs (model, stream, every output
+//     bound, n, best_of, n_cmpl, stream_options, the prompts). Nothing
+//     else of the body is decoded, but a body that decoders could read
+//     differently (a key twice in one object, at any depth and after
+//     unescaping; a key that is a field the gateway reads only after
+//     unescaping or case folding, such as "Max_Tokens" or "\u006dodel") is
+//     a 400 ambiguous_request: see The budget invariant. A chat completion
+//     without messages is a 400 invalid_request_body.
 //  4. The model name is resolved through the catalogue's aliases (or the
 //     fleet, for a resident model the catalogue does not know: 404
 //     model_not_found when neither knows it). The prompt estimate (text / 4
 //     plus 4 tokens per message) is checked against the model's input
 //     limit, else its context: over it, 400 context_length_exceeded, and
 //     the request is never sent. The estimate leaves out the output: the
-//     engine has the last word on prompt plus output.
+//     engine has the last word on prompt plus output. A maximum output
+//     over the model's limit.output is a 400 invalid_request_body: the
+//     limit is a hard bound, and a request is refused rather than
+//     silently clamped to it.
 //  5. Admit: the worst case is reserved against the caller's budget, before
 //     routing, so that a request over budget never causes a cold load: the
-//     prompt estimate plus n (or a completion's best_of, when more) times
-//     the maximum output (the request's max_tokens, max_completion_tokens
-//     or max_output_tokens, else 16 for a /v1/completions request, OpenAI's
-//     default, else the model's output limit, else 4096; none for
-//     embeddings), in tokens or priced in micro-dollars at the model's
-//     cost. With WithStrictCaps the prompt's upper bound (its body's
-//     bytes) is reserved instead of its estimate, so that a prompt longer
-//     in tokens than estimated cannot spend past a hard cap. A budgeted
-//     request that set no maximum is sent with the one reserved, so the
-//     engine cannot generate past it. Anonymous callers reserve nothing
-//     and are sent as they came. See Budgets and limits for the refusals
-//     and clamp_max_tokens.
+//     prompt estimate plus its sequences (the prompts of a prompt array,
+//     times the most of n, best_of and llama-server's n_cmpl) times the
+//     maximum output (the request's max_completion_tokens, max_tokens,
+//     max_output_tokens, n_predict or max_new_tokens, else 16 for a
+//     /v1/completions request, OpenAI's default, else the model's output
+//     limit, else 4096; none for embeddings), in tokens or priced in
+//     micro-dollars at the model's cost. With WithStrictCaps the prompt's
+//     upper bound (its body's bytes) is reserved instead of its estimate,
+//     so that a prompt longer in tokens than estimated cannot spend past a
+//     hard cap. Anonymous callers reserve nothing. See Budgets and limits
+//     for the refusals and clamp_max_tokens.
 //  6. Route: a load of the model already in progress is waited for;
 //     otherwise the Router decides, and the gateway carries the decision
 //     out: Serve proxies at once; Join and Load run one load per model at a
 //     time (see Cold loads), then proxy to the neuron the model is ready on.
 //  7. Proxy: the body goes to the neuron with the model id in place of an
-//     alias and, for a chat or completions stream that does not ask for it,
-//     stream_options.include_usage set; the answer streams back (see
-//     Streaming). A neuron's own error answer reaches the client unchanged:
-//     status, headers and body.
+//     alias, every output bound it has set to the maximum output reserved
+//     (and the route's own bound added: max_tokens, or max_output_tokens
+//     on /v1/responses) and, for a chat or completions stream that does
+//     not ask for it, stream_options.include_usage set; the client's query
+//     string is not sent. The request carries the output allowance
+//     (neuron.HeaderMaxOutputTokens), which the neuron enforces on streams.
+//     The answer streams back (see Streaming). A neuron's own error answer
+//     reaches the client with its status and body; of the headers of any
+//     answer only Content-Type, Content-Length, Retry-After, X-Request-Id
+//     and Openai-Processing-Ms pass, so that an engine's own (Server, its
+//     CORS headers) stay in the fleet.
 //  8. Finish, exactly once on every exit path (panics included), before
 //     the handler returns: the reservation is settled with the usage
 //     observed, or released when nothing was served; the key's in-flight
 //     slot is freed; the metrics and the meter record are recorded. The
-//     usage is the engine's (from the usage chunk or the body); when it
-//     never came (a client that left, a neuron that crashed mid-stream),
-//     the prompt estimate plus one token per content event streamed, never
-//     zero. A panic before anything was served releases; after, it settles
-//     what was observed.
+//     usage is the engine's (the top-level usage of the body or of the
+//     last chunk that has one), raised to what the gateway and the neuron
+//     counted; when it never came, the whole reservation. See The budget
+//     invariant. A panic before anything was served releases; after, it
+//     settles what was observed.
 //
 // When the connection to a neuron fails before anything reached the
 // client (the endpoint lookup or the request itself), the request is sent
@@ -80,6 +94,67 @@
 // load). This holds for streams too: a stream that has not begun has
 // nothing to duplicate. A stream whose neuron sends nothing for the idle
 // timeout, not even headers, is not retried (504 upstream_timeout).
+//
+// # The budget invariant
+//
+// For every request, whatever its bytes and whatever the client and the
+// ledger do:
+//
+//  1. Output bound: the engine generates no more output than was
+//     reserved for.
+//  2. Model: the model that serves the request is the model that was
+//     authorized and priced.
+//  3. Settle: the ledger settles at least what was served.
+//  4. Cap: spent never exceeds a capped key's hard cap.
+//
+// How each is kept:
+//
+//   - One reading. The gateway, the neuron and the engine must agree on
+//     what a body says. The gateway reads it with internal/reqscan and
+//     refuses (400 ambiguous_request, in Anthropic's shape on
+//     /v1/messages) what two reasonable decoders could read differently:
+//     duplicate keys after unescaping (Python's and nlohmann's json and Go's
+//     encoding/json keep the last), and keys that name a field it reads
+//     only after unescaping or case folding (Go's encoding/json matches
+//     "MODEL" and "ſtream"). The neuron refuses the same bodies with the
+//     same code. What passes has one reading for every decoder.
+//   - Every bound rewritten. Each output bound an engine obeys
+//     (max_tokens, max_completion_tokens, max_output_tokens, llama-server's
+//     n_predict, which wins over max_tokens there, max_new_tokens), null
+//     ones included, is set to the maximum output reserved, and every count
+//     of outputs (n, best_of, n_cmpl, prompt arrays) is reserved.
+//   - Enforcement at the edge. The neuron counts what a stream sends out
+//     (at least a token per choice that carries output in an event) and,
+//     past the allowance the gateway sent, stops relaying and cancels the
+//     engine's request; its count reaches the gateway in a trailer.
+//   - Settling what was served. The settled usage is the engine's, raised
+//     to what the gateway and the neuron counted and to the bound of every
+//     choice that ran to it (llama-server's usage counts one choice of
+//     several), and to the whole output reserved when best_of candidates
+//     are generated but not returned. Without the engine's usage (a stream
+//     the client left or stopped reading, or that broke or was cut; a
+//     non-streaming answer with none or over 4 MiB), the whole reservation
+//     is settled: what the engine generated beyond what reached the
+//     gateway is unknown, and only the reservation bounds it. A client that
+//     leaves a stream early therefore pays what it reserved: it should set
+//     max_tokens to what it needs. A client that leaves before any byte of
+//     the answer is released (the engine's request is cancelled with it). A
+//     non-streaming answer is read to its end from the neuron after its
+//     client left, for its usage. A streaming client that accepts no bytes
+//     for the stream idle timeout is cut by a write deadline, which frees
+//     its slots. Settles that fail are retried and kept in an outbox (see
+//     below).
+//   - The cap: reserve before, settle after, every amount within the
+//     reservation except a prompt longer than estimated (WithStrictCaps
+//     closes that too).
+//
+// The tests that hold the gateway to it: internal/adversarial sends
+// hostile bodies and clients through cortex to real neuron and simulated
+// engine processes (an engine as lenient as the real ones: last duplicate
+// wins, case-insensitive keys, n_predict and n_cmpl obeyed) and to a real
+// llama-server, and compares what the engine generated with what was
+// reserved and charged; internal/reqscan's FuzzDifferential reads built
+// bodies with the gateway's reader and two lenient engine readers.
 //
 // # Budgets and limits
 //
@@ -108,8 +183,8 @@
 // price in integer micro-dollars, rounded up; a model without a cost is a
 // 400 model_not_priced (ErrModelNotPriced) before anything is reserved.
 //
-// Settle is given the engine's usage in the key's unit (tokens: prompt
-// plus completion), or the observation described in step 8.
+// Settle is given the usage in the key's unit (tokens: prompt plus
+// completion), as The budget invariant describes.
 //
 // When the Provider is a LeaseRenewer (entitlements/redisledger), each
 // reservation is renewed every third of the lease TTL while its request
@@ -157,12 +232,21 @@
 // past 4 MiB and at shutdown. One gateway per file. Without an outbox, a
 // settle still pending at shutdown is logged and recorded as failed.
 //
+// The outbox also holds every reservation in flight: right after a
+// reservation, the settle of its whole amount is written under the id
+// that the request's own settle line takes over at its end. A gateway
+// started on the outbox of one that was interrupted (a crash, a kill)
+// while serving requests settles them at their reservations (outcome
+// "interrupted"), since what they served is unknown, instead of letting
+// their leases expire and hand back what was served.
+//
 // The outbox needs a Provider that can rebuild a reservation from a token
 // (entitlements.Resumer): entitlements/redisledger's Ledger can. With
 // entitlements.Local the outbox stays empty, since its reservations live
 // in the process (and a Settle there does not fail for want of a
 // network); a Local that journals its reservations could implement
-// Resumer too. entitlements.Chain does not forward it yet. After a power
+// Resumer too. entitlements.Chain forwards it to the provider that issued
+// the reservation. After a power
 // loss (not a process crash) a settle that had landed but whose done line
 // was lost is re-issued, answered ErrReservationSettled, and recorded a
 // second time in the meter (never in the ledger).
