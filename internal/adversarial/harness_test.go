@@ -123,6 +123,20 @@ const (
 var engineArgs = []string{"--context", strconv.Itoa(engineContext),
 	"--header", "Server: helexa-sim", "--header", "Access-Control-Allow-Origin: *"}
 
+// engineSpec is the engine a neuron of the suite runs for its one model.
+type engineSpec struct {
+	name   string   // the engine template's name
+	argv   []string // its command, with the neuron's placeholders
+	model  string   // the model id
+	source string   // what the engine loads ({model}); "" for the id
+}
+
+// simEngine is helexa-sim serving the model "adv".
+func simEngine() engineSpec {
+	return engineSpec{name: "sim", model: model,
+		argv: append([]string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, engineArgs...)}
+}
+
 // neuronProc is the neuron process.
 type neuronProc struct {
 	url  string
@@ -131,16 +145,17 @@ type neuronProc struct {
 	done chan struct{} // closed when the process has exited
 	err  error         // the exit status; read after done
 	hc   *http.Client
-	sim  string // the URL of its engine, helexa-sim
+	sim  string // the URL of its engine (helexa-sim, or the one engineSpec runs)
 }
 
-// startNeuron starts a neuron process serving the model, waits until it
-// is loaded, finds its engine, and registers the cleanup that stops it.
-func startNeuron(t *testing.T) *neuronProc {
+// startNeuron starts a neuron process serving the model on eng, waits
+// until it is loaded, finds its engine, and registers the cleanup that
+// stops it.
+func startNeuron(t *testing.T, eng engineSpec) *neuronProc {
 	t.Helper()
 	var lastErr error
 	for range 3 { // a port taken between the pick and the neuron's bind
-		n, err := tryNeuron(t)
+		n, err := tryNeuron(t, eng)
 		if err == nil {
 			return n
 		}
@@ -150,16 +165,18 @@ func startNeuron(t *testing.T) *neuronProc {
 	return nil
 }
 
-func tryNeuron(t *testing.T) (*neuronProc, error) {
+func tryNeuron(t *testing.T, eng engineSpec) (*neuronProc, error) {
 	t.Helper()
 	addr := freeAddr(t)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"adv\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n")
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 64\nmax_queue = 64\nmax_wait = \"10s\"\n")
-	argv := append([]string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, engineArgs...)
-	fmt.Fprintf(&cfg, "[[engines]]\nname = \"sim\"\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", quoteAll(argv))
-	fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = \"sim\"\nvram_mb = 1000\n", model)
+	fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", eng.name, quoteAll(eng.argv))
+	fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nvram_mb = 1000\n", eng.model, eng.name)
+	if eng.source != "" {
+		fmt.Fprintf(&cfg, "source = %q\n", eng.source)
+	}
 	path := filepath.Join(t.TempDir(), "neuron.toml")
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -355,7 +372,13 @@ type stack struct {
 // newStack starts the neuron and the gateway, with accounts of each cap.
 func newStack(t *testing.T, accounts []account) *stack {
 	t.Helper()
-	n := startNeuron(t)
+	return newStackFor(t, accounts, simEngine())
+}
+
+// newStackFor is newStack with the neuron running eng.
+func newStackFor(t *testing.T, accounts []account, eng engineSpec) *stack {
+	t.Helper()
+	n := startNeuron(t, eng)
 	var keys []entitlements.KeyConfig
 	for _, a := range accounts {
 		keys = append(keys, entitlements.KeyConfig{Key: a.key, AccountID: a.id, KeyID: a.id, HardCap: new(a.cap),
@@ -365,7 +388,7 @@ func newStack(t *testing.T, accounts []account) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, err := catalogue.New([]catalogue.Model{{ID: model, Engine: "sim", VRAMMB: 1000}}, nil)
+	cat, err := catalogue.New([]catalogue.Model{{ID: eng.model, Engine: eng.name, Source: eng.source, VRAMMB: 1000}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +431,7 @@ func newStack(t *testing.T, accounts []account) *stack {
 		if ns == nil || !ns.Healthy {
 			return false
 		}
-		m := ns.Model(model)
+		m := ns.Model(eng.model)
 		return m != nil && m.Status == neuron.StatusLoaded
 	})
 	return s
