@@ -71,6 +71,7 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 	out.Header = r.Header.Clone()
 	out.Header.Del(HeaderMaxOutputTokens)
 	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.ContentLength = int64(len(body))
 	a.proxies.get(id, target).ServeHTTP(w, out)
 }
@@ -241,6 +242,14 @@ func (c *proxyCache) get(id string, target *url.URL) *httputil.ReverseProxy {
 			pr.SetURL(&t)
 			// The neuron's token is not the engine's.
 			pr.Out.Header.Del("Authorization")
+			// An engine may close a pooled connection as the neuron
+			// sends on it: llama-server closes it after every streamed
+			// answer, although it announces keep-alive, and after 5 s
+			// idle. Marked idempotent (a nil header is not sent), the
+			// request is sent again on a new connection when the old one
+			// failed before any answer came back, instead of failing with
+			// a 502; the body can be sent again (GetBody).
+			pr.Out.Header["X-Idempotency-Key"] = nil
 		},
 		Transport:      c.transport,
 		ModifyResponse: countOutput,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -136,6 +137,54 @@ func TestForward_AmbiguousBodyRefused(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusBadRequest || env.Error.Code != tt.code {
 			t.Errorf("%s: status %d, code %q (%v); want 400 %s", tt.body, resp.StatusCode, env.Error.Code, err, tt.code)
+		}
+	}
+}
+
+// TestForward_EngineClosesAPooledConnection: an engine that closes a
+// connection as the next request arrives on it (llama-server closes after
+// every streamed answer, although it announces keep-alive) costs that
+// request nothing: it is sent again on a new connection.
+func TestForward_EngineClosesAPooledConnection(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	eng := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		n := requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "{}")
+		if n != 1 {
+			return
+		}
+		// The first connection: wait for the next request's first bytes,
+		// then close it unanswered.
+		rc := http.NewResponseController(w)
+		if err := rc.Flush(); err != nil {
+			t.Error(err)
+			return
+		}
+		conn, brw, err := rc.Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = brw.Flush()
+		_, _ = brw.Reader.Peek(1)
+		conn.Close()
+	}))
+	defer eng.Close()
+	_, h := newModelTable(t, eng.URL, neuron.ModelInfo{ID: "m1", Status: neuron.StatusLoaded})
+	_, srv := startAgent(t, h, nil)
+	for i := range 3 {
+		resp, err := srv.Client().Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("request %d: status %d: %s", i+1, resp.StatusCode, body)
 		}
 	}
 }
