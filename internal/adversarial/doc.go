@@ -41,6 +41,15 @@
 //     own response headers (Server, Access-Control-Allow-Origin) never
 //     reach the client.
 //
+// The same guarantees are checked against the real engine: llama.cpp's
+// llama-server and its tiny model in the repository's sibling folder
+// shared/realengine (TestRealEngine), whose own counters
+// (llamacpp:tokens_predicted_total) say what it generated. It honours
+// n_predict over max_tokens and n_cmpl over n, and its usage counts one
+// choice of several; it closes a connection after every streamed answer.
+// The tests skip when the binary is missing, and fail then with
+// HELEXA_REQUIRE_REALENGINE=1 (as .ci/run sets it).
+//
 // The package has no code of its own: the tests build the two binaries
 // once, run on Linux only (they find the engine's port in /proc) and skip
 // under go test -short.

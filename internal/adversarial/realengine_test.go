@@ -103,36 +103,6 @@ func realChat(extra string) string {
 
 func realCompletion(extra string) string { return `{"model":"tiny","prompt":"hi",` + extra + `}` }
 
-// tolerateStaleEngineConn: llama-server closes the connection after every
-// streamed answer although it announced keep-alive, and the neuron may
-// send its next request on that connection before it sees the close: the
-// client gets 502 upstream_connection_error "EOF" (nothing generated,
-// nothing charged). That is tracked as an issue of its own; until it is
-// fixed the tests log such a 502 and retry the request, and the
-// sequential-streams case counts them. Set it to false to make them fail.
-const tolerateStaleEngineConn = true
-
-// staleEngineConn reports whether ans is the 502 of a request the neuron
-// sent on a connection llama-server had closed.
-func staleEngineConn(status int, body []byte) bool {
-	return status == http.StatusBadGateway && errorCode(body) == "upstream_connection_error" &&
-		bytes.Contains(body, []byte("EOF"))
-}
-
-// postReal is post, retrying (twice at most, and logging it) a request
-// that failed on a connection llama-server had closed, while
-// tolerateStaleEngineConn. It returns the answer and the requests sent.
-func (s *stack) postReal(t *testing.T, a account, path, body string) (answer, int) {
-	t.Helper()
-	for sent := 1; ; sent++ {
-		ans := s.post(t, a, path, body)
-		if !tolerateStaleEngineConn || sent == 3 || !staleEngineConn(ans.status, ans.body) {
-			return ans, sent
-		}
-		t.Logf("known issue: 502 %.200s (llama-server closed the neuron's pooled connection); sent again", ans.body)
-	}
-}
-
 // llamaCounters are llama-server's own counters (GET /metrics).
 type llamaCounters struct {
 	predicted, prompt, processing int64
@@ -363,9 +333,9 @@ func TestRealEngineBudgets(t *testing.T) {
 	for i, b := range bodies {
 		t.Run(b.name, func(t *testing.T) {
 			before := llamaMetrics(t, s.n.hc, s.n.sim)
-			ans, sent := s.postReal(t, accts[i], b.path, b.body)
+			ans := s.post(t, accts[i], b.path, b.body)
 			if b.mayRefuse && ans.status == http.StatusBadRequest {
-				s.checkReal(t, accts[i], before, sent, 0)
+				s.checkReal(t, accts[i], before, 1, 0)
 				t.Logf("refused: %.200s", ans.body)
 				return
 			}
@@ -397,7 +367,7 @@ func TestRealEngineBudgets(t *testing.T) {
 			if b.path == chatPath && chatPrompt == 0 {
 				chatPrompt = got.Usage.PromptTokens
 			}
-			f := s.checkReal(t, accts[i], before, sent, b.want)
+			f := s.checkReal(t, accts[i], before, 1, b.want)
 			t.Logf("engine usage: prompt %d, completion %d; usage source %v", got.Usage.PromptTokens, got.Usage.CompletionTokens, f.sources)
 		})
 	}
@@ -412,7 +382,7 @@ func TestRealEngineBudgets(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := llamaMetrics(t, s.n.hc, s.n.sim)
-			ans, sent := s.postReal(t, c.a, chatPath, realChat(c.extra))
+			ans := s.post(t, c.a, chatPath, realChat(c.extra))
 			if ans.err != nil || ans.status != http.StatusOK {
 				t.Fatalf("status %d, %v; body %.300s", ans.status, ans.err, ans.body)
 			}
@@ -428,7 +398,7 @@ func TestRealEngineBudgets(t *testing.T) {
 			if st.usage != nil && (st.usage.Usage.CompletionTokens != bound || st.usage.Usage.PromptTokens != chatPrompt) {
 				t.Errorf("streamed usage %+v, want prompt %d completion %d", *st.usage.Usage, chatPrompt, bound)
 			}
-			f := s.checkReal(t, c.a, before, sent, bound)
+			f := s.checkReal(t, c.a, before, 1, bound)
 			if chatPrompt > 0 && f.charged != chatPrompt+bound {
 				t.Errorf("charged %d, want prompt %d + bound %d", f.charged, chatPrompt, bound)
 			}
@@ -438,13 +408,13 @@ func TestRealEngineBudgets(t *testing.T) {
 
 	t.Run("sequential streams over closed connections", func(t *testing.T) {
 		// llama-server closes the connection after every streamed answer:
-		// the next request must not be sent on it. Every fifth stream is
-		// followed by a non-streamed request on the same pooled transport.
-		// Nothing is sent again here: the stale-connection 502s are counted.
+		// the next request must not fail on it (the neuron sends it again
+		// on a new connection). Every fifth stream is followed by a
+		// non-streamed request on the same pooled transport.
 		const streams, short = 20, 8
 		before := llamaMetrics(t, s.n.hc, s.n.sim)
 		statuses := map[int]int{}
-		requests, stale := 0, 0
+		requests := 0
 		var wrong []string
 		for i := range streams {
 			bodies := []string{realChat(`"max_tokens":8,"stream":true`)}
@@ -455,10 +425,6 @@ func TestRealEngineBudgets(t *testing.T) {
 				requests++
 				ans := s.post(t, sequential, chatPath, body)
 				statuses[ans.status]++
-				if tolerateStaleEngineConn && ans.err == nil && staleEngineConn(ans.status, ans.body) {
-					stale++
-					continue
-				}
 				if ans.status != http.StatusOK || ans.err != nil {
 					wrong = append(wrong, fmt.Sprintf("request %d: status %d, %v, %.200s", requests, ans.status, ans.err, ans.body))
 					continue
@@ -477,7 +443,7 @@ func TestRealEngineBudgets(t *testing.T) {
 		if want := int64(statuses[http.StatusOK]) * (chatPrompt + short); chatPrompt > 0 && f.charged != want {
 			t.Errorf("charged %d, want %d (prompt %d + %d, %d times)", f.charged, want, chatPrompt, short, statuses[http.StatusOK])
 		}
-		t.Logf("statuses %v over %d requests; 502 on a connection llama-server had closed (known issue): %d", statuses, requests, stale)
+		t.Logf("statuses %v over %d requests", statuses, requests)
 	})
 
 	t.Run("neuron trailers over llama-server streams", func(t *testing.T) {
@@ -498,13 +464,6 @@ func TestRealEngineBudgets(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+neuronToken)
 			req.Header.Set(neuron.HeaderMaxOutputTokens, strconv.FormatInt(c.allow, 10))
 			resp, body, err := s.n.send(req)
-			for range 2 {
-				if !tolerateStaleEngineConn || err != nil || !staleEngineConn(resp.StatusCode, body) {
-					break
-				}
-				t.Logf("known issue: 502 %.200s (llama-server closed the neuron's pooled connection); sent again", body)
-				resp, body, err = s.n.send(req)
-			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -534,8 +493,8 @@ func TestRealEngineBudgets(t *testing.T) {
 		before := llamaMetrics(t, s.n.hc, s.n.sim)
 		requests := 0
 		for _, body := range []string{realChat(`"max_tokens":16`), realChat(`"max_tokens":16,"stream":true`)} {
-			ans, sent := s.postReal(t, headers, chatPath, body)
-			requests += sent
+			ans := s.post(t, headers, chatPath, body)
+			requests++
 			if ans.status != http.StatusOK {
 				t.Errorf("status %d, body %.200s", ans.status, ans.body)
 			}
