@@ -386,7 +386,7 @@ func TestServeRefusesVolatileRedis(t *testing.T) {
 func TestServeWithLedgerFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger")
 	fleet := cortextest.NewFleet(t, cortextest.Named("gpu-01")...)
-	addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), fmt.Sprintf(`[entitlements]
+	cfg := fmt.Sprintf(`[entitlements]
 require_auth = true
 [[entitlements.keys]]
 key = "sk-file"
@@ -394,21 +394,31 @@ account_id = "filed"
 hard_cap = 1000
 [entitlements.local]
 path = %q
-`, path))
-	status, body := chatOnce(t, addr, "sk-file")
-	if err := stop(); err != nil {
-		t.Errorf("cortex serve: %v", err)
-	}
-	if status != http.StatusOK {
-		t.Fatalf("status %d: %s", status, body)
-	}
-	var answer struct {
-		Usage struct {
-			Total int64 `json:"total_tokens"`
-		} `json:"usage"`
-	}
-	if err := json.Unmarshal([]byte(body), &answer); err != nil {
-		t.Fatal(err)
+`, path)
+	// Two runs of cortex on one ledger file, one request each: the spend of
+	// the first is still there for the second.
+	var served int64
+	for run := range 2 {
+		addr, stop := startServe(t, fleet.Neuron("gpu-01").URL(), cfg)
+		status, body := chatOnce(t, addr, "sk-file")
+		if err := stop(); err != nil {
+			t.Errorf("cortex serve: %v", err)
+		}
+		if status != http.StatusOK {
+			t.Fatalf("run %d: status %d: %s", run+1, status, body)
+		}
+		var answer struct {
+			Usage struct {
+				Total int64 `json:"total_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(body), &answer); err != nil {
+			t.Fatal(err)
+		}
+		if answer.Usage.Total == 0 {
+			t.Fatalf("run %d: no usage in %s", run+1, body)
+		}
+		served += answer.Usage.Total
 	}
 	l, err := entitlements.OpenLocal(entitlements.Config{Local: &entitlements.LocalConfig{Path: path}})
 	if err != nil {
@@ -419,7 +429,7 @@ path = %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Budget.Spent != entitlements.Amount(answer.Usage.Total) || answer.Usage.Total == 0 {
-		t.Errorf("spent in the ledger file %d, want the %d tokens served", a.Budget.Spent, answer.Usage.Total)
+	if a.Budget.Spent != entitlements.Amount(served) || a.Budget.Reserved != 0 {
+		t.Errorf("spent in the ledger file %d, reserved %d; want the %d tokens served over both runs, 0", a.Budget.Spent, a.Budget.Reserved, served)
 	}
 }
