@@ -331,7 +331,9 @@ func setBudgetHeaders(h http.Header, p entitlements.Principal, s *entitlements.B
 	h.Set(HeaderLimitTokens, strconv.FormatInt(int64(*s.HardCap), 10))
 	h.Set(HeaderRemainingTokens, strconv.FormatInt(int64(remaining), 10))
 	if s.Window.Kind == entitlements.WindowRolling && !s.ResetsAt.IsZero() {
-		h.Set(HeaderResetTokens, max(s.ResetsAt.Sub(now), 0).Round(time.Second).String())
+		// Rounded up: a window that resets in 0.4 s has not reset yet.
+		d := max(s.ResetsAt.Sub(now), 0)
+		h.Set(HeaderResetTokens, ((d + time.Second - 1) / time.Second * time.Second).String())
 	}
 	h.Set(HeaderBudgetUnit, p.Unit.String())
 }

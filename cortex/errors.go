@@ -10,6 +10,7 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
+	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -34,6 +35,7 @@ const (
 	CodeServiceUnavailable    = "service_unavailable"        // 503 + Retry-After
 	CodeShuttingDown          = "shutting_down"              // 503 + Retry-After
 	CodeUpstreamConnection    = "upstream_connection_error"  // 502
+	CodeUpstreamError         = "upstream_error"             // a neuron's answer that was not an error envelope
 	CodeUpstreamTimeout       = "upstream_timeout"           // 504
 	CodeModelLoadFailed       = "model_load_failed"          // 502
 	CodeNotFound              = "not_found"                  // 404: no such route
@@ -332,15 +334,23 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	return h
 }
 
-// loadCause describes a load failure for the client: the neuron's code and
-// message, never a transport error with addresses.
+// loadCause describes a load failure for the client and the status
+// page's events: the neuron's code, and its message only when it tells
+// nothing of the inside (redact.Clean: a failed load's message often
+// carries the engine's log, with paths and ports); never a transport error.
+// The whole error goes to the log.
 func loadCause(err error) string {
 	var ae *neuron.APIError
 	if errors.As(err, &ae) {
-		if ae.Code != "" {
+		switch {
+		case ae.Message != "" && redact.Clean(ae.Message) && ae.Code != "":
 			return ae.Code + ": " + ae.Message
+		case ae.Code != "":
+			return ae.Code
+		case redact.Clean(ae.Message):
+			return ae.Message
 		}
-		return ae.Message
+		return "the neuron refused it"
 	}
 	if errors.Is(err, ErrShuttingDown) {
 		return "the gateway is shutting down"

@@ -14,6 +14,7 @@ import (
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/internal/sse"
+	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // exchange is one inference request on its way through the gateway: what each
@@ -268,31 +269,57 @@ func (c *exchange) resolve() error {
 	return nil
 }
 
-// dispatch routes the request and proxies it, retrying once on another
-// replica when the connection to the first neuron failed before anything
-// reached the client.
+// dispatch routes the request and proxies it. An attempt that failed
+// before anything reached the client, in a way that is safe to retry (see
+// retryable), is sent again, to another replica (or to a new load when the
+// model left the neuron), up to maxAttempts neurons in all and within the
+// client's request; the reservation covers them all, and is settled once.
 func (c *exchange) dispatch() {
 	c.prepareBody()
 	var hint RouteHint
-	for attempt := 0; ; attempt++ {
-		name, err := c.place(hint, attempt > 0)
+	mayLoad := false // a retry may start a load
+	for attempt := 1; ; attempt++ {
+		name, err := c.place(hint, attempt > 1, mayLoad)
 		if err != nil {
-			c.fail(err)
+			c.failWith(err)
 			return
 		}
 		err = c.proxy(name)
 		if err == nil {
 			return
 		}
-		if attempt == 0 && errors.Is(err, ErrUpstream) && !errors.Is(err, errStreamIdle) && c.r.Context().Err() == nil {
-			c.g.log.Warn("cortex: neuron unreachable, retrying on another replica", "neuron", name, "model", c.model.ID, "err", err)
-			hint.Exclude = append(hint.Exclude, name)
-			c.err = err
-			continue
+		ok, gone := retryable(err)
+		if !ok || attempt == maxAttempts || c.r.Context().Err() != nil || c.status != 0 {
+			c.failWith(err)
+			return
 		}
-		c.fail(err)
+		c.g.log.Warn("cortex: retrying on another replica", "neuron", name, "model", c.model.ID, "attempt", attempt, "err", err)
+		if gone {
+			// The snapshot said the model was there: see the neuron as it
+			// is, where the model may be loaded again, unless it still
+			// lists the model loaded.
+			c.g.upstreams[name].forget(c.model.ID)
+			c.g.refresh(c.r.Context(), name)
+			mayLoad = true
+			if n := c.g.poller.Fleet().Neuron(name); n == nil || n.Model(c.model.ID) == nil || n.Model(c.model.ID).Status != neuron.StatusLoaded {
+				c.err = err
+				continue
+			}
+		}
+		hint.Exclude = append(hint.Exclude, name)
+		c.err = err
+	}
+}
+
+// failWith ends the request with err: a kept neuron answer is relayed as it
+// came, anything else answered by fail.
+func (c *exchange) failWith(err error) {
+	var a *neuronAnswer
+	if errors.As(err, &a) && c.status == 0 && c.r.Context().Err() == nil {
+		c.relayAnswer(a)
 		return
 	}
+	c.fail(err)
 }
 
 // prepareBody rewrites the model name to the resolved id and every output
@@ -319,21 +346,30 @@ func (c *exchange) prepareBody() {
 
 // place picks the neuron for the request: it waits for a load of the model
 // already in progress, else routes, and carries out a Join or Load
-// decision. A retry only goes to a replica that exists or is loading: it
-// never starts a load.
-func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
+// decision. A model that is only recovering is waited for as a cold load
+// is. Neurons where the model failed to load recently are left out until
+// their backoff ends. A retry goes to a replica that exists or is loading,
+// and starts a load only when mayLoad (the model left the neuron of the
+// last attempt).
+func (c *exchange) place(hint RouteHint, retry, mayLoad bool) (string, error) {
 	g := c.g
 	if f := g.loads.lookup(c.model.ID); f != nil && !retry {
-		c.cold = true
-		c.decision = Decision{Model: c.model, Action: ActionJoin}
-		name, err := c.waitLoad(f)
-		c.decision.Neuron = name
-		return name, err
+		return c.join(f)
 	}
+	blocked, until := g.backoff.blocked(c.model.ID, g.clock.Now())
+	hint.Exclude = append(hint.Exclude, blocked...)
 	d, err := g.router.Route(g.poller.Fleet(), c.model.ID, hint)
 	if err != nil {
+		if errors.Is(err, ErrModelRecovering) {
+			if f := g.awaitRecovery(c.model.ID); f != nil {
+				return c.join(f)
+			}
+		}
 		if retry && c.err != nil {
-			return "", c.err // no other replica: report the connection failure
+			return "", c.err // no other replica: report the last failure
+		}
+		if len(blocked) > 0 {
+			return "", &RetryError{Err: fmt.Errorf("%w: %s", ErrLoadBackoff, c.model.ID), RetryAfter: max(until.Sub(g.clock.Now()), time.Second)}
 		}
 		return "", err
 	}
@@ -342,13 +378,23 @@ func (c *exchange) place(hint RouteHint, retry bool) (string, error) {
 	case ActionServe:
 		return d.Neuron, nil
 	case ActionJoin, ActionLoad:
-		if retry && d.Action == ActionLoad {
+		if retry && d.Action == ActionLoad && !mayLoad {
 			return "", c.err
 		}
 		c.cold = true
 		return c.waitLoad(g.startLoad(d))
 	}
 	return "", fmt.Errorf("cortex: the router returned %v", d.Action)
+}
+
+// join waits for the load (or recovery) f of the model already in
+// progress.
+func (c *exchange) join(f *flight) (string, error) {
+	c.cold = true
+	c.decision = Decision{Model: c.model, Action: ActionJoin}
+	name, err := c.waitLoad(f)
+	c.decision.Neuron = name
+	return name, err
 }
 
 // fail answers the client with err, unless the client is gone or an answer

@@ -90,8 +90,9 @@ type Gateway struct {
 	meter    metering.Meter // nil: none
 	settler  *settler       // settles reservations, and retries those that failed: settle.go
 
-	loads  loadGroup
-	events eventLog // recent loads and evictions, for the status page
+	loads   loadGroup
+	backoff loadBackoff // of the loads that failed: faults.go
+	events  eventLog    // recent loads and evictions, for the status page
 
 	// life ends when Shutdown has drained: loads in progress stop.
 	life     context.Context
@@ -126,6 +127,9 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		settleWindow:     DefaultSettleRetryWindow,
 		settleBackoff:    DefaultSettleBackoff,
 		settleMaxBackoff: DefaultSettleMaxBackoff,
+
+		loadBackoff:    DefaultLoadBackoff,
+		loadBackoffMax: DefaultLoadBackoffMax,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -155,6 +159,8 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, fmt.Errorf("cortex: gateway: lease TTL %v is negative", cfg.leaseTTL)
 	case cfg.settleWindow <= 0:
 		return nil, fmt.Errorf("cortex: gateway: settle retry window %v is not positive", cfg.settleWindow)
+	case cfg.loadBackoff <= 0 || cfg.loadBackoffMax < cfg.loadBackoff:
+		return nil, fmt.Errorf("cortex: gateway: load backoff %v..%v: want 0 < first <= most", cfg.loadBackoff, cfg.loadBackoffMax)
 	case cfg.settleBackoff < time.Millisecond || cfg.settleMaxBackoff < cfg.settleBackoff:
 		return nil, fmt.Errorf("cortex: gateway: settle backoff %v..%v: want 1ms <= first <= most", cfg.settleBackoff, cfg.settleMaxBackoff)
 	}
@@ -170,6 +176,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		transport: cfg.transport,
 		upstreams: make(map[string]*upstream, len(neurons)),
 		drained:   make(chan struct{}),
+		backoff:   loadBackoff{base: cfg.loadBackoff, max: cfg.loadBackoffMax},
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)

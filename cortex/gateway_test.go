@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -330,26 +331,96 @@ type staticPoller struct{ f *cortex.Fleet }
 func (p staticPoller) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (p staticPoller) Fleet() *cortex.Fleet          { return p.f }
 
-func TestRecoveringModelIsRetryable(t *testing.T) {
+// switchPoller is a Poller and Refresher whose fleet the test sets; every
+// Refresh is counted.
+type switchPoller struct {
+	f         atomic.Pointer[cortex.Fleet]
+	refreshes atomic.Int64
+}
+
+func (p *switchPoller) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (p *switchPoller) Fleet() *cortex.Fleet          { return p.f.Load() }
+func (p *switchPoller) Refresh(context.Context, string) (*cortex.Fleet, error) {
+	p.refreshes.Add(1)
+	return p.f.Load(), nil
+}
+
+// A model that is only recovering (its engine restarting) is waited for as
+// a cold load is: a non-streaming request up to the cold-start wait, then
+// 503 with Retry-After.
+func TestRecoveringModelIsWaitedFor(t *testing.T) {
 	t.Parallel()
 	cat := testCatalogue(t)
-	f := newFleet(t, cat, nil, host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000)))
+	p := &switchPoller{}
+	p.f.Store(newFleet(t, cat, nil, host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000))))
+	clock := newFakeClock()
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, cat,
-		cortex.WithPoller(staticPoller{f}), cortex.WithRetryHint(7*time.Second))
+		cortex.WithPoller(p), cortex.WithRetryHint(7*time.Second), cortex.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
 	w := httptest.NewRecorder()
-	gw.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(chatBody("fast"))))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gw.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(chatBody("fast"))))
+	}()
+	waitFor(t, "the recovery wait to refresh the neuron", func() bool { return p.refreshes.Load() > 0 })
+	tick(t, clock) // the cold-start wait ends
+	<-done
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	if ra := w.Header().Get("Retry-After"); ra != "7" {
 		t.Errorf("Retry-After = %q, want 7", ra)
 	}
-	if e := envelope(t, w.Body.String()); e.Code != cortex.CodeServiceUnavailable || !strings.Contains(e.Message, "recovering") {
+	if e := envelope(t, w.Body.String()); e.Code != cortex.CodeServiceUnavailable || !strings.Contains(e.Message, "still loading") {
 		t.Errorf("envelope %+v", e)
+	}
+}
+
+// A request for a recovering model is served once the model is loaded
+// again.
+func TestRecoveredModelIsServed(t *testing.T) {
+	t.Parallel()
+	cat := testCatalogue(t)
+	fl := cortextest.NewFleet(t, cortextest.Spec{Name: "n1", Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}})
+	n1 := fl.Neuron("n1")
+	state := func(s neuron.ModelStatus) cortex.NeuronState {
+		h := host("n1", gpus(24576), model("chat-a", s, 4000))
+		h.Endpoint = n1.URL()
+		return h
+	}
+	p := &switchPoller{}
+	p.f.Store(newFleet(t, cat, nil, state(neuron.StatusRecovering)))
+	gw, err := cortex.NewGateway(fl.Configs(), cat, cortex.WithPoller(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	answer := make(chan *http.Response, 1)
+	go func() {
+		resp, err := srv.Client().Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("fast", `"max_tokens":2`)))
+		if err != nil {
+			t.Error(err)
+			close(answer)
+			return
+		}
+		answer <- resp
+	}()
+	waitFor(t, "the recovery wait to refresh the neuron", func() bool { return p.refreshes.Load() > 0 })
+	p.f.Store(newFleet(t, cat, nil, state(neuron.StatusLoaded)))
+	resp := <-answer
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d: %s", resp.StatusCode, body)
 	}
 }
 

@@ -165,6 +165,9 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	}
 	log.Info("cortex: loading model", "action", d.Action.String(), "evicted", d.Evict)
 	if _, err := up.admin.Load(ctx, loadSpec(d.Model)); err != nil {
+		if g.life.Err() == nil {
+			g.backoff.fail(id, d.Neuron, g.clock.Now())
+		}
 		g.metrics.loaded(id, d.Neuron, false)
 		g.loadEvent(id, d.Neuron, start, loadCause(err))
 		log.Warn("cortex: load failed", "err", err)
@@ -173,6 +176,7 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 		}
 		return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "load", Err: err, RetryAfter: g.loadRetry(err)}
 	}
+	g.backoff.succeed(id, d.Neuron)
 	g.metrics.loaded(id, d.Neuron, true)
 	g.loadEvent(id, d.Neuron, start, "")
 	// Used now: until its first request arrives, the model is not the

@@ -504,7 +504,9 @@ func TestMessagesNeuronErrorTranslated(t *testing.T) {
 			body: `{"error":{"message":"engine queue full","type":"rate_limit_error","code":"queue_full"}}`,
 			typ:  "rate_limit_error", msg: "engine queue full",
 		},
-		{name: "plain text", status: http.StatusInternalServerError, ctype: "text/plain", body: "boom", typ: "api_error", msg: "boom"},
+		// The engine's own output stays in the fleet.
+		{name: "plain text", status: http.StatusInternalServerError, ctype: "text/plain", body: "boom at /srv/engine.py:12", typ: "api_error",
+			msg: "the model's engine failed to answer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

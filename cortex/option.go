@@ -44,27 +44,29 @@ type GatewayOption interface {
 }
 
 type gatewayConfig struct {
-	poller        Poller
-	pollerOpts    []PollerOption
-	router        Router
-	routerOpts    []RouterOption
-	adminFactory  AdminFactory
-	transport     http.RoundTripper
-	registry      *prometheus.Registry
-	logger        *slog.Logger
-	clock         Clock
-	usage         *Usage
-	idleTimeout   time.Duration
-	maxBodyBytes  int64
-	bodyTimeout   time.Duration
-	loadTimeout   time.Duration
-	provider      entitlements.Provider
-	requireAuth   bool
-	retryAfter    time.Duration
-	defaultOutput int64
-	strictCaps    bool
-	meter         metering.Meter // entitlements: meter.go
-	leaseTTL      time.Duration  // entitlements: budget.go
+	poller       Poller
+	pollerOpts   []PollerOption
+	router       Router
+	routerOpts   []RouterOption
+	adminFactory AdminFactory
+	transport    http.RoundTripper
+	registry     *prometheus.Registry
+	logger       *slog.Logger
+	clock        Clock
+	usage        *Usage
+	idleTimeout  time.Duration
+	maxBodyBytes int64
+	bodyTimeout  time.Duration
+	loadTimeout  time.Duration
+	// loadBackoff and loadBackoffMax: WithLoadBackoff (faults.go).
+	loadBackoff, loadBackoffMax time.Duration
+	provider                    entitlements.Provider
+	requireAuth                 bool
+	retryAfter                  time.Duration
+	defaultOutput               int64
+	strictCaps                  bool
+	meter                       metering.Meter // entitlements: meter.go
+	leaseTTL                    time.Duration  // entitlements: budget.go
 	// Settles: settle.go, outbox.go.
 	settleOutbox     string
 	settleWindow     time.Duration

@@ -43,9 +43,10 @@ const scanPoolMax = 64 << 10
 
 // proxy sends the request to the model on the named neuron and relays the
 // answer. It returns an error wrapping ErrUpstream when the neuron could
-// not be reached and nothing was sent to the client (the caller may retry
-// elsewhere), another error to answer with, or nil when an answer (a
-// success or the neuron's own error) was relayed, completely or not.
+// not be reached and nothing was sent to the client, a *neuronAnswer for a
+// neuron's answer that may be retried elsewhere (kept, not relayed), another
+// error to answer with, or nil when an answer (a success or the neuron's own
+// error) was relayed, completely or not.
 func (c *exchange) proxy(name string) error {
 	g := c.g
 	up := g.upstreams[name]
@@ -102,6 +103,9 @@ func (c *exchange) proxy(name string) error {
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		idle.stop()
+		if a := retryableAnswer(name, resp); a != nil {
+			return a // dispatch retries it, or relays it
+		}
 		c.relayError(resp)
 		return nil
 	}
@@ -219,15 +223,17 @@ func isEventStream(h http.Header) bool {
 // relayError passes a neuron's error answer to the client unchanged:
 // status, headers (Retry-After among them) and body.
 func (c *exchange) relayError(resp *http.Response) {
-	copyResponseHeader(c.w.Header(), resp.Header)
-	c.budgetHeaders()
-	c.w.WriteHeader(resp.StatusCode)
-	c.status = resp.StatusCode
-	c.outcome = outcomeUpstream
-	c.err = fmt.Errorf("neuron answered %d", resp.StatusCode)
-	if _, err := io.Copy(c.w, resp.Body); err != nil && c.r.Context().Err() == nil {
-		c.abort = true
+	body, err := io.ReadAll(io.LimitReader(resp.Body, answerPeekMax+1))
+	if err != nil && len(body) == 0 {
+		c.brokeOff(err, nil)
+		if c.abort {
+			// Nothing was sent yet: answer for the neuron.
+			c.abort = false
+			c.fail(&UpstreamError{Neuron: c.neuron, Err: err})
+		}
+		return
 	}
+	c.relayAnswer(&neuronAnswer{neuron: c.neuron, status: resp.StatusCode, header: resp.Header, body: body})
 }
 
 // copyBody relays a non-streaming answer as it arrives, and reads its
