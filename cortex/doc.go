@@ -88,12 +88,21 @@
 //     invariant. A panic before anything was served releases; after, it
 //     settles what was observed.
 //
-// When the connection to a neuron fails before anything reached the
-// client (the endpoint lookup or the request itself), the request is sent
-// once more, to another replica that is loaded or loading (never to a new
-// load). This holds for streams too: a stream that has not begun has
-// nothing to duplicate. A stream whose neuron sends nothing for the idle
-// timeout, not even headers, is not retried (504 upstream_timeout).
+// Retries. An attempt that failed before anything reached the client in a
+// way that cost nothing is sent again: a connection to the neuron that
+// failed (the endpoint lookup or the request itself), and a neuron's own
+// refusal before its engine saw the request: 503 model_not_ready (its
+// engine is restarting), 503 queue_full, 404 model_not_found. The retry
+// goes to another replica that is loaded or loading; after
+// model_not_found (the model was unloaded behind the snapshot's back: by
+// another gateway's eviction, an operator, a fast neuron restart) the
+// gateway refreshes that neuron first and may load the model again, as for
+// a first attempt. At most 3 neurons in all, within the client's request;
+// the reservation covers every attempt and is settled once. When no
+// replica is left, the last neuron's answer reaches the client. This holds
+// for streams too: a stream that has not begun has nothing to duplicate. A
+// stream whose neuron sends nothing for the idle timeout, not even
+// headers, is not retried (504 upstream_timeout).
 //
 // # The budget invariant
 //
@@ -353,6 +362,19 @@
 // Retry-After while the load goes on. /v1/models lists loading locations
 // with their elapsed seconds.
 //
+// A model that is resident only as recovering (its neuron restarting its
+// engine after a crash or a failed liveness probe) is waited for in the
+// same way: the wait, shared by every request for the model, refreshes the
+// neurons it recovers on every second, and sends the requests there once
+// one lists it loaded.
+//
+// A load that failed on a neuron is not started there again until its
+// backoff ends (WithLoadBackoff: 5 s after the first failure, doubling with
+// each failure in a row, at most 5 minutes; a load that succeeds clears
+// it): requests for the model go to other neurons meanwhile, or get 503
+// service_unavailable with Retry-After (ErrLoadBackoff), so that a model
+// whose engine cannot start is not started again by every request.
+//
 // # Anthropic Messages
 //
 // POST /v1/messages takes an Anthropic Messages request, translates it
@@ -477,6 +499,15 @@
 // 503 service_unavailable with Retry-After (every
 // *RetryError, a retryable *LoadError, an unavailable budget authority) and
 // shutting_down; 502 upstream_connection_error (ErrUpstream) and
-// model_load_failed; 504 upstream_timeout. Messages of 5xx answers never
-// name hosts or addresses; the logs have the details.
+// model_load_failed; 504 upstream_timeout.
+//
+// Nothing from the inside of the fleet reaches a client: no message of
+// the gateway's names a host, an address, a port, a file path or a
+// transport error, and a neuron's error answer is relayed with its status
+// and body only when its message has none of them (internal/redact) and
+// it is not the engine's own server error; otherwise the client gets the
+// gateway's envelope with the answer's code and a message that says only
+// what failed. A failed load shows the neuron's code, and its message only
+// when it is clean (an engine's log lines never). The logs have the
+// details.
 package cortex
