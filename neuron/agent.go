@@ -27,8 +27,9 @@ const maxManagementBody = 1 << 20
 // forwarding inference requests to the engines of a Harness.
 //
 // Routes: GET /discovery, /health, /version, /models, /models/{id}/endpoint,
-// /models/{id}/logs and /v1/models; POST /models/load, /models/unload,
-// /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses.
+// /models/{id}/logs and /v1/models; POST /models/load, /models/check,
+// /models/unload, /v1/chat/completions, /v1/completions, /v1/embeddings
+// and /v1/responses (see the package doc for what each answers).
 // With a token (WithToken) every route requires it (401 invalid_token),
 // unknown routes included, with one exception: GET /health without the
 // token answers {"status":"ok"} (or "shutting_down") and nothing else, for
@@ -45,8 +46,12 @@ const maxManagementBody = 1 << 20
 // queue_timeout, 429 rate_limit_exceeded) and proxied to the engine with its
 // path, query and headers, less Authorization; the answer streams back
 // unbuffered, and an engine's own errors reach the client unchanged. An
-// unreachable engine is 502 upstream_connection_error. Retry-After is 1s on
-// admission refusals and 5s on model_not_ready and shutting_down.
+// engine that fails before it answers is 503 model_not_ready when the
+// harness has meanwhile marked it failed (a crash, or liveness probes that
+// found it hung), else 502 upstream_connection_error. The messages of the
+// inference routes name no address, port, path or transport error; those
+// go to the log. Retry-After is 1s on admission refusals and 5s on
+// model_not_ready and shutting_down.
 //
 // Call Start before serving and Shutdown at the end. An Agent is safe for
 // concurrent use.
@@ -165,6 +170,7 @@ func (a *Agent) routes() {
 	m.HandleFunc("GET /version", a.handleVersion)
 	m.HandleFunc("GET /models", a.handleModels)
 	m.HandleFunc("POST /models/load", a.handleLoad)
+	m.HandleFunc("POST /models/check", a.handleCheck)
 	m.HandleFunc("POST /models/unload", a.handleUnload)
 	m.HandleFunc("GET /models/{id}/endpoint", a.handleEndpoint)
 	m.HandleFunc("GET /models/{id}/logs", a.handleLogs)
@@ -579,6 +585,31 @@ func (a *Agent) handleLoad(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, info)
+}
+
+// checkAnswer is the answer of POST /models/check.
+type checkAnswer struct {
+	ModelID string `json:"model_id"`
+	Status  string `json:"status"`
+}
+
+func (a *Agent) handleCheck(w http.ResponseWriter, r *http.Request) {
+	if !a.enter() {
+		writeError(w, ErrShuttingDown)
+		return
+	}
+	defer a.leave()
+	var spec LoadSpec
+	if err := decodeBody(w, r, maxManagementBody, a.opts.bodyTimeout, &spec); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := a.Check(r.Context(), spec); err != nil {
+		a.log.InfoContext(r.Context(), "neuron: load check failed", "model", spec.ModelID, "err", err)
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, checkAnswer{ModelID: spec.ModelID, Status: "ok"})
 }
 
 // unloadAnswer is the answer of POST /models/unload.

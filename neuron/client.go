@@ -119,6 +119,20 @@ func (c *Client) Load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 	return m, err
 }
 
+// Check asks the neuron whether a load of spec could start there, without
+// starting anything: POST /models/check. It returns nil when the model is
+// already there or its load could start (after evictions: free VRAM is not
+// checked), else the *APIError a load would get before starting an engine:
+// ErrCannotStart (422 model_cannot_start: the engine's command or the
+// model's local file is missing; errors.Is(err, ErrLoadFailed) holds too),
+// ErrUnknownEngine, ErrInsufficientVRAM (the model does not fit the
+// neuron's devices even when empty), ErrCUDAUnavailable,
+// ErrShuttingDown, ErrInvalidRequest. Call it before evicting anything for
+// a load.
+func (c *Client) Check(ctx context.Context, spec LoadSpec) error {
+	return c.call(ctx, http.MethodPost, "/models/check", spec, nil)
+}
+
 // Unload asks the neuron to stop model id; with force even while requests
 // are in flight (otherwise ErrModelBusy).
 func (c *Client) Unload(ctx context.Context, id string, force bool) error {

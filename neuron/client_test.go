@@ -269,9 +269,11 @@ func TestAPIError_IsMapsEveryCode(t *testing.T) {
 		{neuron.CodeInvalidBody, neuron.ErrInvalidRequest},
 		{neuron.CodeMissingModel, neuron.ErrInvalidRequest},
 		{neuron.CodeUpstreamConnection, neuron.ErrUpstream},
+		{neuron.CodeCannotStart, neuron.ErrCannotStart},
+		{neuron.CodeCannotStart, neuron.ErrLoadFailed},
 	}
 	for _, tt := range tests {
-		t.Run(tt.code, func(t *testing.T) {
+		t.Run(tt.code+"/"+tt.want.Error(), func(t *testing.T) {
 			t.Parallel()
 			err := error(&neuron.APIError{Status: 400, Code: tt.code})
 			if !errors.Is(err, tt.want) {

@@ -17,6 +17,12 @@ const (
 	DefaultReadyPath    = "/health"
 	DefaultStartTimeout = 10 * time.Minute
 	DefaultStopTimeout  = 10 * time.Second
+	// DefaultLivenessInterval, DefaultLivenessTimeout and
+	// DefaultLivenessFailures are the liveness probing of a loaded engine
+	// (EngineConfig).
+	DefaultLivenessInterval = 5 * time.Second
+	DefaultLivenessTimeout  = 3 * time.Second
+	DefaultLivenessFailures = 3
 )
 
 // Discovery kinds of neuron.toml.
@@ -124,6 +130,15 @@ func ParseConfig(data []byte) (Config, error) {
 		if e.StopTimeout == 0 {
 			e.StopTimeout = Duration(DefaultStopTimeout)
 		}
+		if e.LivenessInterval == 0 {
+			e.LivenessInterval = Duration(DefaultLivenessInterval)
+		}
+		if e.LivenessTimeout == 0 {
+			e.LivenessTimeout = Duration(DefaultLivenessTimeout)
+		}
+		if e.LivenessFailures == 0 {
+			e.LivenessFailures = DefaultLivenessFailures
+		}
 	}
 	if c.DefaultEngine == "" && len(c.Engines) > 0 {
 		c.DefaultEngine = c.Engines[0].Name
@@ -214,6 +229,9 @@ func (c Config) Validate() error {
 		}
 		if e.ReadyPath != "" && !strings.HasPrefix(e.ReadyPath, "/") {
 			bad("engines[%d] (%q): ready_path %q does not start with /", i, e.Name, e.ReadyPath)
+		}
+		if e.LivenessFailures < 0 {
+			bad("engines[%d] (%q): liveness_failures %d is negative", i, e.Name, e.LivenessFailures)
 		}
 	}
 	if c.DefaultEngine != "" && !engines[c.DefaultEngine] {

@@ -27,10 +27,11 @@ func TestLoadConfig_Example(t *testing.T) {
 			Name: name,
 			Command: []string{"vllm", "serve", "{model}", "--served-model-name", "{id}", "--host", "{host}",
 				"--port", "{port}", "--max-model-len", "{context}", "--tensor-parallel-size", tp},
-			Env:          map[string]string{"VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
-			ReadyPath:    "/health",
-			StartTimeout: neuron.Duration(20 * time.Minute),
-			StopTimeout:  neuron.Duration(10 * time.Second),
+			Env:              map[string]string{"VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
+			ReadyPath:        "/health",
+			StartTimeout:     neuron.Duration(20 * time.Minute),
+			StopTimeout:      neuron.Duration(10 * time.Second),
+			LivenessInterval: neuron.Duration(5 * time.Second), LivenessTimeout: neuron.Duration(3 * time.Second), LivenessFailures: 3,
 		}
 	}
 	want := neuron.Config{
@@ -49,18 +50,20 @@ func TestLoadConfig_Example(t *testing.T) {
 				Name: "llama-server",
 				Command: []string{"llama-server", "--model", "{model}", "--host", "{host}", "--port", "{port}",
 					"--ctx-size", "{context}", "--n-gpu-layers", "999"},
-				ReadyPath:    "/health",
-				StartTimeout: neuron.Duration(10 * time.Minute),
-				StopTimeout:  neuron.Duration(10 * time.Second),
+				ReadyPath:        "/health",
+				StartTimeout:     neuron.Duration(10 * time.Minute),
+				StopTimeout:      neuron.Duration(10 * time.Second),
+				LivenessInterval: neuron.Duration(10 * time.Second), LivenessTimeout: neuron.Duration(5 * time.Second), LivenessFailures: 3,
 			},
 			vllm("vllm", "1"),
 			vllm("vllm-tp2", "2"),
 			{
-				Name:         "sim",
-				Command:      []string{"helexa-sim", "--host", "{host}", "--port", "{port}", "--model", "{id}"},
-				ReadyPath:    "/health",
-				StartTimeout: neuron.Duration(30 * time.Second),
-				StopTimeout:  neuron.Duration(10 * time.Second),
+				Name:             "sim",
+				Command:          []string{"helexa-sim", "--host", "{host}", "--port", "{port}", "--model", "{id}"},
+				ReadyPath:        "/health",
+				StartTimeout:     neuron.Duration(30 * time.Second),
+				StopTimeout:      neuron.Duration(10 * time.Second),
+				LivenessInterval: neuron.Duration(5 * time.Second), LivenessTimeout: neuron.Duration(3 * time.Second), LivenessFailures: 3,
 			},
 		},
 		DefaultModels: []neuron.LoadSpec{
@@ -94,7 +97,9 @@ func TestParseConfig_Defaults(t *testing.T) {
 		DrainTimeout:  neuron.Duration(neuron.DefaultDrainTimeout),
 		Admission:     neuron.AdmissionConfig{MaxInFlight: 4, MaxQueue: -1, MaxWait: neuron.Duration(30 * time.Second)},
 		Engines: []neuron.EngineConfig{{Name: "sim", Command: []string{"helexa-sim"}, ReadyPath: "/health",
-			StartTimeout: neuron.Duration(10 * time.Minute), StopTimeout: neuron.Duration(10 * time.Second)}},
+			StartTimeout: neuron.Duration(10 * time.Minute), StopTimeout: neuron.Duration(10 * time.Second),
+			LivenessInterval: neuron.Duration(neuron.DefaultLivenessInterval), LivenessTimeout: neuron.Duration(neuron.DefaultLivenessTimeout),
+			LivenessFailures: neuron.DefaultLivenessFailures}},
 	}
 	if diff := cmp.Diff(c, want); diff != "" {
 		t.Errorf("config (-got +want):\n%s", diff)

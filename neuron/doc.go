@@ -6,4 +6,74 @@
 //
 // The wire types of the management API are defined here once and used by
 // both the Agent and the Client.
+//
+// # Management API
+//
+//	GET  /discovery              Discovery: the host and its GPUs
+//	GET  /health                 Health: device samples, per-model admission, activation
+//	GET  /version                Version
+//	GET  /models                 {"models": [ModelInfo...]}
+//	POST /models/load            LoadSpec -> ModelInfo, once the model is ready
+//	POST /models/check           LoadSpec -> {"model_id","status":"ok"}: could the load start?
+//	POST /models/unload          UnloadRequest -> {"model_id","status":"unloaded"}
+//	GET  /models/{id}/endpoint   Endpoint: the neuron's own URL
+//	GET  /models/{id}/logs       {"model_id","lines":[...]}: the engine's last output
+//
+// Errors are OpenAI error envelopes whose codes are the Code* constants;
+// Client turns them back into the sentinel errors (errors.Is).
+//
+// # Loads
+//
+// POST /models/load starts the model and answers when it is ready. A load
+// of a model the neuron already runs starts nothing: a loaded model is
+// answered at once; a load of a model that is loading joins that load, waits
+// for it and answers its result; a model that is failed or recovering
+// (its engine crashed or hung and is being restarted) is answered at once
+// with that status. The neuron is thus the arbiter of loads across cortex
+// replicas: it is the one place where every replica's load of a model on
+// this host meets, so a herd of cold requests spread over many replicas
+// that chose the same neuron starts one engine, with no state shared
+// between the replicas (no Redis, no consensus). Two replicas that choose
+// different neurons for the same model may still start one load on each;
+// that is a second replica of the model, not a conflict, and cortex's
+// scaling and eviction settle it later.
+//
+// A load that cannot start is refused before anything starts, with 422
+// model_cannot_start (ErrCannotStart): the engine template's command does
+// not resolve to an executable, or the model's source is a local path
+// (absolute, or ./ or ../ relative) that does not exist. POST /models/check
+// runs the same checks, and those a load makes before starting (unknown
+// engine, CUDA unavailable, a model larger than the host's devices), with
+// no side effect: cortex asks it before evicting anything to make room
+// for a load, so that a load that cannot start evicts nothing. It does not
+// check free VRAM, which the evictions are for.
+//
+// POST /models/unload refuses a model with requests in flight or queued
+// (409 model_busy) unless "force" is set; a forced unload stops the engine
+// under the requests in flight, which end with an error, and requests
+// arriving meanwhile get 503 model_not_ready.
+//
+// # Engine failures
+//
+// ModelInfo reports each model's engine failures: Status "failed" then
+// "recovering" while a crashed or hung engine is restarted, Failures and
+// Restarts counters, LastFailure ("crash" or "unresponsive"),
+// LastFailureAt, LastFailureReason (no engine output), LastError (the
+// reason and the engine's last lines) and LivenessFailures (failed
+// liveness probes in a row so far). A poller that compares two answers of
+// GET /models sees every crash, hang and restart. The process harness
+// (package neuron/engine) probes each loaded engine's ready path every
+// liveness interval and kills and restarts one that stops answering; see
+// EngineConfig.
+//
+// # What clients see
+//
+// The answers of the inference routes name no address, port, file path,
+// transport error or engine output: an engine that cannot be reached is
+// "engine unreachable", the detail goes to the neuron's log. An engine's
+// own answers, errors included, are relayed unchanged. The management API
+// is for cortex and operators: its errors (a failed load carries the
+// engine's last output lines) and ModelInfo.LastError may name paths and
+// ports, and must not be shown to the clients of the inference API as
+// they are.
 package neuron

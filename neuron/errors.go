@@ -86,7 +86,7 @@ func (e *APIError) Error() string {
 // Is reports whether target is the sentinel error for e.Code.
 func (e *APIError) Is(target error) bool {
 	s := sentinelForCode(e.Code)
-	return s != nil && s == target
+	return s != nil && errors.Is(s, target)
 }
 
 // As sets a **VRAMError target from an insufficient_vram answer.
@@ -115,6 +115,8 @@ func sentinelForCode(code string) error {
 		return ErrUnknownEngine
 	case CodeLoadFailed:
 		return ErrLoadFailed
+	case CodeCannotStart:
+		return ErrCannotStart
 	case CodeShuttingDown:
 		return ErrShuttingDown
 	case CodeInvalidToken:
@@ -175,6 +177,8 @@ func apiErrorFor(err error) *APIError {
 		return e(http.StatusServiceUnavailable, CodeCUDAUnavailable, 0)
 	case errors.Is(err, ErrUnknownEngine):
 		return e(http.StatusBadRequest, CodeUnknownEngine, 0)
+	case errors.Is(err, ErrCannotStart):
+		return e(http.StatusUnprocessableEntity, CodeCannotStart, 0)
 	case errors.Is(err, ErrLoadFailed):
 		return e(http.StatusBadGateway, CodeLoadFailed, 0)
 	case errors.Is(err, ErrQueueFull):

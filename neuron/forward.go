@@ -35,7 +35,7 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readBody(w, r, a.opts.maxBodyBytes, a.opts.bodyTimeout)
 	if err != nil {
-		writeError(w, err)
+		a.inferenceError(w, r, err)
 		return
 	}
 	id, err := modelField(body)
@@ -49,7 +49,7 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := a.h.Endpoint(id); err != nil {
-		writeError(w, err)
+		a.inferenceError(w, r, err)
 		return
 	}
 	release, err := a.adm.acquire(r.Context(), id, principalOf(r))
@@ -64,10 +64,11 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 	// The endpoint may have changed (an engine restart) while queued.
 	target, err := a.h.Endpoint(id)
 	if err != nil {
-		writeError(w, err)
+		a.inferenceError(w, r, err)
 		return
 	}
-	out := r.WithContext(context.WithValue(r.Context(), allowanceKey{}, allow))
+	ctx := context.WithValue(context.WithValue(r.Context(), allowanceKey{}, allow), modelKey{}, id)
+	out := r.WithContext(ctx)
 	out.Header = r.Header.Clone()
 	out.Header.Del(HeaderMaxOutputTokens)
 	out.Body = io.NopCloser(bytes.NewReader(body))
@@ -76,14 +77,54 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 	a.proxies.get(id, target).ServeHTTP(w, out)
 }
 
-// proxyError answers a request whose engine could not be reached.
+// modelKey is the request context key of the model a forwarded request
+// is for.
+type modelKey struct{}
+
+// proxyError answers a request whose engine failed before answering: no
+// byte of an answer has gone out. When the engine is no longer the
+// model's loaded engine (its liveness probes failed and it was killed, it
+// crashed and was seen to, it was unloaded), the answer says so: 503
+// model_not_ready, or 404 model_not_found once unloaded, which cortex may
+// retry elsewhere. Otherwise it is 502 upstream_connection_error. The
+// transport error, which names addresses and ports, goes to the log only.
 func (a *Agent) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		a.log.DebugContext(r.Context(), "neuron: client left during forward", "path", r.URL.Path, "err", err)
 		return
 	}
-	a.log.WarnContext(r.Context(), "neuron: engine unreachable", "path", r.URL.Path, "err", err)
-	writeError(w, fmt.Errorf("%w: %v", ErrUpstream, err))
+	id, _ := r.Context().Value(modelKey{}).(string)
+	if id != "" {
+		ep, epErr := a.h.Endpoint(id)
+		switch {
+		case errors.Is(epErr, ErrModelNotFound):
+			a.log.WarnContext(r.Context(), "neuron: model unloaded during a request", "model", id, "path", r.URL.Path, "err", err)
+			writeError(w, fmt.Errorf("%w: %s was unloaded during the request", ErrModelNotFound, id))
+			return
+		case epErr != nil || ep.Host != r.URL.Host:
+			a.log.WarnContext(r.Context(), "neuron: engine failed during a request", "model", id, "path", r.URL.Path, "err", err)
+			writeError(w, fmt.Errorf("%w: the engine of %s failed during the request and is being restarted", ErrNotReady, id))
+			return
+		}
+	}
+	a.log.WarnContext(r.Context(), "neuron: engine unreachable", "model", id, "path", r.URL.Path, "err", err)
+	writeError(w, ErrUpstream)
+}
+
+// inferenceError answers an inference request with err. A client of the
+// inference routes learns nothing of the host from it: a body that could
+// not be read and an unexpected error are answered with a bare message,
+// their detail logged.
+func (a *Agent) inferenceError(w http.ResponseWriter, r *http.Request, err error) {
+	var bre *bodyReadError
+	if errors.As(err, &bre) {
+		a.log.DebugContext(r.Context(), "neuron: reading a request body failed", "path", r.URL.Path, "err", bre.err)
+	}
+	if ae := apiErrorFor(err); ae.Code == CodeInternal {
+		a.log.ErrorContext(r.Context(), "neuron: inference request failed", "path", r.URL.Path, "err", err)
+		err = &APIError{Status: ae.Status, Code: ae.Code, Message: "internal error"}
+	}
+	writeError(w, err)
 }
 
 // principalOf is the admission principal of r: its account and key ids,
@@ -116,15 +157,24 @@ func checkJSON(h http.Header) error {
 
 // readBody reads r's body, at most limit bytes (a larger body is an
 // *http.MaxBytesError, 413) within timeout (else an error wrapping
-// httpx.ErrBodyTimeout, 408); any other failure is ErrInvalidRequest.
+// httpx.ErrBodyTimeout, 408); any other failure is a *bodyReadError
+// (ErrInvalidRequest).
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
 	body, err := httpx.ReadBody(w, r, limit, timeout)
 	var mbe *http.MaxBytesError
 	if err != nil && !errors.As(err, &mbe) && !errors.Is(err, httpx.ErrBodyTimeout) {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		return nil, &bodyReadError{err: err}
 	}
 	return body, err
 }
+
+// bodyReadError is a request body that could not be read. Its message
+// leaves out the transport error, which names the addresses of the
+// connection.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string   { return "neuron: invalid request: the body could not be read" }
+func (e *bodyReadError) Unwrap() []error { return []error{ErrInvalidRequest, e.err} }
 
 // modelField returns the "model" of a JSON request body, read by the
 // gateway's own reader with its rules (internal/reqscan): valid UTF-8, one

@@ -52,6 +52,9 @@ func (a *Agent) load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 		}
 		return a.harnessLoad(ctx, spec)
 	}
+	if err := a.preflight(ctx, spec); err != nil {
+		return ModelInfo{}, err
+	}
 	samples, err := a.d.Sample(ctx)
 	if err != nil {
 		a.log.DebugContext(ctx, "neuron: device sample failed", "err", err)
@@ -65,6 +68,50 @@ func (a *Agent) load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 	info, err := a.harnessLoad(ctx, spec)
 	a.settle(spec.ModelID, err)
 	return info, err
+}
+
+// Check reports whether a load of spec could start on this neuron, with
+// no side effect: it is POST /models/check. A model the harness already
+// runs (loaded, loading, recovering) passes: a load of it joins it or
+// answers at once. For any other it checks what a load would refuse
+// before starting an engine: a model id (ErrInvalidRequest), the neuron
+// not shutting down (ErrShuttingDown), CUDA (ErrCUDAUnavailable), devices
+// that exist and VRAM that fits them once every other model is gone
+// (*VRAMError: the load cannot fit even after evictions), and the
+// harness's own Check when it is a Checker (ErrUnknownEngine,
+// ErrCannotStart: the engine's command or the model's file is missing).
+// Free VRAM is not checked: cortex evicts to make room after a check.
+func (a *Agent) Check(ctx context.Context, spec LoadSpec) error {
+	if spec.ModelID == "" {
+		return fmt.Errorf("%w: model_id is required", ErrInvalidRequest)
+	}
+	if a.life.Err() != nil {
+		return ErrShuttingDown
+	}
+	disc := a.Discovery()
+	if disc.CUDAUnavailableReason != "" {
+		return fmt.Errorf("%w: %s", ErrCUDAUnavailable, disc.CUDAUnavailableReason)
+	}
+	if a.known(spec.ModelID) {
+		return nil
+	}
+	total := make(map[int]uint64, len(disc.Devices))
+	for _, d := range disc.Devices {
+		total[d.Index] = d.TotalMB
+	}
+	if _, _, err := chooseDevices(disc.Devices, total, spec.Devices, spec.VRAMMB); err != nil {
+		return err
+	}
+	return a.preflight(ctx, spec)
+}
+
+// preflight asks the harness, when it is a Checker, whether spec's engine
+// can start.
+func (a *Agent) preflight(ctx context.Context, spec LoadSpec) error {
+	if c, ok := a.h.(Checker); ok {
+		return c.Check(ctx, spec)
+	}
+	return nil
 }
 
 func (a *Agent) harnessLoad(ctx context.Context, spec LoadSpec) (ModelInfo, error) {

@@ -70,11 +70,43 @@ type ModelInfo struct {
 	// loaded). A client on another host reads it rather than comparing
 	// LoadingSince with its own clock, which may be skewed.
 	LoadingSeconds float64 `json:"loading_seconds,omitempty"`
-	// Restarts counts crash restarts since the model was first loaded.
+	// Restarts counts the engine restarts begun since the model was first
+	// loaded: one after each failure (see Failures).
 	Restarts int `json:"restarts,omitempty"`
-	// LastError is the most recent failure: exit status and last log lines.
+	// LastError is the most recent failure: its reason and the engine's
+	// last log lines. It may hold paths and addresses: it is for
+	// operators, not for the clients of the inference API.
 	LastError string `json:"last_error,omitempty"`
+	// Failures counts the engine's failures since the model was first
+	// loaded: exits nobody asked for (FailureCrash) and engines that
+	// stopped answering their liveness probes and were killed
+	// (FailureUnresponsive). Each is followed by a restart.
+	Failures int `json:"failures,omitempty"`
+	// LastFailure is the kind of the most recent failure; empty before
+	// the first.
+	LastFailure FailureKind `json:"last_failure,omitempty"`
+	// LastFailureAt is when the most recent failure was seen.
+	LastFailureAt time.Time `json:"last_failure_at,omitzero"`
+	// LastFailureReason is the most recent failure's reason alone, without
+	// the engine's output: "exit status 1", "signal: killed", "3 liveness
+	// probes failed in a row (the last: timed out after 3s)".
+	LastFailureReason string `json:"last_failure_reason,omitempty"`
+	// LivenessFailures is how many liveness probes of the loaded engine
+	// have failed in a row by now; 0 while it answers them.
+	LivenessFailures int `json:"liveness_failures,omitempty"`
 }
+
+// FailureKind says how an engine failed (ModelInfo.LastFailure).
+type FailureKind string
+
+// Failure kinds.
+const (
+	// FailureCrash: the engine exited without being asked to.
+	FailureCrash FailureKind = "crash"
+	// FailureUnresponsive: the engine stopped answering its liveness
+	// probes (hung, stopped, deadlocked) and was killed.
+	FailureUnresponsive FailureKind = "unresponsive"
+)
 
 // Harness runs models. The Agent calls it to load, unload and find the
 // engine behind each model.
@@ -105,6 +137,22 @@ type LogSource interface {
 	// Logs returns the last lines the engine printed (stdout and stderr),
 	// oldest first. ErrModelNotFound when unknown.
 	Logs(id string) ([]string, error)
+}
+
+// Checker is an optional Harness capability: whether a load could start,
+// answered without side effects. The Agent asks it for POST /models/check
+// and before each load of a model it does not run, so that a load that
+// cannot start (its engine's command does not resolve, its model file does
+// not exist) is refused before anything is evicted to make room for it.
+//
+// Concurrency: Check may be called from many goroutines at once, and
+// concurrently with every other method; it must be cheap (no process
+// started, nothing downloaded).
+type Checker interface {
+	// Check returns nil when a Load of spec could start its engine, else
+	// an error that wraps ErrCannotStart (or ErrUnknownEngine,
+	// ErrInvalidRequest). It does not look at the models already running.
+	Check(ctx context.Context, spec LoadSpec) error
 }
 
 // HarnessCloser is an optional Harness capability: stop every engine. The
@@ -244,6 +292,7 @@ const (
 	CodeQueueFull         = "queue_full"
 	CodeQueueTimeout      = "queue_timeout"
 	CodeRateLimitExceeded = "rate_limit_exceeded"
+	CodeCannotStart       = "model_cannot_start"
 )
 
 // Sentinel errors shared by the Agent, the harnesses and Client.
@@ -257,7 +306,20 @@ var (
 	ErrLoadFailed       = errors.New("neuron: model load failed")
 	ErrShuttingDown     = errors.New("neuron: shutting down")
 	ErrUnauthorized     = errors.New("neuron: invalid token")
+	// ErrCannotStart: a load refused before anything started, because it
+	// could not start: its engine's command does not resolve, or the
+	// local model file it names does not exist (422 model_cannot_start).
+	// errors.Is(err, ErrLoadFailed) is true of it as well.
+	ErrCannotStart error = cannotStartError{}
 )
+
+type cannotStartError struct{}
+
+func (cannotStartError) Error() string { return "neuron: engine cannot start" }
+
+// Is reports whether target is ErrLoadFailed: a load that cannot start has
+// failed.
+func (cannotStartError) Is(target error) bool { return target == ErrLoadFailed }
 
 // VRAMError reports a load whose VRAM does not fit the chosen devices.
 // errors.Is(err, ErrInsufficientVRAM) is true.
@@ -285,8 +347,21 @@ type EngineConfig struct {
 	// Env holds extra environment variables, with the same placeholders.
 	Env map[string]string `toml:"env"`
 	// ReadyPath is polled every 250 ms until it answers 200 (503 means
-	// still loading). Default "/health".
+	// still loading), then every LivenessInterval while the model is
+	// loaded. Default "/health".
 	ReadyPath string `toml:"ready_path"`
+	// LivenessInterval is how often the ready path of a loaded engine is
+	// probed. Default 5s.
+	LivenessInterval Duration `toml:"liveness_interval"`
+	// LivenessTimeout bounds one liveness probe; a probe that gets no 200
+	// within it has failed. Default 3s.
+	LivenessTimeout Duration `toml:"liveness_timeout"`
+	// LivenessFailures is how many liveness probes in a row must fail
+	// before the engine is taken for hung: it is marked failed, killed and
+	// restarted as a crashed engine is. An engine that stops answering is
+	// thus found within LivenessInterval*LivenessFailures +
+	// LivenessTimeout (18s with the defaults). Default 3.
+	LivenessFailures int `toml:"liveness_failures"`
 	// StartTimeout bounds the wait for readiness without progress. Default 10m.
 	StartTimeout Duration `toml:"start_timeout"`
 	// StopTimeout is the wait between SIGTERM and SIGKILL. Default 10s.

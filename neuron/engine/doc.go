@@ -53,15 +53,37 @@
 // forgets the model. An exit during load caused by a port taken between the
 // pick and the engine's bind is retried on a fresh port, up to three times.
 //
+// Before it starts an engine for a model it does not run, Load checks (as
+// Check does, without side effects) that the template's command resolves
+// to an executable and that a {model} that is a local path (absolute, or
+// ./ or ../ relative) exists; otherwise it fails with neuron.ErrCannotStart
+// and starts nothing.
+//
+// Once loaded, the engine's ready path is probed every liveness interval
+// (EngineConfig.LivenessInterval, default 5s), each probe bounded by
+// LivenessTimeout (default 3s). A failed probe (no answer in time, a
+// refused connection, any status but 200) counts in
+// ModelInfo.LivenessFailures; an answer resets the count. After
+// LivenessFailures failures in a row (default 3) the engine is taken for
+// hung (stopped, deadlocked, wedged on its device): the model is marked
+// "failed" first, so that no request is sent to it any more and requests
+// its death cuts short are answered 503 model_not_ready by the Agent, then
+// the engine's process group gets SIGKILL and it is restarted as a crashed
+// engine is, with ModelInfo.LastFailure "unresponsive". A hung engine is
+// thus found within LivenessInterval*LivenessFailures + LivenessTimeout,
+// 18s with the defaults, and the requests it held fail then.
+//
 // An engine that exits while loaded, without being asked to, has crashed:
 // the model becomes "failed" with the exit status and the last output lines
 // in ModelInfo.LastError, and stays "failed" while the harness waits out a
 // capped exponential backoff (WithBackoff, default 1s doubling up to 30s;
 // the delay returns to the minimum once an engine has stayed ready for the
 // maximum). It is then "recovering" from the restart of the process until
-// it is ready again, and "loaded" once more with Restarts incremented. A
-// restart that fails counts as another crash; the harness retries until the
-// model is unloaded.
+// it is ready again, and "loaded" once more with Restarts incremented.
+// Each crash and each hang counts in ModelInfo.Failures, with its kind,
+// time and reason in LastFailure, LastFailureAt and LastFailureReason. A
+// restart that fails counts as another crash; the harness retries until
+// the model is unloaded.
 //
 // Unload marks the model "unloading", sends SIGTERM to the engine's whole
 // process group, SIGKILL after the template's stop timeout, waits for the

@@ -157,9 +157,10 @@ func dialHost(host string) (string, error) {
 // waits for the unload, then starts a new engine.
 //
 // Errors: neuron.ErrUnknownEngine, ErrInvalidSpec, neuron.ErrShuttingDown
-// after Close, and a *LoadError (neuron.ErrLoadFailed) when the engine
-// exits or is not ready within its start timeout; the harness then forgets
-// the model.
+// after Close, neuron.ErrCannotStart when a model the harness does not run
+// fails Check (nothing is started), and a *LoadError (neuron.ErrLoadFailed)
+// when the engine exits or is not ready within its start timeout; the
+// harness then forgets the model.
 func (h *Harness) Load(ctx context.Context, spec neuron.LoadSpec) (neuron.ModelInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return neuron.ModelInfo{}, err
@@ -167,13 +168,19 @@ func (h *Harness) Load(ctx context.Context, spec neuron.LoadSpec) (neuron.ModelI
 	if err := checkSpec(spec); err != nil {
 		return neuron.ModelInfo{}, err
 	}
-	name := spec.Engine
-	if name == "" {
-		name = h.defaultEngine
+	t, err := h.template(spec)
+	if err != nil {
+		return neuron.ModelInfo{}, err
 	}
-	t, ok := h.engines[name]
-	if !ok {
-		return neuron.ModelInfo{}, fmt.Errorf("%w: %q", neuron.ErrUnknownEngine, name)
+	h.mu.Lock()
+	_, known := h.models[spec.ModelID]
+	h.mu.Unlock()
+	if !known {
+		// Refused before anything starts (Check); the files are looked
+		// at without the lock.
+		if err := h.preflight(spec, t); err != nil {
+			return neuron.ModelInfo{}, err
+		}
 	}
 	for {
 		h.mu.Lock()

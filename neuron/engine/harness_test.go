@@ -594,7 +594,13 @@ func TestExitDuringLoad(t *testing.T) {
 
 func TestStartError(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []neuron.EngineConfig{{Name: "missing", Command: []string{"/nonexistent/engine", "--port", "{port}"}}})
+	// The command passes the check (it is an executable file) but cannot
+	// be executed.
+	bin := filepath.Join(t.TempDir(), "engine")
+	if err := os.WriteFile(bin, []byte("#!/nonexistent/interpreter\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, []neuron.EngineConfig{{Name: "missing", Command: []string{bin, "--port", "{port}"}}})
 	_, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
 	var le *engine.LoadError
 	if !errors.Is(err, neuron.ErrLoadFailed) || !errors.As(err, &le) || !strings.HasPrefix(le.Reason, "start:") {
@@ -602,6 +608,9 @@ func TestStartError(t *testing.T) {
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load error %v does not wrap the exec error", err)
+	}
+	if errors.Is(err, neuron.ErrCannotStart) {
+		t.Errorf("Load error %v is ErrCannotStart", err)
 	}
 }
 

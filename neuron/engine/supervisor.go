@@ -21,7 +21,8 @@ const (
 	// bindTries bounds the starts of one load when the picked port was
 	// taken before the engine could bind it.
 	bindTries = 3
-	// probeTimeout bounds one ready probe.
+	// probeTimeout bounds one ready probe during a load; liveness probes
+	// have the template's own timeout.
 	probeTimeout = 2 * time.Second
 	// outputGrace is how long the output of an exited engine may take to
 	// drain (a process that left the group may hold the pipe open).
@@ -44,6 +45,7 @@ type result struct {
 	readyAt  time.Time // when, if ready
 	stopped  bool      // it ended because a stop was asked for
 	timedOut bool      // it missed its start timeout
+	hung     bool      // it was killed for failing its liveness probes
 	bindRace bool      // it exited during load because its port was taken
 	reason   string    // "exit status 3", "not ready after 5s", ...
 	code     int       // exit code, -1 if none
@@ -73,18 +75,34 @@ func (s *supervisor) run() {
 			return
 		}
 
-		// A crash, or a restart that did not become ready.
+		// A crash, a hung engine, or a restart that did not become ready.
 		if res.ready && time.Since(res.readyAt) >= h.backoffMax {
 			delay = h.backoffMin
 		}
 		now := time.Now()
+		kind := neuron.FailureCrash
+		if res.hung {
+			kind = neuron.FailureUnresponsive
+		}
+		failures := 0
 		s.update(func(i *neuron.ModelInfo) {
 			i.Status = neuron.StatusFailed
 			i.LastError = res.reason + outputSuffix(res.output)
 			i.LoadedAt = time.Time{}
 			i.LoadingSince = now
+			i.Failures++
+			failures = i.Failures
+			i.LastFailure = kind
+			i.LastFailureAt = now
+			i.LastFailureReason = res.reason
+			i.LivenessFailures = 0
 		})
-		h.log.Warn("engine crashed", "model", m.id, "engine", m.tmpl.name, "pid", res.pid, "status", res.reason, "restart_in", delay)
+		msg := "engine crashed"
+		if res.hung {
+			msg = "engine unresponsive, killed"
+		}
+		h.log.Warn(msg, "model", m.id, "engine", m.tmpl.name, "pid", res.pid, "status", res.reason,
+			"failures", failures, "restart_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-m.stop:
@@ -230,7 +248,10 @@ func (s *supervisor) runOnce() result {
 }
 
 // watch probes the engine until it is ready and waits for it to exit, to
-// be stopped, or to miss its start timeout.
+// be stopped, or to miss its start timeout. Once it is ready it keeps
+// probing it every liveness interval: after the template's number of
+// failed probes in a row the engine is marked failed and killed, and watch
+// returns a hung result.
 func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result {
 	h, m, t := s.h, s.m, s.m.tmpl
 	started := time.Now()
@@ -238,7 +259,7 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	probes := make(chan bool, 1)
+	probes := make(chan error, 1)
 	probing := false
 	defer func() {
 		if probing {
@@ -253,6 +274,7 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 	defer stall.Stop()
 	stallC := stall.C
 	var readyAt time.Time
+	failed := 0 // liveness probes failed in a row
 
 	for {
 		select {
@@ -273,19 +295,53 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 		case <-tickC:
 			tickC = nil
 			probing = true
-			go func() { probes <- h.probe(ctx, probeURL) }()
-
-		case ok := <-probes:
-			probing = false
-			if !ok {
-				tickC = tick.C
-				continue
+			timeout := probeTimeout
+			if !readyAt.IsZero() {
+				timeout = t.liveTimeout
 			}
-			readyAt = time.Now()
-			tick.Stop()
-			stallC = nil
-			s.markReady(readyAt)
-			h.log.Info("engine ready", "model", m.id, "engine", t.name, "pid", p.Pid, "port", port, "took", readyAt.Sub(started).Round(time.Millisecond))
+			go func() { probes <- h.probe(ctx, probeURL, timeout) }()
+
+		case err := <-probes:
+			probing = false
+			tickC = tick.C
+			switch {
+			case readyAt.IsZero() && err != nil:
+				// Still loading.
+			case readyAt.IsZero():
+				readyAt = time.Now()
+				tick.Reset(t.liveInterval)
+				stallC = nil
+				s.markReady(readyAt)
+				h.log.Info("engine ready", "model", m.id, "engine", t.name, "pid", p.Pid, "port", port, "took", readyAt.Sub(started).Round(time.Millisecond))
+			case err == nil:
+				if failed > 0 {
+					failed = 0
+					s.setLiveness(0)
+					h.log.Info("engine answers its liveness probe again", "model", m.id, "engine", t.name, "pid", p.Pid)
+				}
+			default:
+				failed++
+				s.setLiveness(failed)
+				h.log.Warn("engine liveness probe failed", "model", m.id, "engine", t.name, "pid", p.Pid,
+					"err", err, "failed", failed, "of", t.liveFailures)
+				if failed < t.liveFailures {
+					continue
+				}
+				reason := fmt.Sprintf("%d liveness probes failed in a row (the last: %v)", failed, err)
+				// Failed before it is killed: requests its death cuts
+				// short are told the model is not ready, and no new one
+				// is sent to it.
+				s.markFailed(reason)
+				_ = kill(p)
+				res := exitResult(<-exited, readyAt)
+				res.reason, res.hung = reason, true
+				select {
+				case <-m.stop:
+					res.stopped = true
+				default:
+				}
+				return res
+			}
 
 		case <-stallC:
 			_ = kill(p)
@@ -334,6 +390,19 @@ func (s *supervisor) markReady(at time.Time) {
 	}
 }
 
+// setLiveness publishes how many liveness probes have failed in a row.
+func (s *supervisor) setLiveness(failed int) {
+	s.update(func(i *neuron.ModelInfo) { i.LivenessFailures = failed })
+}
+
+// markFailed publishes that a loaded engine is being killed for reason.
+func (s *supervisor) markFailed(reason string) {
+	s.update(func(i *neuron.ModelInfo) {
+		i.Status = neuron.StatusFailed
+		i.LastError = reason
+	})
+}
+
 // exitResult describes the end of a process from cmd.Wait's error.
 func exitResult(err error, readyAt time.Time) result {
 	res := result{ready: !readyAt.IsZero(), readyAt: readyAt, reason: "exit status 0", err: err}
@@ -348,21 +417,37 @@ func exitResult(err error, readyAt time.Time) result {
 	return res
 }
 
-// probe asks the engine's ready path once: true on 200.
-func (h *Harness) probe(ctx context.Context, u string) bool {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+// probe asks the engine's ready path once, within timeout: nil on 200,
+// else an error that says what went wrong in a few words, without the
+// engine's address.
+func (h *Harness) probe(ctx context.Context, u string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return false
+		return err
 	}
 	resp, err := h.client.Do(req)
-	if err != nil {
-		return false
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("timed out after %v", timeout)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return errors.New("connection refused")
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("connection closed")
+	default:
+		return errors.New("request failed")
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("answered %d", resp.StatusCode)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("timed out after %v", timeout)
+	}
+	return nil
 }
 
 // freePort picks a free TCP port on host by listening on port 0.

@@ -16,6 +16,13 @@ const (
 	DefaultReadyPath    = "/health"
 	DefaultStartTimeout = 10 * time.Minute
 	DefaultStopTimeout  = 10 * time.Second
+	// DefaultLivenessInterval, DefaultLivenessTimeout and
+	// DefaultLivenessFailures: a loaded engine's ready path is probed every
+	// 5s, each probe may take 3s, and 3 failed probes in a row mark the
+	// engine hung.
+	DefaultLivenessInterval = 5 * time.Second
+	DefaultLivenessTimeout  = 3 * time.Second
+	DefaultLivenessFailures = 3
 )
 
 // placeholders are the names a template may use as {name}.
@@ -29,6 +36,10 @@ type template struct {
 	readyPath    string
 	startTimeout time.Duration
 	stopTimeout  time.Duration
+	// liveness probing of a loaded engine
+	liveInterval time.Duration
+	liveTimeout  time.Duration
+	liveFailures int
 }
 
 type envVar struct{ key, value string }
@@ -70,6 +81,9 @@ func newTemplate(c neuron.EngineConfig) (*template, error) {
 		readyPath:    c.ReadyPath,
 		startTimeout: c.StartTimeout.Std(),
 		stopTimeout:  c.StopTimeout.Std(),
+		liveInterval: c.LivenessInterval.Std(),
+		liveTimeout:  c.LivenessTimeout.Std(),
+		liveFailures: c.LivenessFailures,
 	}
 	for i, a := range c.Command {
 		if err := checkPlaceholders(a); err != nil {
@@ -103,6 +117,24 @@ func newTemplate(c neuron.EngineConfig) (*template, error) {
 		return nil, fmt.Errorf("engine %q: negative stop_timeout", c.Name)
 	case t.stopTimeout == 0:
 		t.stopTimeout = DefaultStopTimeout
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+		key string
+	}{{&t.liveInterval, DefaultLivenessInterval, "liveness_interval"}, {&t.liveTimeout, DefaultLivenessTimeout, "liveness_timeout"}} {
+		switch {
+		case *d.v < 0:
+			return nil, fmt.Errorf("engine %q: negative %s", c.Name, d.key)
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	switch {
+	case t.liveFailures < 0:
+		return nil, fmt.Errorf("engine %q: negative liveness_failures", c.Name)
+	case t.liveFailures == 0:
+		t.liveFailures = DefaultLivenessFailures
 	}
 	return t, nil
 }
