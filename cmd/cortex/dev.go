@@ -55,6 +55,8 @@ type devStack struct {
 
 // runDev is "cortex dev".
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	hup := catchHangups()
+	defer hup.stop()
 	fs := flag.NewFlagSet("cortex dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", cortex.DefaultListen, "address of the API")
@@ -65,6 +67,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	hup.log(logger)
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
 		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},

@@ -9,7 +9,8 @@
 //	cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL | --ledger FILE] ...
 //	cortex version
 //
-// serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains.
+// serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains;
+// SIGHUP is logged and ignored (configuration reload does not exist yet).
 // Budgets live in memory, in a ledger file with an [entitlements.local]
 // table (they survive a restart), or in Redis with an [entitlements.redis]
 // table (shared by every replica); the keys of the file are seeded into
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runServe is "cortex serve": the gateway of cortex.toml.
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	hup := catchHangups()
+	defer hup.stop()
 	fs := flag.NewFlagSet("cortex serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "cortex.toml", "path of the cortex.toml configuration")
@@ -100,6 +103,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	hup.log(logger)
 	cfg, err := cortex.LoadConfig(*configPath)
 	if err != nil {
 		return err

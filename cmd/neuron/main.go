@@ -1,7 +1,8 @@
 // Command neuron is the reference helexa neuron daemon: it reads
 // neuron.toml, discovers the GPUs (NVML, or a static list), runs engines as
 // child processes and serves the neuron API (package neuron) until SIGINT
-// or SIGTERM, then drains and stops every engine.
+// or SIGTERM, then drains and stops every engine. SIGHUP is logged and
+// ignored: configuration reload does not exist yet.
 //
 // Usage:
 //
@@ -46,6 +47,8 @@ func main() {
 
 // run is the daemon: it serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	hup := catchHangups()
+	defer hup.stop()
 	fs := flag.NewFlagSet("neuron", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "neuron.toml", "path of the neuron.toml configuration")
@@ -67,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
+	hup.log(logger)
 	cfg, err := neuron.LoadConfig(*configPath)
 	if err != nil {
 		return err
