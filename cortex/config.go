@@ -59,6 +59,14 @@ type Config struct {
 	// Metering is the [metering] table: the meter file and the opt-in
 	// per-account metrics.
 	Metering MeteringConfig `toml:"metering"`
+	// OutlierDetection is the [outlier_detection] table: replicas that
+	// keep failing are taken out of rotation (WithOutlierDetection).
+	//
+	//	[outlier_detection]
+	//	consecutive_failures = 5
+	//	base_ejection_time = "10s"
+	//	max_ejection_time = "5m"
+	OutlierDetection OutlierConfig `toml:"outlier_detection"`
 }
 
 // MeteringConfig is the [metering] table: where the gateway meters every
@@ -366,6 +374,11 @@ func (c Config) validate(at *configLines) error {
 	for _, msg := range c.Metering.validate() {
 		bad(at.table("metering"), "metering", "%s", msg)
 	}
+	if err := c.OutlierDetection.Validate(); err != nil {
+		for _, e := range flatten(err) {
+			bad(at.table("outlier_detection"), "outlier_detection", "%v", e)
+		}
+	}
 	if err := c.Entitlements.Validate(); err != nil {
 		for _, e := range flatten(err) {
 			entry, msg, line := "entitlements", e.Error(), at.table("entitlements")
@@ -390,7 +403,8 @@ func (c Config) validate(at *configLines) error {
 // GatewayOptions returns the options the [gateway] table sets: the stream
 // idle timeout, the body limit and read timeout, the load timeout, the poll interval and
 // failure threshold of the default poller, the settle outbox and retry
-// window, and whether auth is required ([entitlements] require_auth).
+// window, outlier ejection ([outlier_detection]), and whether auth is
+// required ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
 	opts := []GatewayOption{
@@ -423,6 +437,7 @@ func (c Config) GatewayOptions() []GatewayOption {
 		popts = append(popts, WithFailureThreshold(g.FailureThreshold))
 	}
 	opts = append(opts, c.statusOptions()...)
+	opts = append(opts, WithOutlierDetection(c.OutlierDetection))
 	return append(opts, WithPollerOptions(popts...))
 }
 

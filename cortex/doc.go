@@ -479,6 +479,68 @@
 // /health (engines allocate lazily, and static discoverers report every
 // device free).
 //
+// # Outlier ejection
+//
+// A replica (a model on a neuron) whose answers keep failing is taken out
+// of rotation for a growing period, as Envoy's outlier detection does
+// (WithOutlierDetection, [outlier_detection] in cortex.toml). Failures are
+// only what is the neuron's or its engine's own: a connection that failed,
+// a neuron's 503 model_not_ready, any other 5xx it answers, a stream that
+// broke off or went silent past the idle timeout. A client's 4xx, a
+// client that left, queue_full (overload, which routing by least work
+// already steers away from) and model_not_found (a stale snapshot) count
+// neither way; a 2xx answer is a success, and starts the count over.
+//
+// After 5 failures in a row (ConsecutiveFailures) the replica is ejected
+// for 10 s (BaseEjectionTime) times its number of ejections, at most 5
+// min (MaxEjectionTime); that number goes down by one for each base period
+// the replica then spends in rotation. It comes back at the first of: its
+// period's end (seen by the default Router at the next snapshot), a poll
+// that shows its engine loaded anew (another loaded_at, or more restarts,
+// than when it was ejected: the neuron restarted it), or a request it
+// serves. The gateway does not probe it itself: the neuron probes its
+// engines.
+//
+// The default Router skips ejected replicas while another replica is
+// ready. When every ready replica is ejected it serves from the least busy
+// of them rather than refuse (Envoy's panic mode): an ejection never turns
+// into a 404 or a 503 of the gateway's own, nor into a cold load and its
+// evictions; the client gets the neuron's answer, and a success brings the
+// replica back. A custom Router sees ejection on the snapshot:
+// ModelState.Ejected(f.At()), or ModelState.Ejection for when it ends,
+// read with atomic loads like the usage counters. The default Poller links
+// every ModelState to the gateway's Ejection; a custom Poller sets
+// ModelState.Ejection from Gateway.Ejection.
+//
+// Ejections and readmissions are events (eject, readmit) on the status
+// page, /status.json and `cortex status`, which show each ejected replica
+// with the end of its ejection, and in the metrics:
+// helexa_replica_ejected{model,neuron} (1 while out of rotation) and
+// helexa_replica_ejections_total{model,neuron}.
+//
+// # Fleet state and its events
+//
+// The gateway compares each snapshot the default Poller publishes with the
+// one before, and records what changed as events: a neuron down (its polls
+// failed FailureThreshold times in a row) or back up, an engine that
+// failed (crashed, or was killed for failing its liveness probes: the
+// neuron's failure count rose, or a loaded model is now failed, recovering
+// or restarted) and an engine restarted (loaded again). They are counted
+// in helexa_neuron_down_total{neuron},
+// helexa_engine_failures_total{model,neuron,kind} (kind crash,
+// unresponsive, or unknown for a neuron that does not say) and
+// helexa_engine_restarts_total{model,neuron}.
+//
+// A neuron that is down is shown down, with the models it last reported
+// marked stale and nothing live about it (no uptime, no free VRAM, no GPU
+// samples), on the page, in /status.json and in `cortex status`.
+//
+// What the fleet view shows never names an address, a port or a path, nor
+// carries a transport error or an engine's output: a poll's error, an
+// engine's last error and log lines are in the events' Detail and the
+// admin view only, and an event's Error that looks like it carries them is
+// cut to its error code for other viewers.
+//
 // # Errors
 //
 // The routing errors are sentinels (ErrNoHealthyNeuron, ErrModelRecovering,

@@ -101,8 +101,9 @@ type modelIndex struct {
 }
 
 type readyReplica struct {
-	live *Counter // m.Live
-	base int      // m.InFlight + m.QueueDepth
+	live *Counter  // m.Live
+	ej   *Ejection // m.Ejection
+	base int       // m.InFlight + m.QueueDepth
 	n    *NeuronState
 	m    *ModelState
 }
@@ -192,7 +193,18 @@ type ModelState struct {
 	// Live is the gateway's live counter for the model on this neuron; nil
 	// when the fleet was built without a Usage.
 	Live *Counter
+	// Ejection is the gateway's live outlier state of the model on this
+	// neuron (see OutlierConfig): whether the replica is out of rotation,
+	// read with one atomic load. The default Poller links it; nil (never
+	// ejected) in a fleet built without it, such as a custom Poller's that
+	// does not set it from Gateway.Ejection.
+	Ejection *Ejection
 }
+
+// Ejected reports whether the replica is out of rotation at t because it
+// kept failing (see Ejection.Active). A Router passes the snapshot's time,
+// Fleet.At.
+func (m *ModelState) Ejected(t time.Time) bool { return m.Ejection.Active(t) }
 
 // Outstanding returns the work the model has: InFlight + QueueDepth from
 // the snapshot plus the gateway's live in-flight count. Requests in flight
@@ -380,7 +392,7 @@ func (f *Fleet) index(usage *Usage) {
 		start := off
 		for _, r := range mi.all {
 			if r.ready() {
-				ready[off] = readyReplica{live: r.m.Live, base: r.m.InFlight + r.m.QueueDepth, n: r.n, m: r.m}
+				ready[off] = readyReplica{live: r.m.Live, ej: r.m.Ejection, base: r.m.InFlight + r.m.QueueDepth, n: r.n, m: r.m}
 				off++
 			}
 		}

@@ -93,6 +93,8 @@ type Gateway struct {
 	loads   loadGroup
 	backoff loadBackoff // of the loads that failed: faults.go
 	events  eventLog    // recent loads and evictions, for the status page
+	// outliers ejects the replicas that keep failing: outlier.go.
+	outliers *outliers
 
 	// life ends when Shutdown has drained: loads in progress stop.
 	life     context.Context
@@ -167,6 +169,9 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	if err := cfg.ops.init(); err != nil {
 		return nil, err
 	}
+	if err := cfg.outlier.Validate(); err != nil {
+		return nil, fmt.Errorf("cortex: gateway: outlier detection: %w", err)
+	}
 	g := &Gateway{
 		cfg:       cfg,
 		cat:       cat,
@@ -182,6 +187,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.limits = newKeyLimiter(g.clock.Now)
+	g.outliers = newOutliers(cfg.outlier, g.clock.Now)
 	g.meter = cfg.meter
 	if r, ok := cfg.provider.(LeaseRenewer); ok {
 		g.renewer, g.leaseTTL = r, cfg.leaseTTL
@@ -226,6 +232,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 			WithLogger(g.log),
 			WithClock(g.clock),
 			WithClientFactory(func(nc NeuronConfig) (NeuronAPI, error) { return newNeuronClient(nc, httpClient) }),
+			gatewayHooks{o: g.outliers, observe: g.observeFleet},
 		}
 		p, err := NewPoller(neurons, cat, append(popts, cfg.pollerOpts...)...)
 		if err != nil {
@@ -234,6 +241,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		g.poller = p
 	}
 	g.refresher, _ = g.poller.(Refresher)
+	g.outliers.fleet, g.outliers.notify = g.poller.Fleet, g.outlierChanged
 	g.router = cfg.router
 	if g.router == nil {
 		r, err := NewRouter(append([]RouterOption{WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
@@ -251,7 +259,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 			return nil, err
 		}
 	}
-	m, err := newMetrics(reg, g.poller)
+	m, err := newMetrics(reg, g.poller, g.clock)
 	if err != nil {
 		return nil, err
 	}

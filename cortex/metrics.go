@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // Metric label names. Labels stay bounded: model ids come from the
@@ -43,6 +45,11 @@ type metrics struct {
 	coldStarts *prometheus.CounterVec
 	loads      *prometheus.CounterVec
 	evictions  *prometheus.CounterVec
+	// Fleet events: outlier.go, events.go.
+	ejections      *prometheus.CounterVec
+	engineFailures *prometheus.CounterVec
+	engineRestarts *prometheus.CounterVec
+	neuronDowns    *prometheus.CounterVec
 
 	series sync.Map // seriesKey -> *series
 }
@@ -62,7 +69,7 @@ type series struct {
 
 var classLabels = [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
-func newMetrics(reg *prometheus.Registry, p Poller) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, p Poller, clock Clock) (*metrics, error) {
 	mn := []string{labelModel, labelNeuron}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -108,9 +115,26 @@ func newMetrics(reg *prometheus.Registry, p Poller) (*metrics, error) {
 			Name: "helexa_evictions_total",
 			Help: "Models unloaded to make room for another, by evicted model.",
 		}, mn),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_replica_ejections_total",
+			Help: "Times a replica (the model on the neuron) was taken out of rotation for failing again and again.",
+		}, mn),
+		engineFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_engine_failures_total",
+			Help: "Engine failures the poller saw, by kind: crash, unresponsive (its liveness probes failed) or unknown (a neuron that does not say).",
+		}, []string{labelModel, labelNeuron, labelKind}),
+		engineRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_engine_restarts_total",
+			Help: "Engine restarts after a failure the poller saw: the model loaded again.",
+		}, mn),
+		neuronDowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_neuron_down_total",
+			Help: "Times the neuron went down: its polls failed failure_threshold times in a row.",
+		}, []string{labelNeuron}),
 	}
 	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion,
-		m.coldStarts, m.loads, m.evictions, newFleetCollector(p)); err != nil {
+		m.coldStarts, m.loads, m.evictions, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
+		newFleetCollector(p, clock)); err != nil {
 		return nil, err
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
@@ -209,20 +233,51 @@ func (m *metrics) evicted(model, neuron string) {
 	m.evictions.WithLabelValues(model, neuron).Inc()
 }
 
+// ejected records an ejection.
+func (m *metrics) ejected(model, neuron string) {
+	m.ejections.WithLabelValues(model, neuron).Inc()
+}
+
+// fleetEvent counts an event of the fleet the poller saw.
+func (m *metrics) fleetEvent(e Event) {
+	switch e.Kind {
+	case EventEngineFailed:
+		kind := "unknown"
+		switch e.Reason {
+		case failureReason(neuron.FailureCrash):
+			kind = string(neuron.FailureCrash)
+		case failureReason(neuron.FailureUnresponsive):
+			kind = string(neuron.FailureUnresponsive)
+		}
+		m.engineFailures.WithLabelValues(e.Model, e.Neuron, kind).Inc()
+	case EventEngineRestarted:
+		m.engineRestarts.WithLabelValues(e.Model, e.Neuron).Inc()
+	case EventNeuronDown:
+		m.neuronDowns.WithLabelValues(e.Neuron).Inc()
+	}
+}
+
 // fleetCollector reports the fleet's state from the latest snapshot, at
 // scrape time: neuron health, and each resident model's requests in
-// flight (the gateway's) and queued (the neuron's).
+// flight (the gateway's) and queued (the neuron's), and whether it is
+// ejected now.
 type fleetCollector struct {
 	p        Poller
+	clock    Clock
 	healthy  *prometheus.Desc
 	inFlight *prometheus.Desc
 	queued   *prometheus.Desc
 	freeVRAM *prometheus.Desc
+	ejected  *prometheus.Desc
 }
 
-func newFleetCollector(p Poller) *fleetCollector {
+func newFleetCollector(p Poller, clock Clock) *fleetCollector {
 	return &fleetCollector{
-		p: p,
+		p:     p,
+		clock: clock,
+		ejected: prometheus.NewDesc("helexa_replica_ejected",
+			"1 while the replica (the model on the neuron) is out of rotation for failing again and again, else 0.",
+			[]string{labelModel, labelNeuron}, nil),
 		healthy: prometheus.NewDesc("helexa_neuron_healthy",
 			"1 when the neuron takes new work (healthy and not draining), else 0.", []string{labelNeuron}, nil),
 		inFlight: prometheus.NewDesc("helexa_model_in_flight",
@@ -240,11 +295,13 @@ func (fc *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fc.inFlight
 	ch <- fc.queued
 	ch <- fc.freeVRAM
+	ch <- fc.ejected
 }
 
 // Collect implements prometheus.Collector.
 func (fc *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	f := fc.p.Fleet()
+	now := fc.clock.Now()
 	for _, n := range f.Neurons() {
 		v := 0.0
 		if n.Available() {
@@ -256,6 +313,11 @@ func (fc *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			m := &n.Models[i]
 			ch <- prometheus.MustNewConstMetric(fc.inFlight, prometheus.GaugeValue, float64(m.Live.InFlight()), m.ID, n.Name)
 			ch <- prometheus.MustNewConstMetric(fc.queued, prometheus.GaugeValue, float64(m.QueueDepth), m.ID, n.Name)
+			ej := 0.0
+			if m.Ejected(now) {
+				ej = 1
+			}
+			ch <- prometheus.MustNewConstMetric(fc.ejected, prometheus.GaugeValue, ej, m.ID, n.Name)
 		}
 	}
 }

@@ -73,6 +73,7 @@ type gatewayConfig struct {
 	settleBackoff    time.Duration
 	settleMaxBackoff time.Duration
 	pingInterval     time.Duration  // Anthropic Messages streams: messages.go
+	outlier          OutlierConfig  // outlier ejection: outlier.go
 	ops              operatorConfig // status page and cold starts: status.go, load.go
 }
 
@@ -254,4 +255,14 @@ func WithSettleRetryWindow(d time.Duration) GatewayOption {
 // DefaultSettleBackoff and DefaultSettleMaxBackoff (100 ms, 30 s).
 func WithSettleBackoff(first, most time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.settleBackoff, c.settleMaxBackoff = first, most })
+}
+
+// WithOutlierDetection configures outlier ejection: a replica (a model on
+// a neuron) whose answers fail again and again is taken out of rotation
+// for a growing period (see OutlierConfig). Zero fields take their
+// defaults; Disabled turns it off. Default: on, 5 failures in a row, 10 s
+// times the number of ejections, at most 5 min. [outlier_detection] in
+// cortex.toml.
+func WithOutlierDetection(c OutlierConfig) GatewayOption {
+	return gatewayOptionFunc(func(g *gatewayConfig) { g.outlier = c })
 }

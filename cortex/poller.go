@@ -101,6 +101,9 @@ type pollerConfig struct {
 	usage       *Usage
 	logger      *slog.Logger
 	clock       Clock
+	// Set by the Gateway for its default Poller (gatewayHooks).
+	outliers *outliers               // links each ModelState's Ejection; nil: none
+	observe  func(prev, next *Fleet) // told of each new snapshot; nil: none
 }
 
 type pollerOptionFunc func(*pollerConfig)
@@ -138,7 +141,17 @@ type (
 	clockOption  struct{ c Clock }
 )
 
-func (o usageOption) applyPoller(c *pollerConfig)  { c.usage = o.u }
+func (o usageOption) applyPoller(c *pollerConfig) { c.usage = o.u }
+
+// gatewayHooks is how a Gateway links its default Poller to itself: the
+// snapshots point to the gateway's ejections, and the gateway sees each
+// snapshot the poller publishes (for its events and readmissions).
+type gatewayHooks struct {
+	o       *outliers
+	observe func(prev, next *Fleet)
+}
+
+func (h gatewayHooks) applyPoller(c *pollerConfig) { c.outliers, c.observe = h.o, h.observe }
 func (o loggerOption) applyPoller(c *pollerConfig) { c.logger = o.l }
 func (o clockOption) applyPoller(c *pollerConfig)  { c.clock = o.c }
 
@@ -295,13 +308,24 @@ func (p *FleetPoller) Refresh(ctx context.Context, name string) (*Fleet, error) 
 	now := p.cfg.clock.Now()
 	p.mu.Lock()
 	ev := p.applyLocked(res)
+	prev := p.fleet.Load()
 	f, err := p.publishLocked(now)
 	p.mu.Unlock()
 	p.logEvent(ev)
 	if err != nil {
 		return nil, err
 	}
+	p.observed(prev, f)
 	return f, res.err
+}
+
+// observed tells the observer of a new snapshot, once p.mu is released.
+// Snapshots published concurrently (a round and a Refresh) may be told in
+// either order; each comes with the one it replaced.
+func (p *FleetPoller) observed(prev, next *Fleet) {
+	if p.cfg.observe != nil && next != nil {
+		p.cfg.observe(prev, next)
+	}
 }
 
 // round polls every neuron concurrently and publishes one snapshot.
@@ -321,14 +345,17 @@ func (p *FleetPoller) round(ctx context.Context) {
 	for i := range results {
 		events[i] = p.applyLocked(results[i])
 	}
-	_, err := p.publishLocked(now)
+	prev := p.fleet.Load()
+	f, err := p.publishLocked(now)
 	p.mu.Unlock()
 	for _, ev := range events {
 		p.logEvent(ev)
 	}
 	if err != nil {
 		p.log.Error("cortex: cannot build the fleet snapshot", "err", err)
+		return
 	}
+	p.observed(prev, f)
 }
 
 // pollResult is what one poll of one neuron learned.
@@ -456,6 +483,12 @@ func (p *FleetPoller) publishLocked(now time.Time) (*Fleet, error) {
 	for i, t := range p.targets {
 		states[i] = t.state
 		states[i].Models = modelStates(t.models, t.state.Health)
+		if o := p.cfg.outliers; o != nil {
+			for j := range states[i].Models {
+				m := &states[i].Models[j]
+				m.Ejection = o.ejection(t.state.Name, m.ID)
+			}
+		}
 	}
 	f, err := newFleet(p.cat, p.cfg.usage, now, states)
 	if err != nil {

@@ -47,7 +47,7 @@ const scanPoolMax = 64 << 10
 // neuron's answer that may be retried elsewhere (kept, not relayed), another
 // error to answer with, or nil when an answer (a success or the neuron's own
 // error) was relayed, completely or not.
-func (c *exchange) proxy(name string) error {
+func (c *exchange) proxy(name string) (err error) {
 	g := c.g
 	up := g.upstreams[name]
 	if up == nil {
@@ -55,6 +55,7 @@ func (c *exchange) proxy(name string) error {
 	}
 	c.neuron = name
 	id := c.model.ID
+	defer func() { c.reportAttempt(name, err) }()
 	ctr := g.usage.Counter(name, id)
 	ctr.Add()
 	ctr.Touch(g.clock.Now())

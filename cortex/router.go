@@ -195,17 +195,31 @@ func (r *DefaultRouter) Route(f *Fleet, model string, hint RouteHint) (Decision,
 	recovering := false
 	if mi != nil {
 		excl := len(hint.Exclude) > 0
-		bestLoad := 0
+		at := f.at
+		var ejected *readyReplica // the least busy ejected replica
+		bestLoad, ejectedLoad := 0, 0
 		for i := range mi.ready {
 			rr := &mi.ready[i]
 			load := rr.base + rr.live.InFlight()
 			if (best != nil && load >= bestLoad) || (excl && hint.excludes(rr.n.Name)) {
 				continue
 			}
+			if rr.ej.Active(at) {
+				if ejected == nil || load < ejectedLoad {
+					ejected, ejectedLoad = rr, load
+				}
+				continue
+			}
 			best, bestLoad = rr, load
 			if load == 0 {
 				break // nothing beats an idle replica, and ties go to the first
 			}
+		}
+		if best == nil {
+			// Every ready replica is ejected: rather than refuse, serve
+			// the least busy one (Envoy's panic mode). Its answer, or a
+			// success that brings it back, is the neuron's.
+			best = ejected
 		}
 		if best == nil {
 			for i := range mi.all {

@@ -29,8 +29,11 @@ import (
 // to whoever may call GET /v1/models: anyone when the gateway does not
 // require auth, else a caller with a valid API key, or anyone with
 // WithPublicStatus. Errors that may name hosts or paths (a neuron's last
-// poll error, a model's last engine error) and the budgets of the keys
-// (WithStatusBudgets) are shown only to an admin key (WithAdminKeys). A
+// poll error, a model's last engine error, the detail of an event, and the
+// reason a neuron has no GPU when it names a path) and the budgets of the
+// keys (WithStatusBudgets) are shown only to an admin key (WithAdminKeys):
+// the fleet view never names an address, a port or a path, nor carries a
+// transport error or an engine's output. A
 // browser sends a key as the password of HTTP Basic auth (any user name):
 // the HTML page answers 401 with a Basic challenge, and /status?admin=1
 // asks for a key even when the fleet view is public.
@@ -54,6 +57,7 @@ var statusTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"ago":     ago,
 	"seconds": formatSeconds,
 	"join":    strings.Join,
+	"left":    left,
 }).ParseFS(templateFS, "templates/*.html"))
 
 // operatorConfig holds the options of the status page and of cold starts.
@@ -164,7 +168,8 @@ type Status struct {
 	// Models are the models of GET /v1/models, without the aliases
 	// entries (each model lists its aliases).
 	Models []ModelStatus `json:"models"`
-	// Events are the gateway's recent loads and evictions, newest first.
+	// Events are the gateway's recent events (see Event), newest first;
+	// their Detail is in the admin view only.
 	Events []Event `json:"events"`
 	// Budgets are the budgets of WithStatusBudgets; admin view only.
 	Budgets []BudgetStatus `json:"budgets,omitempty"`
@@ -185,9 +190,14 @@ type NeuronStatus struct {
 	State string `json:"state"`
 	// Healthy reports whether the neuron takes new work.
 	Healthy bool `json:"healthy"`
+	// Stale is true while the neuron is down: its models and GPUs are
+	// the last known, as of LastSuccess, and its uptime and free VRAM are
+	// not reported (0).
+	Stale bool `json:"stale,omitempty"`
 	// Hostname is the host the neuron reports in /discovery.
 	Hostname string `json:"hostname,omitempty"`
-	// UptimeSeconds is the neuron's uptime at its last /health.
+	// UptimeSeconds is the neuron's uptime at its last /health; 0 while
+	// the neuron is down.
 	UptimeSeconds float64 `json:"uptime_seconds,omitempty"`
 	// LastSuccess is when a poll of the neuron last succeeded.
 	LastSuccess time.Time `json:"last_success,omitzero"`
@@ -195,16 +205,18 @@ type NeuronStatus struct {
 	Failures int `json:"failures,omitempty"`
 	// LastError is the error of the last failed poll; admin view only.
 	LastError string `json:"last_error,omitempty"`
-	// GPUNote says why the neuron has no usable GPU or no CUDA, when so.
+	// GPUNote says why the neuron has no usable GPU or no CUDA, when so;
+	// in the fleet view, without what names a path or an address.
 	GPUNote string `json:"gpu_note,omitempty"`
 	// TotalVRAMMB is the VRAM of every GPU, in MiB.
 	TotalVRAMMB uint64 `json:"total_vram_mb"`
 	// FreeVRAMMB is the VRAM the gateway estimates a new model can use
-	// (see NeuronState.FreeVRAMMB).
+	// (see NeuronState.FreeVRAMMB); 0 while the neuron is down.
 	FreeVRAMMB uint64 `json:"free_vram_mb"`
 	// GPUs are in the order of the neuron's /discovery.
 	GPUs []GPUStatus `json:"gpus"`
-	// Models are the models the neuron lists, sorted by id.
+	// Models are the models the neuron lists, sorted by id; while the
+	// neuron is down, those it last listed, each Stale.
 	Models []ResidentModel `json:"models"`
 }
 
@@ -242,10 +254,19 @@ type ResidentModel struct {
 	LoadingSeconds float64 `json:"loading_seconds,omitempty"`
 	// LastUsed is when the gateway last sent the model a request here.
 	LastUsed time.Time `json:"last_used,omitzero"`
-	// Restarts counts the engine's crash restarts.
+	// Restarts counts the engine's restarts after a failure.
 	Restarts int `json:"restarts,omitempty"`
 	// LastError is the engine's last failure; admin view only.
 	LastError string `json:"last_error,omitempty"`
+	// Stale is true when the neuron is down: Status is what it last
+	// reported, not what it is now.
+	Stale bool `json:"stale,omitempty"`
+	// Ejected is true while the replica is out of rotation for failing
+	// again and again (see OutlierConfig), until EjectedUntil.
+	Ejected      bool      `json:"ejected,omitempty"`
+	EjectedUntil time.Time `json:"ejected_until,omitzero"`
+	// Ejections counts the times the gateway ejected the replica.
+	Ejections int `json:"ejections,omitempty"`
 }
 
 // Model states in a ModelStatus, from the best location of the model.
@@ -310,6 +331,9 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		Models:      []ModelStatus{},
 		Events:      g.Events(),
 	}
+	if !admin {
+		s.Events = publicEvents(s.Events)
+	}
 	for _, n := range f.Neurons() {
 		s.Neurons = append(s.Neurons, neuronStatus(n, now, admin))
 	}
@@ -339,6 +363,9 @@ func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
 		Name: n.Name, Healthy: n.Available(), LastSuccess: n.LastSuccess, Failures: n.Failures,
 		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []GPUStatus{}, Models: []ResidentModel{},
 	}
+	// A neuron that is down shows what it last reported, marked stale:
+	// nothing of it is live (uptime, free VRAM, GPU samples).
+	stale := !n.Healthy && !n.LastSuccess.IsZero()
 	switch {
 	case n.LastSuccess.IsZero():
 		ns.State = NeuronUnknown
@@ -352,8 +379,11 @@ func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
 	if admin && n.LastError != nil {
 		ns.LastError = n.LastError.Error()
 	}
+	if stale {
+		ns.Stale, ns.FreeVRAMMB = true, 0
+	}
 	samples := map[int]neuron.DeviceSample{}
-	if h := n.Health; h != nil {
+	if h := n.Health; h != nil && !stale {
 		ns.UptimeSeconds = h.UptimeSeconds
 		for _, d := range h.Devices {
 			samples[d.Index] = d
@@ -362,6 +392,9 @@ func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
 	if d := n.Discovery; d != nil {
 		ns.Hostname = d.Hostname
 		ns.GPUNote = cmp.Or(d.CUDAUnavailableReason, d.GPUUnavailableReason)
+		if !admin && internalDetail.MatchString(ns.GPUNote) {
+			ns.GPUNote = "no usable GPU (detail in the admin view)"
+		}
 		for _, dev := range d.Devices {
 			gs := GPUStatus{Index: dev.Index, Name: dev.Name, TotalMB: dev.TotalMB, PlacedMB: placedMB(n, dev.Index, len(d.Devices))}
 			gs.UsedMB = gs.PlacedMB
@@ -376,6 +409,13 @@ func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
 		rm := ResidentModel{
 			ID: m.ID, Status: m.Status, VRAMMB: m.VRAMUsedMB, InFlight: m.InFlight, Queued: m.QueueDepth,
 			Gateway: m.Live.InFlight(), LoadingSeconds: loadingSeconds(n, m, now), LastUsed: m.LastUse(), Restarts: m.Restarts,
+			Stale: stale, Ejections: m.Ejection.Count(),
+		}
+		if m.Ejected(now) {
+			rm.Ejected, rm.EjectedUntil = true, m.Ejection.Until()
+		}
+		if stale {
+			rm.LoadingSeconds = 0
 		}
 		if admin {
 			rm.LastError = m.LastError
@@ -633,6 +673,9 @@ func ago(now, t time.Time) string {
 	}
 	return formatSeconds(now.Sub(t).Seconds())
 }
+
+// left formats how long after now t is, as formatSeconds does.
+func left(now, t time.Time) string { return formatSeconds(t.Sub(now).Seconds()) }
 
 // formatSeconds formats a number of seconds like kubectl's AGE column.
 func formatSeconds(s float64) string {

@@ -119,6 +119,7 @@ func TestStatusShowsTheFleet(t *testing.T) {
 	wantEvents := []eventRow{
 		{Kind: cortex.EventLoad, Model: "chat-a", Neuron: "n1", TookTime: true},
 		{Kind: cortex.EventEvict, Model: "chat-b", Neuron: "n1", For: "chat-a"},
+		{Kind: cortex.EventNeuronDown, Neuron: "n2", HasError: true},
 	}
 	if diff := cmp.Diff(events, wantEvents); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
@@ -387,5 +388,72 @@ hard_cap = 500
 	_, err = cortex.ParseConfig([]byte("[gateway]\nadmin_keys_sha256 = [\"abc\"]\n[[neurons]]\nname = \"n\"\nendpoint = \"http://n:1\"\n"))
 	if err == nil || !strings.Contains(err.Error(), "admin_keys_sha256[0]") {
 		t.Errorf("a bad digest: %v", err)
+	}
+}
+
+// TestStatusShowsADownNeuronAsStale: a neuron that is down is shown down,
+// with its last known models marked stale and nothing live (free VRAM,
+// uptime, GPU samples); its going down is an event whose detail (the poll
+// error, with the neuron's address) only the admin view has.
+func TestStatusShowsADownNeuronAsStale(t *testing.T) {
+	t.Parallel()
+	specs := []cortextest.Spec{
+		{Name: "n1", Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}},
+		{Name: "n2", Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}},
+	}
+	s := newStack(t, specs, testCatalogue(t), cortex.WithAdminKeys(entitlements.KeyDigest("sk-admin")))
+	s.fleet.Neuron("n2").Stop()
+	s.refresh()
+
+	check := func(st cortex.Status) {
+		t.Helper()
+		n2 := st.Neurons[1]
+		if n2.Name != "n2" || n2.State != cortex.NeuronDown || n2.Healthy || !n2.Stale {
+			t.Fatalf("n2 %+v: want down and stale", n2)
+		}
+		if n2.FreeVRAMMB != 0 || n2.UptimeSeconds != 0 {
+			t.Errorf("n2 reports free VRAM %d MiB and uptime %vs while down", n2.FreeVRAMMB, n2.UptimeSeconds)
+		}
+		for _, g := range n2.GPUs {
+			if g.Sampled {
+				t.Errorf("n2's GPU %d has a live sample while down", g.Index)
+			}
+		}
+		if len(n2.Models) != 1 || !n2.Models[0].Stale || n2.Models[0].Status != neuron.StatusLoaded {
+			t.Errorf("n2's models %+v: want its last known chat-a, stale", n2.Models)
+		}
+		if n1 := st.Neurons[0]; n1.Stale || n1.Models[0].Stale || n1.FreeVRAMMB == 0 {
+			t.Errorf("n1 %+v: a healthy neuron is not stale", n1)
+		}
+		if len(st.Events) == 0 || st.Events[0].Kind != cortex.EventNeuronDown || st.Events[0].Neuron != "n2" {
+			t.Errorf("events %+v: want n2 down last", st.Events)
+		}
+	}
+	public := getStatus(t, s)
+	check(public)
+	admin := getStatus(t, s, "Authorization", "Bearer sk-admin")
+	check(admin)
+	if public.Events[0].Detail != "" || public.Neurons[1].LastError != "" {
+		t.Errorf("the fleet view has the poll error: %q, %q", public.Events[0].Detail, public.Neurons[1].LastError)
+	}
+	if admin.Events[0].Detail == "" || admin.Neurons[1].LastError == "" {
+		t.Error("the admin view lacks the poll error")
+	}
+
+	// Nothing in the fleet view names the neuron's address or port.
+	u := s.fleet.Neuron("n2").URL()
+	hostPort := strings.TrimPrefix(u, "http://")
+	_, port, _ := strings.Cut(hostPort, ":")
+	for _, path := range []string{"/status.json", "/status"} {
+		_, _, body := getPage(t, s, path)
+		if strings.Contains(body, hostPort) || strings.Contains(body, ":"+port) || strings.Contains(body, "127.0.0.1") {
+			t.Errorf("GET %s (fleet view) names the neuron's address %s", path, hostPort)
+		}
+	}
+	_, _, page := getPage(t, s, "/status")
+	for _, want := range []string{`data-state="down"`, `loaded, stale`, `last seen`, `class="badge s-neuron_down"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
 	}
 }

@@ -115,21 +115,23 @@ func printStatus(w io.Writer, st cortex.Status) error {
 		}
 		models := make([]string, 0, len(n.Models))
 		for _, m := range n.Models {
-			s := m.ID
-			if m.Status != "loaded" {
-				s += "(" + string(m.Status) + ")"
-			}
-			models = append(models, s)
+			models = append(models, residentModel(st.GeneratedAt, m))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", n.Name, n.State, len(n.GPUs), gib(placed), gib(total), gib(n.FreeVRAMMB),
+		free := gib(n.FreeVRAMMB)
+		if n.Stale {
+			free = "-" // down: nothing of it is live
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", n.Name, n.State, len(n.GPUs), gib(placed), gib(total), free,
 			orDash(strings.Join(models, ",")), since(st.GeneratedAt, n.LastSuccess))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tFEASIBLE ON\tIN FLIGHT\tALIASES\n")
 	inFlight := map[string]int{}
+	ejected := map[[2]string]bool{}
 	for _, n := range st.Neurons {
 		for _, m := range n.Models {
 			inFlight[m.ID] += m.InFlight + m.Queued
+			ejected[[2]string{n.Name, m.ID}] = m.Ejected
 		}
 	}
 	for _, m := range st.Models {
@@ -138,6 +140,12 @@ func printStatus(w io.Writer, st cortex.Status) error {
 			s := l.Neuron + ":" + string(l.Status)
 			if l.LoadingSeconds > 0 {
 				s += "(" + strconv.FormatFloat(l.LoadingSeconds, 'f', 0, 64) + "s)"
+			}
+			switch {
+			case !l.Healthy:
+				s += "(neuron down)"
+			case ejected[[2]string{l.Neuron, m.ID}]:
+				s += "(ejected)"
 			}
 			locs = append(locs, s)
 		}
@@ -164,15 +172,61 @@ func printStatus(w io.Writer, st cortex.Status) error {
 				break
 			}
 			detail := e.Error
+			if e.Reason != "" {
+				detail = strings.TrimPrefix(detail+"; "+e.Reason, "; ")
+			}
 			if e.For != "" {
 				detail = "for " + e.For
 			} else if e.Took > 0 && detail == "" {
 				detail = "took " + e.Took.Round(time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", since(st.GeneratedAt, e.Time), e.Kind, e.Model, e.Neuron, orDash(detail))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", since(st.GeneratedAt, e.Time), e.Kind, orDash(e.Model), e.Neuron,
+				orDash(oneLine(detail, 100)))
 		}
 	}
 	return tw.Flush()
+}
+
+// residentModel formats a model of a neuron for the neurons table: its id,
+// then what is not plain "loaded" in parentheses: its status, "stale"
+// while the neuron is down, "ejected Ns" while out of rotation.
+func residentModel(now time.Time, m cortex.ResidentModel) string {
+	var notes []string
+	if m.Status != "loaded" {
+		notes = append(notes, string(m.Status))
+	}
+	if m.Stale {
+		notes = append(notes, "stale")
+	}
+	if m.Ejected {
+		notes = append(notes, "ejected "+until(now, m.EjectedUntil))
+	}
+	if len(notes) == 0 {
+		return m.ID
+	}
+	return m.ID + "(" + strings.Join(notes, ",") + ")"
+}
+
+// until formats the time from now to t like since.
+func until(now, t time.Time) string { return since(t, now) }
+
+// oneLine keeps a table cell on one line: the first line of s, cut to n
+// runes.
+func oneLine(s string, n int) string {
+	s, _, cut := strings.Cut(strings.TrimSpace(s), "\n")
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	if cut {
+		return s + " …"
+	}
+	return s
 }
 
 // gib formats MiB in GiB with one decimal.

@@ -139,14 +139,20 @@ func TestPrintStatus(t *testing.T) {
 			{Name: "gpu-01", State: cortex.NeuronOK, LastSuccess: now.Add(-time.Second), FreeVRAMMB: 20480,
 				GPUs: []cortex.GPUStatus{{TotalMB: 24576, PlacedMB: 4096}, {TotalMB: 24576, UsedMB: 999}},
 				Models: []cortex.ResidentModel{{ID: "llama", Status: neuron.StatusLoaded, InFlight: 2, Queued: 1},
-					{ID: "qwen", Status: neuron.StatusLoading}}},
-			{Name: "gpu-02", State: cortex.NeuronDown, LastSuccess: now.Add(-3 * time.Hour)},
+					{ID: "qwen", Status: neuron.StatusLoading},
+					{ID: "tiny", Status: neuron.StatusLoaded, Ejected: true, EjectedUntil: now.Add(20 * time.Second), Ejections: 2}}},
+			{Name: "gpu-02", State: cortex.NeuronDown, LastSuccess: now.Add(-3 * time.Hour), Stale: true,
+				GPUs:   []cortex.GPUStatus{{TotalMB: 24576, PlacedMB: 4096}},
+				Models: []cortex.ResidentModel{{ID: "llama", Status: neuron.StatusLoaded, Stale: true}}},
 		},
 		Models: []cortex.ModelStatus{
 			{ID: "llama", State: cortex.ModelLoaded, Aliases: []string{"fast"}, FeasibleOn: []string{"gpu-01"},
-				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded}}},
+				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true},
+					{Neuron: "gpu-02", Status: neuron.StatusLoaded}}},
 			{ID: "qwen", State: cortex.ModelLoading, FeasibleOn: []string{"gpu-01"},
-				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoading, LoadingSeconds: 42}}},
+				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoading, LoadingSeconds: 42, Healthy: true}}},
+			{ID: "tiny", State: cortex.ModelLoaded, FeasibleOn: []string{"gpu-01"},
+				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true}}},
 			{ID: "huge", State: cortex.ModelNotDeployable},
 		},
 		Budgets: []cortex.BudgetStatus{
@@ -154,6 +160,12 @@ func TestPrintStatus(t *testing.T) {
 			{AccountID: "gone", KeyID: "old", Unit: "tokens", Error: "invalid API key"},
 		},
 		Events: []cortex.Event{
+			{Time: now.Add(-10 * time.Second), Kind: cortex.EventEject, Model: "tiny", Neuron: "gpu-01",
+				Reason: "5 failures in a row; out of rotation for 20s (ejection 2)"},
+			{Time: now.Add(-time.Minute), Kind: cortex.EventNeuronDown, Neuron: "gpu-02", Error: "the neuron could not be polled",
+				Reason: "3 failed polls", Detail: "models: dial tcp 10.0.0.12:31400: connection refused"},
+			{Time: now.Add(-70 * time.Second), Kind: cortex.EventLoadFailed, Model: "qwen", Neuron: "gpu-01",
+				Error: "model_load_failed: engine exited\nline two of its log\nline three"},
 			{Time: now.Add(-90 * time.Second), Kind: cortex.EventLoad, Model: "llama", Neuron: "gpu-01", Took: 1500 * time.Millisecond},
 			{Time: now.Add(-2 * time.Minute), Kind: cortex.EventEvict, Model: "old", Neuron: "gpu-01", For: "llama"},
 		},
@@ -162,22 +174,26 @@ func TestPrintStatus(t *testing.T) {
 	if err := printStatus(&out, st); err != nil {
 		t.Fatal(err)
 	}
-	want := `NEURON   STATUS   GPUS   VRAM MODELS/TOTAL   FREE     MODELS                LAST POLL
-gpu-01   ok       2      4.0Gi/48.0Gi        20.0Gi   llama,qwen(loading)   1s
-gpu-02   down     0      0.0Gi/0.0Gi         0.0Gi    -                     3h
+	want := `NEURON   STATUS   GPUS   VRAM MODELS/TOTAL   FREE     MODELS                                  LAST POLL
+gpu-01   ok       2      4.0Gi/48.0Gi        20.0Gi   llama,qwen(loading),tiny(ejected 20s)   1s
+gpu-02   down     1      4.0Gi/24.0Gi        -        llama(stale)                            3h
 
-MODEL   STATUS           LOCATIONS             FEASIBLE ON   IN FLIGHT   ALIASES
-llama   loaded           gpu-01:loaded         gpu-01        3           fast
-qwen    loading          gpu-01:loading(42s)   gpu-01        0           -
-huge    not_deployable   -                     -             0           -
+MODEL   STATUS           LOCATIONS                                  FEASIBLE ON   IN FLIGHT   ALIASES
+llama   loaded           gpu-01:loaded,gpu-02:loaded(neuron down)   gpu-01        3           fast
+qwen    loading          gpu-01:loading(42s)                        gpu-01        0           -
+tiny    loaded           gpu-01:loaded(ejected)                     gpu-01        0           -
+huge    not_deployable   -                                          -             0           -
 
 ACCOUNT   KEY   UNIT     WINDOW    HARD CAP   SPENT   RESERVED   REMAINING
 acme      ci    tokens   balance   1000       10      0          990
 gone      old   tokens   error: invalid API key
 
-AGE   EVENT   MODEL   NEURON   DETAIL
-1m    load    llama   gpu-01   took 1.5s
-2m    evict   old     gpu-01   for llama
+AGE   EVENT         MODEL   NEURON   DETAIL
+10s   eject         tiny    gpu-01   5 failures in a row; out of rotation for 20s (ejection 2)
+1m    neuron_down   -       gpu-02   the neuron could not be polled; 3 failed polls
+1m    load_failed   qwen    gpu-01   model_load_failed: engine exited …
+1m    load          llama   gpu-01   took 1.5s
+2m    evict         old     gpu-01   for llama
 `
 	if diff := cmp.Diff(out.String(), want); diff != "" {
 		t.Errorf("tables (-got +want):\n%s", diff)
