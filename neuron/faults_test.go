@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -157,6 +158,7 @@ func TestForward_EngineDeathDuringARequest(t *testing.T) {
 		after      func(table *modelTable) // what the harness does when the engine dies
 		wantStatus int
 		wantCode   string
+		wantMsg    string
 	}{
 		{name: "engine marked failed", after: func(m *modelTable) { m.setStatus("m1", neuron.StatusFailed) },
 			wantStatus: 503, wantCode: neuron.CodeModelNotReady},
@@ -164,6 +166,8 @@ func TestForward_EngineDeathDuringARequest(t *testing.T) {
 			wantStatus: 503, wantCode: neuron.CodeModelNotReady},
 		{name: "model unloaded", after: func(m *modelTable) { m.remove("m1") },
 			wantStatus: 404, wantCode: neuron.CodeModelNotFound},
+		{name: "model unloading", after: func(m *modelTable) { m.setStatus("m1", neuron.StatusUnloading) },
+			wantStatus: 503, wantCode: neuron.CodeModelNotReady, wantMsg: "m1 was unloaded during the request"},
 		{name: "engine still taken for loaded", after: func(*modelTable) {},
 			wantStatus: 502, wantCode: neuron.CodeUpstreamConnection},
 	}
@@ -195,6 +199,9 @@ func TestForward_EngineDeathDuringARequest(t *testing.T) {
 			got.decode(t, &e)
 			if leaks.MatchString(e.Error.Message) {
 				t.Errorf("message %q tells the client about the inside", e.Error.Message)
+			}
+			if !strings.Contains(e.Error.Message, tt.wantMsg) {
+				t.Errorf("message %q, want it to say %q", e.Error.Message, tt.wantMsg)
 			}
 		})
 	}

@@ -101,6 +101,10 @@ func (a *Agent) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 			a.log.WarnContext(r.Context(), "neuron: model unloaded during a request", "model", id, "path", r.URL.Path, "err", err)
 			writeError(w, fmt.Errorf("%w: %s was unloaded during the request", ErrModelNotFound, id))
 			return
+		case epErr != nil && a.status(id) == StatusUnloading:
+			a.log.WarnContext(r.Context(), "neuron: model unloaded during a request", "model", id, "path", r.URL.Path, "err", err)
+			writeError(w, fmt.Errorf("%w: %s was unloaded during the request", ErrNotReady, id))
+			return
 		case epErr != nil || ep.Host != r.URL.Host:
 			a.log.WarnContext(r.Context(), "neuron: engine failed during a request", "model", id, "path", r.URL.Path, "err", err)
 			writeError(w, fmt.Errorf("%w: the engine of %s failed during the request and is being restarted", ErrNotReady, id))
@@ -109,6 +113,16 @@ func (a *Agent) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	a.log.WarnContext(r.Context(), "neuron: engine unreachable", "model", id, "path", r.URL.Path, "err", err)
 	writeError(w, ErrUpstream)
+}
+
+// status returns model id's status at the harness ("" when unknown).
+func (a *Agent) status(id string) ModelStatus {
+	for _, m := range a.h.Models() {
+		if m.ID == id {
+			return m.Status
+		}
+	}
+	return ""
 }
 
 // inferenceError answers an inference request with err. A client of the
