@@ -16,8 +16,9 @@ import (
 // answers model_not_ready while the neuron restarts it. Its snapshot still
 // says loaded, and with no request in flight it wins every tie: each
 // request it refuses goes to the healthy replica, before anything reached
-// the client. No client sees the failure, and none of the answers tells
-// anything about the inside of the fleet.
+// the client, until the failures eject it from the rotation. No client sees
+// the failure, and none of the answers tells anything about the inside of
+// the fleet.
 func TestFailingReplicaIsRoutedAround(t *testing.T) {
 	suite(t)
 	a := startNeuron(t, "gpu-a", modelCrashy)
@@ -53,6 +54,11 @@ func TestFailingReplicaIsRoutedAround(t *testing.T) {
 	t.Logf("statuses %v over %d requests; %d retried on gpu-b", statuses, requests, retries)
 	if retries == 0 {
 		t.Error("no request was refused by gpu-a: the test proves nothing")
+	}
+	// Outlier ejection: gpu-a leaves the rotation after the failures in a
+	// row that eject it; the requests after that go straight to gpu-b.
+	if retries > cortex.DefaultConsecutiveFailures {
+		t.Errorf("%d requests tried gpu-a first; want at most %d before it is ejected", retries, cortex.DefaultConsecutiveFailures)
 	}
 	s.settled(time.Second)
 }
