@@ -48,7 +48,7 @@ func TestLoadConfig_Example(t *testing.T) {
 		Engines: []neuron.EngineConfig{
 			{
 				Name: "llama-server",
-				Command: []string{"llama-server", "--model", "{model}", "--host", "{host}", "--port", "{port}",
+				Command: []string{"llama-server", "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}",
 					"--ctx-size", "{context}", "--n-gpu-layers", "999"},
 				ReadyPath:        "/health",
 				StartTimeout:     neuron.Duration(10 * time.Minute),

@@ -93,7 +93,7 @@ var llamaArgs = []string{"--parallel", "4", "--metrics", "--threads", "1"}
 
 // llamaEngine is llama-server run by the neuron.
 func llamaEngine(server, gguf string) engineSpec {
-	argv := append([]string{server, "--model", "{model}", "--host", "{host}", "--port", "{port}"}, llamaArgs...)
+	argv := append([]string{server, "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}"}, llamaArgs...)
 	return engineSpec{name: "llama-server", argv: argv, model: realModel, source: gguf}
 }
 

@@ -132,7 +132,7 @@ func startReal(t *testing.T, o realOptions) *realSetup {
 func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronProc, error) {
 	t.Helper()
 	addr := freeAddr(t)
-	argv := append([]string{server, "--model", "{model}", "--host", "{host}", "--port", "{port}"}, realArgs...)
+	argv := append([]string{server, "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}"}, realArgs...)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"real\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = %d\n", realDevMB)
@@ -524,6 +524,7 @@ func TestRealEngineServes(t *testing.T) {
 			t.Fatalf("status %d: %s", a.status, a.body)
 		}
 		var v struct {
+			Model   string `json:"model"`
 			Choices []struct {
 				FinishReason string `json:"finish_reason"`
 				Message      struct {
@@ -533,6 +534,11 @@ func TestRealEngineServes(t *testing.T) {
 		}
 		if err := json.Unmarshal(a.body, &v); err != nil || len(v.Choices) != 1 || v.Choices[0].Message.Content == "" {
 			t.Errorf("answer %.300s (%v): want one choice with content", a.body, err)
+		}
+		// The engine is started with --alias {id}: the answer names the
+		// model the client asked for, not the model's file.
+		if v.Model != realModel {
+			t.Errorf("the answer names the model %q, want %q", v.Model, realModel)
 		}
 		u := usageOf(t, a.body)
 		add(u)
