@@ -288,26 +288,26 @@ func (c *exchange) dispatch() {
 		if err == nil {
 			return
 		}
-		ok, gone := retryable(err)
-		if !ok || attempt == maxAttempts || c.r.Context().Err() != nil || c.status != 0 {
+		how := retryable(err)
+		if how == retryNo || attempt == maxAttempts || c.r.Context().Err() != nil || c.status != 0 {
 			c.failWith(err)
 			return
 		}
 		c.g.log.Warn("cortex: retrying on another replica", "neuron", name, "model", c.model.ID, "attempt", attempt, "err", err)
-		if gone {
-			// The snapshot said the model was there: see the neuron as it
-			// is, where the model may be loaded again, unless it still
-			// lists the model loaded.
+		c.err = err
+		if how == retryGone || how == retryNotReady {
+			// The snapshot said the model was ready there: see the neuron
+			// as it is. The model may be loaded again where it is gone,
+			// and waited for where it is restarting, as on a first
+			// attempt; unless the neuron still lists it loaded.
 			c.g.upstreams[name].forget(c.model.ID)
 			c.g.refresh(c.r.Context(), name)
-			mayLoad = true
+			mayLoad = mayLoad || how == retryGone
 			if n := c.g.poller.Fleet().Neuron(name); n == nil || n.Model(c.model.ID) == nil || n.Model(c.model.ID).Status != neuron.StatusLoaded {
-				c.err = err
 				continue
 			}
 		}
 		hint.Exclude = append(hint.Exclude, name)
-		c.err = err
 	}
 }
 

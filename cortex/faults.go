@@ -64,26 +64,40 @@ func retryableAnswer(name string, resp *http.Response) *neuronAnswer {
 	return nil
 }
 
-// retryable reports whether err, the failure of one attempt, may be sent to
-// another replica (or the same one after a refresh): a connection failure
-// before anything reached the client (not a stream that sent nothing for
-// the idle timeout), or a retryable neuron answer. gone is true when the
-// model has left the neuron (model_not_found): the request may then start a
-// load elsewhere, as a first attempt would.
-func retryable(err error) (ok, gone bool) {
+// retry is how a failed attempt may be retried.
+type retry uint8
+
+const (
+	retryNo        retry = iota
+	retryElsewhere       // on another replica: a connection failure, a full queue
+	retryNotReady        // the model is not ready there (its engine restarting): see it as it is
+	retryGone            // the model left the neuron: see it as it is, and load it again if need be
+)
+
+// retryable says whether err, the failure of one attempt, may be sent
+// again: a connection failure before anything reached the client (not a
+// stream that sent nothing for the idle timeout), or a retryable neuron
+// answer.
+func retryable(err error) retry {
 	var a *neuronAnswer
 	switch {
 	case errors.As(err, &a):
-		return true, a.code == neuron.CodeModelNotFound
+		switch a.code {
+		case neuron.CodeModelNotFound:
+			return retryGone
+		case neuron.CodeModelNotReady:
+			return retryNotReady
+		}
+		return retryElsewhere
 	case errors.Is(err, neuron.ErrModelNotFound):
 		// The endpoint lookup: the neuron no longer has the model.
-		return true, true
+		return retryGone
 	case errors.Is(err, errStreamIdle):
-		return false, false
+		return retryNo
 	case errors.Is(err, ErrUpstream):
-		return true, false
+		return retryElsewhere
 	}
-	return false, false
+	return retryNo
 }
 
 // relayAnswer relays a neuron's error answer to the client: its status,
@@ -228,6 +242,13 @@ func (b *loadBackoff) blocked(model string, now time.Time) (neurons []string, so
 	return neurons, soonest
 }
 
+// restarting reports whether the neuron is restarting the model's engine:
+// it is recovering, or failed by an engine failure (a crash, a hung
+// engine) that the neuron restarts, not by a load that failed.
+func restarting(m neuron.ModelInfo) bool {
+	return m.Status == neuron.StatusRecovering || m.Status == neuron.StatusFailed && m.LastFailure != ""
+}
+
 // recoveryPoll is how often a recovery wait refreshes the neurons the model
 // is recovering on.
 const recoveryPoll = time.Second
@@ -241,7 +262,7 @@ const recoveryPoll = time.Second
 func (g *Gateway) awaitRecovery(model string) *flight {
 	var on []string
 	for _, n := range g.poller.Fleet().Neurons() {
-		if m := n.Model(model); m != nil && n.Available() && m.Status == neuron.StatusRecovering {
+		if m := n.Model(model); m != nil && n.Available() && restarting(m.ModelInfo) {
 			on = append(on, n.Name)
 		}
 	}
@@ -269,7 +290,7 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 				case m == nil:
 				case m.Status == neuron.StatusLoaded:
 					return name, nil
-				case m.Status == neuron.StatusRecovering || m.Status == neuron.StatusLoading:
+				case restarting(m.ModelInfo) || m.Status == neuron.StatusLoading:
 					recovering = true
 				}
 			}

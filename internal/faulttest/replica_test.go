@@ -62,3 +62,32 @@ func TestFailingReplicaIsRoutedAround(t *testing.T) {
 	}
 	s.settled(time.Second)
 }
+
+// TestRestartingModelIsWaitedFor: with no other replica, a request that
+// meets a model whose engine the neuron is restarting (model_not_ready)
+// waits for the restart, as a request for a cold model waits for its
+// load, and is served.
+func TestRestartingModelIsWaitedFor(t *testing.T) {
+	suite(t)
+	n := startNeuron(t, "gpu-r", modelCrashy)
+	clock := manualClock{tick: make(chan time.Time)}
+	s := newStack(t, []*neuronProc{n}, cortex.WithClock(clock))
+	engines := n.engines()
+	if len(engines) != 1 {
+		t.Fatalf("engines: %v, want one", engines)
+	}
+	if err := syscall.Kill(engines[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, engines)
+	eventually(t, 10*time.Second, "the model restarting", func() bool {
+		return n.status(t, modelCrashy) != neuron.StatusLoaded
+	})
+	start := time.Now()
+	status, _, body := s.chatOnce(modelCrashy, 3)
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	t.Logf("served %v after the kill's restart began", time.Since(start).Round(time.Millisecond))
+	s.settled(time.Second)
+}
