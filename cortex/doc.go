@@ -342,7 +342,11 @@
 // starts one load, in a goroutine of its own under the load timeout
 // (WithLoadTimeout, default 10 minutes) and the gateway's life, not the
 // request's, so a client that leaves does not abort it; every other
-// request for the model waits for it without routing again. A load
+// request for the model waits for it without routing again. A load with
+// victims first asks the neuron whether it could start at all (LoadChecker:
+// POST /models/check); a load that cannot (its engine's command or its
+// model file missing, an unknown engine) is refused before any victim is
+// evicted. A load
 // unloads the Decision's victims in order (a victim gone already is fine;
 // one refused as busy aborts the load with 503 and Retry-After), asks the
 // neuron to load the catalogue profile (engine, source, VRAM, limits,

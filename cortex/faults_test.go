@@ -1,9 +1,11 @@
 package cortex_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -146,5 +149,49 @@ func TestFailedLoadBacksOff(t *testing.T) {
 	clock.advance(cortexBackoff)
 	if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":3`)); status == http.StatusOK {
 		t.Errorf("after the backoff: status %d: %s", status, body)
+	}
+}
+
+// checkingAdmin is a neuron client whose load check refuses every load.
+type checkingAdmin struct {
+	*neuron.Client
+	checks atomic.Int64
+}
+
+func (a *checkingAdmin) Check(context.Context, neuron.LoadSpec) error {
+	a.checks.Add(1)
+	return &neuron.APIError{Status: http.StatusUnprocessableEntity, Code: neuron.CodeCannotStart,
+		Message: "engine command not found: /opt/llama/bin/llama-server"}
+}
+
+// A load that cannot start is refused before anything is evicted for it:
+// the victim stays loaded, the client is told the code without the
+// neuron's detail, and the model backs off.
+func TestLoadThatCannotStartEvictsNothing(t *testing.T) {
+	t.Parallel()
+	var admin *checkingAdmin
+	// One 5000 MiB GPU holding chat-b: chat-a (4000) needs it evicted.
+	s := newStack(t, []cortextest.Spec{{Name: "n1", GPUs: []uint64{5000}, Models: []neuron.LoadSpec{loadedSpec("chat-b", 4000)}}},
+		testCatalogue(t), cortex.WithAdminFactory(func(c cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
+			cl, err := neuron.NewClient(c.Endpoint, neuron.WithToken(c.Token))
+			admin = &checkingAdmin{Client: cl}
+			return admin, err
+		}))
+	status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":3`))
+	if status != http.StatusBadGateway || !strings.Contains(body, neuron.CodeCannotStart) {
+		t.Errorf("status %d: %s; want 502 naming %s", status, body, neuron.CodeCannotStart)
+	}
+	if !redact.Clean(body) {
+		t.Errorf("the answer tells about the inside: %v", redact.Find(body))
+	}
+	if admin.checks.Load() != 1 {
+		t.Errorf("%d checks, want 1", admin.checks.Load())
+	}
+	n1 := s.fleet.Neuron("n1")
+	if got := n1.Unloads(); len(got) != 0 {
+		t.Errorf("unloaded %v for a load that cannot start", got)
+	}
+	if got := n1.Loads(); got != 0 {
+		t.Errorf("%d loads started", got)
 	}
 }

@@ -144,6 +144,15 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	start := g.clock.Now()
 	log := g.log.With("model", id, "neuron", d.Neuron)
 	defer g.refresh(ctx, d.Neuron)
+	if d.Action == ActionLoad && len(d.Evict) > 0 {
+		if err := g.checkLoad(ctx, up, d); err != nil {
+			g.backoff.fail(id, d.Neuron, g.clock.Now())
+			g.metrics.loaded(id, d.Neuron, false)
+			g.loadEvent(id, d.Neuron, start, loadCause(err))
+			log.Warn("cortex: the load cannot start; nothing evicted", "err", err)
+			return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "load", Err: err, RetryAfter: g.loadRetry(err)}
+		}
+	}
 	if d.Action == ActionLoad {
 		for _, victim := range d.Evict {
 			err := up.admin.Unload(ctx, victim, false)
@@ -184,6 +193,39 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	g.usage.Touch(d.Neuron, id, g.clock.Now())
 	log.Info("cortex: model loaded", "took", g.clock.Now().Sub(start))
 	return d.Neuron, nil
+}
+
+// LoadChecker is an optional NeuronAdmin capability: it asks the neuron
+// whether a load could start there without starting anything (POST
+// /models/check; neuron.Client has it). The gateway asks it before it
+// evicts anything for a load, so that a load that cannot start (its
+// engine's command or its model file is missing, an unknown engine) costs
+// no victim.
+type LoadChecker interface {
+	Check(ctx context.Context, spec neuron.LoadSpec) error
+}
+
+// checkLoad asks the neuron of d whether d's load could start, when its
+// admin can tell; an error is the neuron's refusal. A neuron that does not
+// know the check (an older one: 404 not_found, 405), or cannot answer it,
+// is not a refusal: the load itself will tell.
+func (g *Gateway) checkLoad(ctx context.Context, up *upstream, d Decision) error {
+	lc, ok := up.admin.(LoadChecker)
+	if !ok {
+		return nil
+	}
+	err := lc.Check(ctx, loadSpec(d.Model))
+	var ae *neuron.APIError
+	if err == nil || !errors.As(err, &ae) {
+		return nil
+	}
+	switch {
+	case errors.Is(err, neuron.ErrLoadFailed), errors.Is(err, neuron.ErrUnknownEngine),
+		errors.Is(err, neuron.ErrInsufficientVRAM), errors.Is(err, neuron.ErrCUDAUnavailable),
+		ae.Status == http.StatusUnprocessableEntity:
+		return err
+	}
+	return nil
 }
 
 // loadEvent records the end of a load begun at start: a success when
