@@ -346,12 +346,12 @@
 // victims first asks the neuron whether it could start at all (LoadChecker:
 // POST /models/check); a load that cannot (its engine's command or its
 // model file missing, an unknown engine) is refused before any victim is
-// evicted. A load
-// unloads the Decision's victims in order (a victim gone already is fine;
-// one refused as busy aborts the load with 503 and Retry-After), asks the
-// neuron to load the catalogue profile (engine, source, VRAM, limits,
-// capabilities), then refreshes that neuron in the snapshot (when the
-// Poller is a Refresher) before the waiting requests are sent. The neuron
+// evicted. A load then unloads the Decision's victims in order (a victim
+// gone already is fine; one refused as busy aborts the load with 503 and
+// Retry-After), asks the neuron to load the catalogue profile (engine,
+// source, VRAM, limits, capabilities), then refreshes that neuron in the
+// snapshot (when the Poller is a Refresher) before the waiting requests
+// are sent. The neuron
 // has the last word on VRAM: its 409 insufficient_vram, like a busy
 // victim, a neuron shutting down, unreachable or timing out, is a 503 with
 // Retry-After; a load that fails on the neuron (model_load_failed, an
