@@ -26,6 +26,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -448,6 +449,7 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 	s := &stack{t: t, gw: gw, srv: httptest.NewServer(gw), local: local, logs: logs,
 		client: &http.Client{Transport: &http.Transport{}}}
 	t.Cleanup(func() {
+		s.checkStatusClean()
 		s.srv.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
@@ -541,7 +543,41 @@ func (s *stack) chatOnce(model string, maxTokens int) (int, http.Header, string)
 	if err != nil {
 		s.t.Fatalf("reading the answer: %v", err)
 	}
+	if resp.StatusCode >= 400 && !redact.Clean(string(b)) {
+		s.t.Errorf("a %d answer tells the client about the inside of the fleet: %v", resp.StatusCode, redact.Find(string(b)))
+	}
 	return resp.StatusCode, resp.Header, string(b)
+}
+
+// checkStatusClean checks that the status page's JSON, as a client key
+// that is not an admin sees it, tells nothing about the inside of the
+// fleet: no address, port, path or transport error, whatever happened in
+// the scenario.
+func (s *stack) checkStatusClean() {
+	s.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.srv.URL+"/status.json", nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Errorf("GET /status.json: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		s.t.Errorf("GET /status.json: status %d, %v", resp.StatusCode, err)
+		return
+	}
+	if !strings.Contains(string(b), `"neurons"`) {
+		s.t.Errorf("the status a client sees shows no fleet: %.300s", b)
+	}
+	// The test's own loopback addresses are what would leak.
+	if !redact.Clean(string(b)) {
+		s.t.Errorf("the status a client sees tells about the inside of the fleet: %v", redact.Find(string(b)))
+	}
 }
 
 // events reads an SSE answer: the data of each event, in order, sent on a
