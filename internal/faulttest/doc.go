@@ -21,6 +21,26 @@
 //     the neuron's admission slot is freed and the reservation settled.
 //   - Graceful shutdown of the gateway and of a neuron (SIGTERM): streams
 //     in flight finish, new requests get 503, nothing stays reserved.
+//   - A replica whose engine was killed: it answers model_not_ready while
+//     its neuron restarts the engine; every request is retried on the
+//     other replica, the failing one is ejected after the failures in a
+//     row the outlier detection allows, and no client sees an error. With
+//     no other replica, the request waits for the restart.
+//   - A hung engine (helexa-sim stopped with SIGSTOP): the neuron's
+//     liveness probes find it, it is killed and restarted, and its request
+//     gets a clear 503.
+//   - A herd of loads of one model from several gateways starts one
+//     engine (the neuron arbitrates), and a load that cannot start is
+//     refused before anything starts.
+//   - With HELEXA_LLAMA_SERVER and HELEXA_LLAMA_MODEL set (as .ci/run does
+//     when ../shared/realengine is there), the same against a real
+//     llama.cpp llama-server: a cold load, chat, streams with usage,
+//     embeddings, eviction, an engine killed mid-stream, a stopped one,
+//     and spend equal to the engine's usage.
+//
+// Every error answer of the scenarios, and the status a client key sees,
+// are checked for addresses, ports, paths and transport errors
+// (internal/redact).
 //
 // After each scenario no key holds a reservation and no child process is
 // left; after the suite no goroutine is left (goleak). The package has no
