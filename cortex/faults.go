@@ -200,6 +200,17 @@ type backoffState struct {
 	until    time.Time
 }
 
+// backsOff reports whether a failed load, whose Retry-After is retry,
+// backs its model off on its neuron: one the neuron refused for good (its
+// engine failed to start, an unknown engine, a file that is missing) or
+// that ran past the load timeout, each of which would start an engine
+// again for nothing. A refusal that passes (VRAM still held, a busy
+// victim, a neuron shutting down or unreachable) carries its own
+// Retry-After, and does not.
+func backsOff(retry time.Duration, err error) bool {
+	return retry == 0 || errors.Is(err, context.DeadlineExceeded)
+}
+
 // fail records a failed load of model on neuron at now.
 func (b *loadBackoff) fail(model, neuron string, now time.Time) {
 	b.mu.Lock()

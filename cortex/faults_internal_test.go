@@ -1,6 +1,7 @@
 package cortex
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -85,6 +86,30 @@ func TestLoadCause(t *testing.T) {
 	} {
 		if got := loadCause(tt.err); got != tt.want {
 			t.Errorf("loadCause(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestBacksOff: loads refused for good and loads that timed out back off;
+// refusals that pass do not.
+func TestBacksOff(t *testing.T) {
+	t.Parallel()
+	g := &Gateway{cfg: gatewayConfig{retryAfter: 2 * time.Second}}
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&neuron.APIError{Status: 502, Code: neuron.CodeLoadFailed}, true},
+		{&neuron.APIError{Status: 422, Code: neuron.CodeCannotStart}, true},
+		{&neuron.APIError{Status: 400, Code: neuron.CodeUnknownEngine}, true},
+		{&neuron.APIError{Status: 409, Code: neuron.CodeInsufficientVRAM}, false},
+		{&neuron.APIError{Status: 409, Code: neuron.CodeModelBusy}, false},
+		{&neuron.APIError{Status: 503, Code: neuron.CodeShuttingDown}, false},
+		{errors.New("dial tcp: connection refused"), false},
+		{context.DeadlineExceeded, true},
+	} {
+		if got := backsOff(g.loadRetry(tt.err), tt.err); got != tt.want {
+			t.Errorf("backsOff(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

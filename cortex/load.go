@@ -174,7 +174,7 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	}
 	log.Info("cortex: loading model", "action", d.Action.String(), "evicted", d.Evict)
 	if _, err := up.admin.Load(ctx, loadSpec(d.Model)); err != nil {
-		if g.life.Err() == nil {
+		if g.life.Err() == nil && backsOff(g.loadRetry(err), err) {
 			g.backoff.fail(id, d.Neuron, g.clock.Now())
 		}
 		g.metrics.loaded(id, d.Neuron, false)
