@@ -233,7 +233,20 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		apiErr  *neuron.APIError
 	)
 	var route *routeError
+	var refusal *Refusal
 	switch {
+	case errors.As(err, &refusal):
+		h := httpError{status: refusal.Status, code: refusal.Code, msg: refusal.Message, retryAfter: refusal.RetryAfter}
+		if h.status < 400 || h.status > 599 {
+			h.status = http.StatusInternalServerError
+		}
+		if h.code == "" {
+			h.code = CodeInternal
+			if h.status < 500 {
+				h.code = CodeInvalidBody
+			}
+		}
+		return h
 	case errors.As(err, &route):
 		if route.method {
 			return e(http.StatusMethodNotAllowed, CodeMethodNotAllowed)

@@ -243,6 +243,12 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	g.refresher, _ = g.poller.(Refresher)
 	g.outliers.fleet, g.outliers.notify = g.poller.Fleet, g.outlierChanged
 	g.router = cfg.router
+	switch {
+	case g.router != nil && len(cfg.routerOpts) > 0:
+		return nil, errors.New("cortex: gateway: WithRouterOptions configures the default Router, which WithRouter replaces: build the Router with the options instead")
+	case cfg.poller != nil && len(cfg.pollerOpts) > 0:
+		return nil, errors.New("cortex: gateway: WithPollerOptions configures the default Poller, which WithPoller replaces: build the Poller with the options instead")
+	}
 	if g.router == nil {
 		r, err := NewRouter(append([]RouterOption{WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
 		if err != nil {

@@ -774,6 +774,10 @@ func TestNewGatewayErrors(t *testing.T) {
 		{"load timeout", ok, []cortex.GatewayOption{cortex.WithLoadTimeout(-time.Second)}, "load timeout"},
 		{"poller option", ok, []cortex.GatewayOption{cortex.WithPollerOptions(cortex.WithInterval(0))}, "interval"},
 		{"router option", ok, []cortex.GatewayOption{cortex.WithRouterOptions(cortex.WithEvictor(nil))}, "Evictor"},
+		{"router options with a router", ok, []cortex.GatewayOption{cortex.WithRouter(panicRouter{}),
+			cortex.WithRouterOptions(cortex.WithRetryAfter(time.Second))}, "WithRouterOptions"},
+		{"poller options with a poller", ok, []cortex.GatewayOption{cortex.WithPoller(staticPoller{}),
+			cortex.WithPollerOptions(cortex.WithInterval(time.Second))}, "WithPollerOptions"},
 		{"admin factory", ok, []cortex.GatewayOption{cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
 			return nil, errors.New("no admin today")
 		})}, "no admin today"},
@@ -860,5 +864,39 @@ func TestPanicFinishesTheRequest(t *testing.T) {
 	s.gw.MetricsHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if want := `helexa_request_errors_total{kind="internal",model="chat-a",neuron=""} 1`; !strings.Contains(w.Body.String(), want) {
 		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// refusingRouter refuses every request with its own answer.
+type refusingRouter struct{ r *cortex.Refusal }
+
+func (rr refusingRouter) Route(*cortex.Fleet, string, cortex.RouteHint) (cortex.Decision, error) {
+	return cortex.Decision{}, rr.r
+}
+
+// A Router's own refusal is answered with its status, code and message,
+// not as a 500.
+func TestRouterRefusal(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		r          cortex.Refusal
+		wantStatus int
+		wantCode   string
+	}{
+		{cortex.Refusal{Status: http.StatusForbidden, Code: "tenant_not_routed", Message: "this key may not use this fleet"}, http.StatusForbidden, "tenant_not_routed"},
+		{cortex.Refusal{Status: http.StatusServiceUnavailable, Code: "zone_full", Message: "zone eu is full", RetryAfter: 9 * time.Second}, http.StatusServiceUnavailable, "zone_full"},
+		{cortex.Refusal{Status: 200, Message: "not a refusal status"}, http.StatusInternalServerError, cortex.CodeInternal},
+	} {
+		s := newStack(t, cortextest.Named("n1"), testCatalogue(t), cortex.WithRouter(refusingRouter{&tt.r}))
+		status, hdr, body := s.post("/v1/chat/completions", chatBody("chat-a"))
+		if status != tt.wantStatus {
+			t.Errorf("%+v: status %d: %s", tt.r, status, body)
+		}
+		if e := envelope(t, body); e.Code != tt.wantCode || e.Message != tt.r.Message {
+			t.Errorf("%+v: envelope %+v", tt.r, e)
+		}
+		if tt.r.RetryAfter > 0 && hdr.Get("Retry-After") != "9" {
+			t.Errorf("%+v: Retry-After %q", tt.r, hdr.Get("Retry-After"))
+		}
 	}
 }

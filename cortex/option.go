@@ -98,8 +98,8 @@ func WithPoller(p Poller) GatewayOption {
 
 // WithPollerOptions adds options for the default Poller, such as
 // WithInterval or WithFailureThreshold. They come after the gateway's own,
-// so WithClientFactory here replaces the default neuron clients. Ignored
-// with WithPoller.
+// so WithClientFactory here replaces the default neuron clients. With
+// WithPoller, NewGateway refuses them: they would configure nothing.
 func WithPollerOptions(opts ...PollerOption) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.pollerOpts = append(c.pollerOpts, opts...) })
 }
@@ -111,7 +111,8 @@ func WithRouter(r Router) GatewayOption {
 }
 
 // WithRouterOptions adds options for the default Router, such as
-// WithEvictor to replace the LRU Evictor. Ignored with WithRouter.
+// WithEvictor to replace the LRU Evictor. With WithRouter, NewGateway
+// refuses them: they would configure nothing.
 func WithRouterOptions(opts ...RouterOption) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.routerOpts = append(c.routerOpts, opts...) })
 }

@@ -33,6 +33,23 @@ var (
 	ErrFeasibleNeuronDown = errors.New("cortex: no neuron that can hold the model is available")
 )
 
+// Refusal is a Router's own refusal of a request, answered as it says: an
+// OpenAI error envelope with Status (a 4xx or 5xx; anything else is sent
+// as 500), Code and Message, and Retry-After when RetryAfter is positive.
+// A custom Router returns it to refuse with a status of its own, such as
+// 403 for a principal it does not route, instead of a 500. The Message
+// reaches the client: it must say nothing of the inside of the fleet.
+type Refusal struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (r *Refusal) Error() string {
+	return fmt.Sprintf("cortex: refused by the router: %d %s: %s", r.Status, r.Code, r.Message)
+}
+
 // RetryError is a routing error worth retrying after RetryAfter: the HTTP
 // edge answers 503 with a Retry-After header. errors.Is(err, Err) holds.
 type RetryError struct {
