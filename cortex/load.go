@@ -22,6 +22,14 @@ import (
 // model that is being loaded waits for that load instead of routing and
 // loading again. Loads run in their own goroutines, under the gateway's
 // life and the load timeout, so a request that leaves does not stop them.
+//
+// It is not x/sync's singleflight.Group, which it resembles: the status
+// page and /v1/models list the loads in progress with their neuron and
+// start (inProgress), a request looks a load up without starting one
+// (lookup), shutdown refuses new loads and waits for those running (wait),
+// and a recovery wait (awaitRecovery) shares the group with the loads, so
+// that a model has one wait whichever it is. singleflight offers none of
+// these.
 type loadGroup struct {
 	active atomic.Int32 // len(flights), read without the lock
 

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
@@ -97,8 +99,13 @@ func (s *servers) shutdown(ctx context.Context) error {
 	return err
 }
 
-// warmUp polls every neuron once, concurrently, when the poller can
-// refresh; a neuron that does not answer is logged, not fatal.
+// warmUpConcurrency bounds the neurons polled at once at start: a fleet of
+// a thousand neurons opens no thousand connections at once.
+const warmUpConcurrency = 64
+
+// warmUp polls every neuron once, concurrently (at most warmUpConcurrency
+// at a time), when the poller can refresh; a neuron that does not answer
+// is logged, not fatal.
 func warmUp(gw *cortex.Gateway, logger *slog.Logger) {
 	r, ok := gw.Poller().(cortex.Refresher)
 	if !ok {
@@ -106,15 +113,17 @@ func warmUp(gw *cortex.Gateway, logger *slog.Logger) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), warmUpTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(warmUpConcurrency)
 	for _, n := range gw.Fleet().Neurons() {
-		wg.Go(func() {
+		g.Go(func() error {
 			if _, err := r.Refresh(ctx, n.Name); err != nil {
 				logger.Warn("cortex: neuron not reachable at start", "neuron", n.Name, "err", err)
 			}
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait() // every error was logged
 }
 
 // newLogger returns the logger of --log-format, writing to w.
