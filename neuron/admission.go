@@ -70,6 +70,12 @@ func (c AdmissionConfig) validate() error {
 // semaphore with a bounded FIFO queue, a maximum wait and a per-principal
 // cap. One mutex guards all of it; each waiter has its own channel, closed
 // when a releasing request hands it its slot.
+//
+// It is not x/sync's semaphore.Weighted, which is FIFO too: the queue here
+// is bounded (queue_full at once past max_queue), its depth is reported
+// (GET /health, cortex's routing), a principal's cap counts its queued
+// requests with those in flight, and an unload drains a model's gate. The
+// Weighted semaphore has no queue bound and no view of its waiters.
 type admission struct {
 	cfg      AdmissionConfig // defaults applied
 	maxQueue int             // cfg.MaxQueue, 0 when the queue is disabled
