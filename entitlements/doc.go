@@ -64,6 +64,8 @@
 // crash can lose).
 // Chain asks a primary provider and falls back to a secondary one for keys the
 // primary does not know. entitlements/redisledger shares budgets between many
-// gateway replicas. Every Provider must pass the conformance suite in
-// entitlements/entitlementstest.
+// gateway replicas. Every Provider must pass the core of the conformance
+// suite in entitlements/entitlementstest, and the group of each capability
+// it claims (balances, rolling windows, uncapped keys, key details): a
+// narrow provider passes exactly what it claims.
 package entitlements

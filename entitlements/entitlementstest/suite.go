@@ -15,10 +15,10 @@
 //	}
 //
 // The suite checks the contract documented on entitlements.Provider and in
-// the entitlements package documentation: resolution, the reserve/settle
-// protocol, caps over balance and epoch-aligned rolling windows, exactly-once
-// consumption of reservations, foreign handles, cancelled contexts, overspend
-// reporting, and the cap invariant under heavy concurrency.
+// the entitlements package documentation: a core every Provider must pass,
+// and a group per Capability a provider claims (balances, rolling windows,
+// uncapped keys, key details), so that a narrow provider passes exactly
+// what it claims. See Run.
 package entitlementstest
 
 import (
@@ -57,37 +57,90 @@ type Factory func(t *testing.T, clock *Clock, keys []KeySpec) entitlements.Provi
 // minute, so that no window boundary falls on it.
 func startTime() time.Time { return time.Date(2026, time.January, 1, 0, 0, 30, 250_000_000, time.UTC) }
 
-// Run runs the conformance suite against the providers newProvider builds.
-func Run(t *testing.T, newProvider Factory) {
+// Capability is a group of the suite beyond its core, for a Provider that
+// has what the group tests. A Provider passes the core and each group it
+// claims: a narrow provider (a per-minute rate limit, say) claims only
+// Rolling and passes exactly that.
+type Capability uint
+
+// The capabilities.
+const (
+	// Balances: caps over a balance that never resets
+	// (entitlements.Balance).
+	Balances Capability = 1 << iota
+	// Rolling: caps over epoch-aligned rolling windows
+	// (entitlements.Rolling).
+	Rolling
+	// Uncapped: keys without a hard cap.
+	Uncapped
+	// KeyDetails: a principal's Limits and Unit come back from Resolve as
+	// they were seeded, for keys of every window and uncapped ones; its
+	// group runs only with Balances, Rolling and Uncapped.
+	KeyDetails
+
+	// All is every capability: what the providers of this module have.
+	All = Balances | Rolling | Uncapped | KeyDetails
+)
+
+// Run runs the conformance suite against the providers newProvider builds:
+// its core, which every Provider must pass, then the group of each of caps
+// (All when none is given). The core caps keys with a balance when the
+// provider claims Balances, else with a 60 s rolling window (Rolling);
+// claim at least one of the two.
+//
+// The core: resolution, the reserve/settle protocol, accounts shared by
+// keys, exactly-once consumption of reservations, foreign handles, invalid
+// amounts, cancelled contexts, overspend reporting, and the cap invariant
+// under heavy concurrency.
+func Run(t *testing.T, newProvider Factory, caps ...Capability) {
 	t.Helper()
+	var c Capability
+	for _, x := range caps {
+		c |= x
+	}
+	if len(caps) == 0 {
+		c = All
+	}
+	if c&(Balances|Rolling) == 0 {
+		t.Fatal("entitlementstest: Run needs Balances or Rolling: the core caps its keys with one of them")
+	}
 	tests := []struct {
 		name string
+		need Capability
 		run  func(*testing.T, *env)
 	}{
-		{"Resolve", testResolve},
-		{"UnknownKey", testUnknownKey},
-		{"UnknownPrincipal", testUnknownPrincipal},
-		{"ReserveSettle", testReserveSettle},
-		{"ReserveRelease", testReserveRelease},
-		{"SharedAccount", testSharedAccount},
-		{"BalanceOverCap", testBalanceOverCap},
-		{"BalanceNeverResets", testBalanceNeverResets},
-		{"RollingOverCap", testRollingOverCap},
-		{"RollingRetryAfterAtLeastOneSecond", testRollingRetryAfterMin},
-		{"RollingWindowResets", testRollingWindowResets},
-		{"RollingSettleAfterRollover", testRollingSettleAfterRollover},
-		{"Uncapped", testUncapped},
-		{"ConsumedOnce", testConsumedOnce},
-		{"ForeignReservation", testForeignReservation},
-		{"InvalidAmount", testInvalidAmount},
-		{"CancelledContext", testCancelledContext},
-		{"Overspend", testOverspend},
-		{"ConcurrentCap", testConcurrentCap},
+		{"Resolve", 0, testResolve},
+		{"UnknownKey", 0, testUnknownKey},
+		{"UnknownPrincipal", 0, testUnknownPrincipal},
+		{"ReserveSettle", 0, testReserveSettle},
+		{"ReserveRelease", 0, testReserveRelease},
+		{"SharedAccount", 0, testSharedAccount},
+		{"ConsumedOnce", 0, testConsumedOnce},
+		{"ForeignReservation", 0, testForeignReservation},
+		{"InvalidAmount", 0, testInvalidAmount},
+		{"CancelledContext", 0, testCancelledContext},
+		{"Overspend", 0, testOverspend},
+		{"ConcurrentCap", 0, testConcurrentCap},
+		{"BalanceOverCap", Balances, testBalanceOverCap},
+		{"BalanceNeverResets", Balances, testBalanceNeverResets},
+		{"RollingOverCap", Rolling, testRollingOverCap},
+		{"RollingRetryAfterAtLeastOneSecond", Rolling, testRollingRetryAfterMin},
+		{"RollingWindowResets", Rolling, testRollingWindowResets},
+		{"RollingSettleAfterRollover", Rolling, testRollingSettleAfterRollover},
+		{"Uncapped", Uncapped, testUncapped},
+		{"ResolveDetails", All, testResolveDetails},
+	}
+	window := entitlements.Rolling(60)
+	if c&Balances != 0 {
+		window = entitlements.Balance()
 	}
 	for _, tt := range tests {
+		if c&tt.need != tt.need {
+			continue
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tt.run(t, &env{newProvider: newProvider})
+			tt.run(t, &env{newProvider: newProvider, window: window})
 		})
 	}
 }
@@ -96,6 +149,19 @@ func Run(t *testing.T, newProvider Factory) {
 type env struct {
 	newProvider Factory
 	clock       *Clock
+	window      entitlements.CapWindow // of the core's caps
+}
+
+// capped is a budget capped at c over the core's window.
+func (e *env) capped(c entitlements.Amount) entitlements.Budget { return capped(c, e.window) }
+
+// spentKind is the kind of BudgetError a spent cap of the core's window
+// gives.
+func (e *env) spentKind() entitlements.BudgetErrorKind {
+	if e.window.Kind == entitlements.WindowRolling {
+		return entitlements.RateLimited
+	}
+	return entitlements.InsufficientQuota
 }
 
 func (e *env) provider(t *testing.T, keys ...KeySpec) entitlements.Provider {
@@ -189,6 +255,28 @@ func budgetError(t *testing.T, err error, want entitlements.BudgetErrorKind) *en
 
 func testResolve(t *testing.T, e *env) {
 	keys := []KeySpec{
+		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: e.capped(1000)},
+		{Secret: "sk-b", Principal: principal("acme", "acme-ci"), Budget: e.capped(1000)},
+		{Secret: "sk-c", Principal: principal("globex", "globex"), Budget: e.capped(500)},
+	}
+	pr := e.provider(t, keys...)
+	for _, k := range keys {
+		got, err := pr.Resolve(t.Context(), k.Secret)
+		if err != nil {
+			t.Errorf("Resolve(%q): %v", k.Secret, err)
+			continue
+		}
+		if diff := cmp.Diff(got, k.Principal); diff != "" {
+			t.Errorf("Resolve(%q) mismatch (-got +want):\n%s", k.Secret, diff)
+		}
+		if got.IsAnonymous() {
+			t.Errorf("Resolve(%q) returned the anonymous principal", k.Secret)
+		}
+	}
+}
+
+func testResolveDetails(t *testing.T, e *env) {
+	keys := []KeySpec{
 		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: capped(1000, entitlements.Balance())},
 		{Secret: "sk-b", Principal: entitlements.Principal{
 			AccountID: "acme", KeyID: "acme-ci",
@@ -216,7 +304,7 @@ func testResolve(t *testing.T, e *env) {
 }
 
 func testUnknownKey(t *testing.T, e *env) {
-	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a")})
+	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.capped(10)})
 	for _, key := range []string{"sk-unknown", "", "sk-known ", "SK-KNOWN"} {
 		p, err := pr.Resolve(t.Context(), key)
 		if !errors.Is(err, entitlements.ErrInvalidKey) {
@@ -226,7 +314,7 @@ func testUnknownKey(t *testing.T, e *env) {
 }
 
 func testUnknownPrincipal(t *testing.T, e *env) {
-	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: capped(10, entitlements.Balance())})
+	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.capped(10)})
 	for _, p := range []entitlements.Principal{entitlements.Anonymous(), principal("nobody", "nobody")} {
 		if r, err := pr.Reserve(t.Context(), p, 1); !errors.Is(err, entitlements.ErrInvalidKey) {
 			t.Errorf("Reserve(%+v) = %v, %v; want ErrInvalidKey", p, r, err)
@@ -238,7 +326,7 @@ func testUnknownPrincipal(t *testing.T, e *env) {
 }
 
 func testReserveSettle(t *testing.T, e *env) {
-	b := capped(1000, entitlements.Balance())
+	b := e.capped(1000)
 	pr, p := e.one(t, b)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Window: b.Window})
 
@@ -260,7 +348,7 @@ func testReserveSettle(t *testing.T, e *env) {
 	if got, ok := s.Remaining(); !ok || got != 750 {
 		t.Errorf("Remaining() = %d, %t; want 750, true", got, ok)
 	}
-	if !s.ResetsAt.IsZero() {
+	if e.window.Kind == entitlements.WindowBalance && !s.ResetsAt.IsZero() {
 		t.Errorf("balance ResetsAt = %v, want zero", s.ResetsAt)
 	}
 	// The whole remaining balance can be reserved, to the unit.
@@ -269,7 +357,7 @@ func testReserveSettle(t *testing.T, e *env) {
 }
 
 func testReserveRelease(t *testing.T, e *env) {
-	b := capped(100, entitlements.Balance())
+	b := e.capped(100)
 	pr, p := e.one(t, b)
 	r1 := reserve(t, pr, p, 60)
 	r2 := reserve(t, pr, p, 40)
@@ -283,7 +371,7 @@ func testReserveRelease(t *testing.T, e *env) {
 }
 
 func testSharedAccount(t *testing.T, e *env) {
-	b := capped(100, entitlements.Balance())
+	b := e.capped(100)
 	pr := e.provider(t,
 		KeySpec{Secret: "sk-1", Principal: principal("shared", "k1"), Budget: b},
 		KeySpec{Secret: "sk-2", Principal: principal("shared", "k2"), Budget: b},
@@ -297,7 +385,7 @@ func testSharedAccount(t *testing.T, e *env) {
 	}
 	r := reserve(t, pr, p1, 60)
 	_, err := pr.Reserve(t.Context(), p2, 50)
-	if be := budgetError(t, err, entitlements.InsufficientQuota); be.Available != 40 {
+	if be := budgetError(t, err, e.spentKind()); be.Available != 40 {
 		t.Errorf("Available = %d, want 40 (the keys share one budget)", be.Available)
 	}
 	wantSnapshot(t, pr, p2, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 60, Window: b.Window})
@@ -469,7 +557,7 @@ func releaseIt(ctx context.Context, pr entitlements.Provider, r entitlements.Res
 }
 
 func testConsumedOnce(t *testing.T, e *env) {
-	b := capped(1000, entitlements.Balance())
+	b := e.capped(1000)
 	tests := []struct {
 		name         string
 		first        func(context.Context, entitlements.Provider, entitlements.Reservation) error
@@ -525,7 +613,7 @@ func (f fakeReservation) Principal() entitlements.Principal { return f.p }
 func (f fakeReservation) Amount() entitlements.Amount       { return 1 }
 
 func testForeignReservation(t *testing.T, e *env) {
-	b := capped(1000, entitlements.Balance())
+	b := e.capped(1000)
 	keys := []KeySpec{{Secret: "sk-one", Principal: principal("acct", "acct-key"), Budget: b}}
 	prA := e.provider(t, keys...)
 	prB := e.provider(t, keys...)
@@ -560,7 +648,7 @@ func testForeignReservation(t *testing.T, e *env) {
 }
 
 func testInvalidAmount(t *testing.T, e *env) {
-	b := capped(100, entitlements.Balance())
+	b := e.capped(100)
 	pr, p := e.one(t, b)
 	if r, err := pr.Reserve(t.Context(), p, -1); !errors.Is(err, entitlements.ErrInvalidAmount) {
 		t.Errorf("Reserve(-1) = %v, %v; want ErrInvalidAmount", r, err)
@@ -575,7 +663,7 @@ func testInvalidAmount(t *testing.T, e *env) {
 }
 
 func testCancelledContext(t *testing.T, e *env) {
-	b := capped(100, entitlements.Balance())
+	b := e.capped(100)
 	pr, p := e.one(t, b)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -603,10 +691,11 @@ func testCancelledContext(t *testing.T, e *env) {
 }
 
 func testOverspend(t *testing.T, e *env) {
-	b := capped(100, entitlements.Balance())
+	b := e.capped(100)
 	pr, p := e.one(t, b)
 	settle(t, pr, reserve(t, pr, p, 10), 500)
 	s := snapshot(t, pr, p)
+	s.ResetsAt = time.Time{} // the rolling tests check it
 	if diff := cmp.Diff(s, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 500, Window: b.Window}); diff != "" {
 		t.Errorf("Snapshot mismatch (-got +want):\n%s", diff)
 	}
@@ -614,7 +703,7 @@ func testOverspend(t *testing.T, e *env) {
 		t.Errorf("Remaining() = %d, %t; want 0, true", got, ok)
 	}
 	_, err := pr.Reserve(t.Context(), p, 1)
-	if be := budgetError(t, err, entitlements.InsufficientQuota); be.Available != 0 {
+	if be := budgetError(t, err, e.spentKind()); be.Available != 0 {
 		t.Errorf("Available = %d, want 0", be.Available)
 	}
 }
@@ -627,7 +716,7 @@ func testConcurrentCap(t *testing.T, e *env) {
 		workers = 1000
 		hardCap = 10_000
 	)
-	b := capped(hardCap, entitlements.Balance())
+	b := e.capped(hardCap)
 	pr, p := e.one(t, b)
 	ctx := t.Context()
 
@@ -706,7 +795,7 @@ func testConcurrentCap(t *testing.T, e *env) {
 		}
 		refused++
 		var be *entitlements.BudgetError
-		if !errors.As(err, &be) || be.Kind != entitlements.InsufficientQuota || be.Requested != amounts[i] {
+		if !errors.As(err, &be) || be.Kind != e.spentKind() || be.Requested != amounts[i] {
 			t.Fatalf("worker %d: Reserve(%d) = %v, want an InsufficientQuota BudgetError", i, amounts[i], err)
 		}
 		// Reserved only grew during the phase, so a refusal means the
