@@ -40,7 +40,7 @@ vram_mb = -1
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, catalogue.ErrUnknownField), errors.Is(err, catalogue.ErrNegative))
 	// Output:
-	// line 4: models[0] (llama-3-8b): unknown field "vram_gb"
+	// line 4: models[0] (llama-3-8b): unknown key "vram_gb"
 	// line 8: models[1] (qwen2.5-7b-instruct): negative vram_mb
 	// true true
 }

@@ -1,18 +1,16 @@
 package catalogue
 
 import (
-	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
 
-	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 // Parse reads a catalogue from the contents of a models.toml file (see the
@@ -69,25 +67,22 @@ type fileModel struct {
 func parse(data []byte) (*Catalogue, []*Error) {
 	at := scan(data)
 	var f file
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var errs []*Error
-	if err := dec.Decode(&f); err != nil {
-		var strict *toml.StrictMissingError
-		var de *toml.DecodeError
-		switch {
-		case errors.As(err, &strict):
-			// The rest of the document was decoded: check it too, so the
-			// operator sees every problem at once.
-			for i := range strict.Errors {
-				errs = append(errs, at.unknownField(&strict.Errors[i]))
-			}
-		case errors.As(err, &de):
-			return nil, []*Error{at.decodeError(de)}
-		default:
-			return nil, []*Error{{Msg: strings.TrimPrefix(err.Error(), "toml: "), Err: ErrSyntax}}
+	for _, e := range config.Decode(data, &f, config.Options{Locate: at.locate}) {
+		kind := ErrSyntax
+		if e.Err == config.ErrUnknownKey {
+			kind = ErrUnknownField
+		}
+		errs = append(errs, &Error{Line: e.Line, Entry: e.Entry, Msg: e.Msg, Err: kind})
+	}
+	for _, e := range errs {
+		if e.Err == ErrSyntax {
+			// The decoder stopped there: what it decoded is not checked.
+			return nil, errs
 		}
 	}
+	// Unknown keys only: the rest of the document was decoded; check it
+	// too, so the operator sees every problem at once.
 
 	models := make([]Model, len(f.Models))
 	for i, fm := range f.Models {
@@ -127,99 +122,10 @@ func parse(data []byte) (*Catalogue, []*Error) {
 	return c, nil
 }
 
-// unknownField turns one of go-toml's strict-mode errors into an *Error.
-func (l *lines) unknownField(de *toml.DecodeError) *Error {
-	line, _ := de.Position()
-	entry, key := l.locate(line, de.Key())
-	what := "field"
-	if strings.HasSuffix(de.Error(), "missing table") {
-		what = "table"
-	}
-	return &Error{Line: line, Entry: entry, Msg: fmt.Sprintf("unknown %s %q", what, key), Err: ErrUnknownField}
-}
-
-// decodeError turns a go-toml syntax or type error into an *Error.
-func (l *lines) decodeError(de *toml.DecodeError) *Error {
-	line, _ := de.Position()
-	entry, key := l.locate(line, de.Key())
-	msg := strings.TrimPrefix(de.Error(), "toml: ")
-	if rest, ok := strings.CutPrefix(msg, "cannot decode TOML "); ok {
-		// "cannot decode TOML float into struct field catalogue.Limit.Context
-		// of type int": say it in the file's terms. The key go-toml gives
-		// is the enclosing table's for a value inside an inline table, so
-		// the Go field names the key when there is one.
-		got, into, _ := strings.Cut(rest, " into ")
-		want := wantType(de.Key())
-		if f, ok := strings.CutPrefix(into, "struct field "); ok {
-			f, _, _ = strings.Cut(f, " of type ")
-			if path, w := fieldOf(f); path != "" {
-				key, want = path, w
-			}
-		}
-		if want != "" {
-			msg = fmt.Sprintf("want %s, got %s", want, got)
-		}
-	}
-	if key != "" && !strings.Contains(msg, key) {
-		msg = key + ": " + msg
-	}
-	return &Error{Line: line, Entry: entry, Msg: msg, Err: ErrSyntax}
-}
-
-// fieldOf maps a Go field of the decoding types, as go-toml names it
-// ("catalogue.Limit.Context"), to its key in the file ("limit.context")
-// and the kind of value it holds; "" when it is not one of them.
-func fieldOf(goField string) (key, want string) {
-	parts := strings.Split(goField, ".")
-	if len(parts) < 2 {
-		return "", ""
-	}
-	var t reflect.Type
-	var prefix string
-	switch parts[len(parts)-2] {
-	case "file":
-		t = reflect.TypeFor[file]()
-	case "fileModel":
-		t = reflect.TypeFor[fileModel]()
-	case "Limit":
-		t, prefix = reflect.TypeFor[Limit](), "limit."
-	case "Cost":
-		t, prefix = reflect.TypeFor[Cost](), "cost."
-	default:
-		return "", ""
-	}
-	f, ok := t.FieldByName(parts[len(parts)-1])
-	if !ok {
-		return "", ""
-	}
-	ft := f.Type
-	if ft.Kind() == reflect.Pointer {
-		ft = ft.Elem()
-	}
-	switch ft.Kind() {
-	case reflect.String:
-		want = "a string"
-	case reflect.Int, reflect.Int64:
-		want = "an integer"
-	case reflect.Float64:
-		want = "a number"
-	case reflect.Struct:
-		want = "a table"
-	case reflect.Map:
-		want = "a table of strings"
-	case reflect.Slice:
-		want = "an array of strings"
-		if ft.Elem().Kind() == reflect.Struct {
-			want = "an array of tables"
-		}
-	}
-	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-	return prefix + name, want
-}
-
-// locate names the entry holding line and returns key relative to it.
-func (l *lines) locate(line int, key toml.Key) (entry, rel string) {
-	parts := []string(key)
+// locate names the entry holding line and returns key relative to it
+// (config.Options.Locate).
+func (l *lines) locate(line int, key []string) (entry string, rel []string) {
+	parts := key
 	if i := l.entryAt(line); i >= 0 {
 		if len(parts) > 0 && parts[0] == "models" {
 			parts = parts[1:]
@@ -228,43 +134,7 @@ func (l *lines) locate(line int, key toml.Key) (entry, rel string) {
 	} else if len(parts) == 2 && parts[0] == "aliases" {
 		entry, parts = aliasEntry(parts[1]), nil
 	}
-	keys := make([]string, len(parts))
-	for i, p := range parts {
-		keys[i] = tomlKey(p)
-	}
-	return entry, strings.Join(keys, ".")
-}
-
-// wantType is what a key of models.toml holds, for messages; "" when key
-// is not one.
-func wantType(key toml.Key) string {
-	switch {
-	case len(key) == 1 && key[0] == "models":
-		return "an array of tables"
-	case len(key) == 1 && key[0] == "aliases":
-		return "a table of strings"
-	case len(key) == 2 && key[0] == "aliases":
-		return "a string"
-	case len(key) < 2 || key[0] != "models":
-		return ""
-	case len(key) == 3 && key[1] == "limit":
-		return "an integer"
-	case len(key) == 3 && key[1] == "cost":
-		return "a number"
-	case len(key) > 2:
-		return ""
-	}
-	switch key[1] {
-	case "id", "engine", "source":
-		return "a string"
-	case "vram_mb", "min_devices", "min_device_vram_mb", "residency_priority":
-		return "an integer"
-	case "pinned_on", "capabilities":
-		return "an array of strings"
-	case "limit", "cost":
-		return "a table"
-	}
-	return ""
+	return entry, parts
 }
 
 // lines tells where things are in the file. A nil *lines knows nothing.

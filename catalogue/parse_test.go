@@ -122,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 id = "llama-3-8b"
 vram_gb = 6
 `,
-			want:    []string{`line 3: models[0] (llama-3-8b): unknown field "vram_gb"`},
+			want:    []string{`line 3: models[0] (llama-3-8b): unknown key "vram_gb"`},
 			wantErr: catalogue.ErrUnknownField,
 		},
 		{
@@ -141,8 +141,8 @@ id = "b"
 id = "c"
 `,
 			want: []string{
-				`line 3: models[0] (a): unknown field "limit.contxt"`,
-				`line 6: models[0] (a): unknown field "cost.inptu"`,
+				`line 3: models[0] (a): unknown key "limit.contxt"`,
+				`line 6: models[0] (a): unknown key "cost.inptu"`,
 				`line 11: unknown table "model"`,
 			},
 			wantErr: catalogue.ErrUnknownField,
@@ -150,7 +150,7 @@ id = "c"
 		{
 			name:    "unknown top-level key",
 			in:      "version = 2\n",
-			want:    []string{`line 1: unknown field "version"`},
+			want:    []string{`line 1: unknown key "version"`},
 			wantErr: catalogue.ErrUnknownField,
 		},
 		{
@@ -415,7 +415,7 @@ vram_mb = -1
 b = "c"
 `,
 			want: []string{
-				`line 3: models[0] (a): unknown field "vram_gb"`,
+				`line 3: models[0] (a): unknown key "vram_gb"`,
 				`line 4: models[0] (a): negative vram_mb`,
 				`line 7: aliases.b: unknown model "c"`,
 			},
@@ -537,7 +537,7 @@ func TestLoadErrorNamesThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := catalogue.Load(path)
-	want := path + `:6: models[1] (b): unknown field "vram_gb"`
+	want := path + `:6: models[1] (b): unknown key "vram_gb"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Load() error = %v; want %s", err, want)
 	}
@@ -545,7 +545,7 @@ func TestLoadErrorNamesThePath(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("errors.As(%v, *catalogue.Error) = false", err)
 	}
-	want2 := catalogue.Error{Path: path, Line: 6, Entry: "models[1] (b)", Msg: `unknown field "vram_gb"`, Err: catalogue.ErrUnknownField}
+	want2 := catalogue.Error{Path: path, Line: 6, Entry: "models[1] (b)", Msg: `unknown key "vram_gb"`, Err: catalogue.ErrUnknownField}
 	if diff := cmp.Diff(*ce, want2, cmp.Comparer(func(a, b error) bool { return a == b })); diff != "" {
 		t.Errorf("*Error (-got +want):\n%s", diff)
 	}

@@ -13,10 +13,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/config"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -175,37 +174,14 @@ type GatewayConfig struct {
 	SettleRetryWindow neuron.Duration `toml:"settle_retry_window"`
 }
 
-// ConfigError is a problem in cortex.toml: a syntax or type error, an
-// unknown key, or an invalid value.
-type ConfigError struct {
-	// File is the path given to LoadConfig; empty for ParseConfig.
-	File string
-	// Line is 1-based; 0 when unknown.
-	Line int
-	// Entry names the offending entry, such as "neurons[1] (gpu-02)" or
-	// "gateway"; empty when the problem is not in one entry.
-	Entry string
-	// Msg says what is wrong.
-	Msg string
-}
-
-// Error formats the problem as "file:line: entry: message", leaving out
-// what is unknown.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(cmp.Or(e.File, "cortex.toml"))
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Entry != "" {
-		b.WriteString(e.Entry)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// ConfigError is one problem in cortex.toml: a syntax or type error, an
+// unknown key, a duration written without a unit, or an invalid value. It
+// reads "file:line: entry: message", leaving out what is unknown; its
+// fields are File (the path given to LoadConfig, "cortex.toml" for
+// ParseConfig and Validate), Line (1-based, 0 when unknown), Entry (such
+// as "neurons[1] (gpu-02)" or "gateway") and Msg. neuron.ConfigError and
+// entitlements.ConfigError are the same type.
+type ConfigError = config.Error
 
 // LoadConfig reads and parses the cortex.toml at path, and resolves a
 // relative ModelsConfig, Metering.File and Gateway.SettleOutbox against
@@ -238,12 +214,7 @@ func LoadConfig(path string) (Config, error) {
 }
 
 // flatten returns the errors joined in err, or err alone.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
+func flatten(err error) []error { return config.Flatten(err) }
 
 // ParseConfig decodes a cortex.toml document strictly: an unknown key is an
 // error with its line, as are syntax and type errors (each a
@@ -252,9 +223,8 @@ func flatten(err error) []error {
 // their entry where it is known, joined with errors.Join.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
-	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, configError(err)
+	if errs := config.Decode(data, &c, config.Options{File: configFile}); len(errs) > 0 {
+		return Config{}, config.Join(errs)
 	}
 	c.applyDefaults()
 	if err := c.validate(scanLines(data)); err != nil {
@@ -292,29 +262,8 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// configError turns a go-toml error into *ConfigError values with lines.
-func configError(err error) error {
-	var sm *toml.StrictMissingError
-	if errors.As(err, &sm) && len(sm.Errors) > 0 {
-		errs := make([]error, 0, len(sm.Errors))
-		for i := range sm.Errors {
-			de := &sm.Errors[i]
-			line, _ := de.Position()
-			errs = append(errs, &ConfigError{Line: line, Msg: "unknown key " + strconv.Quote(strings.Join(de.Key(), "."))})
-		}
-		return errors.Join(errs...)
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, _ := de.Position()
-		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		if k := de.Key(); len(k) > 0 {
-			msg = strings.Join(k, ".") + ": " + msg
-		}
-		return &ConfigError{Line: line, Msg: msg}
-	}
-	return &ConfigError{Msg: err.Error()}
-}
+// configFile names cortex.toml in the errors of ParseConfig and Validate.
+const configFile = "cortex.toml"
 
 // Validate checks the configuration: at least one neuron, each valid and
 // named once, listen addresses set, positive limits, a valid
@@ -325,7 +274,7 @@ func (c Config) Validate() error { return c.validate(nil) }
 func (c Config) validate(at *configLines) error {
 	var errs []error
 	bad := func(line int, entry, format string, args ...any) {
-		errs = append(errs, &ConfigError{Line: line, Entry: entry, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &ConfigError{File: configFile, Line: line, Entry: entry, Msg: fmt.Sprintf(format, args...)})
 	}
 	g := c.Gateway
 	gl := at.table("gateway")

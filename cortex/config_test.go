@@ -200,3 +200,56 @@ func TestParseConfigStrictCaps(t *testing.T) {
 		t.Error("strict_caps = true was not read")
 	}
 }
+
+// TestParseConfigBareDuration checks that a duration written as a bare
+// number, which go-toml would read as nanoseconds, is refused with its
+// key, its line and the string to write instead.
+func TestParseConfigBareDuration(t *testing.T) {
+	t.Parallel()
+	const neuronOK = "[[neurons]]\nname = \"n1\"\nendpoint = \"http://n1:1\"\n"
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{name: "poll_interval", in: neuronOK + "[gateway]\npoll_interval = 2\n", want: `cortex.toml:5: gateway.poll_interval: 2 has no unit: write a string such as "2s"`},
+		{name: "stream_idle_timeout", in: "[gateway]\nstream_idle_timeout = 300\n" + neuronOK, want: `cortex.toml:2: gateway.stream_idle_timeout: 300 has no unit: write a string such as "300s"`},
+		{name: "outlier", in: neuronOK + "[outlier_detection]\nbase_ejection_time = 10\n", want: `cortex.toml:5: outlier_detection.base_ejection_time: 10 has no unit: write a string such as "10s"`},
+		{name: "lease_ttl", in: neuronOK + "[entitlements.redis]\nurl = \"redis://r:6379\"\nlease_ttl = 60\n", want: `cortex.toml:6: entitlements.redis.lease_ttl: 60 has no unit: write a string such as "60s"`},
+		{name: "sync_interval", in: neuronOK + "[entitlements.local]\npath = \"l\"\nsync_interval = 0.5\n", want: `cortex.toml:6: entitlements.local.sync_interval: 0.5 has no unit: write a string such as "0.5s"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := cortex.ParseConfig([]byte(tt.in))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("ParseConfig error = %v, want %s", err, tt.want)
+			}
+			if _, ok := errors.AsType[*cortex.ConfigError](err); !ok {
+				t.Errorf("%v is not a *ConfigError", err)
+			}
+		})
+	}
+}
+
+// TestUnknownKeyWording checks that every configuration file reports an
+// unknown key in the same words, with its line.
+func TestUnknownKeyWording(t *testing.T) {
+	t.Parallel()
+	const want = `1: unknown key "bogus"`
+	parse := map[string]func([]byte) error{
+		"cortex.toml": func(b []byte) error { _, err := cortex.ParseConfig(b); return err },
+		"neuron.toml": func(b []byte) error { _, err := neuron.ParseConfig(b); return err },
+		"entitlements": func(b []byte) error {
+			_, err := entitlements.ParseConfig(b)
+			return err
+		},
+		"models.toml": func(b []byte) error { _, err := catalogue.Parse(b); return err },
+	}
+	for name, f := range parse {
+		err := f([]byte("bogus = 1\n"))
+		if err == nil || !strings.HasSuffix(strings.SplitN(err.Error(), "\n", 2)[0], want) {
+			t.Errorf("%s: error = %v, want its first line to end with %s", name, err, want)
+		}
+	}
+}

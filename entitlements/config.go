@@ -1,16 +1,14 @@
 package entitlements
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 // Config is the [entitlements] section of cortex.toml. Its toml tags work
@@ -142,51 +140,19 @@ type RedisConfig struct {
 }
 
 // Duration is a time.Duration written in TOML as a string that
-// time.ParseDuration accepts ("30s", "5m").
-type Duration time.Duration
+// time.ParseDuration accepts ("30s", "5m"). A bare number is an error that
+// names its key and line, since it has no unit. It is the same type as
+// neuron.Duration.
+type Duration = config.Duration
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// ConfigError is one problem in a configuration.
-type ConfigError struct {
-	// Line is the 1-based line of the problem in the document, 0 when
-	// unknown (Validate works on decoded values and has no lines).
-	Line int
-	// Entry names the offending entry, such as "keys[3] (account acme)"
-	// (keys count from 0); empty for problems of the document itself.
-	Entry string
-	// Msg says what is wrong.
-	Msg string
-}
-
-// Error implements error: "line 7: keys[3] (account acme): both key and
-// key_sha256 set", without the parts that are unknown.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString("entitlements config: ")
-	if e.Line > 0 {
-		b.WriteString("line ")
-		b.WriteString(strconv.Itoa(e.Line))
-		b.WriteString(": ")
-	}
-	if e.Entry != "" {
-		b.WriteString(e.Entry)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// ConfigError is one problem in a configuration: a syntax or type error,
+// an unknown key or a duration without a unit (each with its Line), or an
+// invalid value (Validate, with the Entry at fault, such as "keys[3]
+// (account acme)"; keys count from 0). It reads "line 7: keys[3]
+// (account acme): both key and key_sha256 set", leaving out the parts that
+// are unknown. cortex.ConfigError and neuron.ConfigError are the same
+// type.
+type ConfigError = config.Error
 
 // ParseConfig decodes a TOML document whose top level is the content of the
 // [entitlements] table, rejecting unknown fields, then validates it. Decode
@@ -194,42 +160,13 @@ func (e *ConfigError) Error() string {
 // joined with errors.Join); validation errors are those of Validate.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
-	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, decodeError(err)
+	if errs := config.Decode(data, &c, config.Options{}); len(errs) > 0 {
+		return Config{}, config.Join(errs)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
-}
-
-// decodeError turns go-toml's errors into ConfigErrors with line numbers.
-func decodeError(err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) {
-		errs := make([]error, 0, len(strict.Errors))
-		for i := range strict.Errors {
-			de := &strict.Errors[i]
-			line, _ := de.Position()
-			name := ""
-			if k := de.Key(); len(k) > 0 {
-				name = k[len(k)-1]
-			}
-			errs = append(errs, &ConfigError{Line: line, Msg: "unknown field " + strconv.Quote(name)})
-		}
-		return errors.Join(errs...)
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, _ := de.Position()
-		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		if k := de.Key(); len(k) > 0 {
-			msg = strings.Join(k, ".") + ": " + msg
-		}
-		return &ConfigError{Line: line, Msg: msg}
-	}
-	return &ConfigError{Msg: err.Error()}
 }
 
 // Validate checks c and returns every problem found, each a *ConfigError
@@ -313,6 +250,9 @@ func (c Config) APIKeys() ([]Key, error) {
 		}
 	}
 	if len(errs) > 0 {
+		for _, e := range errs {
+			e.(*ConfigError).File = "entitlements config"
+		}
 		return nil, errors.Join(errs...)
 	}
 	return keys, nil

@@ -135,12 +135,12 @@ key = "sk-a"
 account_id = "a"
 hard_capp = 100
 `,
-			wantErr: []string{`entitlements config: line 6: unknown field "hard_capp"`},
+			wantErr: []string{`line 6: unknown key "keys.hard_capp"`},
 		},
 		{
 			name:    "typo at the top level",
 			in:      "require_auht = true\n",
-			wantErr: []string{`entitlements config: line 1: unknown field "require_auht"`},
+			wantErr: []string{`line 1: unknown key "require_auht"`},
 		},
 		{
 			name: "typo inside the window table",
@@ -149,7 +149,7 @@ key = "sk-a"
 account_id = "a"
 window = { kind = "rolling", secs = 60 }
 `,
-			wantErr: []string{`entitlements config: line 4: unknown field "secs"`},
+			wantErr: []string{`line 4: unknown key "keys.window.secs"`},
 		},
 		{
 			name: "two typos",
@@ -161,8 +161,8 @@ acount_id = "a"
 uri = "redis://x"
 `,
 			wantErr: []string{
-				`entitlements config: line 3: unknown field "acount_id"`,
-				`entitlements config: line 6: unknown field "uri"`,
+				`line 3: unknown key "keys.acount_id"`,
+				`line 6: unknown key "redis.uri"`,
 			},
 		},
 		{
@@ -172,12 +172,12 @@ key = "sk-a"
 account_id = "a"
 hard_cap = "lots"
 `,
-			wantErr: []string{"entitlements config: line 4: keys.hard_cap: cannot decode TOML string into struct field entitlements.KeyConfig.HardCap of type int64"},
+			wantErr: []string{"line 4: keys.hard_cap: want an integer, got string"},
 		},
 		{
 			name:    "syntax error",
 			in:      "[[keys]\nkey = 1\n",
-			wantErr: []string{"entitlements config: line 1: expected ']]' to close array table name"},
+			wantErr: []string{"line 1: expected ']]' to close array table name"},
 		},
 		{
 			name: "bad duration",
@@ -185,7 +185,24 @@ hard_cap = "lots"
 url = "redis://x"
 lease_ttl = "five minutes"
 `,
-			wantErr: []string{`entitlements config: line 3: redis.lease_ttl: time: invalid duration "five minutes"`},
+			wantErr: []string{`line 3: redis.lease_ttl: time: invalid duration "five minutes"`},
+		},
+		{
+			name: "bare number duration",
+			in: `[redis]
+url = "redis://x"
+lease_ttl = 300
+`,
+			wantErr: []string{`line 3: redis.lease_ttl: 300 has no unit: write a string such as "300s"`},
+		},
+		{
+			name: "bare number sync interval",
+			in: `[local]
+path = "ledger"
+
+sync_interval = 10
+`,
+			wantErr: []string{`line 4: local.sync_interval: 10 has no unit: write a string such as "10s"`},
 		},
 	}
 	for _, tt := range tests {

@@ -107,5 +107,5 @@ acount_id = "acme"
 `))
 	fmt.Println(err)
 	// Output:
-	// entitlements config: line 4: unknown field "acount_id"
+	// line 4: unknown key "keys.acount_id"
 }

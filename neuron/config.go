@@ -1,14 +1,13 @@
 package neuron
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 // Config defaults.
@@ -71,26 +70,13 @@ type DiscoveryConfig struct {
 	Devices []Device `toml:"devices"`
 }
 
-// ConfigError is a neuron.toml syntax or type error at a position.
-type ConfigError struct {
-	// File is the path given to LoadConfig; empty for ParseConfig.
-	File string
-	// Line and Column are 1-based; zero when unknown.
-	Line, Column int
-	// Msg describes the error.
-	Msg string
-}
-
-func (e *ConfigError) Error() string {
-	file := e.File
-	if file == "" {
-		file = "neuron.toml"
-	}
-	if e.Line == 0 {
-		return fmt.Sprintf("%s: %s", file, e.Msg)
-	}
-	return fmt.Sprintf("%s:%d:%d: %s", file, e.Line, e.Column, e.Msg)
-}
+// ConfigError is one problem in neuron.toml: a syntax or type error, an
+// unknown key, or a duration written without a unit. It reads
+// "file:line: message"; its fields are File (the path given to
+// LoadConfig, "neuron.toml" for ParseConfig), Line (1-based, 0 when
+// unknown), Entry and Msg. cortex.ConfigError and entitlements.ConfigError
+// are the same type.
+type ConfigError = config.Error
 
 // LoadConfig reads and parses the neuron.toml at path.
 func LoadConfig(path string) (Config, error) {
@@ -99,24 +85,28 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("neuron: %w", err)
 	}
 	c, err := ParseConfig(data)
-	if ce, ok := errors.AsType[*ConfigError](err); ok {
-		ce.File = path
+	if err != nil {
+		for _, e := range config.Flatten(err) {
+			if ce, ok := errors.AsType[*ConfigError](e); ok {
+				ce.File = path
+			}
+		}
 	}
 	return c, err
 }
 
 // ParseConfig decodes a neuron.toml document strictly: an unknown key is an
 // error, reported with its line (a *ConfigError, as are syntax and type
-// errors). It applies the defaults and returns the result of Validate.
+// errors and a duration written as a bare number; several are joined with
+// errors.Join). It applies the defaults and returns the result of Validate.
 func ParseConfig(data []byte) (Config, error) {
 	c := Config{
 		Listen:       DefaultListen,
 		Discovery:    DiscoveryConfig{Kind: DiscoveryNVML},
 		DrainTimeout: Duration(DefaultDrainTimeout),
 	}
-	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, configError(err)
+	if errs := config.Decode(data, &c, config.Options{File: "neuron.toml"}); len(errs) > 0 {
+		return Config{}, config.Join(errs)
 	}
 	c.Admission = c.Admission.withDefaults()
 	for i := range c.Engines {
@@ -147,30 +137,6 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
-}
-
-// configError turns a go-toml error into a *ConfigError with its position.
-func configError(err error) error {
-	var sm *toml.StrictMissingError
-	if errors.As(err, &sm) && len(sm.Errors) > 0 {
-		de := &sm.Errors[0]
-		line, col := de.Position()
-		keys := make([]string, 0, len(sm.Errors))
-		for i := range sm.Errors {
-			keys = append(keys, strings.Join(sm.Errors[i].Key(), "."))
-		}
-		return &ConfigError{Line: line, Column: col, Msg: "unknown key " + strings.Join(keys, ", ")}
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, col := de.Position()
-		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		if k := de.Key(); len(k) > 0 {
-			msg = strings.Join(k, ".") + ": " + msg
-		}
-		return &ConfigError{Line: line, Column: col, Msg: msg}
-	}
-	return &ConfigError{Msg: err.Error()}
 }
 
 // Validate checks the configuration and names the offending entry.

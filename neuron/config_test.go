@@ -186,10 +186,38 @@ func TestLoadConfig_NamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := neuron.LoadConfig(path)
-	if err == nil || !strings.HasPrefix(err.Error(), path+":1:1:") {
-		t.Errorf("error = %v, want it to start with %s:1:1:", err, path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+":1: ") {
+		t.Errorf("error = %v, want it to start with %s:1: ", err, path)
 	}
 	if _, err := neuron.LoadConfig(filepath.Join(t.TempDir(), "missing.toml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v, want os.ErrNotExist", err)
+	}
+}
+
+// TestParseConfig_BareDuration checks that a duration written as a bare
+// number, which go-toml would read as nanoseconds, is refused with its
+// key, its line and the string to write instead.
+func TestParseConfig_BareDuration(t *testing.T) {
+	t.Parallel()
+	const engines = "[[engines]]\nname = \"sim\"\ncommand = [\"x\"]\n"
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{name: "drain_timeout", in: "drain_timeout = 30\n" + engines, want: `neuron.toml:1: drain_timeout: 30 has no unit: write a string such as "30s"`},
+		{name: "engine start_timeout", in: engines + "start_timeout = 600\n", want: `neuron.toml:4: engines.start_timeout: 600 has no unit: write a string such as "600s"`},
+		{name: "liveness_interval", in: engines + "liveness_interval = 5\n", want: `neuron.toml:4: engines.liveness_interval: 5 has no unit: write a string such as "5s"`},
+		{name: "max_wait", in: engines + "[admission]\nmax_wait = 2\n", want: `neuron.toml:5: admission.max_wait: 2 has no unit: write a string such as "2s"`},
+		{name: "unknown key", in: engines + "bogus = 1\n", want: `neuron.toml:4: unknown key "engines.bogus"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := neuron.ParseConfig([]byte(tt.in))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("ParseConfig error = %v, want %s", err, tt.want)
+			}
+		})
 	}
 }

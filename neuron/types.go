@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 // ModelStatus is the lifecycle state of a model on a neuron.
@@ -368,24 +370,9 @@ type EngineConfig struct {
 	StopTimeout Duration `toml:"stop_timeout"`
 }
 
-// Duration is a time.Duration that decodes from a TOML string such as "30s".
-type Duration time.Duration
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	if v < 0 {
-		return fmt.Errorf("negative duration %q", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText formats the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// Std returns the duration as a time.Duration.
-func (d Duration) Std() time.Duration { return time.Duration(d) }
+// Duration is a time.Duration written in neuron.toml (and in the JSON of
+// the API) as a string that time.ParseDuration accepts, such as "30s". A
+// bare number in a configuration file is an error that names its key and
+// line, since it has no unit. Convert one with Std or time.Duration(d).
+// cortex's configuration uses the same type.
+type Duration = config.Duration

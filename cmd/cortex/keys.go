@@ -16,10 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 const keysUsage = `usage: cortex keys COMMAND [--config cortex.toml | --redis-url URL [--key-prefix P] | --ledger FILE] ...
@@ -208,8 +207,8 @@ func (c *keysCmd) open(ctx context.Context) (keyStore, error) {
 				Local *entitlements.LocalConfig `toml:"local"`
 			} `toml:"entitlements"`
 		}
-		if err := toml.Unmarshal(data, &cfg); err != nil {
-			return nil, fmt.Errorf("keys: %s: %w", *c.config, err)
+		if errs := config.Decode(data, &cfg, config.Options{File: *c.config, Lax: true}); len(errs) > 0 {
+			return nil, fmt.Errorf("keys: %w", config.Join(errs))
 		}
 		switch e := cfg.Entitlements; {
 		case e.Redis != nil && e.Redis.URL != "":
