@@ -146,12 +146,12 @@ type RedisConfig struct {
 type Duration = config.Duration
 
 // ConfigError is one problem in a configuration: a syntax or type error,
-// an unknown key or a duration without a unit (each with its Line), or an
-// invalid value (Validate, with the Entry at fault, such as "keys[3]
-// (account acme)"; keys count from 0). It reads "line 7: keys[3]
-// (account acme): both key and key_sha256 set", leaving out the parts that
-// are unknown. cortex.ConfigError and neuron.ConfigError are the same
-// type.
+// an unknown key or a duration without a unit, found by ParseConfig with
+// its Line ("line 4: unknown key "keys.acount_id""), or an invalid value
+// found by Validate, with the Entry at fault and File "entitlements
+// config" ("entitlements config: keys[3] (account acme): both key and
+// key_sha256 set"; keys count from 0). cortex.ConfigError and
+// neuron.ConfigError are the same type.
 type ConfigError = config.Error
 
 // ParseConfig decodes a TOML document whose top level is the content of the
