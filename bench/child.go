@@ -25,6 +25,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
@@ -86,7 +87,7 @@ func serveChild(kind string, args []string, stdout io.Writer, stderr io.Writer) 
 			return err
 		}
 		// Poll the neuron once before serving, as cmd/cortex does.
-		if r, ok := gw.Poller().(cortex.Refresher); ok {
+		if r, ok := gw.Poller().(route.Refresher); ok {
 			if _, err := r.Refresh(ctx, benchNeuron); err != nil {
 				return fmt.Errorf("first poll of the neuron: %w", err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx/httpxtest"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -261,7 +262,7 @@ func TestBadNeuronAnswers(t *testing.T) {
 				_ = gw.Shutdown(ctx)
 				rt.rt.CloseIdleConnections()
 			})
-			if _, err := gw.Poller().(cortex.Refresher).Refresh(t.Context(), "n1"); err != nil {
+			if _, err := gw.Poller().(route.Refresher).Refresh(t.Context(), "n1"); err != nil {
 				t.Fatal(err)
 			}
 			api := httptest.NewServer(gw)

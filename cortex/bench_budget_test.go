@@ -11,6 +11,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -32,7 +33,7 @@ func BenchmarkEntitlements(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(b.Context(), "n1"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(b.Context(), "n1"); err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(gw)

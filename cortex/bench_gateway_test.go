@@ -10,6 +10,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -24,7 +25,7 @@ func BenchmarkGateway(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(b.Context(), "n1"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(b.Context(), "n1"); err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(gw)

@@ -350,7 +350,7 @@
 // gone already is fine; one refused as busy aborts the load with 503 and
 // Retry-After), asks the neuron to load the catalogue profile (engine,
 // source, VRAM, limits, capabilities), then refreshes that neuron in the
-// snapshot (when the Poller is a Refresher) before the waiting requests
+// snapshot (when the Poller is a route.Refresher) before the waiting requests
 // are sent. The neuron
 // has the last word on VRAM: its 409 insufficient_vram, like a busy
 // victim, a neuron shutting down, unreachable or timing out, is a 503 with
@@ -422,66 +422,23 @@
 //
 // # Decisions and effects
 //
-// The package splits what should happen from doing it. Three small
-// interfaces make the decisions, and the Gateway carries them out through
-// the neuron Client:
+// The decisions live in package cortex/route, the layer an embedder
+// replaces: the fleet snapshot (route.Fleet), the Router that picks a
+// neuron and an Action for each request, the Evictor that picks the
+// models to unload, the Poller that keeps the neuron states fresh, and the
+// gateway's live usage counters (route.Usage). They are pure: no HTTP, no
+// entitlements, no I/O but the Poller's. The Gateway carries each decision
+// out through the neuron Client (load, unload, proxy), as grpc-go's
+// ClientConn carries out what its balancer picks; see that package's
+// documentation for the routing policy of the default Router.
 //
-//   - A Poller keeps an immutable snapshot of the fleet, a *Fleet, fresh. The
-//     default, FleetPoller, polls every neuron's management API (GET /models
-//     and GET /health on every round, GET /discovery until it has been
-//     fetched once) every 2 s and publishes a new *Fleet after each round.
-//   - A Router picks, for one request, the neuron and the Action: Serve a
-//     loaded replica, Join a load in progress, or Load the model (after
-//     unloading the models in Decision.Evict).
-//   - An Evictor picks which resident models of one neuron to unload to make
-//     room for an incoming one. The default is LRU.
-//
-// Router and Evictor are pure: they read a snapshot and return a decision,
-// without I/O, locks or goroutines, so they are tested in one goroutine over
-// hand-built fleets (see NewFleet) and are safe to call concurrently.
-//
-// Usage holds the live counters the Gateway owns: requests in flight and the
-// last use of each (neuron, model). Each snapshot's ModelState points to its
-// live counter, so a Router sees requests started since the last poll with
-// one atomic load.
-//
-// # Routing policy of the default Router
-//
-// In this order:
-//
-//  1. The model name is resolved through the catalogue's aliases. A model
-//     that is not in the catalogue but is resident on some neuron is still
-//     served under its id, with a default profile (residency priority 100).
-//  2. No healthy neuron: *RetryError wrapping ErrNoHealthyNeuron. A neuron
-//     is healthy until FailureThreshold consecutive polls fail (default 3),
-//     and again after one successful poll; a neuron that reports
-//     "shutting_down" in /health is skipped like an unhealthy one.
-//  3. Among healthy neurons where the model is loaded, the replica with the
-//     least work wins: in_flight + queue_depth from the last /health, plus
-//     the gateway's live in-flight count. Ties go to the first neuron name.
-//  4. A model loading on a healthy neuron is joined (ActionJoin), never
-//     loaded a second time.
-//  5. A model present only as recovering or failed: *RetryError wrapping
-//     ErrModelRecovering; the neuron is restarting it.
-//  6. A model that is neither in the catalogue nor resident anywhere:
-//     ErrModelNotFound.
-//  7. Otherwise the model is placed (ActionLoad) on the best healthy neuron
-//     whose hardware can hold it (catalogue.Feasible over the devices of its
-//     /discovery): a neuron where the model is pinned and fits (in free
-//     VRAM, else after evicting), then the neuron with the most free VRAM
-//     that fits it, then the neuron that fits it after evicting the fewest
-//     models, then the feasible neuron with the most free VRAM (the neuron
-//     has the last word; free VRAM is an estimate). Ties go to the first
-//     name. Pinning is a preference, not a restriction.
-//  8. When only unhealthy, excluded or not yet discovered neurons could
-//     hold it: *RetryError wrapping ErrFeasibleNeuronDown. When no neuron
-//     could ever hold it: ErrNoFeasibleNeuron, which the HTTP edge maps to a
-//     4xx the client must not retry.
-//
-// Free VRAM on a neuron is its devices' total minus the vram_used_mb of
-// every model it lists, and never more than the free VRAM sampled by its
-// /health (engines allocate lazily, and static discoverers report every
-// device free).
+// A Poller publishes neuron states only (route.Snapshot). The Gateway
+// builds the Fleet it routes over from each new snapshot with its own
+// catalogue and its own Usage (Gateway.Fleet), so a custom Poller
+// (WithPoller) cannot leave the Router without live counts or ejections.
+// The default Poller, a route.FleetPoller, reaches the neurons through
+// clients that send over the gateway's Transport; WithPollerOptions
+// configures it, WithRouterOptions the default Router.
 //
 // # Outlier ejection
 //
@@ -511,10 +468,10 @@
 // into a 404 or a 503 of the gateway's own, nor into a cold load and its
 // evictions; the client gets the neuron's answer, and a success brings the
 // replica back. A custom Router sees ejection on the snapshot:
-// ModelState.Ejected(f.At()), or ModelState.Ejection for when it ends,
-// read with atomic loads like the usage counters. The default Poller links
-// every ModelState to the gateway's Ejection; a custom Poller sets
-// ModelState.Ejection from Gateway.Ejection.
+// route.ModelState.Ejected(f.At()), or ModelState.Ejection for when it
+// ends, read with atomic loads like the usage counters. The Ejections live
+// in the gateway's route.Usage, which every Fleet the gateway builds links
+// to, whatever the Poller.
 //
 // Ejections and readmissions are events (eject, readmit) on the status
 // page, /status.json and `cortex status`, which show each ejected replica
@@ -524,8 +481,7 @@
 //
 // # Fleet state and its events
 //
-// The gateway compares each snapshot the default Poller publishes with the
-// one before, and records what changed as events: a neuron down (its polls
+// The gateway compares the Fleet of each new snapshot with the one before, and records what changed as events: a neuron down (its polls
 // failed FailureThreshold times in a row) or back up, an engine that
 // failed (crashed, or was killed for failing its liveness probes: the
 // neuron's failure count rose, or a loaded model is now failed, recovering
@@ -547,23 +503,25 @@
 //
 // # Errors
 //
-// The routing errors are sentinels (ErrNoHealthyNeuron, ErrModelRecovering,
-// ErrModelNotFound, ErrNoFeasibleNeuron, ErrFeasibleNeuronDown); the
-// retryable ones arrive wrapped in a *RetryError that carries the
-// Retry-After to send (default 2 s). Callers use errors.Is and errors.As.
+// The routing errors are route's sentinels (route.ErrNoHealthyNeuron,
+// ErrModelRecovering, ErrModelNotFound, ErrNoFeasibleNeuron,
+// ErrFeasibleNeuronDown); the retryable ones arrive wrapped in a
+// *route.RetryError that carries the Retry-After to send (default 2 s),
+// and a Router's own refusal is a *route.Refusal, answered with its
+// status, code and message. Callers use errors.Is and errors.As.
 //
 // The Gateway maps errors to answers in one function. Its envelopes:
 // 401 invalid_api_key; 429 rate_limit_exceeded with Retry-After (a rolling
 // budget window is spent) or insufficient_quota (a balance is spent); 400
 // invalid_request_body, missing_model_field, context_length_exceeded and
-// model_not_deployable (ErrNoFeasibleNeuron: no neuron of the fleet can
+// model_not_deployable (route.ErrNoFeasibleNeuron: no neuron of the fleet can
 // ever hold the model; not worth retrying); 404 model_not_found, and
 // not_found for an unknown route; 405 method_not_allowed; 408
 // request_timeout; 413 request_too_large; 415 unsupported_media_type; 400
 // request_exceeds_budget_cap and model_not_priced; 429
 // rate_limit_exceeded for a key's max_in_flight or rpm (*RateLimitError);
 // 503 service_unavailable with Retry-After (every
-// *RetryError, a retryable *LoadError, an unavailable budget authority) and
+// *route.RetryError, a retryable *LoadError, an unavailable budget authority) and
 // shutting_down; 502 upstream_connection_error (ErrUpstream) and
 // model_load_failed; 504 upstream_timeout.
 //

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -47,7 +48,7 @@ func (s modelStamp) equal(o modelStamp) bool {
 	return s.status == o.status && s.loadedAt.Equal(o.loadedAt)
 }
 
-func stampOf(f *Fleet, neuronName, model string) modelStamp {
+func stampOf(f *route.Fleet, neuronName, model string) modelStamp {
 	n := f.Neuron(neuronName)
 	if n == nil {
 		return modelStamp{}
@@ -67,7 +68,7 @@ func newUpstream(cfg NeuronConfig, base *url.URL, admin NeuronAdmin) *upstream {
 // cached one while the model's stamp in f is unchanged, else the answer of
 // GET /models/{id}/endpoint, rewritten by rewriteEndpoint. A failed call is
 // an *UpstreamError.
-func (u *upstream) endpoint(ctx context.Context, f *Fleet, model string) (*url.URL, error) {
+func (u *upstream) endpoint(ctx context.Context, f *route.Fleet, model string) (*url.URL, error) {
 	stamp := stampOf(f, u.cfg.Name, model)
 	u.mu.RLock()
 	e, ok := u.endpoints[model]

@@ -14,6 +14,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -128,7 +129,7 @@ func TestEndpointIsCachedAndRewritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
-	p := gw.Poller().(*cortex.FleetPoller)
+	p := gw.Poller().(*route.FleetPoller)
 	if _, err := p.Refresh(t.Context(), "n1"); err != nil {
 		t.Fatal(err)
 	}

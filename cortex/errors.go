@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
@@ -223,7 +224,7 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	msg := strings.TrimPrefix(err.Error(), "cortex: ")
 	e := func(status int, code string) httpError { return httpError{status: status, code: code, msg: msg} }
 	var (
-		retry   *RetryError
+		retry   *route.RetryError
 		limited *RateLimitError
 		budget  *entitlements.BudgetError
 		unavail *entitlements.UnavailableError
@@ -232,8 +233,8 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		load    *LoadError
 		apiErr  *neuron.APIError
 	)
-	var route *routeError
-	var refusal *Refusal
+	var rerr *routeError
+	var refusal *route.Refusal
 	switch {
 	case errors.As(err, &refusal):
 		h := httpError{status: refusal.Status, code: refusal.Code, msg: refusal.Message, retryAfter: refusal.RetryAfter}
@@ -247,8 +248,8 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 			}
 		}
 		return h
-	case errors.As(err, &route):
-		if route.method {
+	case errors.As(err, &rerr):
+		if rerr.method {
 			return e(http.StatusMethodNotAllowed, CodeMethodNotAllowed)
 		}
 		return e(http.StatusNotFound, CodeNotFound)
@@ -310,9 +311,9 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		return h
 	case errors.Is(err, ErrContextLength):
 		return e(http.StatusBadRequest, CodeContextLengthExceeded)
-	case errors.Is(err, ErrModelNotFound):
+	case errors.Is(err, route.ErrModelNotFound):
 		return e(http.StatusNotFound, CodeModelNotFound)
-	case errors.Is(err, ErrNoFeasibleNeuron):
+	case errors.Is(err, route.ErrNoFeasibleNeuron):
 		return e(http.StatusBadRequest, CodeModelNotDeployable)
 	case errors.As(err, &retry):
 		h := e(http.StatusServiceUnavailable, CodeServiceUnavailable)

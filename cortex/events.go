@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -136,7 +137,7 @@ func (g *Gateway) Events() []Event { return g.events.recent() }
 // neuron's count of restarts, or by a model loaded again where prev showed
 // it failed or recovering. A failure and its restart between two polls are
 // two events. Events are in neuron then model order.
-func fleetEvents(prev, next *Fleet) []Event {
+func fleetEvents(prev, next *route.Fleet) []Event {
 	if prev == nil || next == nil {
 		return nil
 	}
@@ -166,13 +167,14 @@ func fleetEvents(prev, next *Fleet) []Event {
 			if pm == nil {
 				continue
 			}
-			was, is := kindOf(pm.Status), kindOf(m.Status)
-			if m.Failures > pm.Failures || (was == kindLoaded && (is == kindRecovering || m.Restarts > pm.Restarts)) {
+			wasLoaded, isLoaded := pm.Status == neuron.StatusLoaded, m.Status == neuron.StatusLoaded
+			wasRecovering, isRecovering := recovering(pm.Status), recovering(m.Status)
+			if m.Failures > pm.Failures || (wasLoaded && (isRecovering || m.Restarts > pm.Restarts)) {
 				out = append(out, Event{Time: at, Kind: EventEngineFailed, Neuron: n.Name, Model: m.ID,
 					Error: "the engine failed; the neuron restarts it", Reason: failureReason(m.LastFailure),
 					Detail: strings.TrimSpace(m.LastFailureReason + "\n" + m.LastError)})
 			}
-			if is == kindLoaded && (m.Restarts > pm.Restarts || was == kindRecovering) {
+			if isLoaded && (m.Restarts > pm.Restarts || wasRecovering) {
 				e := Event{Time: at, Kind: EventEngineRestarted, Neuron: n.Name, Model: m.ID}
 				if m.Restarts > 0 {
 					e.Reason = "restart " + strconv.Itoa(m.Restarts)
@@ -196,6 +198,11 @@ func failureReason(k neuron.FailureKind) string {
 	return ""
 }
 
+// recovering reports whether a replica's neuron is restarting it.
+func recovering(s neuron.ModelStatus) bool {
+	return s == neuron.StatusRecovering || s == neuron.StatusFailed
+}
+
 func failedPolls(n int) string {
 	if n == 1 {
 		return "1 failed poll"
@@ -207,7 +214,7 @@ func failedPolls(n int) string {
 // the one it replaced: it records the events of what changed, counts them
 // in the metrics, and brings back the ejected replicas the snapshot shows
 // loaded anew or whose period has ended.
-func (g *Gateway) observeFleet(prev, next *Fleet) {
+func (g *Gateway) observeFleet(prev, next *route.Fleet) {
 	for _, e := range fleetEvents(prev, next) {
 		g.events.add(e)
 		g.metrics.fleetEvent(e)

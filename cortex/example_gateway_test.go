@@ -10,6 +10,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -49,7 +50,7 @@ func ExampleNewGateway() {
 	}
 	defer func() { _ = gw.Shutdown(context.Background()) }()
 	// A server would call gw.Run(ctx) in a goroutine; the example polls once.
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(context.Background(), "gpu-01"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(context.Background(), "gpu-01"); err != nil {
 		fmt.Println(err)
 		return
 	}

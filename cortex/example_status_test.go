@@ -9,6 +9,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -48,7 +49,7 @@ func ExampleGateway_Status() {
 		return
 	}
 	defer func() { _ = gw.Shutdown(context.Background()) }()
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(context.Background(), "gpu-01"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(context.Background(), "gpu-01"); err != nil {
 		fmt.Println(err)
 		return
 	}

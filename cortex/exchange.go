@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
@@ -46,7 +47,7 @@ type exchange struct {
 	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
 	renewal     *renewal                     // renews the reservation's lease; nil: none
 	settled     entitlements.Amount          // what Settle was given
-	decision    Decision
+	decision    route.Decision
 	neuron      string // where the request was sent last
 	cold        bool   // it waited for a load
 
@@ -229,9 +230,9 @@ func checkJSON(h http.Header) error {
 // fleet, for a resident model the catalogue does not know), and checks the
 // prompt estimate against the model's limit.
 func (c *exchange) resolve() error {
-	p, ok := c.g.poller.Fleet().Resolve(c.req.Model)
+	p, ok := c.g.Fleet().Resolve(c.req.Model)
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrModelNotFound, c.req.Model)
+		return fmt.Errorf("%w: %q", route.ErrModelNotFound, c.req.Model)
 	}
 	c.model = p
 	c.estimate = c.req.PromptEstimate(len(c.body))
@@ -276,7 +277,7 @@ func (c *exchange) resolve() error {
 // client's request; the reservation covers them all, and is settled once.
 func (c *exchange) dispatch() {
 	c.prepareBody()
-	var hint RouteHint
+	var hint route.RouteHint
 	mayLoad := false // a retry may start a load
 	for attempt := 1; ; attempt++ {
 		name, err := c.place(hint, attempt > 1, mayLoad)
@@ -303,7 +304,7 @@ func (c *exchange) dispatch() {
 			c.g.upstreams[name].forget(c.model.ID)
 			c.g.refresh(c.r.Context(), name)
 			mayLoad = mayLoad || how == retryGone
-			if n := c.g.poller.Fleet().Neuron(name); n == nil || n.Model(c.model.ID) == nil || n.Model(c.model.ID).Status != neuron.StatusLoaded {
+			if n := c.g.Fleet().Neuron(name); n == nil || n.Model(c.model.ID) == nil || n.Model(c.model.ID).Status != neuron.StatusLoaded {
 				continue
 			}
 		}
@@ -351,16 +352,16 @@ func (c *exchange) prepareBody() {
 // their backoff ends. A retry goes to a replica that exists or is loading,
 // and starts a load only when mayLoad (the model left the neuron of the
 // last attempt).
-func (c *exchange) place(hint RouteHint, retry, mayLoad bool) (string, error) {
+func (c *exchange) place(hint route.RouteHint, retry, mayLoad bool) (string, error) {
 	g := c.g
 	if f := g.loads.lookup(c.model.ID); f != nil && !retry {
 		return c.join(f)
 	}
 	blocked, until := g.backoff.blocked(c.model.ID, g.clock.Now())
 	hint.Exclude = append(hint.Exclude, blocked...)
-	d, err := g.router.Route(g.poller.Fleet(), c.model.ID, hint)
+	d, err := g.router.Route(g.Fleet(), c.model.ID, hint)
 	if err != nil {
-		if errors.Is(err, ErrModelRecovering) {
+		if errors.Is(err, route.ErrModelRecovering) {
 			if f := g.awaitRecovery(c.model.ID); f != nil {
 				return c.join(f)
 			}
@@ -369,16 +370,16 @@ func (c *exchange) place(hint RouteHint, retry, mayLoad bool) (string, error) {
 			return "", c.err // no other replica: report the last failure
 		}
 		if len(blocked) > 0 {
-			return "", &RetryError{Err: fmt.Errorf("%w: %s", ErrLoadBackoff, c.model.ID), RetryAfter: max(until.Sub(g.clock.Now()), time.Second)}
+			return "", &route.RetryError{Err: fmt.Errorf("%w: %s", ErrLoadBackoff, c.model.ID), RetryAfter: max(until.Sub(g.clock.Now()), time.Second)}
 		}
 		return "", err
 	}
 	c.decision = d
 	switch d.Action {
-	case ActionServe:
+	case route.ActionServe:
 		return d.Neuron, nil
-	case ActionJoin, ActionLoad:
-		if retry && d.Action == ActionLoad && !mayLoad {
+	case route.ActionJoin, route.ActionLoad:
+		if retry && d.Action == route.ActionLoad && !mayLoad {
 			return "", c.err
 		}
 		c.cold = true
@@ -391,7 +392,7 @@ func (c *exchange) place(hint RouteHint, retry, mayLoad bool) (string, error) {
 // progress.
 func (c *exchange) join(f *flight) (string, error) {
 	c.cold = true
-	c.decision = Decision{Model: c.model, Action: ActionJoin}
+	c.decision = route.Decision{Model: c.model, Action: route.ActionJoin}
 	name, err := c.waitLoad(f)
 	c.decision.Neuron = name
 	return name, err

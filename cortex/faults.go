@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -272,7 +273,7 @@ const recoveryPoll = time.Second
 // error), or the load timeout passes.
 func (g *Gateway) awaitRecovery(model string) *flight {
 	var on []string
-	for _, n := range g.poller.Fleet().Neurons() {
+	for _, n := range g.Fleet().Neurons() {
 		if m := n.Model(model); m != nil && n.Available() && restarting(m.ModelInfo) {
 			on = append(on, n.Name)
 		}
@@ -293,7 +294,7 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 			}
 			recovering := false
 			for _, name := range on {
-				n := g.poller.Fleet().Neuron(name)
+				n := g.Fleet().Neuron(name)
 				if n == nil || !n.Available() {
 					continue
 				}
@@ -306,14 +307,14 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 				}
 			}
 			if !recovering {
-				return "", &RetryError{Err: fmt.Errorf("%w: %q did not recover", ErrModelRecovering, model), RetryAfter: g.cfg.retryAfter}
+				return "", &route.RetryError{Err: fmt.Errorf("%w: %q did not recover", route.ErrModelRecovering, model), RetryAfter: g.cfg.retryAfter}
 			}
 			select {
 			case <-ctx.Done():
 				if g.life.Err() != nil {
 					return "", ErrShuttingDown
 				}
-				return "", &RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", ErrModelRecovering, model, g.cfg.loadTimeout),
+				return "", &route.RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", route.ErrModelRecovering, model, g.cfg.loadTimeout),
 					RetryAfter: g.cfg.retryAfter}
 			case <-tick.C:
 			}

@@ -1,470 +1,94 @@
 package cortex
 
 import (
-	"errors"
-	"fmt"
-	"net/url"
-	"slices"
-	"strings"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/neuron"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 )
 
-// healthShuttingDown is the /health status of a neuron that is draining.
-const healthShuttingDown = "shutting_down"
-
-// NeuronConfig is one [[neurons]] entry of cortex.toml: a neuron the gateway
-// polls and routes to.
-type NeuronConfig struct {
-	// Name identifies the neuron in routing decisions, pinned_on, metrics
-	// and logs. Required; no spaces or control characters.
-	Name string `toml:"name"`
-	// Endpoint is the base URL of the neuron's management and inference
-	// API, such as "http://10.0.0.5:31400". Required; http or https.
-	Endpoint string `toml:"endpoint"`
-	// Token is the bearer token the neuron requires; empty sends none.
-	Token string `toml:"token"`
-}
-
-// Validate reports whether c is usable: a name without spaces or control
-// characters and an absolute http(s) endpoint without query, fragment or
-// user info.
-func (c NeuronConfig) Validate() error {
-	if c.Name == "" {
-		return errors.New("empty name")
-	}
-	if i := strings.IndexFunc(c.Name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
-		return fmt.Errorf("name %q contains a space or control character", c.Name)
-	}
-	if c.Endpoint == "" {
-		return fmt.Errorf("neuron %q: empty endpoint", c.Name)
-	}
-	u, err := url.Parse(c.Endpoint)
-	if err != nil {
-		return fmt.Errorf("neuron %q: endpoint: %w", c.Name, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("neuron %q: endpoint %q: scheme must be http or https", c.Name, c.Endpoint)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("neuron %q: endpoint %q has no host", c.Name, c.Endpoint)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("neuron %q: endpoint has a query, fragment or user info (put the token in token)", c.Name)
-	}
-	return nil
-}
-
-// validateNeurons validates every entry and rejects duplicate names.
-func validateNeurons(neurons []NeuronConfig) error {
-	seen := make(map[string]int, len(neurons))
-	for i, c := range neurons {
-		if err := c.Validate(); err != nil {
-			return fmt.Errorf("cortex: neurons[%d]: %w", i, err)
-		}
-		if j, dup := seen[c.Name]; dup {
-			return fmt.Errorf("cortex: neurons[%d]: duplicate name %q (also neurons[%d])", i, c.Name, j)
-		}
-		seen[c.Name] = i
-	}
-	return nil
-}
-
-// Fleet is an immutable snapshot of every neuron the gateway knows: its
-// health, hardware and resident models, with the catalogue the snapshot
-// was built with. A Poller publishes a new Fleet after each round; a Fleet
-// is never modified after construction and is safe for concurrent use.
-//
-// Build one with NewFleet (tests, custom Pollers) or get one from
-// Poller.Fleet.
-type Fleet struct {
-	at        time.Time
-	cat       *catalogue.Catalogue
-	neurons   []*NeuronState
-	byName    map[string]*NeuronState
-	models    map[string]*modelIndex
-	modelIDs  []string
-	available int
-}
-
-// modelIndex lists the replicas of one model id, in neuron name order, for
-// the Router.
-type modelIndex struct {
-	// ready holds the loaded replicas on available neurons, with the fields
-	// the Router's hot loop reads side by side.
-	ready []readyReplica
-	// all holds every replica.
-	all []replica
-}
-
-type readyReplica struct {
-	live *Counter  // m.Live
-	ej   *Ejection // m.Ejection
-	base int       // m.InFlight + m.QueueDepth
-	n    *NeuronState
-	m    *ModelState
-}
-
-type replica struct {
-	n    *NeuronState
-	m    *ModelState
-	kind replicaKind
-}
-
-type replicaKind uint8
-
+// The default Poller's settings as cortex.toml names them ([gateway]
+// poll_interval and failure_threshold). They are route's; see
+// WithPollerOptions.
 const (
-	kindOther replicaKind = iota
-	kindLoaded
-	kindLoading
-	kindRecovering // recovering or failed
-	kindUnloading
+	// DefaultPollInterval is route.DefaultPollInterval.
+	DefaultPollInterval = route.DefaultPollInterval
+	// DefaultFailureThreshold is route.DefaultFailureThreshold.
+	DefaultFailureThreshold = route.DefaultFailureThreshold
 )
 
-func kindOf(s neuron.ModelStatus) replicaKind {
-	switch s {
-	case neuron.StatusLoaded:
-		return kindLoaded
-	case neuron.StatusLoading:
-		return kindLoading
-	case neuron.StatusRecovering, neuron.StatusFailed:
-		return kindRecovering
-	case neuron.StatusUnloading:
-		return kindUnloading
+// PollerOption is an option of the gateway's default Poller (see
+// WithPollerOptions): a route.PollerOption.
+type PollerOption = route.PollerOption
+
+// WithInterval is route.WithInterval: the time between polling rounds of
+// the default Poller. Default 2 s.
+func WithInterval(d time.Duration) PollerOption { return route.WithInterval(d) }
+
+// WithFailureThreshold is route.WithFailureThreshold: how many
+// consecutive failed polls make a neuron unhealthy. Default 3.
+func WithFailureThreshold(n int) PollerOption { return route.WithFailureThreshold(n) }
+
+// fleetView builds the Fleet the gateway routes over from the Poller's
+// latest Snapshot, with the gateway's catalogue and Usage: once per new
+// Snapshot, whoever asks first (a request, the status page, the metrics,
+// or the default Poller's WithPublished hook). This is where the
+// gateway's own state joins the neuron states, so that no Poller can
+// publish a fleet without live counts or with another catalogue.
+type fleetView struct {
+	poller  route.Poller
+	cat     *catalogue.Catalogue
+	usage   *route.Usage
+	log     *slog.Logger
+	observe func(prev, next *route.Fleet) // each new fleet after the first; nil: none
+
+	cur atomic.Pointer[builtFleet]
+	mu  sync.Mutex // serialises building
+}
+
+// builtFleet is the Fleet built from one Snapshot.
+type builtFleet struct {
+	src *route.Snapshot
+	f   *route.Fleet
+}
+
+// Fleet returns the Fleet of the Poller's latest Snapshot. It does not
+// allocate when the Snapshot has not changed since the last call.
+func (v *fleetView) Fleet() *route.Fleet {
+	s := v.poller.Snapshot()
+	if c := v.cur.Load(); c != nil && c.src == s {
+		return c.f
 	}
-	return kindOther
+	return v.rebuild()
 }
 
-// NeuronState is one neuron in a Fleet: what the Poller last learned about
-// it. The exported fields are the inputs of NewFleet; the methods report
-// values NewFleet derives from them, so query the NeuronStates a Fleet
-// returns, not the ones given to NewFleet.
-type NeuronState struct {
-	// Name is the configured name.
-	Name string
-	// Endpoint is the configured base URL.
-	Endpoint string
-	// Healthy is false until the first successful poll, after
-	// FailureThreshold consecutive failed polls, and true again after one
-	// successful poll.
-	Healthy bool
-	// Failures counts consecutive failed polls (0 after a success).
-	Failures int
-	// LastError is the error of the last failed poll; nil after a success.
-	LastError error
-	// LastPoll is when the last poll finished; zero before the first.
-	LastPoll time.Time
-	// LastSuccess is when the last successful poll finished.
-	LastSuccess time.Time
-	// Discovery is the neuron's hardware from GET /discovery; nil until
-	// first fetched. It is fetched once and cached.
-	Discovery *neuron.Discovery
-	// Health is the last GET /health answer; nil until first fetched.
-	Health *neuron.Health
-	// Models are the neuron's models from its last GET /models, sorted by
-	// id in a Fleet. A neuron whose polls fail keeps its last known models.
-	Models []ModelState
-
-	deviceMB  []uint64
-	totalMB   uint64
-	freeMB    uint64
-	available bool
-}
-
-// ModelState is one model on one neuron in a Fleet.
-type ModelState struct {
-	// ModelInfo is the neuron's view from GET /models.
-	neuron.ModelInfo
-	// InFlight and QueueDepth are the neuron's admission counts from its
-	// last GET /health (0 when absent).
-	InFlight   int
-	QueueDepth int
-	// Profile is the catalogue profile of the model; for a model not in the
-	// catalogue, a profile with the id and residency priority 100. NewFleet
-	// sets it.
-	Profile catalogue.Model
-	// LastUsed is when the gateway last used the model on this neuron, as
-	// of the snapshot; zero when never used. NewFleet raises it to Live's
-	// last use.
-	LastUsed time.Time
-	// Live is the gateway's live counter for the model on this neuron; nil
-	// when the fleet was built without a Usage.
-	Live *Counter
-	// Ejection is the gateway's live outlier state of the model on this
-	// neuron (see OutlierConfig): whether the replica is out of rotation,
-	// read with one atomic load. The default Poller links it; nil (never
-	// ejected) in a fleet built without it, such as a custom Poller's that
-	// does not set it from Gateway.Ejection.
-	Ejection *Ejection
-}
-
-// Ejected reports whether the replica is out of rotation at t because it
-// kept failing (see Ejection.Active). A Router passes the snapshot's time,
-// Fleet.At.
-func (m *ModelState) Ejected(t time.Time) bool { return m.Ejection.Active(t) }
-
-// Outstanding returns the work the model has: InFlight + QueueDepth from
-// the snapshot plus the gateway's live in-flight count. Requests in flight
-// when the snapshot was taken are counted twice; the sum ranks replicas and
-// is not an exact count.
-func (m *ModelState) Outstanding() int {
-	return m.InFlight + m.QueueDepth + m.Live.InFlight()
-}
-
-// LastUse returns the later of LastUsed and the live counter's last use.
-func (m *ModelState) LastUse() time.Time {
-	if lu := m.Live.LastUsed(); lu.After(m.LastUsed) {
-		return lu
+// rebuild builds the Fleet of the latest Snapshot under v.mu, and tells
+// the observer with no lock held. A Snapshot NewFleet refuses (a custom
+// Poller's duplicate names) keeps the last Fleet, and is logged once.
+func (v *fleetView) rebuild() *route.Fleet {
+	v.mu.Lock()
+	s := v.poller.Snapshot()
+	prev := v.cur.Load()
+	if prev != nil && prev.src == s {
+		v.mu.Unlock()
+		return prev.f
 	}
-	return m.LastUsed
-}
-
-// Model returns the model with the given id on the neuron, or nil. It does
-// not allocate.
-func (n *NeuronState) Model(id string) *ModelState {
-	i, ok := slices.BinarySearchFunc(n.Models, id, func(m ModelState, id string) int {
-		return strings.Compare(m.ID, id)
-	})
-	if !ok {
-		return nil
-	}
-	return &n.Models[i]
-}
-
-// Available reports whether the neuron takes new work: it is Healthy and
-// its last /health did not say it is shutting down.
-func (n *NeuronState) Available() bool { return n.available }
-
-// Draining reports whether the neuron's last /health said it is shutting
-// down.
-func (n *NeuronState) Draining() bool {
-	return n.Health != nil && n.Health.Status == healthShuttingDown
-}
-
-// DeviceVRAMMB returns the total VRAM of each device in MiB, in the order of
-// Discovery.Devices; nil while the hardware is unknown. The slice is shared:
-// do not modify it.
-func (n *NeuronState) DeviceVRAMMB() []uint64 { return n.deviceMB }
-
-// TotalVRAMMB returns the VRAM of all devices in MiB (0 while unknown).
-func (n *NeuronState) TotalVRAMMB() uint64 { return n.totalMB }
-
-// FreeVRAMMB returns the VRAM available for a new model in MiB: the total
-// minus the vram_used_mb of every model the neuron lists, and never more
-// than the free VRAM its last /health sampled when it reported devices.
-func (n *NeuronState) FreeVRAMMB() uint64 { return n.freeMB }
-
-// derive computes the values the methods report.
-func (n *NeuronState) derive() {
-	n.deviceMB, n.totalMB, n.freeMB = nil, 0, 0
-	if n.Discovery != nil {
-		n.deviceMB = make([]uint64, len(n.Discovery.Devices))
-		for i, d := range n.Discovery.Devices {
-			n.deviceMB[i] = d.TotalMB
-			n.totalMB += d.TotalMB
+	f, err := route.FromSnapshot(v.cat, v.usage, s)
+	if err != nil {
+		v.log.Error("cortex: the poller published a snapshot the gateway cannot use; keeping the last one", "err", err)
+		if prev != nil {
+			f = prev.f
+		} else {
+			f, _ = route.FromSnapshot(v.cat, v.usage, nil)
 		}
 	}
-	var used uint64
-	for i := range n.Models {
-		used += n.Models[i].VRAMUsedMB
+	v.cur.Store(&builtFleet{src: s, f: f})
+	v.mu.Unlock()
+	if prev != nil && prev.f != f && v.observe != nil {
+		v.observe(prev.f, f)
 	}
-	if used < n.totalMB {
-		n.freeMB = n.totalMB - used
-	}
-	if n.Health != nil && len(n.Health.Devices) > 0 {
-		var sampled uint64
-		for _, d := range n.Health.Devices {
-			sampled += d.FreeMB
-		}
-		n.freeMB = min(n.freeMB, sampled)
-	}
-	n.available = n.Healthy && !n.Draining()
-}
-
-// NewFleet builds a snapshot taken at the time at from the given neurons
-// and catalogue (nil: no catalogue, every model gets the default profile).
-// It copies the NeuronState values and their Models slices, sorts them by
-// name and id, and sets each model's Profile from the catalogue. With a
-// non-nil usage, each ModelState's Live points to its counter in usage
-// (created when missing) and LastUsed is raised to the counter's last use;
-// with a nil usage, Live is kept as given. The Discovery and Health values
-// the neurons point to are shared and must not be modified afterwards.
-//
-// It fails on an empty or duplicate neuron name and on an empty or
-// duplicate model id within one neuron.
-func NewFleet(cat *catalogue.Catalogue, usage *Usage, at time.Time, neurons []NeuronState) (*Fleet, error) {
-	states := slices.Clone(neurons)
-	for i := range states {
-		states[i].Models = slices.Clone(states[i].Models)
-	}
-	return newFleet(cat, usage, at, states)
-}
-
-// newFleet is NewFleet over states it owns: their Models slices are sorted
-// and modified in place.
-func newFleet(cat *catalogue.Catalogue, usage *Usage, at time.Time, states []NeuronState) (*Fleet, error) {
-	f := &Fleet{
-		at:      at,
-		cat:     cat,
-		neurons: make([]*NeuronState, len(states)),
-		byName:  make(map[string]*NeuronState, len(states)),
-	}
-	for i := range states {
-		n := &states[i]
-		if n.Name == "" {
-			return nil, fmt.Errorf("cortex: fleet: neuron %d has no name", i)
-		}
-		if _, dup := f.byName[n.Name]; dup {
-			return nil, fmt.Errorf("cortex: fleet: duplicate neuron %q", n.Name)
-		}
-		f.byName[n.Name] = n
-		f.neurons[i] = n
-		slices.SortFunc(n.Models, func(a, b ModelState) int { return strings.Compare(a.ID, b.ID) })
-		for j := range n.Models {
-			m := &n.Models[j]
-			if m.ID == "" {
-				return nil, fmt.Errorf("cortex: fleet: neuron %q: model with no id", n.Name)
-			}
-			if j > 0 && n.Models[j-1].ID == m.ID {
-				return nil, fmt.Errorf("cortex: fleet: neuron %q: duplicate model %q", n.Name, m.ID)
-			}
-			m.Profile = profileOf(cat, m.ID)
-		}
-		n.derive()
-		if n.available {
-			f.available++
-		}
-	}
-	slices.SortFunc(f.neurons, func(a, b *NeuronState) int { return strings.Compare(a.Name, b.Name) })
-	f.index(usage)
-	return f, nil
-}
-
-// index builds the replicas of each model id, each list in neuron name
-// order, over shared backing arrays, and links the models to their usage
-// counters.
-func (f *Fleet) index(usage *Usage) {
-	counts := make(map[string]int)
-	total := 0
-	for _, n := range f.neurons {
-		for j := range n.Models {
-			counts[n.Models[j].ID]++
-			total++
-		}
-	}
-	f.modelIDs = make([]string, 0, len(counts))
-	for id := range counts {
-		f.modelIDs = append(f.modelIDs, id)
-	}
-	slices.Sort(f.modelIDs)
-	all := make([]replica, total)
-	idx := make([]modelIndex, len(f.modelIDs))
-	f.models = make(map[string]*modelIndex, len(f.modelIDs))
-	off := 0
-	for i, id := range f.modelIDs {
-		c := counts[id]
-		idx[i].all = all[off : off : off+c]
-		f.models[id] = &idx[i]
-		off += c
-	}
-	nready := 0
-	for _, n := range f.neurons {
-		for j := range n.Models {
-			m := &n.Models[j]
-			mi := f.models[m.ID]
-			r := replica{n: n, m: m, kind: kindOf(m.Status)}
-			mi.all = append(mi.all, r)
-			if r.ready() {
-				nready++
-			}
-		}
-	}
-	if usage != nil {
-		usage.attach(f.modelIDs, f.models)
-	}
-	ready := make([]readyReplica, nready)
-	off = 0
-	for i := range idx {
-		mi := &idx[i]
-		start := off
-		for _, r := range mi.all {
-			if r.ready() {
-				ready[off] = readyReplica{live: r.m.Live, ej: r.m.Ejection, base: r.m.InFlight + r.m.QueueDepth, n: r.n, m: r.m}
-				off++
-			}
-		}
-		mi.ready = ready[start:off:off]
-	}
-}
-
-func (r replica) ready() bool { return r.kind == kindLoaded && r.n.available }
-
-// attach points every model's Live at its counter, model by model so that
-// new counters of one model's replicas are allocated side by side, and
-// raises LastUsed to the counter's.
-func (u *Usage) attach(ids []string, models map[string]*modelIndex) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, id := range ids {
-		for _, r := range models[id].all {
-			m := r.m
-			m.Live = u.counterLocked(usageKey{r.n.Name, id})
-			if lu := m.Live.LastUsed(); lu.After(m.LastUsed) {
-				m.LastUsed = lu
-			}
-		}
-	}
-}
-
-// profileOf returns the catalogue profile of id, or the default profile of
-// a model the catalogue does not know.
-func profileOf(cat *catalogue.Catalogue, id string) catalogue.Model {
-	if cat != nil {
-		if p, ok := cat.Lookup(id); ok {
-			return p
-		}
-	}
-	return catalogue.Model{ID: id, ResidencyPriority: catalogue.DefaultResidencyPriority}
-}
-
-// At returns when the snapshot was taken.
-func (f *Fleet) At() time.Time { return f.at }
-
-// Catalogue returns the catalogue the snapshot was built with; nil when
-// none.
-func (f *Fleet) Catalogue() *catalogue.Catalogue { return f.cat }
-
-// Neurons returns every neuron sorted by name. The slice is shared: do not
-// modify it.
-func (f *Fleet) Neurons() []*NeuronState { return f.neurons }
-
-// Neuron returns the neuron with the given name, or nil. It does not
-// allocate.
-func (f *Fleet) Neuron(name string) *NeuronState { return f.byName[name] }
-
-// Available returns the number of neurons that take new work (see
-// NeuronState.Available).
-func (f *Fleet) Available() int { return f.available }
-
-// ModelIDs returns the ids of the models listed by at least one neuron,
-// sorted. The slice is shared: do not modify it.
-func (f *Fleet) ModelIDs() []string { return f.modelIDs }
-
-// Resolve returns the profile for a model name: the catalogue's, through
-// its aliases, or the default profile of a model that is not in the
-// catalogue but listed by some neuron. ok is false when neither knows it.
-// It does not allocate.
-func (f *Fleet) Resolve(model string) (p catalogue.Model, ok bool) {
-	if f.cat != nil {
-		if p, ok := f.cat.Resolve(model); ok {
-			return p, true
-		}
-	}
-	if mi := f.models[model]; mi != nil {
-		return mi.all[0].m.Profile, true
-	}
-	return catalogue.Model{}, false
+	return f
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -46,17 +47,6 @@ var _ NeuronAdmin = (*neuron.Client)(nil)
 // calls it once per neuron.
 type AdminFactory func(NeuronConfig) (NeuronAdmin, error)
 
-// Refresher is an optional Poller capability: poll one neuron now and
-// publish the result. FleetPoller has it. The Gateway refreshes a neuron
-// right after a cold load there, so that the next requests see the model
-// loaded without waiting for the next polling round.
-//
-// Concurrency: Refresh may be called from many goroutines at once, also
-// while Run runs.
-type Refresher interface {
-	Refresh(ctx context.Context, neuron string) (*Fleet, error)
-}
-
 // Gateway is the cortex: an http.Handler serving the OpenAI-compatible API
 // over a fleet of neurons (see the package documentation for the request
 // path). Routes: POST /v1/chat/completions, /v1/completions,
@@ -72,11 +62,12 @@ type Gateway struct {
 	cfg       gatewayConfig
 	cat       *catalogue.Catalogue
 	log       *slog.Logger
-	clock     Clock
-	poller    Poller
-	refresher Refresher // nil when the poller cannot refresh
-	router    Router
-	usage     *Usage
+	clock     route.Clock
+	poller    route.Poller
+	refresher route.Refresher // nil when the poller cannot refresh
+	fleets    *fleetView      // the Fleets of the poller's snapshots
+	router    route.Router
+	usage     *route.Usage
 	transport http.RoundTripper
 	ownsTrans bool // the transport is the default one: close its idle connections
 	upstreams map[string]*upstream
@@ -117,12 +108,12 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, err
 	}
 	cfg := gatewayConfig{
-		clock:         systemClock{},
+		clock:         route.SystemClock{},
 		idleTimeout:   DefaultStreamIdleTimeout,
 		maxBodyBytes:  DefaultMaxBodyBytes,
 		bodyTimeout:   DefaultBodyReadTimeout,
 		loadTimeout:   DefaultLoadTimeout,
-		retryAfter:    DefaultRetryAfter,
+		retryAfter:    route.DefaultRetryAfter,
 		defaultOutput: DefaultMaxOutputTokens,
 		pingInterval:  DefaultPingInterval,
 
@@ -187,7 +178,10 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.limits = newKeyLimiter(g.clock.Now)
-	g.outliers = newOutliers(cfg.outlier, g.clock.Now)
+	if g.usage == nil {
+		g.usage = route.NewUsage()
+	}
+	g.outliers = newOutliers(cfg.outlier, g.clock.Now, g.usage)
 	g.meter = cfg.meter
 	if r, ok := cfg.provider.(LeaseRenewer); ok {
 		g.renewer, g.leaseTTL = r, cfg.leaseTTL
@@ -197,9 +191,6 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		if g.leaseTTL <= 0 {
 			g.leaseTTL = DefaultLeaseTTL
 		}
-	}
-	if g.usage == nil {
-		g.usage = NewUsage()
 	}
 	if g.transport == nil {
 		g.transport = newTransport()
@@ -227,21 +218,30 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 
 	g.poller = cfg.poller
 	if g.poller == nil {
-		popts := []PollerOption{
-			WithUsage(g.usage),
-			WithLogger(g.log),
-			WithClock(g.clock),
-			WithClientFactory(func(nc NeuronConfig) (NeuronAPI, error) { return newNeuronClient(nc, httpClient) }),
-			gatewayHooks{o: g.outliers, observe: g.observeFleet},
+		targets := make([]route.Target, len(neurons))
+		for i, nc := range neurons {
+			api, err := newNeuronClient(nc, httpClient)
+			if err != nil {
+				return nil, fmt.Errorf("cortex: neuron %q: %w", nc.Name, err)
+			}
+			targets[i] = route.Target{Name: nc.Name, Endpoint: nc.Endpoint, API: api}
 		}
-		p, err := NewPoller(neurons, cat, append(popts, cfg.pollerOpts...)...)
+		popts := []route.PollerOption{
+			route.WithLogger(g.log),
+			route.WithClock(g.clock),
+			// Build each new snapshot's Fleet at once, so that its events
+			// and readmissions are recorded when it is published.
+			route.WithPublished(func(*route.Snapshot) { g.fleets.Fleet() }),
+		}
+		p, err := route.NewPoller(targets, append(popts, cfg.pollerOpts...)...)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cortex: %w", err)
 		}
 		g.poller = p
 	}
-	g.refresher, _ = g.poller.(Refresher)
-	g.outliers.fleet, g.outliers.notify = g.poller.Fleet, g.outlierChanged
+	g.refresher, _ = g.poller.(route.Refresher)
+	g.fleets = &fleetView{poller: g.poller, cat: cat, usage: g.usage, log: g.log, observe: g.observeFleet}
+	g.outliers.fleet, g.outliers.notify = g.Fleet, g.outlierChanged
 	g.router = cfg.router
 	switch {
 	case g.router != nil && len(cfg.routerOpts) > 0:
@@ -250,7 +250,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		return nil, errors.New("cortex: gateway: WithPollerOptions configures the default Poller, which WithPoller replaces: build the Poller with the options instead")
 	}
 	if g.router == nil {
-		r, err := NewRouter(append([]RouterOption{WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
+		r, err := route.NewRouter(append([]route.RouterOption{route.WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +265,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 			return nil, err
 		}
 	}
-	m, err := newMetrics(reg, g.poller, g.clock)
+	m, err := newMetrics(reg, g.Fleet, g.clock)
 	if err != nil {
 		return nil, err
 	}
@@ -331,15 +331,18 @@ func newTransport() *http.Transport {
 // it returns what the Poller's Run returns (nil when ctx ends).
 func (g *Gateway) Run(ctx context.Context) error { return g.poller.Run(ctx) }
 
-// Fleet returns the latest fleet snapshot. It never blocks.
-func (g *Gateway) Fleet() *Fleet { return g.poller.Fleet() }
+// Fleet returns the Fleet the gateway routes over: the Poller's latest
+// Snapshot joined with the gateway's catalogue and Usage. It never blocks
+// on I/O, and does not allocate while the Snapshot is unchanged.
+func (g *Gateway) Fleet() *route.Fleet { return g.fleets.Fleet() }
 
 // Poller returns the Poller the gateway reads the fleet from: the one given
-// with WithPoller, or the default *FleetPoller.
-func (g *Gateway) Poller() Poller { return g.poller }
+// with WithPoller, or the default *route.FleetPoller.
+func (g *Gateway) Poller() route.Poller { return g.poller }
 
-// Usage returns the live per-(neuron, model) counters of the gateway.
-func (g *Gateway) Usage() *Usage { return g.usage }
+// Usage returns the live per-replica state of the gateway: in-flight
+// counts, last uses and ejections.
+func (g *Gateway) Usage() *route.Usage { return g.usage }
 
 // InFlight returns the number of inference requests the gateway is
 // serving.

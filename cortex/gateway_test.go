@@ -19,6 +19,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -42,7 +43,7 @@ func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, o
 	t.Helper()
 	fleet := cortextest.NewFleet(t, specs...)
 	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(
-		cortex.WithFailureThreshold(1), cortex.WithCallTimeout(30*time.Second))}, opts...)
+		cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second))}, opts...)
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, opts...)
 	if err != nil {
 		t.Fatalf("NewGateway: %v", err)
@@ -64,7 +65,7 @@ func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, o
 // refresh polls every neuron now.
 func (s *stack) refresh() {
 	s.t.Helper()
-	p, ok := s.gw.Poller().(*cortex.FleetPoller)
+	p, ok := s.gw.Poller().(*route.FleetPoller)
 	if !ok {
 		s.t.Fatalf("Poller() is a %T", s.gw.Poller())
 	}
@@ -325,24 +326,29 @@ func TestRouteErrors(t *testing.T) {
 	}
 }
 
-// staticPoller is a Poller that always returns one fleet.
-type staticPoller struct{ f *cortex.Fleet }
+// staticPoller is a Poller that always returns one snapshot.
+type staticPoller struct{ s *route.Snapshot }
 
 func (p staticPoller) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (p staticPoller) Fleet() *cortex.Fleet          { return p.f }
+func (p staticPoller) Snapshot() *route.Snapshot     { return p.s }
 
-// switchPoller is a Poller and Refresher whose fleet the test sets; every
+// snapshot returns a snapshot of the given neurons taken at t0.
+func snapshot(neurons ...route.NeuronState) *route.Snapshot {
+	return &route.Snapshot{At: t0, Neurons: neurons}
+}
+
+// switchPoller is a Poller and Refresher whose snapshot the test sets; every
 // Refresh is counted.
 type switchPoller struct {
-	f         atomic.Pointer[cortex.Fleet]
+	s         atomic.Pointer[route.Snapshot]
 	refreshes atomic.Int64
 }
 
 func (p *switchPoller) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (p *switchPoller) Fleet() *cortex.Fleet          { return p.f.Load() }
-func (p *switchPoller) Refresh(context.Context, string) (*cortex.Fleet, error) {
+func (p *switchPoller) Snapshot() *route.Snapshot     { return p.s.Load() }
+func (p *switchPoller) Refresh(context.Context, string) (*route.Snapshot, error) {
 	p.refreshes.Add(1)
-	return p.f.Load(), nil
+	return p.s.Load(), nil
 }
 
 // A model that is only recovering (its engine restarting) is waited for as
@@ -352,7 +358,7 @@ func TestRecoveringModelIsWaitedFor(t *testing.T) {
 	t.Parallel()
 	cat := testCatalogue(t)
 	p := &switchPoller{}
-	p.f.Store(newFleet(t, cat, nil, host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000))))
+	p.s.Store(snapshot(host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000))))
 	clock := newFakeClock()
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, cat,
 		cortex.WithPoller(p), cortex.WithRetryHint(7*time.Second), cortex.WithClock(clock))
@@ -387,13 +393,13 @@ func TestRecoveredModelIsServed(t *testing.T) {
 	cat := testCatalogue(t)
 	fl := cortextest.NewFleet(t, cortextest.Spec{Name: "n1", Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}})
 	n1 := fl.Neuron("n1")
-	state := func(s neuron.ModelStatus) cortex.NeuronState {
+	state := func(s neuron.ModelStatus) route.NeuronState {
 		h := host("n1", gpus(24576), model("chat-a", s, 4000))
 		h.Endpoint = n1.URL()
 		return h
 	}
 	p := &switchPoller{}
-	p.f.Store(newFleet(t, cat, nil, state(neuron.StatusRecovering)))
+	p.s.Store(snapshot(state(neuron.StatusRecovering)))
 	gw, err := cortex.NewGateway(fl.Configs(), cat, cortex.WithPoller(p))
 	if err != nil {
 		t.Fatal(err)
@@ -412,7 +418,7 @@ func TestRecoveredModelIsServed(t *testing.T) {
 		answer <- resp
 	}()
 	waitFor(t, "the recovery wait to refresh the neuron", func() bool { return p.refreshes.Load() > 0 })
-	p.f.Store(newFleet(t, cat, nil, state(neuron.StatusLoaded)))
+	p.s.Store(snapshot(state(neuron.StatusLoaded)))
 	resp := <-answer
 	if resp == nil {
 		return
@@ -773,9 +779,9 @@ func TestNewGatewayErrors(t *testing.T) {
 		{"body limit", ok, []cortex.GatewayOption{cortex.WithMaxBodyBytes(-1)}, "max body"},
 		{"load timeout", ok, []cortex.GatewayOption{cortex.WithLoadTimeout(-time.Second)}, "load timeout"},
 		{"poller option", ok, []cortex.GatewayOption{cortex.WithPollerOptions(cortex.WithInterval(0))}, "interval"},
-		{"router option", ok, []cortex.GatewayOption{cortex.WithRouterOptions(cortex.WithEvictor(nil))}, "Evictor"},
+		{"router option", ok, []cortex.GatewayOption{cortex.WithRouterOptions(route.WithEvictor(nil))}, "Evictor"},
 		{"router options with a router", ok, []cortex.GatewayOption{cortex.WithRouter(panicRouter{}),
-			cortex.WithRouterOptions(cortex.WithRetryAfter(time.Second))}, "WithRouterOptions"},
+			cortex.WithRouterOptions(route.WithRetryAfter(time.Second))}, "WithRouterOptions"},
 		{"poller options with a poller", ok, []cortex.GatewayOption{cortex.WithPoller(staticPoller{}),
 			cortex.WithPollerOptions(cortex.WithInterval(time.Second))}, "WithPollerOptions"},
 		{"admin factory", ok, []cortex.GatewayOption{cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
@@ -842,7 +848,7 @@ func TestClientKeyNeverReachesTheNeuron(t *testing.T) {
 // panicRouter is a Router with a bug.
 type panicRouter struct{}
 
-func (panicRouter) Route(*cortex.Fleet, string, cortex.RouteHint) (cortex.Decision, error) {
+func (panicRouter) Route(*route.Fleet, string, route.RouteHint) (route.Decision, error) {
 	panic("router bug")
 }
 
@@ -868,10 +874,10 @@ func TestPanicFinishesTheRequest(t *testing.T) {
 }
 
 // refusingRouter refuses every request with its own answer.
-type refusingRouter struct{ r *cortex.Refusal }
+type refusingRouter struct{ r *route.Refusal }
 
-func (rr refusingRouter) Route(*cortex.Fleet, string, cortex.RouteHint) (cortex.Decision, error) {
-	return cortex.Decision{}, rr.r
+func (rr refusingRouter) Route(*route.Fleet, string, route.RouteHint) (route.Decision, error) {
+	return route.Decision{}, rr.r
 }
 
 // A Router's own refusal is answered with its status, code and message,
@@ -879,13 +885,13 @@ func (rr refusingRouter) Route(*cortex.Fleet, string, cortex.RouteHint) (cortex.
 func TestRouterRefusal(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		r          cortex.Refusal
+		r          route.Refusal
 		wantStatus int
 		wantCode   string
 	}{
-		{cortex.Refusal{Status: http.StatusForbidden, Code: "tenant_not_routed", Message: "this key may not use this fleet"}, http.StatusForbidden, "tenant_not_routed"},
-		{cortex.Refusal{Status: http.StatusServiceUnavailable, Code: "zone_full", Message: "zone eu is full", RetryAfter: 9 * time.Second}, http.StatusServiceUnavailable, "zone_full"},
-		{cortex.Refusal{Status: 200, Message: "not a refusal status"}, http.StatusInternalServerError, cortex.CodeInternal},
+		{route.Refusal{Status: http.StatusForbidden, Code: "tenant_not_routed", Message: "this key may not use this fleet"}, http.StatusForbidden, "tenant_not_routed"},
+		{route.Refusal{Status: http.StatusServiceUnavailable, Code: "zone_full", Message: "zone eu is full", RetryAfter: 9 * time.Second}, http.StatusServiceUnavailable, "zone_full"},
+		{route.Refusal{Status: 200, Message: "not a refusal status"}, http.StatusInternalServerError, cortex.CodeInternal},
 	} {
 		s := newStack(t, cortextest.Named("n1"), testCatalogue(t), cortex.WithRouter(refusingRouter{&tt.r}))
 		status, hdr, body := s.post("/v1/chat/completions", chatBody("chat-a"))
@@ -897,6 +903,56 @@ func TestRouterRefusal(t *testing.T) {
 		}
 		if tt.r.RetryAfter > 0 && hdr.Get("Retry-After") != "9" {
 			t.Errorf("%+v: Retry-After %q", tt.r, hdr.Get("Retry-After"))
+		}
+	}
+}
+
+// TestCustomPollerGetsLiveCounts: a Poller publishes neuron states only;
+// the gateway joins each snapshot with its catalogue and Usage, so the
+// Fleet it routes over links every replica to the live counters and
+// ejections whatever the Poller did, and is built once per snapshot.
+func TestCustomPollerGetsLiveCounts(t *testing.T) {
+	t.Parallel()
+	cat := testCatalogue(t)
+	m := model("chat-a", neuron.StatusLoaded, 4000)
+	m.Live = new(route.Counter) // a Poller's own counter is ignored
+	p := &switchPoller{}
+	p.s.Store(snapshot(host("n1", gpus(24576), m)))
+	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, cat, cortex.WithPoller(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
+	f := gw.Fleet()
+	got := f.Neuron("n1").Model("chat-a")
+	if got.Live != gw.Usage().Counter("n1", "chat-a") || got.Ejection != gw.Ejection("n1", "chat-a") {
+		t.Fatalf("the fleet's replica is not linked to the gateway's Usage: Live %p, Ejection %p", got.Live, got.Ejection)
+	}
+	if got.Profile.VRAMMB == 0 || f.Catalogue() != cat {
+		t.Errorf("the fleet lacks the gateway's catalogue: profile %+v", got.Profile)
+	}
+	if gw.Fleet() != f {
+		t.Error("the fleet was built again for the same snapshot")
+	}
+	p.s.Store(snapshot(host("n1", gpus(24576), model("chat-a", neuron.StatusLoading, 4000))))
+	if next := gw.Fleet(); next == f || next.Neuron("n1").Model("chat-a").Status != neuron.StatusLoading {
+		t.Error("a new snapshot did not make a new fleet")
+	}
+}
+
+// BenchmarkGatewayFleet is what each request pays to get the Fleet of the
+// Poller's latest snapshot: one atomic load and a comparison.
+func BenchmarkGatewayFleet(b *testing.B) {
+	p := staticPoller{snapshot(host("n1", gpus(24576), model("chat-a", neuron.StatusLoaded, 4000)))}
+	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, nil, cortex.WithPoller(p))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
+	b.ReportAllocs()
+	for b.Loop() {
+		if gw.Fleet() == nil {
+			b.Fatal("nil fleet")
 		}
 	}
 }

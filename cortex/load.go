@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -126,7 +127,7 @@ func (l *loadGroup) wait() {
 // startLoad starts the load of a Join or Load decision, single-flight per
 // model, or returns the load of the model already in progress; the request
 // waits for it with waitLoad.
-func (g *Gateway) startLoad(d Decision) *flight {
+func (g *Gateway) startLoad(d route.Decision) *flight {
 	return g.loads.do(d.Model.ID, d.Neuron, g.clock.Now(), func() (name string, err error) {
 		defer func() {
 			// A bug in a load must not take the gateway down with it.
@@ -143,7 +144,7 @@ func (g *Gateway) startLoad(d Decision) *flight {
 
 // runLoad unloads the victims of d, in order, loads the model, and
 // refreshes the neuron in the fleet snapshot.
-func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
+func (g *Gateway) runLoad(ctx context.Context, d route.Decision) (string, error) {
 	up := g.upstreams[d.Neuron]
 	if up == nil {
 		return "", fmt.Errorf("cortex: the router chose neuron %q, which is not configured", d.Neuron)
@@ -152,7 +153,7 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 	start := g.clock.Now()
 	log := g.log.With("model", id, "neuron", d.Neuron)
 	defer g.refresh(ctx, d.Neuron)
-	if d.Action == ActionLoad && len(d.Evict) > 0 {
+	if d.Action == route.ActionLoad && len(d.Evict) > 0 {
 		if err := g.checkLoad(ctx, up, d); err != nil {
 			g.backoff.fail(id, d.Neuron, g.clock.Now())
 			g.metrics.loaded(id, d.Neuron, false)
@@ -161,7 +162,7 @@ func (g *Gateway) runLoad(ctx context.Context, d Decision) (string, error) {
 			return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "load", Err: err, RetryAfter: g.loadRetry(err)}
 		}
 	}
-	if d.Action == ActionLoad {
+	if d.Action == route.ActionLoad {
 		for _, victim := range d.Evict {
 			err := up.admin.Unload(ctx, victim, false)
 			switch {
@@ -217,7 +218,7 @@ type LoadChecker interface {
 // admin can tell; an error is the neuron's refusal. A neuron that does not
 // know the check (an older one: 404 not_found, 405), or cannot answer it,
 // is not a refusal: the load itself will tell.
-func (g *Gateway) checkLoad(ctx context.Context, up *upstream, d Decision) error {
+func (g *Gateway) checkLoad(ctx context.Context, up *upstream, d route.Decision) error {
 	lc, ok := up.admin.(LoadChecker)
 	if !ok {
 		return nil
@@ -356,7 +357,7 @@ func (c *exchange) waitLoad(f *flight) (string, error) {
 	case <-ctx.Done():
 		return "", ctx.Err()
 	case <-tick:
-		return "", &RetryError{
+		return "", &route.RetryError{
 			Err:        fmt.Errorf("%w: %s did not become ready within %v; the load goes on", ErrStillLoading, f.model, wait),
 			RetryAfter: g.cfg.retryAfter,
 		}

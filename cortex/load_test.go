@@ -15,6 +15,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -151,9 +152,9 @@ func TestJoinALoadInProgress(t *testing.T) {
 	cat := testCatalogue(t)
 	fleet := cortextest.NewFleet(t, cortextest.Named("n1")...)
 	n := fleet.Neuron("n1")
-	f := newFleet(t, cat, nil, cortex.NeuronState{
+	f := snapshot(route.NeuronState{
 		Name: "n1", Endpoint: n.URL(), Healthy: true, Discovery: gpus(24576, 24576),
-		Models: []cortex.ModelState{model("chat-b", neuron.StatusLoading, 4000)},
+		Models: []route.ModelState{model("chat-b", neuron.StatusLoading, 4000)},
 	})
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, cortex.WithPoller(staticPoller{f}))
 	if err != nil {
@@ -212,7 +213,7 @@ func TestBusyVictimAbortsTheLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(t.Context(), "n1"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(t.Context(), "n1"); err != nil {
 		t.Fatal(err)
 	}
 	w := httptest.NewRecorder()

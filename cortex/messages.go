@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/anthropic"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/internal/sse"
@@ -135,8 +136,8 @@ func (g *Gateway) countTokens(w http.ResponseWriter, r *http.Request) (int64, er
 	if err != nil {
 		return 0, bodyError(err)
 	}
-	if _, ok := g.poller.Fleet().Resolve(req.Model); !ok {
-		return 0, fmt.Errorf("%w: %q", ErrModelNotFound, req.Model)
+	if _, ok := g.Fleet().Resolve(req.Model); !ok {
+		return 0, fmt.Errorf("%w: %q", route.ErrModelNotFound, req.Model)
 	}
 	return anthropic.CountTokens(req), nil
 }

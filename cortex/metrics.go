@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -69,7 +70,7 @@ type series struct {
 
 var classLabels = [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
-func newMetrics(reg *prometheus.Registry, p Poller, clock Clock) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock route.Clock) (*metrics, error) {
 	mn := []string{labelModel, labelNeuron}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -134,7 +135,7 @@ func newMetrics(reg *prometheus.Registry, p Poller, clock Clock) (*metrics, erro
 	}
 	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion,
 		m.coldStarts, m.loads, m.evictions, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
-		newFleetCollector(p, clock)); err != nil {
+		newFleetCollector(fleet, clock)); err != nil {
 		return nil, err
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
@@ -262,8 +263,8 @@ func (m *metrics) fleetEvent(e Event) {
 // flight (the gateway's) and queued (the neuron's), and whether it is
 // ejected now.
 type fleetCollector struct {
-	p        Poller
-	clock    Clock
+	fleet    func() *route.Fleet
+	clock    route.Clock
 	healthy  *prometheus.Desc
 	inFlight *prometheus.Desc
 	queued   *prometheus.Desc
@@ -271,9 +272,9 @@ type fleetCollector struct {
 	ejected  *prometheus.Desc
 }
 
-func newFleetCollector(p Poller, clock Clock) *fleetCollector {
+func newFleetCollector(fleet func() *route.Fleet, clock route.Clock) *fleetCollector {
 	return &fleetCollector{
-		p:     p,
+		fleet: fleet,
 		clock: clock,
 		ejected: prometheus.NewDesc("helexa_replica_ejected",
 			"1 while the replica (the model on the neuron) is out of rotation for failing again and again, else 0.",
@@ -300,7 +301,7 @@ func (fc *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (fc *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	f := fc.p.Fleet()
+	f := fc.fleet()
 	now := fc.clock.Now()
 	for _, n := range f.Neurons() {
 		v := 0.0

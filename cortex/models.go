@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -69,7 +70,7 @@ type ModelLocation struct {
 // Models returns the catalogue joined with the latest fleet snapshot, as
 // GET /v1/models answers it.
 func (g *Gateway) Models() ModelList {
-	f := g.poller.Fleet()
+	f := g.Fleet()
 	cat := f.Catalogue()
 	if cat == nil {
 		cat = g.cat
@@ -127,14 +128,14 @@ func (g *Gateway) Models() ModelList {
 // modelEntry returns the entry of id with its locations at the time now,
 // a load in progress among them even when the snapshot does not show it
 // yet.
-func modelEntry(f *Fleet, id string, now time.Time, loads map[string]loadInfo) ModelEntry {
+func modelEntry(f *route.Fleet, id string, now time.Time, loads map[string]loadInfo) ModelEntry {
 	e := ModelEntry{ID: id, Object: "model", OwnedBy: "helexa", Locations: []ModelLocation{}, FeasibleOn: []string{}}
 	for _, n := range f.Neurons() {
 		m := n.Model(id)
 		if m == nil {
 			if l, ok := loads[id]; ok && l.target == n.Name {
 				e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: neuron.StatusLoading,
-					VRAMMB: profileOf(f.Catalogue(), id).VRAMMB, Healthy: n.Available(), LoadingSeconds: wholeSeconds(now.Sub(l.since))})
+					VRAMMB: resolvedVRAM(f, id), Healthy: n.Available(), LoadingSeconds: wholeSeconds(now.Sub(l.since))})
 			}
 			continue
 		}
@@ -153,7 +154,7 @@ func modelEntry(f *Fleet, id string, now time.Time, loads map[string]loadInfo) M
 // loadingSeconds is how long m has been loading or recovering at the time
 // now: the neuron's count at the last poll plus the time since, else the
 // time since LoadingSince; 0 for a model in another state.
-func loadingSeconds(n *NeuronState, m *ModelState, now time.Time) float64 {
+func loadingSeconds(n *route.NeuronState, m *route.ModelState, now time.Time) float64 {
 	if m.Status != neuron.StatusLoading && m.Status != neuron.StatusRecovering {
 		return 0
 	}
@@ -205,7 +206,7 @@ type NeuronCounts struct {
 
 // Health returns the gateway's health as GET /health reports it.
 func (g *Gateway) Health() HealthReport {
-	f := g.poller.Fleet()
+	f := g.Fleet()
 	h := HealthReport{Neurons: NeuronCounts{Total: len(f.Neurons()), Healthy: f.Available()}}
 	switch {
 	case g.closing.Load():
@@ -235,4 +236,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// resolvedVRAM returns the VRAM the profile of id needs: 0 for a model
+// the fleet does not know.
+func resolvedVRAM(f *route.Fleet, id string) uint64 {
+	p, _ := f.Resolve(id)
+	return p.VRAMMB
 }

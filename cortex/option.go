@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
@@ -44,16 +45,16 @@ type GatewayOption interface {
 }
 
 type gatewayConfig struct {
-	poller       Poller
-	pollerOpts   []PollerOption
-	router       Router
-	routerOpts   []RouterOption
+	poller       route.Poller
+	pollerOpts   []route.PollerOption
+	router       route.Router
+	routerOpts   []route.RouterOption
 	adminFactory AdminFactory
 	transport    http.RoundTripper
 	registry     *prometheus.Registry
 	logger       *slog.Logger
-	clock        Clock
-	usage        *Usage
+	clock        route.Clock
+	usage        *route.Usage
 	idleTimeout  time.Duration
 	maxBodyBytes int64
 	bodyTimeout  time.Duration
@@ -81,39 +82,55 @@ type gatewayOptionFunc func(*gatewayConfig)
 
 func (f gatewayOptionFunc) applyGateway(c *gatewayConfig) { f(c) }
 
-func (o usageOption) applyGateway(c *gatewayConfig)  { c.usage = o.u }
-func (o loggerOption) applyGateway(c *gatewayConfig) { c.logger = o.l }
-func (o clockOption) applyGateway(c *gatewayConfig)  { c.clock = o.c }
+// WithUsage sets the live per-replica state (in-flight counts, last uses,
+// ejections) that the gateway keeps and links every Fleet to. Default: a
+// new route.Usage per Gateway. Give each gateway its own.
+func WithUsage(u *route.Usage) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.usage = u })
+}
 
-// WithPoller sets the Poller that keeps the fleet snapshot fresh. Default:
-// a FleetPoller over the gateway's neurons, built with the gateway's Usage,
-// Logger and Clock, its neuron clients sending over the gateway's
-// Transport, and the options of WithPollerOptions. A custom Poller should
-// link its snapshots to the gateway's Usage (see WithUsage) so that the
-// Router sees the requests in flight; when it also implements Refresher,
+// WithLogger sets where the gateway and its default Poller log. Default:
+// nowhere.
+func WithLogger(l *slog.Logger) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.logger = l })
+}
+
+// WithClock sets the clock of the gateway and its default Poller. Default
+// route.SystemClock.
+func WithClock(clk route.Clock) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.clock = clk })
+}
+
+// WithPoller sets the Poller that keeps the neuron states fresh. Default:
+// a route.FleetPoller over the gateway's neurons, with the gateway's Logger
+// and Clock, its neuron clients sending over the gateway's Transport, and
+// the options of WithPollerOptions. A Poller publishes neuron states only
+// (route.Snapshot); the gateway builds the Fleet it routes over from each
+// new one with its own catalogue and Usage, so a custom Poller cannot leave
+// the Router without live counts. When it also implements route.Refresher,
 // the gateway refreshes a neuron right after loading a model there.
-func WithPoller(p Poller) GatewayOption {
+func WithPoller(p route.Poller) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.poller = p })
 }
 
 // WithPollerOptions adds options for the default Poller, such as
-// WithInterval or WithFailureThreshold. They come after the gateway's own,
-// so WithClientFactory here replaces the default neuron clients. With
-// WithPoller, NewGateway refuses them: they would configure nothing.
-func WithPollerOptions(opts ...PollerOption) GatewayOption {
+// route.WithInterval or route.WithFailureThreshold. They come after the
+// gateway's own. With WithPoller, NewGateway refuses them: they would
+// configure nothing.
+func WithPollerOptions(opts ...route.PollerOption) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.pollerOpts = append(c.pollerOpts, opts...) })
 }
 
-// WithRouter sets the Router. Default: NewRouter with the options of
+// WithRouter sets the Router. Default: route.NewRouter with the options of
 // WithRouterOptions and a Retry-After of the retry hint (2 s).
-func WithRouter(r Router) GatewayOption {
+func WithRouter(r route.Router) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.router = r })
 }
 
 // WithRouterOptions adds options for the default Router, such as
-// WithEvictor to replace the LRU Evictor. With WithRouter, NewGateway
-// refuses them: they would configure nothing.
-func WithRouterOptions(opts ...RouterOption) GatewayOption {
+// route.WithEvictor to replace the LRU Evictor. With WithRouter,
+// NewGateway refuses them: they would configure nothing.
+func WithRouterOptions(opts ...route.RouterOption) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.routerOpts = append(c.routerOpts, opts...) })
 }
 

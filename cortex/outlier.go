@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -86,62 +87,11 @@ func (c OutlierConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Ejection returns the live outlier state of model on neuron, the same
-// pointer for the life of the Gateway. The default Poller links it to
-// each snapshot's ModelState.Ejection; a custom Poller sets it there
-// itself for the Router to see ejections.
-func (g *Gateway) Ejection(neuron, model string) *Ejection { return g.outliers.ejection(neuron, model) }
-
-// Ejection is the live outlier state of one replica (a model on a neuron),
-// which the Gateway owns and each snapshot's ModelState points to, as it
-// points to the replica's usage Counter: a Router reads it with an atomic
-// load, and sees an ejection the moment it happens, not at the next poll.
-//
-// Its methods are safe for concurrent use and accept a nil *Ejection (a
-// replica that was never ejected, or a snapshot built without the
-// gateway's ejections).
-type Ejection struct {
-	since atomic.Int64 // Unix ns of the current ejection; 0: in rotation
-	until atomic.Int64 // Unix ns of its end
-	count atomic.Int64 // ejections since the gateway started
-}
-
-// Active reports whether the replica is out of rotation at t: it was
-// ejected and its period has not ended at t. The default Router passes the
-// snapshot's time (Fleet.At), so that a period's end is seen by the next
-// snapshot.
-func (e *Ejection) Active(t time.Time) bool {
-	if e == nil {
-		return false
-	}
-	u := e.until.Load()
-	return u != 0 && u > t.UnixNano()
-}
-
-// Since returns when the current ejection began; the zero time when the
-// replica is in rotation (or its last period ended and no request or poll
-// has brought it back yet: see Active).
-func (e *Ejection) Since() time.Time { return unixTime(e.load(&e.since)) }
-
-// Until returns when the current ejection ends; the zero time when the
-// replica is in rotation.
-func (e *Ejection) Until() time.Time { return unixTime(e.load(&e.until)) }
-
-// Count returns how many times the gateway has ejected the replica.
-func (e *Ejection) Count() int { return int(e.load(&e.count)) }
-
-func (e *Ejection) load(v *atomic.Int64) int64 {
-	if e == nil {
-		return 0
-	}
-	return v.Load()
-}
-
-func unixTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
+// Ejection returns the live outlier state of model on neuron: the
+// replica's Ejection in the gateway's Usage, which every Fleet the
+// gateway builds links to ModelState.Ejection.
+func (g *Gateway) Ejection(neuron, model string) *route.Ejection {
+	return g.outliers.ejection(neuron, model)
 }
 
 // outlierState is what the tracker knows of one replica. It changes only
@@ -231,7 +181,7 @@ func (s outlierState) readmit(t time.Time) outlierState {
 // reloaded reports whether m, the replica as a poll shows it, is loaded
 // anew since s was ejected: loaded with another loaded_at, or more
 // restarts, than when it was ejected.
-func (s outlierState) reloaded(m *ModelState) bool {
+func (s outlierState) reloaded(m *route.ModelState) bool {
 	return m.Status == neuron.StatusLoaded && (!m.LoadedAt.Equal(s.loadedAt) || m.Restarts > s.restarts)
 }
 
@@ -248,8 +198,10 @@ type replicaKey struct{ neuron, model string }
 type outliers struct {
 	cfg    OutlierConfig
 	now    func() time.Time
-	fleet  func() *Fleet          // the snapshot when a replica is ejected; nil: none
+	fleet  func() *route.Fleet    // the snapshot when a replica is ejected; nil: none
 	notify func(ch outlierChange) // each change; nil: none
+
+	usage *route.Usage // where the live views are; nil: the tracker's own
 
 	mu       sync.RWMutex // guards the map; each entry has its own lock
 	replicas map[replicaKey]*outlierEntry
@@ -258,15 +210,17 @@ type outliers struct {
 // outlierEntry is the tracker's entry of one replica: its state and the
 // live view snapshots point to.
 type outlierEntry struct {
-	live  *Ejection
+	live  *route.Ejection
 	clean atomic.Bool // in rotation without a failure since its last success
 
 	mu sync.Mutex
 	s  outlierState
 }
 
-func newOutliers(cfg OutlierConfig, now func() time.Time) *outliers {
-	return &outliers{cfg: cfg.withDefaults(), now: now, replicas: make(map[replicaKey]*outlierEntry)}
+// newOutliers returns a tracker whose live views are the Ejections of
+// usage (nil: its own).
+func newOutliers(cfg OutlierConfig, now func() time.Time, usage *route.Usage) *outliers {
+	return &outliers{cfg: cfg.withDefaults(), now: now, usage: usage, replicas: make(map[replicaKey]*outlierEntry)}
 }
 
 // entry returns the entry of a replica, creating it.
@@ -281,7 +235,11 @@ func (o *outliers) entry(neuron, model string) *outlierEntry {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if r = o.replicas[k]; r == nil {
-		r = &outlierEntry{live: new(Ejection)}
+		live := new(route.Ejection)
+		if o.usage != nil {
+			live = o.usage.Ejection(neuron, model)
+		}
+		r = &outlierEntry{live: live}
 		r.clean.Store(true)
 		o.replicas[k] = r
 	}
@@ -290,7 +248,7 @@ func (o *outliers) entry(neuron, model string) *outlierEntry {
 
 // ejection returns the live Ejection of a replica, the same pointer for
 // the life of the tracker; nil when o is nil.
-func (o *outliers) ejection(neuron, model string) *Ejection {
+func (o *outliers) ejection(neuron, model string) *route.Ejection {
 	if o == nil {
 		return nil
 	}
@@ -346,16 +304,10 @@ func (o *outliers) shown(neuron, model string) (time.Time, int) {
 // set replaces the state and copies it into the live view. r.mu is held.
 func (r *outlierEntry) set(s outlierState) {
 	r.s = s
-	e := r.live
 	if s.since.IsZero() {
-		e.until.Store(0)
-		e.since.Store(0)
+		r.live.Readmit()
 	} else {
-		if e.since.Load() != s.since.UnixNano() {
-			e.count.Add(1)
-		}
-		e.since.Store(s.since.UnixNano())
-		e.until.Store(s.until.UnixNano())
+		r.live.Eject(s.since, s.until)
 	}
 	r.clean.Store(s.since.IsZero() && s.failures == 0)
 }
@@ -363,7 +315,7 @@ func (r *outlierEntry) set(s outlierState) {
 // polled brings back into rotation the ejected replicas that f shows
 // loaded anew on an available neuron (see outlierState.reloaded), and
 // those whose period has ended by f's time.
-func (o *outliers) polled(f *Fleet) {
+func (o *outliers) polled(f *route.Fleet) {
 	if o == nil || o.cfg.Disabled || f == nil {
 		return
 	}
@@ -374,7 +326,7 @@ func (o *outliers) polled(f *Fleet) {
 	var list []ejected
 	o.mu.RLock()
 	for k, r := range o.replicas {
-		if r.live.until.Load() != 0 {
+		if !r.live.Until().IsZero() {
 			list = append(list, ejected{k, r})
 		}
 	}
@@ -384,7 +336,7 @@ func (o *outliers) polled(f *Fleet) {
 	})
 	for _, e := range list {
 		k, r := e.k, e.r
-		var m *ModelState
+		var m *route.ModelState
 		if n := f.Neuron(k.neuron); n != nil && n.Available() {
 			m = n.Model(k.model)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -70,7 +71,7 @@ func TestOutlierStateNext(t *testing.T) {
 func TestOutliersReportAndPoll(t *testing.T) {
 	t.Parallel()
 	now := outlierT0
-	o := newOutliers(OutlierConfig{}, func() time.Time { return now })
+	o := newOutliers(OutlierConfig{}, func() time.Time { return now }, nil)
 	var changes []string
 	o.notify = func(ch outlierChange) {
 		if ch.eject {
@@ -80,17 +81,17 @@ func TestOutliersReportAndPoll(t *testing.T) {
 		}
 	}
 	loadedAt := outlierT0.Add(-time.Hour)
-	fleetAt := func(at time.Time, restarts int, la time.Time) *Fleet {
-		m := ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: neuron.StatusLoaded, LoadedAt: la, Restarts: restarts}}
+	fleetAt := func(at time.Time, restarts int, la time.Time) *route.Fleet {
+		m := route.ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: neuron.StatusLoaded, LoadedAt: la, Restarts: restarts}}
 		m.Ejection = o.ejection("n1", "m")
-		f, err := NewFleet(nil, nil, at, []NeuronState{{Name: "n1", Healthy: true, Models: []ModelState{m}}})
+		f, err := route.NewFleet(nil, nil, at, []route.NeuronState{{Name: "n1", Healthy: true, Models: []route.ModelState{m}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return f
 	}
 	cur := fleetAt(now, 0, loadedAt)
-	o.fleet = func() *Fleet { return cur }
+	o.fleet = func() *route.Fleet { return cur }
 
 	e := o.ejection("n1", "m")
 	if e != o.ejection("n1", "m") {
@@ -107,7 +108,7 @@ func TestOutliersReportAndPoll(t *testing.T) {
 		t.Fatalf("after %d failures: active %v, count %d, %v..%v", DefaultConsecutiveFailures, e.Active(now), e.Count(), e.Since(), e.Until())
 	}
 	if f := fleetAt(now, 0, loadedAt); !f.Neuron("n1").Model("m").Ejected(f.At()) {
-		t.Error("ModelState.Ejected is false for an ejected replica")
+		t.Error("route.ModelState.Ejected is false for an ejected replica")
 	}
 
 	// A poll that shows it as it was changes nothing; one that shows it
@@ -127,7 +128,7 @@ func TestOutliersReportAndPoll(t *testing.T) {
 	}
 
 	// A disabled tracker ejects nothing; a nil one neither.
-	off := newOutliers(OutlierConfig{Disabled: true}, func() time.Time { return now })
+	off := newOutliers(OutlierConfig{Disabled: true}, func() time.Time { return now }, nil)
 	for range 10 {
 		off.report("n1", "m", true)
 	}
@@ -142,87 +143,26 @@ func TestOutliersReportAndPoll(t *testing.T) {
 	}
 }
 
-// TestRouterSkipsEjectedReplicas: the default Router serves from the
-// replicas in rotation, and from an ejected one only when no other is
-// ready.
-func TestRouterSkipsEjectedReplicas(t *testing.T) {
-	t.Parallel()
-	at := outlierT0
-	ejected := new(Ejection)
-	ejected.since.Store(at.UnixNano())
-	ejected.until.Store(at.Add(time.Minute).UnixNano())
-	ended := new(Ejection)
-	ended.since.Store(at.Add(-time.Minute).UnixNano())
-	ended.until.Store(at.UnixNano()) // ends at the snapshot's time
-	disc := &neuron.Discovery{Devices: []neuron.Device{{Index: 0, TotalMB: 24576}}}
-	rep := func(ej *Ejection, inFlight int) ModelState {
-		return ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: neuron.StatusLoaded, VRAMUsedMB: 1000}, InFlight: inFlight, Ejection: ej}
-	}
-	fleet := func(models ...ModelState) *Fleet {
-		var ns []NeuronState
-		for i, m := range models {
-			ns = append(ns, NeuronState{Name: "n" + string(rune('1'+i)), Healthy: true, Discovery: disc, Models: []ModelState{m}})
-		}
-		f, err := NewFleet(nil, nil, at, ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	r, err := NewRouter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name    string
-		f       *Fleet
-		hint    RouteHint
-		want    string
-		wantErr error
-	}{
-		{name: "the idle replica is ejected: the busy one serves", f: fleet(rep(ejected, 0), rep(nil, 5)), want: "n2"},
-		{name: "the ejection ended at the snapshot", f: fleet(rep(ended, 0), rep(nil, 5)), want: "n1"},
-		{name: "every replica is ejected: the least busy serves", f: fleet(rep(ejected, 3), rep(ejected, 1)), want: "n2"},
-		{name: "the one in rotation is excluded: the ejected one serves", f: fleet(rep(ejected, 0), rep(nil, 0)),
-			hint: RouteHint{Exclude: []string{"n2"}}, want: "n1"},
-		{name: "every replica excluded", f: fleet(rep(ejected, 0)), hint: RouteHint{Exclude: []string{"n1"}}, wantErr: ErrModelNotFound},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := r.Route(tt.f, "m", tt.hint)
-			if tt.wantErr != nil {
-				if err == nil {
-					t.Fatalf("Route = %+v, want an error", d)
-				}
-				return
-			}
-			if err != nil || d.Neuron != tt.want || d.Action != ActionServe {
-				t.Errorf("Route = %+v, %v; want serve on %s", d, err, tt.want)
-			}
-		})
-	}
-}
-
 func TestFleetEvents(t *testing.T) {
 	t.Parallel()
 	at := outlierT0
-	mk := func(at time.Time, neurons ...NeuronState) *Fleet {
-		f, err := NewFleet(nil, nil, at, neurons)
+	mk := func(at time.Time, neurons ...route.NeuronState) *route.Fleet {
+		f, err := route.NewFleet(nil, nil, at, neurons)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return f
 	}
-	model := func(status neuron.ModelStatus, restarts, failures int) ModelState {
-		return ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: status, Restarts: restarts, Failures: failures,
+	model := func(status neuron.ModelStatus, restarts, failures int) route.ModelState {
+		return route.ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: status, Restarts: restarts, Failures: failures,
 			LastFailure: neuron.FailureUnresponsive, LastFailureReason: "3 liveness probes failed",
 			LastError: "exit status 1: /opt/llama-server listening on 127.0.0.1:40001"}}
 	}
-	up := func(models ...ModelState) NeuronState {
-		return NeuronState{Name: "n1", Healthy: true, LastSuccess: at, Models: models}
+	up := func(models ...route.ModelState) route.NeuronState {
+		return route.NeuronState{Name: "n1", Healthy: true, LastSuccess: at, Models: models}
 	}
-	down := func(failures int, models ...ModelState) NeuronState {
-		return NeuronState{Name: "n1", Failures: failures, LastSuccess: at.Add(-time.Minute),
+	down := func(failures int, models ...route.ModelState) route.NeuronState {
+		return route.NeuronState{Name: "n1", Failures: failures, LastSuccess: at.Add(-time.Minute),
 			LastError: errors.New("models: dial tcp 10.0.0.5:31400: connection refused"), Models: models}
 	}
 	type row struct {
@@ -232,7 +172,7 @@ func TestFleetEvents(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		prev, next NeuronState
+		prev, next route.NeuronState
 		want       []row
 	}{
 		{name: "nothing changed", prev: up(model(neuron.StatusLoaded, 0, 0)), next: up(model(neuron.StatusLoaded, 0, 0))},
@@ -240,7 +180,7 @@ func TestFleetEvents(t *testing.T) {
 			want: []row{{Kind: EventNeuronDown, Reason: "3 failed polls", HasErr: true, Detail: true}}},
 		{name: "neuron back", prev: down(4), next: up(),
 			want: []row{{Kind: EventNeuronUp, Reason: "after 4 failed polls"}}},
-		{name: "first poll is no event", prev: NeuronState{Name: "n1"}, next: up()},
+		{name: "first poll is no event", prev: route.NeuronState{Name: "n1"}, next: up()},
 		{name: "engine failed, counted", prev: up(model(neuron.StatusLoaded, 0, 0)), next: up(model(neuron.StatusFailed, 0, 1)),
 			want: []row{{Kind: EventEngineFailed, Model: "m", Reason: "unresponsive: its liveness probes failed", HasErr: true, Detail: true}}},
 		{name: "engine failed, seen by its status", prev: up(model(neuron.StatusLoaded, 0, 0)), next: up(model(neuron.StatusRecovering, 1, 0)),

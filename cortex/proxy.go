@@ -64,7 +64,7 @@ func (c *exchange) proxy(name string) (err error) {
 		ctr.Done()
 	}()
 
-	base, err := up.endpoint(c.r.Context(), g.poller.Fleet(), id)
+	base, err := up.endpoint(c.r.Context(), g.Fleet(), id)
 	if err != nil {
 		return err
 	}

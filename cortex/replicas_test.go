@@ -17,6 +17,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
 	"github.com/helexa-ai/helexa-go/internal/redistest"
@@ -84,7 +85,7 @@ func newReplicaSet(t *testing.T, n int, ttl time.Duration) *replicaSet {
 			t.Fatalf("redisledger.New: %v", err)
 		}
 		gw, err := cortex.NewGateway(rs.fleet.Configs(), testCatalogue(t),
-			cortex.WithPollerOptions(cortex.WithFailureThreshold(1), cortex.WithCallTimeout(30*time.Second)),
+			cortex.WithPollerOptions(cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
 			cortex.WithProvider(l), cortex.WithRequireAuth(true))
 		if err != nil {
 			t.Fatalf("NewGateway: %v", err)
@@ -99,7 +100,7 @@ func newReplicaSet(t *testing.T, n int, ttl time.Duration) *replicaSet {
 				t.Errorf("Shutdown: %v", err)
 			}
 		})
-		p := gw.Poller().(*cortex.FleetPoller)
+		p := gw.Poller().(*route.FleetPoller)
 		for _, nn := range rs.fleet.Neurons() {
 			if _, err := p.Refresh(t.Context(), nn.Name()); err != nil {
 				t.Fatalf("Refresh(%s): %v", nn.Name(), err)

@@ -20,6 +20,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
@@ -66,7 +67,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	})
 	refresh := func() {
 		for _, n := range []string{"n1", "n2"} {
-			_, _ = gw.Poller().(cortex.Refresher).Refresh(t.Context(), n)
+			_, _ = gw.Poller().(route.Refresher).Refresh(t.Context(), n)
 		}
 	}
 	refresh()
@@ -268,7 +269,7 @@ func TestNeuronTokenOnEveryCall(t *testing.T) {
 				_ = gw.Shutdown(ctx)
 				rt.rt.CloseIdleConnections()
 			})
-			_, _ = gw.Poller().(cortex.Refresher).Refresh(t.Context(), "n1")
+			_, _ = gw.Poller().(route.Refresher).Refresh(t.Context(), "n1")
 			srv := httptest.NewServer(gw)
 			t.Cleanup(srv.Close)
 			// chat-a is not loaded: the right token loads it, then serves.

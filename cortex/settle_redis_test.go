@@ -22,6 +22,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
 	"github.com/helexa-ai/helexa-go/internal/redistest"
@@ -122,7 +123,7 @@ func TestSettlesLandAcrossARedisRestart(t *testing.T) {
 	spec.Sim = sim.Config{TokensPerSecond: 400} // answers of 5..40 tokens take 10..100 ms
 	fleet := cortextest.NewFleet(t, spec)
 	gw, err := cortex.NewGateway(fleet.Configs(), testCatalogue(t),
-		cortex.WithPollerOptions(cortex.WithFailureThreshold(1), cortex.WithCallTimeout(30*time.Second)),
+		cortex.WithPollerOptions(cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
 		cortex.WithProvider(ledger), cortex.WithRequireAuth(true), cortex.WithMeter(rec),
 		cortex.WithSettleBackoff(20*time.Millisecond, 200*time.Millisecond),
 		cortex.WithSettleOutbox(t.TempDir()+"/settles.jsonl"))
@@ -134,7 +135,7 @@ func TestSettlesLandAcrossARedisRestart(t *testing.T) {
 		srv.Close()
 		shutdown(t, gw)
 	})
-	if _, err := gw.Poller().(*cortex.FleetPoller).Refresh(t.Context(), "n1"); err != nil {
+	if _, err := gw.Poller().(*route.FleetPoller).Refresh(t.Context(), "n1"); err != nil {
 		t.Fatal(err)
 	}
 

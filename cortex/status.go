@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -320,7 +321,7 @@ type BudgetStatus struct {
 // budgets of WithStatusBudgets (one Provider Snapshot each, bounded by ctx
 // and 2 s in all) and error details.
 func (g *Gateway) Status(ctx context.Context, admin bool) Status {
-	f := g.poller.Fleet()
+	f := g.Fleet()
 	now := g.clock.Now()
 	s := Status{
 		GeneratedAt: now,
@@ -358,7 +359,7 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 	return s
 }
 
-func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
+func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus {
 	ns := NeuronStatus{
 		Name: n.Name, Healthy: n.Available(), LastSuccess: n.LastSuccess, Failures: n.Failures,
 		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []GPUStatus{}, Models: []ResidentModel{},
@@ -428,7 +429,7 @@ func neuronStatus(n *NeuronState, now time.Time, admin bool) NeuronStatus {
 // placedMB is the VRAM of the models placed on device index, each model's
 // VRAM split evenly over its devices (over every device when it names
 // none).
-func placedMB(n *NeuronState, index, devices int) uint64 {
+func placedMB(n *route.NeuronState, index, devices int) uint64 {
 	var mb uint64
 	for i := range n.Models {
 		m := &n.Models[i]
@@ -443,7 +444,7 @@ func placedMB(n *NeuronState, index, devices int) uint64 {
 }
 
 // modelState sums up the locations of a model.
-func modelState(f *Fleet, m ModelStatus) string {
+func modelState(f *route.Fleet, m ModelStatus) string {
 	rank := map[neuron.ModelStatus]int{neuron.StatusUnloading: 1, neuron.StatusFailed: 2, neuron.StatusRecovering: 2, neuron.StatusLoading: 3}
 	best := 0
 	for _, l := range m.Locations {

@@ -16,6 +16,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -74,7 +75,7 @@ func TestNewMeteringMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = gw.Shutdown(t.Context()) }()
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(t.Context(), "gpu-01"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(t.Context(), "gpu-01"); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(gw)

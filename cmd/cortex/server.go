@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
@@ -107,7 +108,7 @@ const warmUpConcurrency = 64
 // at a time), when the poller can refresh; a neuron that does not answer
 // is logged, not fatal.
 func warmUp(gw *cortex.Gateway, logger *slog.Logger) {
-	r, ok := gw.Poller().(cortex.Refresher)
+	r, ok := gw.Poller().(route.Refresher)
 	if !ok {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
@@ -57,7 +58,7 @@ func run(ctx context.Context, listen string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(ctx, "gpu-01"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(ctx, "gpu-01"); err != nil {
 		return err
 	}
 	go func() { _ = gw.Run(ctx) }()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -26,19 +27,19 @@ import (
 // come from the embedder's inventory. Like every Router it is a pure
 // decision over the snapshot: no I/O, no locks.
 type zoneRouter struct {
-	next   cortex.Router
+	next   route.Router
 	zones  map[string]string // neuron name -> zone
 	prefer string
 }
 
-func (r zoneRouter) Route(f *cortex.Fleet, model string, hint cortex.RouteHint) (cortex.Decision, error) {
+func (r zoneRouter) Route(f *route.Fleet, model string, hint route.RouteHint) (route.Decision, error) {
 	d, err := r.next.Route(f, model, hint)
-	if err != nil || d.Action != cortex.ActionServe || r.zones[d.Neuron] == r.prefer {
+	if err != nil || d.Action != route.ActionServe || r.zones[d.Neuron] == r.prefer {
 		return d, err
 	}
 	for _, n := range f.Neurons() {
 		if m := n.Model(d.Model.ID); r.zones[n.Name] == r.prefer && n.Available() && m != nil && m.Status == neuron.StatusLoaded {
-			return cortex.Decision{Neuron: n.Name, Model: d.Model, Action: cortex.ActionServe}, nil
+			return route.Decision{Neuron: n.Name, Model: d.Model, Action: route.ActionServe}, nil
 		}
 	}
 	return d, nil
@@ -64,7 +65,7 @@ func run(ctx context.Context, listen string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	def, err := cortex.NewRouter()
+	def, err := route.NewRouter()
 	if err != nil {
 		return err
 	}

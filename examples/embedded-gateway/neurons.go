@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -93,7 +94,7 @@ func waitLoaded(ctx context.Context, url, model string) error {
 // fleet, and prints which neuron served it.
 func demo(ctx context.Context, gw *cortex.Gateway, base string, out io.Writer) {
 	for _, n := range gw.Fleet().Neurons() {
-		if r, ok := gw.Poller().(cortex.Refresher); ok {
+		if r, ok := gw.Poller().(route.Refresher); ok {
 			_, _ = r.Refresh(ctx, n.Name)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -76,7 +77,7 @@ func run(ctx context.Context, listen string, out io.Writer) (err error) {
 	}
 	stops = append(stops, gw.Shutdown)
 	// Poll once before serving, then keep polling until ctx ends.
-	if _, err := gw.Poller().(cortex.Refresher).Refresh(ctx, "gpu-01"); err != nil {
+	if _, err := gw.Poller().(route.Refresher).Refresh(ctx, "gpu-01"); err != nil {
 		return err
 	}
 	var polling sync.WaitGroup

@@ -81,7 +81,7 @@ func TestEngineKilledMidStream(t *testing.T) {
 	})
 }
 
-// manualClock is a cortex.Clock whose ticker the test drives: each tick
+// manualClock is a route.Clock whose ticker the test drives: each tick
 // is one polling round.
 type manualClock struct{ tick chan time.Time }
 

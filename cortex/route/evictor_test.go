@@ -1,4 +1,4 @@
-package cortex_test
+package route_test
 
 import (
 	"testing"
@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -25,15 +25,15 @@ func TestLRUVictims(t *testing.T) {
 	old, older := t0.Add(-time.Minute), t0.Add(-time.Hour)
 	tests := []struct {
 		name     string
-		models   []cortex.ModelState
-		live     func(*cortex.Usage)
+		models   []route.ModelState
+		live     func(*route.Usage)
 		incoming catalogue.Model
 		needMB   uint64
 		want     []string
 	}{
 		{
 			name: "never used first, then least recently used, ties by id",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				used(loaded("a", 1000), old),
 				used(loaded("b", 1000), older),
 				loaded("d", 1000),
@@ -46,7 +46,7 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name: "only as many as needed",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				used(loaded("a", 3000), old),
 				used(loaded("b", 3000), older),
 				used(loaded("c", 3000), t0),
@@ -57,18 +57,18 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name: "the live last use counts",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				used(loaded("a", 3000), old),
 				used(loaded("b", 3000), older),
 			},
-			live:     func(u *cortex.Usage) { u.Touch("n1", "b", t0) },
+			live:     func(u *route.Usage) { u.Touch("n1", "b", t0) },
 			incoming: incoming,
 			needMB:   3000,
 			want:     []string{"a"},
 		},
 		{
 			name: "pinned here and higher priority are protected",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				loaded("vip", 4000),
 				loaded("pinned-here", 4000),
 				used(loaded("pinned-elsewhere", 4000), t0),
@@ -80,7 +80,7 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name: "a lower-priority incoming model evicts only lower or equal",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				loaded("a", 4000),
 				used(loaded("pinned-elsewhere", 4000), t0),
 			},
@@ -90,20 +90,20 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name: "models with work are protected",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				busy(loaded("a", 4000), 1, 0),
 				busy(loaded("b", 4000), 0, 1),
 				loaded("c", 4000),
 				used(loaded("d", 4000), t0),
 			},
-			live:     func(u *cortex.Usage) { u.Add("n1", "c") },
+			live:     func(u *route.Usage) { u.Add("n1", "c") },
 			incoming: incoming,
 			needMB:   4000,
 			want:     []string{"d"},
 		},
 		{
 			name: "only loaded models that hold VRAM are candidates",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				model("loading", neuron.StatusLoading, 4000),
 				model("recovering", neuron.StatusRecovering, 4000),
 				model("unloading", neuron.StatusUnloading, 4000),
@@ -116,14 +116,14 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name:     "the incoming model itself is not a victim",
-			models:   []cortex.ModelState{loaded("incoming", 10000), used(loaded("a", 4000), t0)},
+			models:   []route.ModelState{loaded("incoming", 10000), used(loaded("a", 4000), t0)},
 			incoming: incoming,
 			needMB:   4000,
 			want:     []string{"a"},
 		},
 		{
 			name: "not enough candidates: nothing",
-			models: []cortex.ModelState{
+			models: []route.ModelState{
 				loaded("a", 4000),
 				loaded("vip", 4000),
 				busy(loaded("b", 4000), 1, 0),
@@ -133,19 +133,19 @@ func TestLRUVictims(t *testing.T) {
 		},
 		{
 			name:     "nothing needed: nothing",
-			models:   []cortex.ModelState{loaded("a", 4000)},
+			models:   []route.ModelState{loaded("a", 4000)},
 			incoming: incoming,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			u := cortex.NewUsage()
+			u := route.NewUsage()
 			f := newFleet(t, cat, u, host("n1", gpus(24000), tt.models...))
 			if tt.live != nil {
 				tt.live(u)
 			}
-			got := cortex.NewLRUEvictor().Victims(f.Neuron("n1"), tt.incoming, tt.needMB)
+			got := route.NewLRUEvictor().Victims(f.Neuron("n1"), tt.incoming, tt.needMB)
 			if diff := cmp.Diff(got, tt.want); diff != "" {
 				t.Errorf("Victims (-got +want):\n%s", diff)
 			}
@@ -159,11 +159,11 @@ func TestLRUDefaultsPriorityOfHandBuiltProfiles(t *testing.T) {
 	// catalogue's default (100), so the default-priority resident is fair
 	// game and nothing is protected by accident.
 	f := newFleet(t, nil, nil, host("n1", gpus(24000), loaded("a", 4000)))
-	got := cortex.LRU{}.Victims(f.Neuron("n1"), catalogue.Model{ID: "x", VRAMMB: 4000}, 4000)
+	got := route.LRU{}.Victims(f.Neuron("n1"), catalogue.Model{ID: "x", VRAMMB: 4000}, 4000)
 	if diff := cmp.Diff(got, []string{"a"}); diff != "" {
 		t.Errorf("Victims (-got +want):\n%s", diff)
 	}
-	if got := (cortex.LRU{}).Victims(nil, catalogue.Model{ID: "x"}, 1); got != nil {
+	if got := (route.LRU{}).Victims(nil, catalogue.Model{ID: "x"}, 1); got != nil {
 		t.Errorf("Victims(nil neuron) = %v, want nil", got)
 	}
 }

@@ -1,16 +1,16 @@
-package cortex_test
+package route_test
 
 import (
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 )
 
 func TestUsageInFlight(t *testing.T) {
 	t.Parallel()
-	var u cortex.Usage // the zero value works
+	var u route.Usage // the zero value works
 	u.Add("n1", "a")
 	u.Add("n1", "a")
 	u.Add("n2", "a")
@@ -36,7 +36,7 @@ func TestUsageInFlight(t *testing.T) {
 
 func TestUsageTouchNeverMovesBack(t *testing.T) {
 	t.Parallel()
-	u := cortex.NewUsage()
+	u := route.NewUsage()
 	if got := u.LastUsed("n", "m"); !got.IsZero() {
 		t.Errorf("LastUsed before Touch = %v, want zero", got)
 	}
@@ -55,7 +55,7 @@ func TestUsageTouchNeverMovesBack(t *testing.T) {
 
 func TestCounterDoneWithoutAddPanics(t *testing.T) {
 	t.Parallel()
-	var c cortex.Counter
+	var c route.Counter
 	defer func() {
 		if recover() == nil {
 			t.Error("Done without Add did not panic")
@@ -69,7 +69,7 @@ func TestCounterDoneWithoutAddPanics(t *testing.T) {
 
 func TestNilCounter(t *testing.T) {
 	t.Parallel()
-	var c *cortex.Counter
+	var c *route.Counter
 	if c.InFlight() != 0 || !c.LastUsed().IsZero() {
 		t.Error("nil Counter is not empty")
 	}
@@ -77,7 +77,7 @@ func TestNilCounter(t *testing.T) {
 
 func TestUsageConcurrent(t *testing.T) {
 	t.Parallel()
-	u := cortex.NewUsage()
+	u := route.NewUsage()
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	const workers, each = 8, 200
 	var wg sync.WaitGroup
@@ -100,7 +100,7 @@ func TestUsageConcurrent(t *testing.T) {
 }
 
 func TestCounterDoesNotAllocate(t *testing.T) {
-	c := cortex.NewUsage().Counter("n", "m")
+	c := route.NewUsage().Counter("n", "m")
 	now := time.Now()
 	allocs := testing.AllocsPerRun(100, func() {
 		c.Add()

@@ -1,4 +1,4 @@
-package cortex
+package route
 
 import (
 	"errors"
@@ -17,27 +17,28 @@ const DefaultRetryAfter = 2 * time.Second
 // and ErrNoFeasibleNeuron are final.
 var (
 	// ErrNoHealthyNeuron: no neuron takes new work right now.
-	ErrNoHealthyNeuron = errors.New("cortex: no healthy neuron")
+	ErrNoHealthyNeuron = errors.New("route: no healthy neuron")
 	// ErrModelRecovering: the model is resident only as recovering or
 	// failed; its neuron is restarting it.
-	ErrModelRecovering = errors.New("cortex: model is recovering")
+	ErrModelRecovering = errors.New("route: model is recovering")
 	// ErrModelNotFound: the model is neither in the catalogue nor resident
 	// on any neuron.
-	ErrModelNotFound = errors.New("cortex: model not found")
+	ErrModelNotFound = errors.New("route: model not found")
 	// ErrNoFeasibleNeuron: no neuron of the fleet has the hardware to hold
 	// the model; retrying does not help.
-	ErrNoFeasibleNeuron = errors.New("cortex: no neuron can hold the model")
+	ErrNoFeasibleNeuron = errors.New("route: no neuron can hold the model")
 	// ErrFeasibleNeuronDown: only neurons that are unhealthy, excluded by
 	// the hint, busy unloading the model or not yet discovered could hold
 	// the model.
-	ErrFeasibleNeuronDown = errors.New("cortex: no neuron that can hold the model is available")
+	ErrFeasibleNeuronDown = errors.New("route: no neuron that can hold the model is available")
 )
 
 // Refusal is a Router's own refusal of a request, answered as it says: an
 // OpenAI error envelope with Status (a 4xx or 5xx; anything else is sent
 // as 500), Code and Message, and Retry-After when RetryAfter is positive.
 // A custom Router returns it to refuse with a status of its own, such as
-// 403 for a principal it does not route, instead of a 500. The Message
+// 403 for a principal it does not route, instead of a 500; the cortex
+// gateway maps it to its answer (package cortex, Errors). The Message
 // reaches the client: it must say nothing of the inside of the fleet.
 type Refusal struct {
 	Status     int
@@ -46,8 +47,9 @@ type Refusal struct {
 	RetryAfter time.Duration
 }
 
+// Error returns the status, code and message of the refusal.
 func (r *Refusal) Error() string {
-	return fmt.Sprintf("cortex: refused by the router: %d %s: %s", r.Status, r.Code, r.Message)
+	return fmt.Sprintf("route: refused by the router: %d %s: %s", r.Status, r.Code, r.Message)
 }
 
 // RetryError is a routing error worth retrying after RetryAfter: the HTTP
@@ -60,6 +62,7 @@ type RetryError struct {
 	RetryAfter time.Duration
 }
 
+// Error returns the cause with the Retry-After.
 func (e *RetryError) Error() string {
 	return fmt.Sprintf("%v (retry after %v)", e.Err, e.RetryAfter)
 }
@@ -67,7 +70,7 @@ func (e *RetryError) Error() string {
 // Unwrap returns Err.
 func (e *RetryError) Unwrap() error { return e.Err }
 
-// Action is what the Gateway must do to carry out a Decision.
+// Action is what the gateway must do to carry out a Decision.
 type Action uint8
 
 // Actions. The zero Action is invalid.
@@ -155,7 +158,8 @@ func WithEvictor(e Evictor) RouterOption {
 }
 
 // WithRetryAfter sets the Retry-After of the *RetryErrors the router
-// returns; the Gateway passes its poll interval. Default 2 s.
+// returns; the cortex gateway passes its retry hint (cortex.WithRetryHint).
+// Default 2 s.
 func WithRetryAfter(d time.Duration) RouterOption {
 	return routerOptionFunc(func(r *DefaultRouter) { r.retryAfter = d })
 }
@@ -180,10 +184,10 @@ func NewRouter(opts ...RouterOption) (*DefaultRouter, error) {
 		}
 	}
 	if r.evictor == nil {
-		return nil, errors.New("cortex: router: nil Evictor")
+		return nil, errors.New("route: router: nil Evictor")
 	}
 	if r.retryAfter <= 0 {
-		return nil, fmt.Errorf("cortex: router: Retry-After %v is not positive", r.retryAfter)
+		return nil, fmt.Errorf("route: router: Retry-After %v is not positive", r.retryAfter)
 	}
 	return r, nil
 }

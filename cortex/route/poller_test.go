@@ -1,4 +1,4 @@
-package cortex_test
+package route_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -31,7 +31,7 @@ type fakeNeuron struct {
 	discoveryCalls, healthCalls, modelsCalls atomic.Int32
 }
 
-var _ cortex.NeuronAPI = (*fakeNeuron)(nil)
+var _ route.NeuronAPI = (*fakeNeuron)(nil)
 
 func (f *fakeNeuron) Discovery(ctx context.Context) (neuron.Discovery, error) {
 	f.discoveryCalls.Add(1)
@@ -82,30 +82,66 @@ func (c *fakeClock) NewTicker(time.Duration) (<-chan time.Time, func()) {
 	return c.ticks, func() {}
 }
 
-// fleetOf returns neuron configs named n0..n(k-1) and a factory serving the
-// given fakes by name.
-func fleetOf(fakes ...*fakeNeuron) ([]cortex.NeuronConfig, cortex.PollerOption) {
-	cfgs := make([]cortex.NeuronConfig, len(fakes))
-	byName := make(map[string]*fakeNeuron, len(fakes))
+// targetsOf returns targets named n0..n(k-1) polling the given fakes.
+func targetsOf(fakes ...*fakeNeuron) []route.Target {
+	targets := make([]route.Target, len(fakes))
 	for i, f := range fakes {
 		name := fmt.Sprintf("n%d", i)
-		cfgs[i] = cortex.NeuronConfig{Name: name, Endpoint: "http://" + name + ":31400"}
-		byName[name] = f
+		targets[i] = route.Target{Name: name, Endpoint: "http://" + name + ":31400", API: f}
 	}
-	return cfgs, cortex.WithClientFactory(func(c cortex.NeuronConfig) (cortex.NeuronAPI, error) {
-		return byName[c.Name], nil
-	})
+	return targets
+}
+
+// polled is a FleetPoller seen as the gateway sees it: each snapshot it
+// publishes joined with a catalogue and a Usage into a Fleet, once per
+// snapshot.
+type polled struct {
+	*route.FleetPoller
+	t     *testing.T
+	cat   *catalogue.Catalogue
+	usage *route.Usage
+
+	mu    sync.Mutex
+	built map[*route.Snapshot]*route.Fleet
+}
+
+// fleetOf returns the Fleet of s.
+func (p *polled) fleetOf(s *route.Snapshot) *route.Fleet {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.built[s]; f != nil {
+		return f
+	}
+	f, err := route.FromSnapshot(p.cat, p.usage, s)
+	if err != nil {
+		p.t.Errorf("FromSnapshot: %v", err)
+		return nil
+	}
+	p.built[s] = f
+	return f
+}
+
+// Fleet returns the Fleet of the latest snapshot.
+func (p *polled) Fleet() *route.Fleet { return p.fleetOf(p.Snapshot()) }
+
+// Refresh refreshes the neuron and returns the Fleet of the snapshot the
+// poller published.
+func (p *polled) Refresh(ctx context.Context, name string) (*route.Fleet, error) {
+	s, err := p.FleetPoller.Refresh(ctx, name)
+	if s == nil {
+		return nil, err
+	}
+	return p.fleetOf(s), err
 }
 
 // newPoller builds a poller over fakes with a fake clock.
-func newPoller(t *testing.T, cat *catalogue.Catalogue, clock *fakeClock, fakes []*fakeNeuron, opts ...cortex.PollerOption) *cortex.FleetPoller {
+func newPoller(t *testing.T, cat *catalogue.Catalogue, clock *fakeClock, fakes []*fakeNeuron, opts ...route.PollerOption) *polled {
 	t.Helper()
-	cfgs, factory := fleetOf(fakes...)
-	p, err := cortex.NewPoller(cfgs, cat, append([]cortex.PollerOption{factory, cortex.WithClock(clock)}, opts...)...)
+	p, err := route.NewPoller(targetsOf(fakes...), append([]route.PollerOption{route.WithClock(clock)}, opts...)...)
 	if err != nil {
 		t.Fatalf("NewPoller: %v", err)
 	}
-	return p
+	return &polled{FleetPoller: p, t: t, cat: cat, built: make(map[*route.Snapshot]*route.Fleet)}
 }
 
 // waitFor polls cond until it holds or 10 s pass.
@@ -161,7 +197,7 @@ func TestPollerHealthTransitions(t *testing.T) {
 		},
 	}
 	clock := newFakeClock()
-	p := newPoller(t, nil, clock, []*fakeNeuron{fk}, cortex.WithFailureThreshold(3))
+	p := newPoller(t, nil, clock, []*fakeNeuron{fk}, route.WithFailureThreshold(3))
 	steps := []struct {
 		name         string
 		fail         bool
@@ -273,9 +309,10 @@ func TestPollerSnapshotContent(t *testing.T) {
 			}, nil
 		},
 	}
-	u := cortex.NewUsage()
+	u := route.NewUsage()
 	u.Touch("n0", "llama", t0)
-	p := newPoller(t, cat, newFakeClock(), []*fakeNeuron{fk}, cortex.WithUsage(u))
+	p := newPoller(t, cat, newFakeClock(), []*fakeNeuron{fk})
+	p.usage = u // the gateway's: the poller never sees it
 	f, err := p.Refresh(t.Context(), "n0")
 	if err != nil {
 		t.Fatal(err)
@@ -348,7 +385,7 @@ func TestPollerPollsNeuronsConcurrently(t *testing.T) {
 			}
 		}}
 	}
-	p := newPoller(t, nil, newFakeClock(), fakes, cortex.WithCallTimeout(time.Minute))
+	p := newPoller(t, nil, newFakeClock(), fakes, route.WithCallTimeout(time.Minute))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -395,7 +432,7 @@ func TestPollerRunDiscardsTheRoundCutByCancel(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, cortex.WithCallTimeout(time.Minute))
+	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithCallTimeout(time.Minute))
 	before := p.Fleet()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -429,7 +466,7 @@ func TestPollerRefreshErrors(t *testing.T) {
 	t.Parallel()
 	fk := &fakeNeuron{}
 	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
-	if _, err := p.Refresh(t.Context(), "nope"); !errors.Is(err, cortex.ErrUnknownNeuron) {
+	if _, err := p.Refresh(t.Context(), "nope"); !errors.Is(err, route.ErrUnknownNeuron) {
 		t.Errorf("Refresh(nope) = %v, want ErrUnknownNeuron", err)
 	}
 	before := p.Fleet()
@@ -449,7 +486,7 @@ func TestPollerCallTimeout(t *testing.T) {
 		<-ctx.Done() // a neuron that never answers
 		return neuron.Health{}, ctx.Err()
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, cortex.WithCallTimeout(time.Millisecond))
+	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithCallTimeout(time.Millisecond))
 	f, err := p.Refresh(t.Context(), "n0")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Refresh = %v, want a deadline error", err)
@@ -503,7 +540,7 @@ func TestPollerLogsTransitions(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, cortex.WithLogger(logger), cortex.WithFailureThreshold(1))
+	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithLogger(logger), route.WithFailureThreshold(1))
 	if _, err := p.Refresh(t.Context(), "n0"); err != nil {
 		t.Fatal(err)
 	}
@@ -534,38 +571,24 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 func TestNewPollerErrors(t *testing.T) {
 	t.Parallel()
-	ok := cortex.NeuronConfig{Name: "n0", Endpoint: "http://n0:31400"}
-	fake := cortex.WithClientFactory(func(cortex.NeuronConfig) (cortex.NeuronAPI, error) { return &fakeNeuron{}, nil })
+	ok := route.Target{Name: "n0", Endpoint: "http://n0:31400", API: &fakeNeuron{}}
 	tests := []struct {
 		name    string
-		neurons []cortex.NeuronConfig
-		opts    []cortex.PollerOption
+		targets []route.Target
+		opts    []route.PollerOption
 	}{
-		{name: "duplicate names", neurons: []cortex.NeuronConfig{ok, ok}, opts: []cortex.PollerOption{fake}},
-		{name: "bad endpoint", neurons: []cortex.NeuronConfig{{Name: "n0", Endpoint: "n0:31400"}}, opts: []cortex.PollerOption{fake}},
-		{name: "zero interval", neurons: []cortex.NeuronConfig{ok}, opts: []cortex.PollerOption{fake, cortex.WithInterval(0)}},
-		{name: "zero call timeout", neurons: []cortex.NeuronConfig{ok}, opts: []cortex.PollerOption{fake, cortex.WithCallTimeout(0)}},
-		{name: "zero threshold", neurons: []cortex.NeuronConfig{ok}, opts: []cortex.PollerOption{fake, cortex.WithFailureThreshold(0)}},
-		{name: "nil clock", neurons: []cortex.NeuronConfig{ok}, opts: []cortex.PollerOption{fake, cortex.WithClock(nil)}},
-		{
-			name:    "factory error",
-			neurons: []cortex.NeuronConfig{ok},
-			opts: []cortex.PollerOption{cortex.WithClientFactory(func(cortex.NeuronConfig) (cortex.NeuronAPI, error) {
-				return nil, errors.New("no")
-			})},
-		},
-		{
-			name:    "factory returns nil",
-			neurons: []cortex.NeuronConfig{ok},
-			opts: []cortex.PollerOption{cortex.WithClientFactory(func(cortex.NeuronConfig) (cortex.NeuronAPI, error) {
-				return nil, nil
-			})},
-		},
+		{name: "duplicate names", targets: []route.Target{ok, ok}},
+		{name: "no name", targets: []route.Target{{Endpoint: "http://n0:31400", API: &fakeNeuron{}}}},
+		{name: "no API", targets: []route.Target{{Name: "n0", Endpoint: "http://n0:31400"}}},
+		{name: "zero interval", targets: []route.Target{ok}, opts: []route.PollerOption{route.WithInterval(0)}},
+		{name: "zero call timeout", targets: []route.Target{ok}, opts: []route.PollerOption{route.WithCallTimeout(0)}},
+		{name: "zero threshold", targets: []route.Target{ok}, opts: []route.PollerOption{route.WithFailureThreshold(0)}},
+		{name: "nil clock", targets: []route.Target{ok}, opts: []route.PollerOption{route.WithClock(nil)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if p, err := cortex.NewPoller(tt.neurons, nil, tt.opts...); err == nil {
+			if p, err := route.NewPoller(tt.targets, tt.opts...); err == nil {
 				t.Errorf("NewPoller = %v, want an error", p)
 			}
 		})
@@ -574,16 +597,46 @@ func TestNewPollerErrors(t *testing.T) {
 
 func TestPollerWithoutNeurons(t *testing.T) {
 	t.Parallel()
-	p, err := cortex.NewPoller(nil, nil, cortex.WithClock(newFakeClock()))
+	p, err := route.NewPoller(nil, route.WithClock(newFakeClock()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := p.Fleet(); f == nil || len(f.Neurons()) != 0 || f.Available() != 0 {
-		t.Errorf("Fleet() = %+v", f)
+	s := p.Snapshot()
+	if s == nil || len(s.Neurons) != 0 {
+		t.Fatalf("Snapshot() = %+v", s)
+	}
+	if f, err := route.FromSnapshot(nil, nil, s); err != nil || len(f.Neurons()) != 0 || f.Available() != 0 {
+		t.Errorf("FromSnapshot = %+v, %v", f, err)
 	}
 }
 
-func TestPollerDefaultClientSendsTheToken(t *testing.T) {
+// TestPollerPublishes: every snapshot after the first reaches the
+// WithPublished functions, and is the one Snapshot then returns.
+func TestPollerPublishes(t *testing.T) {
+	t.Parallel()
+	var got []*route.Snapshot
+	var mu sync.Mutex
+	p, err := route.NewPoller(targetsOf(&fakeNeuron{}), route.WithClock(newFakeClock()),
+		route.WithPublished(func(s *route.Snapshot) { mu.Lock(); got = append(got, s); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := p.Snapshot()
+	s, err := p.Refresh(t.Context(), "n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != s || s != p.Snapshot() || s == first {
+		t.Errorf("published %v; Refresh returned %p, Snapshot %p, first %p", got, s, p.Snapshot(), first)
+	}
+	if _, err := p.Refresh(t.Context(), "n9"); !errors.Is(err, route.ErrUnknownNeuron) {
+		t.Errorf("Refresh of an unknown neuron: %v, want ErrUnknownNeuron", err)
+	}
+}
+
+func TestPollerOverANeuronClient(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var seen []string
@@ -594,10 +647,15 @@ func TestPollerDefaultClientSendsTheToken(t *testing.T) {
 		http.Error(w, "down for maintenance", http.StatusInternalServerError)
 	}))
 	t.Cleanup(srv.Close)
-	p, err := cortex.NewPoller([]cortex.NeuronConfig{{Name: "n0", Endpoint: srv.URL, Token: "secret"}}, nil)
+	c, err := neuron.NewClient(srv.URL, neuron.WithToken("secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	fp, err := route.NewPoller([]route.Target{{Name: "n0", Endpoint: srv.URL, API: c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &polled{FleetPoller: fp, t: t, built: make(map[*route.Snapshot]*route.Fleet)}
 	f, err := p.Refresh(t.Context(), "n0")
 	if err == nil {
 		t.Fatal("Refresh succeeded against a failing neuron")

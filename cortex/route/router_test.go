@@ -1,4 +1,4 @@
-package cortex_test
+package route_test
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -29,342 +29,342 @@ func routerCatalogue(tb testing.TB) *catalogue.Catalogue {
 }
 
 // loaded returns a loaded model state.
-func loaded(id string, vramMB uint64) cortex.ModelState {
+func loaded(id string, vramMB uint64) route.ModelState {
 	return model(id, neuron.StatusLoaded, vramMB)
 }
 
-// decision is the comparable part of a cortex.Decision.
+// decision is the comparable part of a route.Decision.
 type decision struct {
 	Neuron string
 	Model  string
-	Action cortex.Action
+	Action route.Action
 	Evict  []string
 }
 
 func TestRoute(t *testing.T) {
 	t.Parallel()
 	const retryAfter = 5 * time.Second
-	draining := func(n cortex.NeuronState) cortex.NeuronState {
+	draining := func(n route.NeuronState) route.NeuronState {
 		n.Health = &neuron.Health{Status: "shutting_down"}
 		return n
 	}
 	g24 := gpus(24000)
 	tests := []struct {
 		name      string
-		neurons   []cortex.NeuronState
-		usage     func(*cortex.Usage)
+		neurons   []route.NeuronState
+		usage     func(*route.Usage)
 		model     string
-		hint      cortex.RouteHint
+		hint      route.RouteHint
 		want      decision
 		wantErr   error
 		wantRetry bool
 	}{
 		{
 			name: "least busy replica by snapshot counts",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, busy(loaded("mid", 10000), 3, 0)),
 				host("n2", g24, busy(loaded("mid", 10000), 1, 1)),
 				host("n3", g24, busy(loaded("mid", 10000), 0, 5)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "live in-flight counts join the snapshot counts",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, busy(loaded("mid", 10000), 3, 0)),
 				host("n2", g24, busy(loaded("mid", 10000), 1, 1)),
 				host("n3", g24, busy(loaded("mid", 10000), 0, 5)),
 			},
-			usage: func(u *cortex.Usage) {
+			usage: func(u *route.Usage) {
 				u.Add("n2", "mid")
 				u.Add("n2", "mid")
 				u.Add("n3", "other")
 			},
 			model: "mid",
-			want:  decision{Neuron: "n1", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n1", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "ties go to the first name",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n2", g24, busy(loaded("mid", 10000), 1, 0)),
 				host("n1", g24, busy(loaded("mid", 10000), 0, 1)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n1", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n1", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "unhealthy and draining replicas are skipped",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				down(host("n1", g24, loaded("mid", 10000))),
 				draining(host("n2", g24, loaded("mid", 10000))),
 				host("n3", g24, busy(loaded("mid", 10000), 9, 9)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n3", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n3", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "an excluded replica is skipped",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, loaded("mid", 10000)),
 				host("n2", g24, busy(loaded("mid", 10000), 5, 0)),
 			},
 			model: "mid",
-			hint:  cortex.RouteHint{Exclude: []string{"n0", "n1"}},
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionServe},
+			hint:  route.RouteHint{Exclude: []string{"n0", "n1"}},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "alias resolves to the model",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, loaded("mid", 10000)),
 			},
 			model: "m",
-			want:  decision{Neuron: "n1", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n1", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "a loading model is joined, not loaded twice",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24),
 				host("n2", g24, model("mid", neuron.StatusLoading, 10000)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionJoin},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionJoin},
 		},
 		{
 			name: "a loaded replica beats a loading one",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, model("mid", neuron.StatusLoading, 10000)),
 				host("n2", g24, busy(loaded("mid", 10000), 50, 50)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name: "recovering only is retryable",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, model("mid", neuron.StatusRecovering, 10000)),
 				host("n2", g24),
 			},
 			model:     "mid",
-			wantErr:   cortex.ErrModelRecovering,
+			wantErr:   route.ErrModelRecovering,
 			wantRetry: true,
 		},
 		{
 			name: "failed only is retryable",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, model("mid", neuron.StatusFailed, 10000)),
 			},
 			model:     "mid",
-			wantErr:   cortex.ErrModelRecovering,
+			wantErr:   route.ErrModelRecovering,
 			wantRetry: true,
 		},
 		{
 			name: "recovering beside a loaded replica serves the loaded one",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, model("mid", neuron.StatusRecovering, 10000)),
 				host("n2", g24, loaded("mid", 10000)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionServe},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
 			name:      "no healthy neuron",
-			neurons:   []cortex.NeuronState{down(host("n1", g24, loaded("mid", 10000))), draining(host("n2", g24))},
+			neurons:   []route.NeuronState{down(host("n1", g24, loaded("mid", 10000))), draining(host("n2", g24))},
 			model:     "mid",
-			wantErr:   cortex.ErrNoHealthyNeuron,
+			wantErr:   route.ErrNoHealthyNeuron,
 			wantRetry: true,
 		},
 		{
 			name:      "empty fleet",
 			model:     "mid",
-			wantErr:   cortex.ErrNoHealthyNeuron,
+			wantErr:   route.ErrNoHealthyNeuron,
 			wantRetry: true,
 		},
 		{
 			name:    "unknown model",
-			neurons: []cortex.NeuronState{host("n1", g24, loaded("mid", 10000))},
+			neurons: []route.NeuronState{host("n1", g24, loaded("mid", 10000))},
 			model:   "nope",
-			wantErr: cortex.ErrModelNotFound,
+			wantErr: route.ErrModelNotFound,
 		},
 		{
 			name:    "a model not in the catalogue is served where resident",
-			neurons: []cortex.NeuronState{host("n1", g24), host("n2", g24, loaded("custom", 3000))},
+			neurons: []route.NeuronState{host("n1", g24), host("n2", g24, loaded("custom", 3000))},
 			model:   "custom",
-			want:    decision{Neuron: "n2", Model: "custom", Action: cortex.ActionServe},
+			want:    decision{Neuron: "n2", Model: "custom", Action: route.ActionServe},
 		},
 		{
 			name:    "a model not in the catalogue loading is joined",
-			neurons: []cortex.NeuronState{host("n1", g24, model("custom", neuron.StatusLoading, 0))},
+			neurons: []route.NeuronState{host("n1", g24, model("custom", neuron.StatusLoading, 0))},
 			model:   "custom",
-			want:    decision{Neuron: "n1", Model: "custom", Action: cortex.ActionJoin},
+			want:    decision{Neuron: "n1", Model: "custom", Action: route.ActionJoin},
 		},
 		{
 			name:      "a model not in the catalogue resident only on a down neuron",
-			neurons:   []cortex.NeuronState{down(host("n1", g24, loaded("custom", 3000))), host("n2", g24)},
+			neurons:   []route.NeuronState{down(host("n1", g24, loaded("custom", 3000))), host("n2", g24)},
 			model:     "custom",
-			wantErr:   cortex.ErrFeasibleNeuronDown,
+			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
 		{
 			name: "placement: the most free VRAM first",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, loaded("small", 4000)),
 				host("n2", g24),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name:    "placement: ties go to the first name",
-			neurons: []cortex.NeuronState{host("n2", g24), host("n1", g24)},
+			neurons: []route.NeuronState{host("n2", g24), host("n1", g24)},
 			model:   "m",
-			want:    decision{Neuron: "n1", Model: "mid", Action: cortex.ActionLoad},
+			want:    decision{Neuron: "n1", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: pinned first",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24),
 				host("n3", g24, loaded("mid", 10000)),
 			},
 			model: "pinned",
-			want:  decision{Neuron: "n3", Model: "pinned", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n3", Model: "pinned", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: pinned after evicting beats unpinned free",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24),
 				host("n3", gpus(10000), loaded("victim-a", 6000)),
 			},
 			model: "pinned",
-			want:  decision{Neuron: "n3", Model: "pinned", Action: cortex.ActionLoad, Evict: []string{"victim-a"}},
+			want:  decision{Neuron: "n3", Model: "pinned", Action: route.ActionLoad, Evict: []string{"victim-a"}},
 		},
 		{
 			name: "placement: a pinned neuron that cannot take it is passed over",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24),
 				host("n3", gpus(10000), busy(loaded("small", 4000), 1, 0)),
 			},
 			model: "pinned",
-			want:  decision{Neuron: "n1", Model: "pinned", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n1", Model: "pinned", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: fits free before fits after evicting",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(16000), loaded("victim-a", 6000), loaded("victim-b", 6000)),
 				host("n2", gpus(12000), busy(loaded("small", 1000), 1, 0)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: the fewest victims",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(12000), loaded("victim-a", 4000), loaded("victim-b", 4000), loaded("victim-c", 4000)),
 				host("n2", gpus(12000), used(loaded("victim-a", 6000), t0), loaded("victim-b", 6000)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad, Evict: []string{"victim-b", "victim-a"}},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad, Evict: []string{"victim-b", "victim-a"}},
 		},
 		{
 			name: "placement: no fit even after evicting takes the most free",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(12000), busy(loaded("small", 6000), 1, 0)),
 				host("n2", gpus(12000), busy(loaded("small", 4000), 0, 1)),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name:    "placement: a model without VRAM fits anywhere",
-			neurons: []cortex.NeuronState{host("n1", gpus())},
+			neurons: []route.NeuronState{host("n1", gpus())},
 			model:   "cpu",
-			want:    decision{Neuron: "n1", Model: "cpu", Action: cortex.ActionLoad},
+			want:    decision{Neuron: "n1", Model: "cpu", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: a replica on an unhealthy neuron is replaced elsewhere",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				down(host("n1", g24, loaded("mid", 10000))),
 				host("n2", g24),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: an excluded replica is replaced elsewhere",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", g24, loaded("mid", 10000)),
 				host("n2", g24),
 			},
 			model: "mid",
-			hint:  cortex.RouteHint{Exclude: []string{"n1"}},
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			hint:  route.RouteHint{Exclude: []string{"n1"}},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name: "placement: not on the neuron unloading it",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(48000), model("mid", neuron.StatusUnloading, 10000)),
 				host("n2", g24),
 			},
 			model: "mid",
-			want:  decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name:      "placement: only the neuron unloading it is feasible",
-			neurons:   []cortex.NeuronState{host("n1", g24, model("mid", neuron.StatusUnloading, 10000))},
+			neurons:   []route.NeuronState{host("n1", g24, model("mid", neuron.StatusUnloading, 10000))},
 			model:     "mid",
-			wantErr:   cortex.ErrFeasibleNeuronDown,
+			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
 		{
 			name: "only an unhealthy neuron is feasible",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				down(host("n1", gpus(24000, 24000))),
 				host("n2", gpus(24000, 16000)),
 			},
 			model:     "big",
-			wantErr:   cortex.ErrFeasibleNeuronDown,
+			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
 		{
 			name: "only an excluded neuron is feasible",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(24000, 24000)),
 				host("n2", g24),
 			},
 			model:     "big",
-			hint:      cortex.RouteHint{Exclude: []string{"n1"}},
-			wantErr:   cortex.ErrFeasibleNeuronDown,
+			hint:      route.RouteHint{Exclude: []string{"n1"}},
+			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
 		{
 			name: "a neuron not yet discovered might be feasible",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", nil),
 				host("n2", g24),
 			},
 			model:     "big",
-			wantErr:   cortex.ErrFeasibleNeuronDown,
+			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
 		{
 			name: "never feasible is final",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(24000, 24000)),
 				down(host("n2", gpus(80000, 80000))),
 			},
 			model:   "huge",
-			wantErr: cortex.ErrNoFeasibleNeuron,
+			wantErr: route.ErrNoFeasibleNeuron,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			u := cortex.NewUsage()
+			u := route.NewUsage()
 			f := newFleet(t, routerCatalogue(t), u, tt.neurons...)
 			if tt.usage != nil {
 				tt.usage(u) // after the snapshot: the live counters must still count
 			}
-			r, err := cortex.NewRouter(cortex.WithRetryAfter(retryAfter))
+			r, err := route.NewRouter(route.WithRetryAfter(retryAfter))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -373,7 +373,7 @@ func TestRoute(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Route = %+v, %v; want error %v", d, err, tt.wantErr)
 				}
-				var re *cortex.RetryError
+				var re *route.RetryError
 				if errors.As(err, &re) != tt.wantRetry {
 					t.Fatalf("Route error %v: retryable %v, want %v", err, !tt.wantRetry, tt.wantRetry)
 				}
@@ -395,14 +395,14 @@ func TestRoute(t *testing.T) {
 
 func TestRouteNilFleet(t *testing.T) {
 	t.Parallel()
-	r, err := cortex.NewRouter()
+	r, err := route.NewRouter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Route(nil, "mid", cortex.RouteHint{})
-	var re *cortex.RetryError
-	if !errors.Is(err, cortex.ErrNoHealthyNeuron) || !errors.As(err, &re) || re.RetryAfter != cortex.DefaultRetryAfter {
-		t.Errorf("Route(nil) = %v, want a *RetryError of ErrNoHealthyNeuron after %v", err, cortex.DefaultRetryAfter)
+	_, err = r.Route(nil, "mid", route.RouteHint{})
+	var re *route.RetryError
+	if !errors.Is(err, route.ErrNoHealthyNeuron) || !errors.As(err, &re) || re.RetryAfter != route.DefaultRetryAfter {
+		t.Errorf("Route(nil) = %v, want a *RetryError of ErrNoHealthyNeuron after %v", err, route.DefaultRetryAfter)
 	}
 }
 
@@ -410,7 +410,7 @@ func TestRouteProfiles(t *testing.T) {
 	t.Parallel()
 	cat := routerCatalogue(t)
 	f := newFleet(t, cat, nil, host("n1", gpus(24000), model("custom", neuron.StatusLoaded, 1), model("mid", neuron.StatusLoaded, 10000)))
-	r, err := cortex.NewRouter()
+	r, err := route.NewRouter()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestRouteProfiles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			d, err := r.Route(f, tt.in, cortex.RouteHint{})
+			d, err := r.Route(f, tt.in, route.RouteHint{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -439,11 +439,11 @@ func TestRouteProfiles(t *testing.T) {
 
 // fakeEvictor records its calls and answers with victims.
 type fakeEvictor struct {
-	victims func(n *cortex.NeuronState, incoming catalogue.Model, needMB uint64) []string
+	victims func(n *route.NeuronState, incoming catalogue.Model, needMB uint64) []string
 	calls   []string
 }
 
-func (e *fakeEvictor) Victims(n *cortex.NeuronState, incoming catalogue.Model, needMB uint64) []string {
+func (e *fakeEvictor) Victims(n *route.NeuronState, incoming catalogue.Model, needMB uint64) []string {
 	e.calls = append(e.calls, fmt.Sprintf("%s %s %d", n.Name, incoming.ID, needMB))
 	return e.victims(n, incoming, needMB)
 }
@@ -453,40 +453,40 @@ func TestRouteAsksTheEvictor(t *testing.T) {
 	cat := routerCatalogue(t)
 	tests := []struct {
 		name      string
-		neurons   []cortex.NeuronState
-		victims   func(n *cortex.NeuronState, incoming catalogue.Model, needMB uint64) []string
+		neurons   []route.NeuronState
+		victims   func(n *route.NeuronState, incoming catalogue.Model, needMB uint64) []string
 		want      decision
 		wantCalls []string
 	}{
 		{
 			name: "not asked when the model fits free",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(12000), loaded("small", 8000)),
 				host("n2", gpus(12000)),
 			},
-			victims: func(*cortex.NeuronState, catalogue.Model, uint64) []string { return []string{"small"} },
-			want:    decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			victims: func(*route.NeuronState, catalogue.Model, uint64) []string { return []string{"small"} },
+			want:    decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
 			name: "asked for the VRAM missing on each neuron",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(12000), loaded("small", 8000)),
 				host("n2", gpus(12000), loaded("victim-a", 5000)),
 			},
-			victims: func(n *cortex.NeuronState, _ catalogue.Model, _ uint64) []string {
+			victims: func(n *route.NeuronState, _ catalogue.Model, _ uint64) []string {
 				return []string{n.Models[0].ID}
 			},
-			want:      decision{Neuron: "n1", Model: "mid", Action: cortex.ActionLoad, Evict: []string{"small"}},
+			want:      decision{Neuron: "n1", Model: "mid", Action: route.ActionLoad, Evict: []string{"small"}},
 			wantCalls: []string{"n1 mid 6000", "n2 mid 3000"},
 		},
 		{
 			name: "no victims anywhere falls back to the most free",
-			neurons: []cortex.NeuronState{
+			neurons: []route.NeuronState{
 				host("n1", gpus(12000), loaded("small", 8000)),
 				host("n2", gpus(12000), loaded("victim-a", 5000)),
 			},
-			victims:   func(*cortex.NeuronState, catalogue.Model, uint64) []string { return nil },
-			want:      decision{Neuron: "n2", Model: "mid", Action: cortex.ActionLoad},
+			victims:   func(*route.NeuronState, catalogue.Model, uint64) []string { return nil },
+			want:      decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 			wantCalls: []string{"n1 mid 6000", "n2 mid 3000"},
 		},
 	}
@@ -494,11 +494,11 @@ func TestRouteAsksTheEvictor(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ev := &fakeEvictor{victims: tt.victims}
-			r, err := cortex.NewRouter(cortex.WithEvictor(ev))
+			r, err := route.NewRouter(route.WithEvictor(ev))
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := r.Route(newFleet(t, cat, nil, tt.neurons...), "mid", cortex.RouteHint{})
+			d, err := r.Route(newFleet(t, cat, nil, tt.neurons...), "mid", route.RouteHint{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -517,16 +517,16 @@ func TestNewRouterErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		in   []cortex.RouterOption
+		in   []route.RouterOption
 	}{
-		{name: "nil evictor", in: []cortex.RouterOption{cortex.WithEvictor(nil)}},
-		{name: "zero retry after", in: []cortex.RouterOption{cortex.WithRetryAfter(0)}},
-		{name: "negative retry after", in: []cortex.RouterOption{cortex.WithRetryAfter(-time.Second)}},
+		{name: "nil evictor", in: []route.RouterOption{route.WithEvictor(nil)}},
+		{name: "zero retry after", in: []route.RouterOption{route.WithRetryAfter(0)}},
+		{name: "negative retry after", in: []route.RouterOption{route.WithRetryAfter(-time.Second)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if r, err := cortex.NewRouter(tt.in...); err == nil {
+			if r, err := route.NewRouter(tt.in...); err == nil {
 				t.Errorf("NewRouter = %v, want an error", r)
 			}
 		})
@@ -535,8 +535,8 @@ func TestNewRouterErrors(t *testing.T) {
 
 func TestActionString(t *testing.T) {
 	t.Parallel()
-	for a, want := range map[cortex.Action]string{
-		cortex.ActionServe: "serve", cortex.ActionJoin: "join", cortex.ActionLoad: "load", 0: "Action(0)",
+	for a, want := range map[route.Action]string{
+		route.ActionServe: "serve", route.ActionJoin: "join", route.ActionLoad: "load", 0: "Action(0)",
 	} {
 		if got := a.String(); got != want {
 			t.Errorf("%d.String() = %q, want %q", a, got, want)
@@ -546,28 +546,28 @@ func TestActionString(t *testing.T) {
 
 func TestRetryError(t *testing.T) {
 	t.Parallel()
-	err := error(&cortex.RetryError{Err: fmt.Errorf("%w: %q", cortex.ErrModelRecovering, "mid"), RetryAfter: 2 * time.Second})
-	if !errors.Is(err, cortex.ErrModelRecovering) {
+	err := error(&route.RetryError{Err: fmt.Errorf("%w: %q", route.ErrModelRecovering, "mid"), RetryAfter: 2 * time.Second})
+	if !errors.Is(err, route.ErrModelRecovering) {
 		t.Error("errors.Is does not see the cause")
 	}
-	if got, want := err.Error(), `cortex: model is recovering: "mid" (retry after 2s)`; got != want {
+	if got, want := err.Error(), `route: model is recovering: "mid" (retry after 2s)`; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
 
 func TestRouteToLoadedDoesNotAllocate(t *testing.T) {
-	u := cortex.NewUsage()
+	u := route.NewUsage()
 	f := newFleet(t, routerCatalogue(t), u,
 		host("n1", gpus(24000), busy(model("mid", neuron.StatusLoaded, 10000), 1, 0)),
 		host("n2", gpus(24000), model("mid", neuron.StatusLoaded, 10000)),
 	)
 	u.Add("n2", "mid")
 	u.Add("n2", "mid")
-	r, err := cortex.NewRouter()
+	r, err := route.NewRouter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hint := cortex.RouteHint{Exclude: []string{"n9"}}
+	hint := route.RouteHint{Exclude: []string{"n9"}}
 	allocs := testing.AllocsPerRun(100, func() {
 		d, err := r.Route(f, "m", hint)
 		if err != nil || d.Neuron != "n1" {
@@ -582,7 +582,7 @@ func TestRouteToLoadedDoesNotAllocate(t *testing.T) {
 // benchFleet builds neurons × models: every neuron has two 80 GiB devices;
 // neuron i hosts models [i*stride, i*stride+perNeuron) modulo distinct,
 // loaded, with some load.
-func benchFleet(b *testing.B, neurons, perNeuron, distinct int) (*cortex.Fleet, *cortex.Usage) {
+func benchFleet(b *testing.B, neurons, perNeuron, distinct int) (*route.Fleet, *route.Usage) {
 	b.Helper()
 	var models []catalogue.Model
 	for i := range distinct {
@@ -590,10 +590,10 @@ func benchFleet(b *testing.B, neurons, perNeuron, distinct int) (*cortex.Fleet, 
 	}
 	models = append(models, catalogue.Model{ID: "cold", VRAMMB: 60000})
 	cat := newCatalogue(b, models, map[string]string{"alias-0": "model-0000"})
-	u := cortex.NewUsage()
-	states := make([]cortex.NeuronState, neurons)
+	u := route.NewUsage()
+	states := make([]route.NeuronState, neurons)
 	for i := range states {
-		var ms []cortex.ModelState
+		var ms []route.ModelState
 		for j := range perNeuron {
 			id := fmt.Sprintf("model-%04d", (i*perNeuron+j)%distinct)
 			// At least 1 in flight everywhere: Route must scan every replica.
@@ -601,7 +601,7 @@ func benchFleet(b *testing.B, neurons, perNeuron, distinct int) (*cortex.Fleet, 
 		}
 		states[i] = host(fmt.Sprintf("neuron-%04d", i), gpus(81920, 81920), ms...)
 	}
-	f, err := cortex.NewFleet(cat, u, t0, states)
+	f, err := route.NewFleet(cat, u, t0, states)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -613,15 +613,15 @@ func benchFleet(b *testing.B, neurons, perNeuron, distinct int) (*cortex.Fleet, 
 // 50 models, each on all 1000 neurons (the worst case for the replica scan);
 // "load/*": a cold model placed in free VRAM, or after eviction.
 func BenchmarkRoute(b *testing.B) {
-	r, err := cortex.NewRouter()
+	r, err := route.NewRouter()
 	if err != nil {
 		b.Fatal(err)
 	}
-	run := func(b *testing.B, f *cortex.Fleet, model string, want cortex.Action) {
+	run := func(b *testing.B, f *route.Fleet, model string, want route.Action) {
 		b.Helper()
 		b.ReportAllocs()
 		for b.Loop() {
-			d, err := r.Route(f, model, cortex.RouteHint{})
+			d, err := r.Route(f, model, route.RouteHint{})
 			if err != nil || d.Action != want {
 				b.Fatal(d, err)
 			}
@@ -630,15 +630,15 @@ func BenchmarkRoute(b *testing.B) {
 	b.Run("loaded/spread", func(b *testing.B) {
 		f, u := benchFleet(b, 1000, 50, 1000)
 		u.Add("neuron-0020", "model-0000")
-		run(b, f, "alias-0", cortex.ActionServe)
+		run(b, f, "alias-0", route.ActionServe)
 	})
 	b.Run("loaded/everywhere", func(b *testing.B) {
 		f, _ := benchFleet(b, 1000, 50, 50)
-		run(b, f, "model-0007", cortex.ActionServe)
+		run(b, f, "model-0007", route.ActionServe)
 	})
 	b.Run("load/free", func(b *testing.B) {
 		f, _ := benchFleet(b, 1000, 50, 1000)
-		run(b, f, "cold", cortex.ActionLoad)
+		run(b, f, "cold", route.ActionLoad)
 	})
 	b.Run("load/evict", func(b *testing.B) {
 		// 50 models of 2000 MiB leave 63840 MiB free: a 150000 MiB model
@@ -649,9 +649,9 @@ func BenchmarkRoute(b *testing.B) {
 		}
 		models = append(models, catalogue.Model{ID: "cold", VRAMMB: 150000, MinDevices: 2})
 		cat := newCatalogue(b, models, nil)
-		states := make([]cortex.NeuronState, 1000)
+		states := make([]route.NeuronState, 1000)
 		for i := range states {
-			var ms []cortex.ModelState
+			var ms []route.ModelState
 			for j := range 50 {
 				m := model(fmt.Sprintf("model-%04d", j), neuron.StatusLoaded, 2000)
 				if (i+j)%10 == 0 {
@@ -661,11 +661,11 @@ func BenchmarkRoute(b *testing.B) {
 			}
 			states[i] = host(fmt.Sprintf("neuron-%04d", i), gpus(81920, 81920), ms...)
 		}
-		f, err := cortex.NewFleet(cat, nil, t0, states)
+		f, err := route.NewFleet(cat, nil, t0, states)
 		if err != nil {
 			b.Fatal(err)
 		}
-		run(b, f, "cold", cortex.ActionLoad)
+		run(b, f, "cold", route.ActionLoad)
 	})
 }
 
@@ -673,13 +673,13 @@ func BenchmarkRoute(b *testing.B) {
 // does after each round.
 func BenchmarkNewFleet(b *testing.B) {
 	f, u := benchFleet(b, 1000, 50, 1000)
-	states := make([]cortex.NeuronState, 0, 1000)
+	states := make([]route.NeuronState, 0, 1000)
 	for _, n := range f.Neurons() {
 		states = append(states, *n)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := cortex.NewFleet(f.Catalogue(), u, t0, states); err != nil {
+		if _, err := route.NewFleet(f.Catalogue(), u, t0, states); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -693,8 +693,8 @@ func ExampleDefaultRouter_Route() {
 		panic(err)
 	}
 	gpu := &neuron.Discovery{Devices: []neuron.Device{{Index: 0, Name: "L4", TotalMB: 24576}}}
-	fleet, err := cortex.NewFleet(cat, nil, time.Now(), []cortex.NeuronState{
-		{Name: "gpu-a", Healthy: true, Discovery: gpu, Models: []cortex.ModelState{{
+	fleet, err := route.NewFleet(cat, nil, time.Now(), []route.NeuronState{
+		{Name: "gpu-a", Healthy: true, Discovery: gpu, Models: []route.ModelState{{
 			ModelInfo: neuron.ModelInfo{ID: "llama-3.1-8b-instruct", Status: neuron.StatusLoaded, VRAMUsedMB: 9000},
 			InFlight:  3,
 		}}},
@@ -703,18 +703,18 @@ func ExampleDefaultRouter_Route() {
 	if err != nil {
 		panic(err)
 	}
-	r, err := cortex.NewRouter()
+	r, err := route.NewRouter()
 	if err != nil {
 		panic(err)
 	}
 
-	d, _ := r.Route(fleet, "llama", cortex.RouteHint{})
+	d, _ := r.Route(fleet, "llama", route.RouteHint{})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
 	// The retry after gpu-a failed: load a second replica.
-	d, _ = r.Route(fleet, "llama", cortex.RouteHint{Exclude: []string{"gpu-a"}})
+	d, _ = r.Route(fleet, "llama", route.RouteHint{Exclude: []string{"gpu-a"}})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
-	_, err = r.Route(fleet, "gpt-4o", cortex.RouteHint{})
-	fmt.Println(errors.Is(err, cortex.ErrModelNotFound))
+	_, err = r.Route(fleet, "gpt-4o", route.RouteHint{})
+	fmt.Println(errors.Is(err, route.ErrModelNotFound))
 	// Output:
 	// serve gpu-a llama-3.1-8b-instruct
 	// load gpu-b llama-3.1-8b-instruct

@@ -1,4 +1,4 @@
-package cortex_test
+package route_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -26,9 +26,9 @@ func newCatalogue(tb testing.TB, models []catalogue.Model, aliases map[string]st
 }
 
 // newFleet builds a fleet or fails the test.
-func newFleet(tb testing.TB, cat *catalogue.Catalogue, u *cortex.Usage, neurons ...cortex.NeuronState) *cortex.Fleet {
+func newFleet(tb testing.TB, cat *catalogue.Catalogue, u *route.Usage, neurons ...route.NeuronState) *route.Fleet {
 	tb.Helper()
-	f, err := cortex.NewFleet(cat, u, t0, neurons)
+	f, err := route.NewFleet(cat, u, t0, neurons)
 	if err != nil {
 		tb.Fatalf("NewFleet: %v", err)
 	}
@@ -45,12 +45,12 @@ func gpus(mb ...uint64) *neuron.Discovery {
 }
 
 // host returns a healthy neuron with the given devices and models.
-func host(name string, d *neuron.Discovery, models ...cortex.ModelState) cortex.NeuronState {
-	return cortex.NeuronState{Name: name, Endpoint: "http://" + name + ":31400", Healthy: true, Discovery: d, Models: models}
+func host(name string, d *neuron.Discovery, models ...route.ModelState) route.NeuronState {
+	return route.NeuronState{Name: name, Endpoint: "http://" + name + ":31400", Healthy: true, Discovery: d, Models: models}
 }
 
 // down returns n marked unhealthy.
-func down(n cortex.NeuronState) cortex.NeuronState {
+func down(n route.NeuronState) route.NeuronState {
 	n.Healthy = false
 	n.Failures = 3
 	n.LastError = errors.New("connection refused")
@@ -58,18 +58,18 @@ func down(n cortex.NeuronState) cortex.NeuronState {
 }
 
 // model returns a model state with the given status and VRAM use.
-func model(id string, status neuron.ModelStatus, vramMB uint64) cortex.ModelState {
-	return cortex.ModelState{ModelInfo: neuron.ModelInfo{ID: id, Status: status, VRAMUsedMB: vramMB}}
+func model(id string, status neuron.ModelStatus, vramMB uint64) route.ModelState {
+	return route.ModelState{ModelInfo: neuron.ModelInfo{ID: id, Status: status, VRAMUsedMB: vramMB}}
 }
 
 // busy returns m with the given admission counts.
-func busy(m cortex.ModelState, inFlight, queue int) cortex.ModelState {
+func busy(m route.ModelState, inFlight, queue int) route.ModelState {
 	m.InFlight, m.QueueDepth = inFlight, queue
 	return m
 }
 
 // used returns m with a last use.
-func used(m cortex.ModelState, at time.Time) cortex.ModelState {
+func used(m route.ModelState, at time.Time) route.ModelState {
 	m.LastUsed = at
 	return m
 }
@@ -127,8 +127,8 @@ func TestNewFleetSortsAndLooksUp(t *testing.T) {
 
 func TestNewFleetCopiesInput(t *testing.T) {
 	t.Parallel()
-	in := []cortex.NeuronState{host("n1", gpus(1000), model("b", neuron.StatusLoaded, 1), model("a", neuron.StatusLoaded, 1))}
-	f, err := cortex.NewFleet(nil, nil, t0, in)
+	in := []route.NeuronState{host("n1", gpus(1000), model("b", neuron.StatusLoaded, 1), model("a", neuron.StatusLoaded, 1))}
+	f, err := route.NewFleet(nil, nil, t0, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,17 +144,17 @@ func TestNewFleetErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		in   []cortex.NeuronState
+		in   []route.NeuronState
 	}{
-		{name: "empty name", in: []cortex.NeuronState{host("", nil)}},
-		{name: "duplicate neuron", in: []cortex.NeuronState{host("a", nil), host("a", nil)}},
-		{name: "empty model id", in: []cortex.NeuronState{host("a", nil, model("", neuron.StatusLoaded, 0))}},
-		{name: "duplicate model", in: []cortex.NeuronState{host("a", nil, model("m", neuron.StatusLoaded, 0), model("m", neuron.StatusLoading, 0))}},
+		{name: "empty name", in: []route.NeuronState{host("", nil)}},
+		{name: "duplicate neuron", in: []route.NeuronState{host("a", nil), host("a", nil)}},
+		{name: "empty model id", in: []route.NeuronState{host("a", nil, model("", neuron.StatusLoaded, 0))}},
+		{name: "duplicate model", in: []route.NeuronState{host("a", nil, model("m", neuron.StatusLoaded, 0), model("m", neuron.StatusLoading, 0))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if f, err := cortex.NewFleet(nil, nil, t0, tt.in); err == nil {
+			if f, err := route.NewFleet(nil, nil, t0, tt.in); err == nil {
 				t.Errorf("NewFleet = %v, want an error", f)
 			}
 		})
@@ -165,7 +165,7 @@ func TestNeuronVRAM(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
-		in        cortex.NeuronState
+		in        route.NeuronState
 		wantDev   []uint64
 		wantTotal uint64
 		wantFree  uint64
@@ -189,7 +189,7 @@ func TestNeuronVRAM(t *testing.T) {
 		},
 		{
 			name: "capped by sampled free",
-			in: func() cortex.NeuronState {
+			in: func() route.NeuronState {
 				n := host("n", gpus(24000, 24000), model("a", neuron.StatusLoaded, 10000))
 				n.Health = &neuron.Health{Status: "ok", Devices: []neuron.DeviceSample{{Index: 0, FreeMB: 2000}, {Index: 1, FreeMB: 3000}}}
 				return n
@@ -200,7 +200,7 @@ func TestNeuronVRAM(t *testing.T) {
 		},
 		{
 			name: "sampled free above the estimate does not raise it",
-			in: func() cortex.NeuronState {
+			in: func() route.NeuronState {
 				n := host("n", gpus(24000), model("a", neuron.StatusLoaded, 20000))
 				n.Health = &neuron.Health{Status: "ok", Devices: []neuron.DeviceSample{{Index: 0, FreeMB: 24000}}}
 				return n
@@ -253,7 +253,7 @@ func TestNeuronAvailable(t *testing.T) {
 
 func TestFleetUsage(t *testing.T) {
 	t.Parallel()
-	u := cortex.NewUsage()
+	u := route.NewUsage()
 	early, late := t0.Add(-time.Hour), t0.Add(-time.Minute)
 	u.Touch("n1", "a", late)
 	u.Touch("n1", "b", early)
@@ -327,34 +327,5 @@ func TestFleetLookupsDoNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Neuron + Model allocate %v times, want 0", allocs)
-	}
-}
-
-func TestNeuronConfigValidate(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		in      cortex.NeuronConfig
-		wantErr bool
-	}{
-		{name: "ok", in: cortex.NeuronConfig{Name: "gpu-1", Endpoint: "http://10.0.0.5:31400"}},
-		{name: "https with path and token", in: cortex.NeuronConfig{Name: "gpu-1", Endpoint: "https://gpu1.internal/neuron", Token: "t"}},
-		{name: "empty name", in: cortex.NeuronConfig{Endpoint: "http://h:1"}, wantErr: true},
-		{name: "space in name", in: cortex.NeuronConfig{Name: "gpu 1", Endpoint: "http://h:1"}, wantErr: true},
-		{name: "empty endpoint", in: cortex.NeuronConfig{Name: "n"}, wantErr: true},
-		{name: "no scheme", in: cortex.NeuronConfig{Name: "n", Endpoint: "10.0.0.5:31400"}, wantErr: true},
-		{name: "other scheme", in: cortex.NeuronConfig{Name: "n", Endpoint: "ftp://h"}, wantErr: true},
-		{name: "no host", in: cortex.NeuronConfig{Name: "n", Endpoint: "http:///x"}, wantErr: true},
-		{name: "query", in: cortex.NeuronConfig{Name: "n", Endpoint: "http://h:1/?a=b"}, wantErr: true},
-		{name: "user info", in: cortex.NeuronConfig{Name: "n", Endpoint: "http://u:p@h:1"}, wantErr: true},
-		{name: "unparsable", in: cortex.NeuronConfig{Name: "n", Endpoint: "http://h:port"}, wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			if err := tt.in.Validate(); (err != nil) != tt.wantErr {
-				t.Errorf("Validate() = %v, wantErr %v", err, tt.wantErr)
-			}
-		})
 	}
 }

@@ -1,4 +1,4 @@
-package cortex
+package route
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -26,19 +25,52 @@ const (
 
 // ErrUnknownNeuron is returned by FleetPoller.Refresh for a name that is
 // not configured.
-var ErrUnknownNeuron = errors.New("cortex: unknown neuron")
+var ErrUnknownNeuron = errors.New("route: unknown neuron")
 
-// Poller keeps a snapshot of the fleet fresh.
+// Snapshot is what a Poller publishes: the state of every neuron at a
+// time, and nothing of the gateway's. The gateway joins it with its
+// catalogue and its live Usage to build the Fleet it routes over (see
+// NewFleet), so a Poller cannot publish a fleet without live counts.
 //
-// Concurrency: Fleet may be called from any goroutine at any time, also
-// while Run runs; it never blocks and never returns nil. Run is called
-// once, and returns nil when ctx ends.
+// A published Snapshot is immutable: neither the Poller nor anyone else
+// may modify it, its Neurons or their Models afterwards. The Profile,
+// LastUsed, Live and Ejection fields of its ModelStates are the gateway's
+// to set and are ignored (NewFleet sets them).
+type Snapshot struct {
+	// At is when the snapshot was taken.
+	At time.Time
+	// Neurons holds one state per neuron, in any order, with unique
+	// non-empty names and, within a neuron, unique non-empty model ids.
+	Neurons []NeuronState
+}
+
+// Poller keeps the state of the fleet's neurons fresh, and publishes it as
+// Snapshots.
+//
+// Concurrency: Snapshot may be called from any goroutine at any time, also
+// while Run runs; it never blocks and never returns nil. The gateway calls
+// it on every request, and builds a new Fleet each time it returns a
+// pointer it has not seen, so a Poller returns the same *Snapshot until it
+// has something new. Run is called once, and returns nil when ctx ends.
 type Poller interface {
 	// Run polls the fleet until ctx ends, then returns nil (or an error
 	// when it cannot run at all).
 	Run(ctx context.Context) error
-	// Fleet returns the latest snapshot.
-	Fleet() *Fleet
+	// Snapshot returns the latest snapshot.
+	Snapshot() *Snapshot
+}
+
+// Refresher is an optional Poller capability: poll one neuron now and
+// publish the result. FleetPoller has it. The gateway refreshes a neuron
+// right after a cold load there, so that the next requests see the model
+// loaded without waiting for the next polling round.
+//
+// Concurrency: Refresh may be called from many goroutines at once, also
+// while Run runs.
+type Refresher interface {
+	// Refresh polls the named neuron, publishes a snapshot with the result
+	// and returns it, with the poll's error.
+	Refresh(ctx context.Context, neuron string) (*Snapshot, error)
 }
 
 // NeuronAPI is the part of a neuron's management API the poller uses.
@@ -56,9 +88,18 @@ type NeuronAPI interface {
 	Models(ctx context.Context) ([]neuron.ModelInfo, error)
 }
 
-// ClientFactory builds the NeuronAPI of one configured neuron; NewPoller
-// calls it once per neuron.
-type ClientFactory func(NeuronConfig) (NeuronAPI, error)
+var _ NeuronAPI = (*neuron.Client)(nil)
+
+// Target is one neuron a FleetPoller polls.
+type Target struct {
+	// Name identifies the neuron in snapshots. Required and unique.
+	Name string
+	// Endpoint is the neuron's base URL, copied into NeuronState.Endpoint.
+	Endpoint string
+	// API reaches the neuron's management API, such as a *neuron.Client
+	// sending over the gateway's transport. Required.
+	API NeuronAPI
+}
 
 // Clock is the poller's source of time: the timestamps of snapshots and
 // polls, and the ticks of Run. The default is the system clock.
@@ -72,11 +113,14 @@ type Clock interface {
 	NewTicker(d time.Duration) (c <-chan time.Time, stop func())
 }
 
-type systemClock struct{}
+// SystemClock is the Clock of the system: time.Now and time.NewTicker.
+type SystemClock struct{}
 
-func (systemClock) Now() time.Time { return time.Now() }
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
 
-func (systemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
+// NewTicker returns a time.Ticker's channel and Stop.
+func (SystemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
 	t := time.NewTicker(d)
 	return t.C, t.Stop
 }
@@ -86,24 +130,13 @@ type PollerOption interface {
 	applyPoller(*pollerConfig)
 }
 
-// Option configures several constructors of the package at once: NewPoller
-// and NewGateway. WithLogger, WithUsage and WithClock are Options.
-type Option interface {
-	PollerOption
-	GatewayOption
-}
-
 type pollerConfig struct {
 	interval    time.Duration
 	callTimeout time.Duration
 	threshold   int
-	factory     ClientFactory
-	usage       *Usage
 	logger      *slog.Logger
 	clock       Clock
-	// Set by the Gateway for its default Poller (gatewayHooks).
-	outliers *outliers               // links each ModelState's Ejection; nil: none
-	observe  func(prev, next *Fleet) // told of each new snapshot; nil: none
+	published   []func(*Snapshot)
 }
 
 type pollerOptionFunc func(*pollerConfig)
@@ -127,48 +160,33 @@ func WithFailureThreshold(n int) PollerOption {
 	return pollerOptionFunc(func(c *pollerConfig) { c.threshold = n })
 }
 
-// WithClientFactory sets how the poller reaches each neuron, for example to
-// share an *http.Client, or to poll fakes in tests. The default builds a
-// *neuron.Client with the neuron's endpoint and token.
-func WithClientFactory(f ClientFactory) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.factory = f })
-}
-
-// usageOption, loggerOption and clockOption are Options.
-type (
-	usageOption  struct{ u *Usage }
-	loggerOption struct{ l *slog.Logger }
-	clockOption  struct{ c Clock }
-)
-
-func (o usageOption) applyPoller(c *pollerConfig) { c.usage = o.u }
-
-// gatewayHooks is how a Gateway links its default Poller to itself: the
-// snapshots point to the gateway's ejections, and the gateway sees each
-// snapshot the poller publishes (for its events and readmissions).
-type gatewayHooks struct {
-	o       *outliers
-	observe func(prev, next *Fleet)
-}
-
-func (h gatewayHooks) applyPoller(c *pollerConfig) { c.outliers, c.observe = h.o, h.observe }
-func (o loggerOption) applyPoller(c *pollerConfig) { c.logger = o.l }
-func (o clockOption) applyPoller(c *pollerConfig)  { c.clock = o.c }
-
-// WithUsage sets the live counters that snapshots link to (see
-// ModelState.Live). Default none: Live is nil and LastUsed zero.
-func WithUsage(u *Usage) Option { return usageOption{u} }
-
 // WithLogger sets where health transitions are logged. Default: nowhere.
-func WithLogger(l *slog.Logger) Option { return loggerOption{l} }
+func WithLogger(l *slog.Logger) PollerOption {
+	return pollerOptionFunc(func(c *pollerConfig) { c.logger = l })
+}
 
-// WithClock sets the clock. Default the system clock.
-func WithClock(c Clock) Option { return clockOption{c} }
+// WithClock sets the clock. Default SystemClock.
+func WithClock(clk Clock) PollerOption {
+	return pollerOptionFunc(func(c *pollerConfig) { c.clock = clk })
+}
 
-// FleetPoller is the default Poller: it polls every configured neuron's
-// management API concurrently, GET /models and GET /health on every round
-// and GET /discovery until it has been fetched once, and publishes a new
-// *Fleet after each round.
+// WithPublished adds a function the poller calls with each snapshot it
+// publishes after the first, with no lock held; snapshots published
+// concurrently (a round and a Refresh) may be told in either order. It
+// must not block. The gateway uses it to build the Fleet of a new
+// snapshot at once, and to record what changed. Default none.
+func WithPublished(f func(*Snapshot)) PollerOption {
+	return pollerOptionFunc(func(c *pollerConfig) {
+		if f != nil {
+			c.published = append(c.published, f)
+		}
+	})
+}
+
+// FleetPoller is the default Poller: it polls every target's management
+// API concurrently, GET /models and GET /health on every round and GET
+// /discovery until it has been fetched once, and publishes a new
+// *Snapshot after each round.
 //
 // A poll succeeds when every call it makes succeeds; it stops at the first
 // failed call. A neuron is healthy after one successful poll and unhealthy
@@ -176,22 +194,24 @@ func WithClock(c Clock) Option { return clockOption{c} }
 // its last known models, discovery and health. A poll cut short because
 // its ctx ended changes nothing.
 //
-// FleetPoller is safe for concurrent use: Fleet, Refresh and Run may be
+// FleetPoller is safe for concurrent use: Snapshot, Refresh and Run may be
 // called from any goroutine. When polls of one neuron overlap (a round and
 // a Refresh), the result of the one started last wins.
 type FleetPoller struct {
 	cfg     pollerConfig
-	cat     *catalogue.Catalogue
 	log     *slog.Logger
 	targets []*target // in configuration order
 	byName  map[string]*target
 
-	fleet atomic.Pointer[Fleet]
+	snap atomic.Pointer[Snapshot]
 
 	mu sync.Mutex // guards the state of every target and publication
 }
 
-var _ Poller = (*FleetPoller)(nil)
+var (
+	_ Poller    = (*FleetPoller)(nil)
+	_ Refresher = (*FleetPoller)(nil)
+)
 
 // target is one polled neuron.
 type target struct {
@@ -201,24 +221,20 @@ type target struct {
 
 	// Guarded by FleetPoller.mu.
 	applied uint64             // sequence of the latest applied poll
-	state   NeuronState        // Models and derived values are set at publication
+	state   NeuronState        // Models are set at publication
 	models  []neuron.ModelInfo // last known GET /models
 }
 
-// NewPoller returns a FleetPoller for the given neurons and catalogue (nil:
-// no catalogue). It validates the neuron configurations (unique names,
-// http(s) endpoints) and the options, and builds one client per neuron. The
-// first snapshot, available at once from Fleet, has every neuron unhealthy
-// and never polled.
-func NewPoller(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...PollerOption) (*FleetPoller, error) {
-	if err := validateNeurons(neurons); err != nil {
-		return nil, err
-	}
+// NewPoller returns a FleetPoller over the given targets. It fails on a
+// target without a name or an API, on a duplicate name, and on invalid
+// options. The first snapshot, available at once from Snapshot, has every
+// neuron unhealthy and never polled.
+func NewPoller(targets []Target, opts ...PollerOption) (*FleetPoller, error) {
 	cfg := pollerConfig{
 		interval:    DefaultPollInterval,
 		callTimeout: DefaultCallTimeout,
 		threshold:   DefaultFailureThreshold,
-		clock:       systemClock{},
+		clock:       SystemClock{},
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -227,50 +243,47 @@ func NewPoller(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...PollerO
 	}
 	switch {
 	case cfg.interval <= 0:
-		return nil, fmt.Errorf("cortex: poller: interval %v is not positive", cfg.interval)
+		return nil, fmt.Errorf("route: poller: interval %v is not positive", cfg.interval)
 	case cfg.callTimeout <= 0:
-		return nil, fmt.Errorf("cortex: poller: call timeout %v is not positive", cfg.callTimeout)
+		return nil, fmt.Errorf("route: poller: call timeout %v is not positive", cfg.callTimeout)
 	case cfg.threshold < 1:
-		return nil, fmt.Errorf("cortex: poller: failure threshold %d is below 1", cfg.threshold)
+		return nil, fmt.Errorf("route: poller: failure threshold %d is below 1", cfg.threshold)
 	case cfg.clock == nil:
-		return nil, errors.New("cortex: poller: nil Clock")
-	case cfg.factory == nil:
-		cfg.factory = defaultClientFactory
+		return nil, errors.New("route: poller: nil Clock")
 	}
 	p := &FleetPoller{
 		cfg:     cfg,
-		cat:     cat,
 		log:     cfg.logger,
-		targets: make([]*target, len(neurons)),
-		byName:  make(map[string]*target, len(neurons)),
+		targets: make([]*target, len(targets)),
+		byName:  make(map[string]*target, len(targets)),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	for i, nc := range neurons {
-		api, err := cfg.factory(nc)
-		if err != nil {
-			return nil, fmt.Errorf("cortex: poller: neuron %q: %w", nc.Name, err)
+	for i, tg := range targets {
+		switch {
+		case tg.Name == "":
+			return nil, fmt.Errorf("route: poller: target %d has no name", i)
+		case p.byName[tg.Name] != nil:
+			return nil, fmt.Errorf("route: poller: duplicate target %q", tg.Name)
+		case tg.API == nil:
+			return nil, fmt.Errorf("route: poller: target %q has no API", tg.Name)
 		}
-		if api == nil {
-			return nil, fmt.Errorf("cortex: poller: neuron %q: client factory returned nil", nc.Name)
-		}
-		t := &target{api: api}
-		t.state = NeuronState{Name: nc.Name, Endpoint: nc.Endpoint}
+		t := &target{api: tg.API}
+		t.state = NeuronState{Name: tg.Name, Endpoint: tg.Endpoint}
 		p.targets[i] = t
-		p.byName[nc.Name] = t
+		p.byName[tg.Name] = t
 	}
 	now := cfg.clock.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, err := p.publishLocked(now); err != nil {
-		return nil, err
-	}
+	p.publishLocked(now)
 	return p, nil
 }
 
-// Fleet returns the latest snapshot. It never blocks and never returns nil.
-func (p *FleetPoller) Fleet() *Fleet { return p.fleet.Load() }
+// Snapshot returns the latest snapshot. It never blocks and never returns
+// nil.
+func (p *FleetPoller) Snapshot() *Snapshot { return p.snap.Load() }
 
 // Run polls every neuron at once, then once per interval, publishing a
 // snapshot after each round, until ctx ends; then it returns nil. A round
@@ -296,7 +309,7 @@ func (p *FleetPoller) Run(ctx context.Context) error {
 // failure). The Gateway calls it right after loading or unloading a model.
 // It returns ErrUnknownNeuron for a name that is not configured, and
 // ctx.Err() without changing anything when ctx ends first.
-func (p *FleetPoller) Refresh(ctx context.Context, name string) (*Fleet, error) {
+func (p *FleetPoller) Refresh(ctx context.Context, name string) (*Snapshot, error) {
 	t := p.byName[name]
 	if t == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownNeuron, name)
@@ -308,23 +321,18 @@ func (p *FleetPoller) Refresh(ctx context.Context, name string) (*Fleet, error) 
 	now := p.cfg.clock.Now()
 	p.mu.Lock()
 	ev := p.applyLocked(res)
-	prev := p.fleet.Load()
-	f, err := p.publishLocked(now)
+	s := p.publishLocked(now)
 	p.mu.Unlock()
 	p.logEvent(ev)
-	if err != nil {
-		return nil, err
-	}
-	p.observed(prev, f)
-	return f, res.err
+	p.published(s)
+	return s, res.err
 }
 
-// observed tells the observer of a new snapshot, once p.mu is released.
-// Snapshots published concurrently (a round and a Refresh) may be told in
-// either order; each comes with the one it replaced.
-func (p *FleetPoller) observed(prev, next *Fleet) {
-	if p.cfg.observe != nil && next != nil {
-		p.cfg.observe(prev, next)
+// published tells the WithPublished functions of a new snapshot, once p.mu
+// is released.
+func (p *FleetPoller) published(s *Snapshot) {
+	for _, f := range p.cfg.published {
+		f(s)
 	}
 }
 
@@ -345,17 +353,12 @@ func (p *FleetPoller) round(ctx context.Context) {
 	for i := range results {
 		events[i] = p.applyLocked(results[i])
 	}
-	prev := p.fleet.Load()
-	f, err := p.publishLocked(now)
+	s := p.publishLocked(now)
 	p.mu.Unlock()
 	for _, ev := range events {
 		p.logEvent(ev)
 	}
-	if err != nil {
-		p.log.Error("cortex: cannot build the fleet snapshot", "err", err)
-		return
-	}
-	p.observed(prev, f)
+	p.published(s)
 }
 
 // pollResult is what one poll of one neuron learned.
@@ -428,11 +431,11 @@ const (
 func (p *FleetPoller) logEvent(ev pollEvent) {
 	switch ev.kind {
 	case eventHealthy:
-		p.log.Info("cortex: neuron healthy", "neuron", ev.name)
+		p.log.Info("route: neuron healthy", "neuron", ev.name)
 	case eventUnhealthy:
-		p.log.Warn("cortex: neuron unhealthy", "neuron", ev.name, "failures", ev.failures, "err", ev.err)
+		p.log.Warn("route: neuron unhealthy", "neuron", ev.name, "failures", ev.failures, "err", ev.err)
 	case eventFailed:
-		p.log.Debug("cortex: neuron poll failed", "neuron", ev.name, "failures", ev.failures, "err", ev.err)
+		p.log.Debug("route: neuron poll failed", "neuron", ev.name, "failures", ev.failures, "err", ev.err)
 	}
 }
 
@@ -478,24 +481,14 @@ func (p *FleetPoller) applyLocked(res pollResult) pollEvent {
 
 // publishLocked builds a snapshot from every target's state and publishes
 // it. p.mu is held.
-func (p *FleetPoller) publishLocked(now time.Time) (*Fleet, error) {
-	states := make([]NeuronState, len(p.targets))
+func (p *FleetPoller) publishLocked(now time.Time) *Snapshot {
+	s := &Snapshot{At: now, Neurons: make([]NeuronState, len(p.targets))}
 	for i, t := range p.targets {
-		states[i] = t.state
-		states[i].Models = modelStates(t.models, t.state.Health)
-		if o := p.cfg.outliers; o != nil {
-			for j := range states[i].Models {
-				m := &states[i].Models[j]
-				m.Ejection = o.ejection(t.state.Name, m.ID)
-			}
-		}
+		s.Neurons[i] = t.state
+		s.Neurons[i].Models = modelStates(t.models, t.state.Health)
 	}
-	f, err := newFleet(p.cat, p.cfg.usage, now, states)
-	if err != nil {
-		return nil, err
-	}
-	p.fleet.Store(f)
-	return f, nil
+	p.snap.Store(s)
+	return s
 }
 
 // modelStates joins a neuron's models with the admission counts of its
@@ -520,17 +513,4 @@ func modelStates(models []neuron.ModelInfo, h *neuron.Health) []ModelState {
 		out = append(out, ModelState{ModelInfo: mi, InFlight: l.InFlight, QueueDepth: l.QueueDepth})
 	}
 	return out
-}
-
-var _ NeuronAPI = (*neuron.Client)(nil)
-
-// defaultClientFactory builds a *neuron.Client with the neuron's endpoint
-// and token over http.DefaultClient; the poller bounds each call with its
-// call timeout.
-func defaultClientFactory(nc NeuronConfig) (NeuronAPI, error) {
-	var opts []neuron.ClientOption
-	if nc.Token != "" {
-		opts = append(opts, neuron.WithToken(nc.Token))
-	}
-	return neuron.NewClient(nc.Endpoint, opts...)
 }

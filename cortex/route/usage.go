@@ -1,4 +1,4 @@
-package cortex
+package route
 
 import (
 	"sync"
@@ -6,17 +6,30 @@ import (
 	"time"
 )
 
-// Usage holds the live per-(neuron, model) counters the Gateway owns: the
-// requests it has in flight to each replica and when each was last used.
-// The Poller copies the last use into every snapshot and gives each
-// ModelState a pointer to its Counter, so the Router reads the current
-// in-flight count with one atomic load.
+// Usage holds the live state of every replica (a model on a neuron) that
+// the gateway owns and a snapshot does not: the requests in flight to it
+// and when it was last used (its Counter), and whether it is out of
+// rotation (its Ejection). NewFleet links each ModelState to its Counter
+// and Ejection in the Usage it is given, and raises LastUsed to the
+// counter's last use, so that a Router reads the current in-flight count
+// and ejection with one atomic load each.
+//
+// The gateway builds every Fleet it routes over with its own Usage; a
+// Poller never sees it. Give each gateway its own Usage: two gateways that
+// share one share their counts and ejections.
 //
 // The zero value is ready to use. A Usage is safe for concurrent use; Add,
 // Done and Touch never block on I/O.
 type Usage struct {
 	mu       sync.RWMutex
-	counters map[usageKey]*Counter
+	replicas map[usageKey]*replicaLive
+}
+
+// replicaLive is the live state of one replica, its counter and ejection
+// side by side for the Router's hot loop.
+type replicaLive struct {
+	c Counter
+	e Ejection
 }
 
 type usageKey struct{ neuron, model string }
@@ -26,36 +39,45 @@ func NewUsage() *Usage { return &Usage{} }
 
 // Counter returns the counter of model on neuron, creating it on first use.
 // The same pointer is returned for the life of the Usage.
-func (u *Usage) Counter(neuron, model string) *Counter {
+func (u *Usage) Counter(neuron, model string) *Counter { return &u.replica(neuron, model).c }
+
+// Ejection returns the ejection state of model on neuron, creating it on
+// first use. The same pointer is returned for the life of the Usage.
+func (u *Usage) Ejection(neuron, model string) *Ejection { return &u.replica(neuron, model).e }
+
+func (u *Usage) replica(neuron, model string) *replicaLive {
 	k := usageKey{neuron, model}
 	u.mu.RLock()
-	c := u.counters[k]
+	r := u.replicas[k]
 	u.mu.RUnlock()
-	if c != nil {
-		return c
+	if r != nil {
+		return r
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.counterLocked(k)
+	return u.replicaLocked(k)
 }
 
-func (u *Usage) counterLocked(k usageKey) *Counter {
-	if c := u.counters[k]; c != nil {
-		return c
+func (u *Usage) replicaLocked(k usageKey) *replicaLive {
+	if r := u.replicas[k]; r != nil {
+		return r
 	}
-	if u.counters == nil {
-		u.counters = make(map[usageKey]*Counter)
+	if u.replicas == nil {
+		u.replicas = make(map[usageKey]*replicaLive)
 	}
-	c := new(Counter)
-	u.counters[k] = c
-	return c
+	r := new(replicaLive)
+	u.replicas[k] = r
+	return r
 }
 
 // lookup returns the counter of model on neuron, or nil when none exists.
 func (u *Usage) lookup(neuron, model string) *Counter {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	return u.counters[usageKey{neuron, model}]
+	if r := u.replicas[usageKey{neuron, model}]; r != nil {
+		return &r.c
+	}
+	return nil
 }
 
 // Add records the start of a request to model on neuron.
@@ -101,7 +123,7 @@ func (c *Counter) Add() { c.inFlight.Add(1) }
 func (c *Counter) Done() {
 	if c.inFlight.Add(-1) < 0 {
 		c.inFlight.Add(1)
-		panic("cortex: Counter.Done without a matching Add")
+		panic("route: Counter.Done without a matching Add")
 	}
 }
 

@@ -1,4 +1,4 @@
-package cortex
+package route
 
 import (
 	"cmp"
@@ -11,7 +11,7 @@ import (
 
 // Evictor decides which resident models of a neuron to unload to make room
 // for an incoming model. It is a pure decision: the Router calls it while
-// routing, and the Gateway carries the answer out (unload, then load).
+// routing, and the gateway carries the answer out (unload, then load).
 //
 // Concurrency: Victims may be called from many goroutines at once over the
 // same snapshot. It must not block, do I/O, or modify n.
