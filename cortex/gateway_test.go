@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -954,5 +955,44 @@ func BenchmarkGatewayFleet(b *testing.B) {
 		if gw.Fleet() == nil {
 			b.Fatal("nil fleet")
 		}
+	}
+}
+
+// pathTransport records the paths of the requests it sends.
+type pathTransport struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (p *pathTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	p.mu.Lock()
+	p.paths = append(p.paths, r.URL.Path)
+	p.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestDefaultPollerUsesTheTransport: the management calls of the Poller
+// the gateway builds go over the gateway's Transport.
+func TestDefaultPollerUsesTheTransport(t *testing.T) {
+	t.Parallel()
+	fl := cortextest.NewFleet(t, cortextest.Named("n1")...)
+	rt := &pathTransport{}
+	gw, err := cortex.NewGateway(fl.Configs(), nil, cortex.WithTransport(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Shutdown(context.Background()) })
+	if _, err := gw.Poller().(route.Refresher).Refresh(t.Context(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for _, want := range []string{"/discovery", "/models", "/health"} {
+		if !slices.Contains(rt.paths, want) {
+			t.Errorf("the transport sent %v, not %s", rt.paths, want)
+		}
+	}
+	if !gw.Fleet().Neuron("n1").Healthy {
+		t.Error("the refreshed neuron is not healthy in the gateway's fleet")
 	}
 }

@@ -108,7 +108,11 @@ func WithClock(clk route.Clock) GatewayOption {
 // (route.Snapshot); the gateway builds the Fleet it routes over from each
 // new one with its own catalogue and Usage, so a custom Poller cannot leave
 // the Router without live counts. When it also implements route.Refresher,
-// the gateway refreshes a neuron right after loading a model there.
+// the gateway refreshes a neuron right after loading a model there. The
+// default Poller tells the gateway of each snapshot as it publishes it; a
+// custom Poller's snapshot is taken in, and its events (a neuron down, an
+// engine restarted) recorded, when the gateway next reads the fleet: the
+// next request, status page or metrics scrape.
 func WithPoller(p route.Poller) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.poller = p })
 }

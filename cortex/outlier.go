@@ -89,7 +89,7 @@ func (c OutlierConfig) Validate() error {
 
 // Ejection returns the live outlier state of model on neuron: the
 // replica's Ejection in the gateway's Usage, which every Fleet the
-// gateway builds links to ModelState.Ejection.
+// gateway builds links to route.ModelState.Ejection.
 func (g *Gateway) Ejection(neuron, model string) *route.Ejection {
 	return g.outliers.ejection(neuron, model)
 }

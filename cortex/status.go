@@ -212,7 +212,7 @@ type NeuronStatus struct {
 	// TotalVRAMMB is the VRAM of every GPU, in MiB.
 	TotalVRAMMB uint64 `json:"total_vram_mb"`
 	// FreeVRAMMB is the VRAM the gateway estimates a new model can use
-	// (see NeuronState.FreeVRAMMB); 0 while the neuron is down.
+	// (see route.NeuronState.FreeVRAMMB); 0 while the neuron is down.
 	FreeVRAMMB uint64 `json:"free_vram_mb"`
 	// GPUs are in the order of the neuron's /discovery.
 	GPUs []GPUStatus `json:"gpus"`

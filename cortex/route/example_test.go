@@ -87,7 +87,7 @@ func (p *drainingPoller) Snapshot() *route.Snapshot {
 type staticPoller struct{ s *route.Snapshot }
 
 func (p staticPoller) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-func (p staticPoller) Snapshot() *route.Snapshot    { return p.s }
+func (p staticPoller) Snapshot() *route.Snapshot     { return p.s }
 
 // A Poller that drains a neuron: it wraps another Poller (in a gateway,
 // the default route.FleetPoller) and changes the states it publishes.
