@@ -958,26 +958,32 @@ func BenchmarkGatewayFleet(b *testing.B) {
 	}
 }
 
-// pathTransport records the paths of the requests it sends.
+// pathTransport records the paths and Authorization headers of the
+// requests it sends.
 type pathTransport struct {
 	mu    sync.Mutex
 	paths []string
+	auth  []string
 }
 
 func (p *pathTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	p.mu.Lock()
 	p.paths = append(p.paths, r.URL.Path)
+	p.auth = append(p.auth, r.Header.Get("Authorization"))
 	p.mu.Unlock()
 	return http.DefaultTransport.RoundTrip(r)
 }
 
 // TestDefaultPollerUsesTheTransport: the management calls of the Poller
-// the gateway builds go over the gateway's Transport.
+// the gateway builds go over the gateway's Transport, with the neuron's
+// token.
 func TestDefaultPollerUsesTheTransport(t *testing.T) {
 	t.Parallel()
 	fl := cortextest.NewFleet(t, cortextest.Named("n1")...)
+	cfgs := fl.Configs()
+	cfgs[0].Token = "neuron-secret"
 	rt := &pathTransport{}
-	gw, err := cortex.NewGateway(fl.Configs(), nil, cortex.WithTransport(rt))
+	gw, err := cortex.NewGateway(cfgs, nil, cortex.WithTransport(rt))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -990,6 +996,11 @@ func TestDefaultPollerUsesTheTransport(t *testing.T) {
 	for _, want := range []string{"/discovery", "/models", "/health"} {
 		if !slices.Contains(rt.paths, want) {
 			t.Errorf("the transport sent %v, not %s", rt.paths, want)
+		}
+	}
+	for i, a := range rt.auth {
+		if a != "Bearer neuron-secret" {
+			t.Errorf("%s sent Authorization %q", rt.paths[i], a)
 		}
 	}
 	if !gw.Fleet().Neuron("n1").Healthy {
