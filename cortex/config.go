@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/config"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -255,10 +256,10 @@ func (c *Config) applyDefaults() {
 		g.LoadTimeout = neuron.Duration(DefaultLoadTimeout)
 	}
 	if g.PollInterval == 0 {
-		g.PollInterval = neuron.Duration(DefaultPollInterval)
+		g.PollInterval = neuron.Duration(route.DefaultPollInterval)
 	}
 	if g.FailureThreshold == 0 {
-		g.FailureThreshold = DefaultFailureThreshold
+		g.FailureThreshold = route.DefaultFailureThreshold
 	}
 }
 
@@ -378,12 +379,12 @@ func (c Config) GatewayOptions() []GatewayOption {
 	if g.SettleRetryWindow > 0 {
 		opts = append(opts, WithSettleRetryWindow(g.SettleRetryWindow.Std()))
 	}
-	var popts []PollerOption
+	var popts []route.PollerOption
 	if g.PollInterval > 0 {
-		popts = append(popts, WithInterval(g.PollInterval.Std()))
+		popts = append(popts, route.WithInterval(g.PollInterval.Std()))
 	}
 	if g.FailureThreshold > 0 {
-		popts = append(popts, WithFailureThreshold(g.FailureThreshold))
+		popts = append(popts, route.WithFailureThreshold(g.FailureThreshold))
 	}
 	opts = append(opts, c.statusOptions()...)
 	opts = append(opts, WithOutlierDetection(c.OutlierDetection))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -72,8 +73,8 @@ func TestParseConfigDefaults(t *testing.T) {
 	if c.Gateway.Listen != cortex.DefaultListen || c.Gateway.MetricsListen != cortex.DefaultMetricsListen ||
 		c.Gateway.StreamIdleTimeout.Std() != cortex.DefaultStreamIdleTimeout || c.Gateway.MaxBodyBytes != cortex.DefaultMaxBodyBytes ||
 		c.Gateway.BodyReadTimeout.Std() != cortex.DefaultBodyReadTimeout ||
-		c.Gateway.LoadTimeout.Std() != cortex.DefaultLoadTimeout || c.Gateway.PollInterval.Std() != cortex.DefaultPollInterval ||
-		c.Gateway.FailureThreshold != cortex.DefaultFailureThreshold || c.ModelsConfig != "" {
+		c.Gateway.LoadTimeout.Std() != cortex.DefaultLoadTimeout || c.Gateway.PollInterval.Std() != route.DefaultPollInterval ||
+		c.Gateway.FailureThreshold != route.DefaultFailureThreshold || c.ModelsConfig != "" {
 		t.Errorf("defaults: %+v", c)
 	}
 	if len(c.GatewayOptions()) == 0 {

@@ -4,33 +4,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 )
-
-// The default Poller's settings as cortex.toml names them ([gateway]
-// poll_interval and failure_threshold). They are route's; see
-// WithPollerOptions.
-const (
-	// DefaultPollInterval is route.DefaultPollInterval.
-	DefaultPollInterval = route.DefaultPollInterval
-	// DefaultFailureThreshold is route.DefaultFailureThreshold.
-	DefaultFailureThreshold = route.DefaultFailureThreshold
-)
-
-// PollerOption is an option of the gateway's default Poller (see
-// WithPollerOptions): a route.PollerOption.
-type PollerOption = route.PollerOption
-
-// WithInterval is route.WithInterval: the time between polling rounds of
-// the default Poller. Default 2 s.
-func WithInterval(d time.Duration) PollerOption { return route.WithInterval(d) }
-
-// WithFailureThreshold is route.WithFailureThreshold: how many
-// consecutive failed polls make a neuron unhealthy. Default 3.
-func WithFailureThreshold(n int) PollerOption { return route.WithFailureThreshold(n) }
 
 // fleetView builds the Fleet the gateway routes over from the Poller's
 // latest Snapshot, with the gateway's catalogue and Usage: once per new

@@ -44,7 +44,7 @@ func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, o
 	t.Helper()
 	fleet := cortextest.NewFleet(t, specs...)
 	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(
-		cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second))}, opts...)
+		route.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second))}, opts...)
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, opts...)
 	if err != nil {
 		t.Fatalf("NewGateway: %v", err)
@@ -779,12 +779,12 @@ func TestNewGatewayErrors(t *testing.T) {
 		{"idle timeout", ok, []cortex.GatewayOption{cortex.WithStreamIdleTimeout(0)}, "idle timeout"},
 		{"body limit", ok, []cortex.GatewayOption{cortex.WithMaxBodyBytes(-1)}, "max body"},
 		{"load timeout", ok, []cortex.GatewayOption{cortex.WithLoadTimeout(-time.Second)}, "load timeout"},
-		{"poller option", ok, []cortex.GatewayOption{cortex.WithPollerOptions(cortex.WithInterval(0))}, "interval"},
+		{"poller option", ok, []cortex.GatewayOption{cortex.WithPollerOptions(route.WithInterval(0))}, "interval"},
 		{"router option", ok, []cortex.GatewayOption{cortex.WithRouterOptions(route.WithEvictor(nil))}, "Evictor"},
 		{"router options with a router", ok, []cortex.GatewayOption{cortex.WithRouter(panicRouter{}),
 			cortex.WithRouterOptions(route.WithRetryAfter(time.Second))}, "WithRouterOptions"},
 		{"poller options with a poller", ok, []cortex.GatewayOption{cortex.WithPoller(staticPoller{}),
-			cortex.WithPollerOptions(cortex.WithInterval(time.Second))}, "WithPollerOptions"},
+			cortex.WithPollerOptions(route.WithInterval(time.Second))}, "WithPollerOptions"},
 		{"admin factory", ok, []cortex.GatewayOption{cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
 			return nil, errors.New("no admin today")
 		})}, "no admin today"},

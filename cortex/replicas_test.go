@@ -85,7 +85,7 @@ func newReplicaSet(t *testing.T, n int, ttl time.Duration) *replicaSet {
 			t.Fatalf("redisledger.New: %v", err)
 		}
 		gw, err := cortex.NewGateway(rs.fleet.Configs(), testCatalogue(t),
-			cortex.WithPollerOptions(cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
+			cortex.WithPollerOptions(route.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
 			cortex.WithProvider(l), cortex.WithRequireAuth(true))
 		if err != nil {
 			t.Fatalf("NewGateway: %v", err)

@@ -54,7 +54,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			Sim: sim.Config{CrashAfterTokens: 2}},
 	)
 	gw, err := cortex.NewGateway(fleet.Configs(), testCatalogue(t), cortex.WithProvider(local), cortex.WithRequireAuth(true),
-		cortex.WithLogger(logger), cortex.WithMeter(sink), cortex.WithPollerOptions(cortex.WithFailureThreshold(1)))
+		cortex.WithLogger(logger), cortex.WithMeter(sink), cortex.WithPollerOptions(route.WithFailureThreshold(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestNeuronTokenOnEveryCall(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rt := &authRecorder{rt: &http.Transport{}}
 			gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: fleet.Neuron("n1").URL(), Token: tt.token}},
-				testCatalogue(t), cortex.WithTransport(rt), cortex.WithPollerOptions(cortex.WithFailureThreshold(1)))
+				testCatalogue(t), cortex.WithTransport(rt), cortex.WithPollerOptions(route.WithFailureThreshold(1)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -123,7 +123,7 @@ func TestSettlesLandAcrossARedisRestart(t *testing.T) {
 	spec.Sim = sim.Config{TokensPerSecond: 400} // answers of 5..40 tokens take 10..100 ms
 	fleet := cortextest.NewFleet(t, spec)
 	gw, err := cortex.NewGateway(fleet.Configs(), testCatalogue(t),
-		cortex.WithPollerOptions(cortex.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
+		cortex.WithPollerOptions(route.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
 		cortex.WithProvider(ledger), cortex.WithRequireAuth(true), cortex.WithMeter(rec),
 		cortex.WithSettleBackoff(20*time.Millisecond, 200*time.Millisecond),
 		cortex.WithSettleOutbox(t.TempDir()+"/settles.jsonl"))

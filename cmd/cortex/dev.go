@@ -14,6 +14,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -137,7 +138,7 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithLogger(cfg.logger),
 		cortex.WithPublicStatus(true), cortex.WithAdminKeys(entitlements.KeyDigest(devKey)),
 		cortex.WithStatusBudgets(entitlements.Principal{AccountID: devAccount, KeyID: devAccount}),
-		cortex.WithPollerOptions(cortex.WithInterval(time.Second)))
+		cortex.WithPollerOptions(route.WithInterval(time.Second)))
 	if err != nil {
 		return d, err
 	}

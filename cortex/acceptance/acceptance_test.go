@@ -23,6 +23,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -104,7 +105,7 @@ func newStack(t *testing.T, keys ...entitlements.KeyConfig) *stack {
 	}
 	done := newFinished()
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, cortex.WithProvider(ledger), cortex.WithRequireAuth(true), cortex.WithMeter(done),
-		cortex.WithPollerOptions(cortex.WithInterval(50*time.Millisecond)))
+		cortex.WithPollerOptions(route.WithInterval(50*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
@@ -398,7 +399,7 @@ func newStackFor(t *testing.T, accounts []account, eng engineSpec) *stack {
 		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithMeter(meter),
 		cortex.WithDefaultMaxOutput(defaultOutput), cortex.WithStreamIdleTimeout(idleTimeout),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-		cortex.WithPollerOptions(cortex.WithInterval(100*time.Millisecond)))
+		cortex.WithPollerOptions(route.WithInterval(100*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
 	}

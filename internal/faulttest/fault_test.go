@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -115,7 +116,7 @@ func TestNeuronKilled(t *testing.T) {
 	b := startNeuron(t, "gpu-b", modelFast)
 	clock := manualClock{tick: make(chan time.Time)}
 	s := newStack(t, []*neuronProc{a, b}, cortex.WithClock(clock),
-		cortex.WithPollerOptions(cortex.WithFailureThreshold(3)))
+		cortex.WithPollerOptions(route.WithFailureThreshold(3)))
 	retries := func() int { return strings.Count(s.logs.String(), "retrying on another replica") }
 
 	engines := a.engines()

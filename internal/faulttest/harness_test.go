@@ -25,6 +25,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -437,7 +438,7 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 	opts = append([]cortex.GatewayOption{
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-		cortex.WithPollerOptions(cortex.WithInterval(pollEvery)),
+		cortex.WithPollerOptions(route.WithInterval(pollEvery)),
 	}, opts...)
 	gw, err := cortex.NewGateway(configs, cat, opts...)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -207,7 +208,7 @@ func realStack(t *testing.T, n *neuronProc, model string) *stack {
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: n.name, Endpoint: n.url, Token: neuronToken}}, cat,
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-		cortex.WithPollerOptions(cortex.WithInterval(pollEvery)))
+		cortex.WithPollerOptions(route.WithInterval(pollEvery)))
 	if err != nil {
 		t.Fatal(err)
 	}
