@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // lockFile takes an exclusive flock on the file at path (created when
@@ -20,7 +21,17 @@ func lockFile(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	// A lock this process released may still be held for an instant by a
+	// child it is forking: the child shares the descriptor until its exec
+	// closes it (close-on-exec). Wait for that, briefly, when the holder is
+	// this process.
+	for deadline := time.Now().Add(selfLockWait); errors.Is(err, syscall.EWOULDBLOCK) &&
+		readPID(f) == strconv.Itoa(os.Getpid()) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
 		pid := readPID(f)
 		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
@@ -36,6 +47,10 @@ func lockFile(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// selfLockWait bounds the wait for a lock that this process holds (see
+// lockFile).
+const selfLockWait = time.Second
 
 // unlockFile releases the lock of lockFile. The lock file stays.
 func unlockFile(f *os.File) error {
