@@ -563,7 +563,8 @@ func TestClampAddsMaxTokens(t *testing.T) {
 // reserved for it, so the engine cannot generate past the reservation:
 // the model's output limit for a chat completion, OpenAI's default 16 for
 // a completion. A maximum the client set is sent as it came, and an
-// anonymous request gets the same bound; no clamp is announced.
+// anonymous request without one is sent without one; no clamp is
+// announced.
 func TestReservedMaxIsSent(t *testing.T) {
 	t.Parallel()
 	local := newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(1000))})
@@ -588,7 +589,7 @@ func TestReservedMaxIsSent(t *testing.T) {
 		{name: "chat without a maximum", path: "/v1/chat/completions", body: chatBody("chat-a"), key: []string{"x-api-key", "k"}, want: ptr(int64(64))},
 		{name: "chat with a maximum", path: "/v1/chat/completions", body: chatBody("chat-a", `"max_tokens":9`), key: []string{"x-api-key", "k"}, want: ptr(int64(9))},
 		{name: "completion without a maximum", path: "/v1/completions", body: `{"model":"chat-a","prompt":"Hello there"}`, key: []string{"x-api-key", "k"}, want: ptr(int64(16))},
-		{name: "anonymous chat", path: "/v1/chat/completions", body: chatBody("chat-a"), want: ptr(int64(64))},
+		{name: "anonymous chat", path: "/v1/chat/completions", body: chatBody("chat-a"), want: nil},
 	}
 	for _, tt := range tests {
 		status, hdr, body := s.post(tt.path, tt.body, tt.key...)

@@ -69,7 +69,8 @@
 //  7. Proxy: the body goes to the neuron with the model id in place of an
 //     alias, every output bound it has set to the maximum output reserved
 //     (and the route's own bound added: max_tokens, or max_output_tokens
-//     on /v1/responses) and, for a chat or completions stream that does
+//     on /v1/responses; an anonymous request that set none is left
+//     without one) and, for a chat or completions stream that does
 //     not ask for it, stream_options.include_usage set; the client's query
 //     string is not sent. The request carries the output allowance
 //     (neuron.HeaderMaxOutputTokens), which the neuron enforces on streams.

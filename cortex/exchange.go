@@ -331,9 +331,11 @@ func (c *exchange) prepareBody() {
 	if c.req.Model != c.model.ID {
 		edits = append(edits, c.req.SetModel(c.model.ID))
 	}
-	if c.maxOutput > 0 {
+	if c.maxOutput > 0 && (c.budgeted() || c.req.MaxTokens > 0) {
 		// Every output bound an engine obeys says what was reserved
-		// (and the neuron holds the engine to it: allowance()).
+		// (and the neuron holds the engine to it: allowance()). A caller
+		// without a budget that set no bound is sent as it came: the
+		// engine's default applies, and nothing is charged.
 		edits = append(edits, c.req.SetMaxTokens(c.maxOutput, c.kind.maxTokensField())...)
 	}
 	c.clientUsage = c.req.IncludeUsage
