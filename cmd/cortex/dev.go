@@ -16,6 +16,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/hangup"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
@@ -56,8 +57,8 @@ type devStack struct {
 
 // runDev is "cortex dev".
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	hup := catchHangups()
-	defer hup.stop()
+	hup := hangup.Catch()
+	defer hup.Stop()
 	fs := flag.NewFlagSet("cortex dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", cortex.DefaultListen, "address of the API")
@@ -68,7 +69,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	hup.log(logger)
+	hup.Log(logger, "cortex")
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
 		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},

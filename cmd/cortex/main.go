@@ -40,6 +40,7 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/internal/hangup"
 )
 
 // version is set with -ldflags "-X main.version=...".
@@ -90,8 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runServe is "cortex serve": the gateway of cortex.toml.
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	hup := catchHangups()
-	defer hup.stop()
+	hup := hangup.Catch()
+	defer hup.Stop()
 	fs := flag.NewFlagSet("cortex serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "cortex.toml", "path of the cortex.toml configuration")
@@ -103,7 +104,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hup.log(logger)
+	hup.Log(logger, "cortex")
 	cfg, err := cortex.LoadConfig(*configPath)
 	if err != nil {
 		return err

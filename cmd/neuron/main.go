@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/internal/hangup"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/engine"
@@ -47,8 +48,8 @@ func main() {
 
 // run is the daemon: it serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	hup := catchHangups()
-	defer hup.stop()
+	hup := hangup.Catch()
+	defer hup.Stop()
 	fs := flag.NewFlagSet("neuron", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "neuron.toml", "path of the neuron.toml configuration")
@@ -70,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
-	hup.log(logger)
+	hup.Log(logger, "neuron")
 	cfg, err := neuron.LoadConfig(*configPath)
 	if err != nil {
 		return err
