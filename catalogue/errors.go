@@ -3,7 +3,8 @@ package catalogue
 import (
 	"errors"
 	"strconv"
-	"strings"
+
+	"github.com/helexa-ai/helexa-go/internal/config"
 )
 
 // Sentinel errors. Every problem that Parse, Load and New report is an
@@ -57,31 +58,14 @@ type Error struct {
 	Err error
 }
 
-// Error formats the problem as "path:line: entry: message".
+// Error formats the problem as "path:line: entry: message", as every
+// configuration file's errors read (internal/config).
 func (e *Error) Error() string {
-	var b strings.Builder
-	switch {
-	case e.Path != "" && e.Line > 0:
-		b.WriteString(e.Path)
-		b.WriteByte(':')
-		b.WriteString(strconv.Itoa(e.Line))
-		b.WriteString(": ")
-	case e.Path != "":
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	case e.Line > 0:
-		b.WriteString("line ")
-		b.WriteString(strconv.Itoa(e.Line))
-		b.WriteString(": ")
-	default:
-		b.WriteString("catalogue: ")
+	s := (&config.Error{File: e.Path, Line: e.Line, Entry: e.Entry, Msg: e.Msg}).Error()
+	if e.Path == "" && e.Line == 0 {
+		return "catalogue: " + s
 	}
-	if e.Entry != "" {
-		b.WriteString(e.Entry)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
+	return s
 }
 
 // Unwrap returns the sentinel in Err.
