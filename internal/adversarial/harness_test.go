@@ -3,7 +3,6 @@
 package adversarial_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,13 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -36,70 +34,13 @@ import (
 // The binaries of the suite, built once by the first test that needs them,
 // in a directory TestMain removes. (Copied from internal/faulttest, like
 // the process helpers below: the two suites share no code.)
-var (
-	buildOnce sync.Once
-	buildErr  error
-	binDir    string
-	neuronBin string
-	simBin    string
-)
+// bins are the neuron and helexa-sim binaries the suite runs.
+var bins = proctest.Binaries{Prefix: "helexa-adversarial-"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir == "" {
-		os.Exit(code)
-	}
-	if code == 0 {
-		if left := processesFrom(binDir); len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "adversarial: processes of the suite left running: %v\n", left)
-			code = 1
-		}
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "adversarial: goroutines leaked: %v\n", err)
-			code = 1
-		}
-	}
-	_ = os.RemoveAll(binDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { bins.Main(m, "adversarial") }
 
-// binaries builds neuron and helexa-sim once, without the race detector:
-// they are the system under test, not the test.
-func binaries(t *testing.T) {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "helexa-adversarial-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		neuronBin, simBin = filepath.Join(dir, "neuron"), filepath.Join(dir, "helexa-sim")
-		if buildErr = build(neuronBin, "github.com/helexa-ai/helexa-go/cmd/neuron"); buildErr != nil {
-			return
-		}
-		buildErr = build(simBin, "github.com/helexa-ai/helexa-go/neuron/sim/cmd/helexa-sim")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-}
-
-func build(out, pkg string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the go command is needed to build %s: %w", pkg, err)
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, pkg)
-	cmd.Env = os.Environ()
-	if os.Getenv("CGO_CFLAGS") == "" {
-		cmd.Env = append(cmd.Env, "CGO_CFLAGS=-Wno-deprecated-declarations")
-	}
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
+// binaries builds the binaries once.
+func binaries(t *testing.T) { bins.Build(t) }
 
 // Settings of the suite.
 const (
@@ -135,14 +76,14 @@ type engineSpec struct {
 // simEngine is helexa-sim serving the model "adv".
 func simEngine() engineSpec {
 	return engineSpec{name: "sim", model: model,
-		argv: append([]string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, engineArgs...)}
+		argv: append([]string{bins.Sim, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, engineArgs...)}
 }
 
 // neuronProc is the neuron process.
 type neuronProc struct {
 	url  string
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *proctest.LockedBuffer
 	done chan struct{} // closed when the process has exited
 	err  error         // the exit status; read after done
 	hc   *http.Client
@@ -168,12 +109,12 @@ func startNeuron(t *testing.T, eng engineSpec) *neuronProc {
 
 func tryNeuron(t *testing.T, eng engineSpec) (*neuronProc, error) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"adv\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n")
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 64\nmax_queue = 64\nmax_wait = \"10s\"\n")
-	fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", eng.name, quoteAll(eng.argv))
+	fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", eng.name, proctest.QuoteAll(eng.argv))
 	fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nvram_mb = 1000\n", eng.model, eng.name)
 	if eng.source != "" {
 		fmt.Fprintf(&cfg, "source = %q\n", eng.source)
@@ -182,9 +123,9 @@ func tryNeuron(t *testing.T, eng engineSpec) (*neuronProc, error) {
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &neuronProc{url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+	n := &neuronProc{url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
-	n.cmd = exec.Command(neuronBin, "--config", path)
+	n.cmd = exec.Command(bins.Neuron, "--config", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -216,7 +157,7 @@ func tryNeuron(t *testing.T, eng engineSpec) (*neuronProc, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Cleanup(func() { n.stop(t) })
-	engines := childrenOf(n.cmd.Process.Pid)
+	engines := proctest.ChildrenOf(n.cmd.Process.Pid)
 	if len(engines) != 1 {
 		t.Fatalf("the neuron runs %d engines, want 1", len(engines))
 	}
@@ -254,7 +195,7 @@ func engineURL(pid int) (string, error) {
 // stop ends the neuron (SIGTERM, then SIGKILL after 10 s) and checks that
 // its engine does not outlive it.
 func (n *neuronProc) stop(t *testing.T) {
-	engines := childrenOf(n.cmd.Process.Pid)
+	engines := proctest.ChildrenOf(n.cmd.Process.Pid)
 	select {
 	case <-n.done:
 	default:
@@ -269,7 +210,7 @@ func (n *neuronProc) stop(t *testing.T) {
 	n.hc.CloseIdleConnections()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range engines {
-		for alive(pid) {
+		for proctest.Alive(pid) {
 			if time.Now().After(deadline) {
 				t.Errorf("engine process %d outlived its neuron", pid)
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -366,7 +307,7 @@ type stack struct {
 	srv    *httptest.Server
 	local  *entitlements.Local
 	meter  *recorder
-	logs   *lockedBuffer
+	logs   *proctest.LockedBuffer
 	client *http.Client
 }
 
@@ -393,7 +334,7 @@ func newStackFor(t *testing.T, accounts []account, eng engineSpec) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.LockedBuffer{}
 	meter := &recorder{}
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "adv", Endpoint: n.url, Token: neuronToken}}, cat,
 		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithMeter(meter),
@@ -427,7 +368,7 @@ func newStackFor(t *testing.T, accounts []account, eng engineSpec) *stack {
 			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
-	eventually(t, 30*time.Second, "the neuron healthy with the model loaded", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the neuron healthy with the model loaded", func() bool {
 		ns := gw.Fleet().Neuron("adv")
 		if ns == nil || !ns.Healthy {
 			return false
@@ -484,126 +425,4 @@ func (s *stack) post(t *testing.T, a account, path, body string) answer {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return answer{status: resp.StatusCode, header: resp.Header, body: b, err: err}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func quoteAll(s []string) string {
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = strconv.Quote(v)
-	}
-	return strings.Join(q, ", ")
-}
-
-type proc struct {
-	pid, ppid int
-	state     byte
-}
-
-// procs lists the processes of the machine from /proc.
-func procs() []proc {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		out = append(out, proc{pid: pid, ppid: ppid, state: f[0][0]})
-	}
-	return out
-}
-
-// childrenOf returns the pids of the live processes whose parent is pid.
-func childrenOf(pid int) []int {
-	var out []int
-	for _, p := range procs() {
-		if p.ppid == pid && p.state != 'Z' {
-			out = append(out, p.pid)
-		}
-	}
-	return out
-}
-
-// processesFrom returns the live processes whose command lies in dir.
-func processesFrom(dir string) []string {
-	var out []string
-	for _, p := range procs() {
-		if p.state == 'Z' {
-			continue
-		}
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
-		if err == nil && strings.HasPrefix(exe, dir+string(os.PathSeparator)) {
-			out = append(out, fmt.Sprintf("%d %s", p.pid, exe))
-		}
-	}
-	return out
-}
-
-// alive reports whether pid is a process that has not exited.
-func alive(pid int) bool {
-	for _, p := range procs() {
-		if p.pid == pid {
-			return p.state != 'Z'
-		}
-	}
-	return false
-}
-
-// eventually polls cond until it holds, failing the test after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

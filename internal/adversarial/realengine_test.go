@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -624,9 +625,9 @@ func startLlama(t *testing.T, server, gguf string) string {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	defer hc.CloseIdleConnections()
 	for range 3 { // a port taken between the pick and llama-server's bind
-		addr := freeAddr(t)
+		addr := proctest.FreeAddr(t)
 		host, port, _ := net.SplitHostPort(addr)
-		logs := &lockedBuffer{}
+		logs := &proctest.LockedBuffer{}
 		cmd := exec.Command(server, append([]string{"--model", gguf, "--host", host, "--port", port}, llamaArgs...)...)
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {

@@ -3,6 +3,7 @@ package faulttest_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
 	"net/http"
 	"strings"
@@ -57,7 +58,7 @@ func TestEngineKilledMidStream(t *testing.T) {
 	// The neuron notices, restarts the engine, and the model is loaded
 	// again, served by a new process.
 	var seen []neuron.ModelStatus
-	eventually(t, 30*time.Second, "the model recovering, then loaded", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the model recovering, then loaded", func() bool {
 		st := n.status(t, modelCrashy)
 		if len(seen) == 0 || seen[len(seen)-1] != st {
 			seen = append(seen, st)
@@ -66,7 +67,7 @@ func TestEngineKilledMidStream(t *testing.T) {
 	})
 	t.Logf("statuses after the crash: %v", seen)
 	waitGone(t, before)
-	eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
 		m := s.gw.Fleet().Neuron(n.name).Model(modelCrashy)
 		return m != nil && m.Status == neuron.StatusLoaded && m.Restarts > 0
 	})
@@ -77,7 +78,7 @@ func TestEngineKilledMidStream(t *testing.T) {
 	s.settled(time.Second)
 	// The neuron frees the admission slot as its handler returns, which
 	// can be just after the gateway has read the whole answer.
-	eventually(t, 10*time.Second, "no request in flight at the neuron", func() bool {
+	proctest.Eventually(t, 10*time.Second, "no request in flight at the neuron", func() bool {
 		return n.inFlight(t, modelCrashy) == 0
 	})
 }
@@ -100,7 +101,7 @@ func (s *stack) pollRound(c manualClock) {
 	case <-time.After(10 * time.Second):
 		s.t.Fatal("the poller did not take the tick")
 	}
-	eventually(s.t, 10*time.Second, "the snapshot of the polling round", func() bool { return s.gw.Fleet() != before })
+	proctest.Eventually(s.t, 10*time.Second, "the snapshot of the polling round", func() bool { return s.gw.Fleet() != before })
 }
 
 // TestNeuronKilled: a neuron process is killed (SIGKILL). Its engines die
@@ -211,7 +212,7 @@ func TestStalledStream(t *testing.T) {
 	if s.spent() == 0 {
 		t.Error("nothing was charged for the stalled stream")
 	}
-	eventually(t, 10*time.Second, "the stalled request gone from the neuron", func() bool { return n.inFlight(t, modelHang) == 0 })
+	proctest.Eventually(t, 10*time.Second, "the stalled request gone from the neuron", func() bool { return n.inFlight(t, modelHang) == 0 })
 
 	// 8 tokens at 5 per second: about 1.6 s, longer than the idle timeout,
 	// with a token every 200 ms.
@@ -261,8 +262,8 @@ func TestClientDisconnect(t *testing.T) {
 	resp.Body.Close()
 	_, _ = ev.rest(t, 10*time.Second)
 
-	eventually(t, 10*time.Second, "the neuron's admission slot freed", func() bool { return n.inFlight(t, modelSlow) == 0 })
-	eventually(t, 10*time.Second, "the gateway's request finished", func() bool { return s.gw.InFlight() == 0 })
+	proctest.Eventually(t, 10*time.Second, "the neuron's admission slot freed", func() bool { return n.inFlight(t, modelSlow) == 0 })
+	proctest.Eventually(t, 10*time.Second, "the gateway's request finished", func() bool { return s.gw.InFlight() == 0 })
 	s.settled(time.Second)
 	if s.spent() == 0 {
 		t.Error("nothing was charged for the tokens streamed before the client left")
@@ -289,7 +290,7 @@ func TestGatewayGracefulShutdown(t *testing.T) {
 		defer cancel()
 		shut <- s.gw.Shutdown(ctx)
 	}()
-	eventually(t, 5*time.Second, "new requests refused", func() bool {
+	proctest.Eventually(t, 5*time.Second, "new requests refused", func() bool {
 		status, hdr, body := s.chatOnce(modelFast, 1)
 		if status != http.StatusServiceUnavailable {
 			return false
@@ -336,7 +337,7 @@ func TestNeuronGracefulShutdown(t *testing.T) {
 	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the neuron refusing new requests", func() bool {
+	proctest.Eventually(t, 5*time.Second, "the neuron refusing new requests", func() bool {
 		status, body := n.post(t, "/v1/chat/completions", `{"model":"fast","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`)
 		if status != http.StatusServiceUnavailable {
 			return false

@@ -2,31 +2,26 @@ package faulttest_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"github.com/helexa-ai/helexa-go/internal/redact"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -34,71 +29,13 @@ import (
 // The binaries of the suite, built once by the first test that needs
 // them (so that listing or benchmarking the package builds nothing), in a
 // directory TestMain removes.
-var (
-	buildOnce sync.Once
-	buildErr  error
-	binDir    string
-	neuronBin string
-	simBin    string
-)
+// bins are the neuron and helexa-sim binaries the suite runs.
+var bins = proctest.Binaries{Prefix: "helexa-faulttest-"}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir == "" {
-		os.Exit(code) // no test ran a process
-	}
-	if code == 0 {
-		if left := processesFrom(binDir); len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "faulttest: processes of the suite left running: %v\n", left)
-			code = 1
-		}
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "faulttest: goroutines leaked: %v\n", err)
-			code = 1
-		}
-	}
-	_ = os.RemoveAll(binDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { bins.Main(m, "faulttest") }
 
-// binaries builds neuron and helexa-sim once.
-func binaries(t *testing.T) {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "helexa-faulttest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		neuronBin, simBin = filepath.Join(dir, "neuron"), filepath.Join(dir, "helexa-sim")
-		if buildErr = build(neuronBin, "github.com/helexa-ai/helexa-go/cmd/neuron"); buildErr != nil {
-			return
-		}
-		buildErr = build(simBin, "github.com/helexa-ai/helexa-go/neuron/sim/cmd/helexa-sim")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-}
-
-// build compiles pkg into out, without the race detector: the binaries are
-// the system under test, not the test.
-func build(out, pkg string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the go command is needed to build %s: %w", pkg, err)
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, pkg)
-	cmd.Env = os.Environ()
-	if os.Getenv("CGO_CFLAGS") == "" {
-		cmd.Env = append(cmd.Env, "CGO_CFLAGS=-Wno-deprecated-declarations")
-	}
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
+// binaries builds the binaries once.
+func binaries(t *testing.T) { bins.Build(t) }
 
 // suite skips the test under -short and marks it parallel.
 func suite(t *testing.T) {
@@ -140,7 +77,7 @@ type neuronProc struct {
 	name   string
 	url    string
 	cmd    *exec.Cmd
-	logs   *lockedBuffer
+	logs   *proctest.LockedBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // the exit status; read after done
 	client *neuron.Client
@@ -166,14 +103,14 @@ func startNeuron(t *testing.T, name string, models ...string) *neuronProc {
 
 func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"10s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = %q\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n", name)
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 8\nmax_queue = 16\nmax_wait = \"10s\"\n")
 	for id, flags := range engineFlags {
-		argv := append([]string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, flags...)
-		fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", "sim-"+id, quoteAll(argv))
+		argv := append([]string{bins.Sim, "--host", "{host}", "--port", "{port}", "--model", "{id}"}, flags...)
+		fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", "sim-"+id, proctest.QuoteAll(argv))
 	}
 	for _, id := range models {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nvram_mb = 1000\n", id, "sim-"+id)
@@ -182,9 +119,9 @@ func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) 
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &neuronProc{name: name, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+	n := &neuronProc{name: name, url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
-	n.cmd = exec.Command(neuronBin, "--config", path)
+	n.cmd = exec.Command(bins.Neuron, "--config", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -255,7 +192,7 @@ func (n *neuronProc) engines() []int {
 		return nil
 	default:
 	}
-	return childrenOf(n.cmd.Process.Pid)
+	return proctest.ChildrenOf(n.cmd.Process.Pid)
 }
 
 // inFlight returns the requests in flight at the neuron for model, from
@@ -290,69 +227,12 @@ func (n *neuronProc) status(t *testing.T, model string) neuron.ModelStatus {
 	return ""
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func quoteAll(s []string) string {
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = strconv.Quote(v)
-	}
-	return strings.Join(q, ", ")
-}
-
-// childrenOf returns the pids of the live processes whose parent is pid.
-func childrenOf(pid int) []int {
-	var out []int
-	for _, p := range procs() {
-		if p.ppid == pid && p.state != 'Z' {
-			out = append(out, p.pid)
-		}
-	}
-	return out
-}
-
-// processesFrom returns the live processes whose command lies in dir.
-func processesFrom(dir string) []string {
-	var out []string
-	for _, p := range procs() {
-		if p.state == 'Z' {
-			continue
-		}
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
-		if err == nil && strings.HasPrefix(exe, dir+string(os.PathSeparator)) {
-			out = append(out, fmt.Sprintf("%d %s", p.pid, exe))
-		}
-	}
-	return out
-}
-
-// alive reports whether pid is a process that has not exited (a zombie
-// has).
-func alive(pid int) bool {
-	for _, p := range procs() {
-		if p.pid == pid {
-			return p.state != 'Z'
-		}
-	}
-	return false
-}
-
 // waitGone waits up to 10 s for every pid to exit.
 func waitGone(t *testing.T, pids []int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		for alive(pid) {
+		for proctest.Alive(pid) {
 			if time.Now().After(deadline) {
 				t.Errorf("engine process %d outlived its neuron", pid)
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -363,42 +243,6 @@ func waitGone(t *testing.T, pids []int) {
 	}
 }
 
-type proc struct {
-	pid, ppid int
-	state     byte
-}
-
-// procs lists the processes of the machine from /proc.
-func procs() []proc {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		out = append(out, proc{pid: pid, ppid: ppid, state: f[0][0]})
-	}
-	return out
-}
-
 // stack is a Gateway over neuron processes, served by an httptest server,
 // with a Local provider holding one key.
 type stack struct {
@@ -406,7 +250,7 @@ type stack struct {
 	gw     *cortex.Gateway
 	srv    *httptest.Server
 	local  *entitlements.Local
-	logs   *lockedBuffer
+	logs   *proctest.LockedBuffer
 	client *http.Client
 }
 
@@ -434,7 +278,7 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 	for _, n := range neurons {
 		configs = append(configs, cortex.NeuronConfig{Name: n.name, Endpoint: n.url, Token: neuronToken})
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.LockedBuffer{}
 	opts = append([]cortex.GatewayOption{
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
@@ -467,7 +311,7 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
-	eventually(t, 30*time.Second, "every neuron healthy with its models loaded", func() bool {
+	proctest.Eventually(t, 30*time.Second, "every neuron healthy with its models loaded", func() bool {
 		f := gw.Fleet()
 		for _, n := range neurons {
 			ns := f.Neuron(n.name)
@@ -655,34 +499,4 @@ func (e *events) rest(t *testing.T, d time.Duration) ([]string, error) {
 			return out, nil
 		}
 	}
-}
-
-// eventually polls cond until it holds, failing the test after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
 	"net/http"
 	"os"
@@ -36,16 +37,16 @@ const (
 // is stopped when the test ends.
 func startLiveNeuron(t *testing.T, name string, models ...string) *neuronProc {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"10s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = %q\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n", name)
-	fast := []string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{id}"}
+	fast := []string{bins.Sim, "--host", "{host}", "--port", "{port}", "--model", "{id}"}
 	fmt.Fprintf(&cfg, "[[engines]]\nname = \"sim-fast\"\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n"+
 		"liveness_interval = %q\nliveness_timeout = %q\nliveness_failures = %d\n",
-		quoteAll(fast), liveInterval, liveTimeout, liveFailures)
-	slow := []string{simBin, "--host", "{host}", "--port", "{port}", "--model", "{model}", "--load-time", "500ms"}
-	fmt.Fprintf(&cfg, "[[engines]]\nname = \"sim-slowload\"\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", quoteAll(slow))
+		proctest.QuoteAll(fast), liveInterval, liveTimeout, liveFailures)
+	slow := []string{bins.Sim, "--host", "{host}", "--port", "{port}", "--model", "{model}", "--load-time", "500ms"}
+	fmt.Fprintf(&cfg, "[[engines]]\nname = \"sim-slowload\"\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n", proctest.QuoteAll(slow))
 	for _, id := range models {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = \"sim-fast\"\nvram_mb = 1000\n", id)
 	}
@@ -53,9 +54,9 @@ func startLiveNeuron(t *testing.T, name string, models ...string) *neuronProc {
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &neuronProc{name: name, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+	n := &neuronProc{name: name, url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}}
-	n.cmd = exec.Command(neuronBin, "--config", path)
+	n.cmd = exec.Command(bins.Neuron, "--config", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func startLiveNeuron(t *testing.T, name string, models ...string) *neuronProc {
 		t.Fatal(err)
 	}
 	n.client = c
-	eventually(t, 30*time.Second, "the neuron serving its models", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the neuron serving its models", func() bool {
 		select {
 		case <-n.done:
 			t.Fatalf("neuron %s exited (%v); logs:\n%s", name, n.err, n.logs)
@@ -185,7 +186,7 @@ func TestHungEngine(t *testing.T) {
 	}
 	s.settled(time.Second)
 
-	eventually(t, 30*time.Second, "the model loaded again after a restart", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the model loaded again after a restart", func() bool {
 		mi := n.info(t, modelFast)
 		return mi.Status == neuron.StatusLoaded && mi.Restarts >= 1
 	})
@@ -201,7 +202,7 @@ func TestHungEngine(t *testing.T) {
 	t.Logf("from SIGSTOP: the neuron's answer %d after %v, the gateway's %d after %v (%s), loaded again after %v",
 		d.status, d.after.Round(time.Millisecond), g.status, g.after.Round(time.Millisecond), strings.TrimSpace(g.body), restarted.Round(time.Millisecond))
 
-	eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
 		m := s.gw.Fleet().Neuron(n.name).Model(modelFast)
 		return m != nil && m.Status == neuron.StatusLoaded && m.Restarts > 0
 	})

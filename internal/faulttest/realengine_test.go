@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -132,14 +133,14 @@ func startReal(t *testing.T, o realOptions) *realSetup {
 
 func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronProc, error) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	argv := append([]string{server, "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}"}, realArgs...)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"real\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = %d\n", realDevMB)
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 4\nmax_queue = 16\nmax_wait = \"10s\"\n")
 	fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n%s",
-		realEngine, quoteAll(argv), o.engineTOML)
+		realEngine, proctest.QuoteAll(argv), o.engineTOML)
 	for _, id := range o.defaults {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nsource = %q\nvram_mb = %d\n", id, realEngine, model, realVRAMMB)
 	}
@@ -147,9 +148,9 @@ func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronPr
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &neuronProc{name: "real", url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+	n := &neuronProc{name: "real", url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
-	n.cmd = exec.Command(neuronBin, "--config", path)
+	n.cmd = exec.Command(bins.Neuron, "--config", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -204,7 +205,7 @@ func realStack(t *testing.T, n *neuronProc, model string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &proctest.LockedBuffer{}
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: n.name, Endpoint: n.url, Token: neuronToken}}, cat,
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
@@ -234,7 +235,7 @@ func realStack(t *testing.T, n *neuronProc, model string) *stack {
 			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
-	eventually(t, 30*time.Second, "the neuron healthy in the gateway's snapshot", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the neuron healthy in the gateway's snapshot", func() bool {
 		ns := gw.Fleet().Neuron(n.name)
 		if ns == nil || !ns.Healthy {
 			return false
@@ -407,7 +408,7 @@ func (r *realSetup) restarted(t *testing.T, model string, old int, kind neuron.F
 	start := time.Now()
 	var seen []neuron.ModelStatus
 	var info neuron.ModelInfo
-	eventually(t, 30*time.Second, "the engine restarted and the model loaded", func() bool {
+	proctest.Eventually(t, 30*time.Second, "the engine restarted and the model loaded", func() bool {
 		i := r.info(t, model)
 		if i == nil {
 			return false
@@ -426,7 +427,7 @@ func (r *realSetup) restarted(t *testing.T, model string, old int, kind neuron.F
 	}
 	t.Logf("statuses at the neuron: %v; loaded again after %v: restarts %d, failures %d, last %q (%s)",
 		seen, took.Round(time.Millisecond), info.Restarts, info.Failures, info.LastFailure, info.LastFailureReason)
-	eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the restarted model loaded in the gateway's snapshot", func() bool {
 		m := r.s.gw.Fleet().Neuron(r.n.name).Model(model)
 		return m != nil && m.Status == neuron.StatusLoaded && m.Restarts > 0
 	})
@@ -457,7 +458,7 @@ func noLlamaLeft(t *testing.T, dir string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left := processesNaming(dir)
+		left := proctest.ProcessesNaming(dir)
 		if len(left) == 0 {
 			return
 		}
@@ -470,21 +471,6 @@ func noLlamaLeft(t *testing.T, dir string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// processesNaming returns the live processes whose command line names dir.
-func processesNaming(dir string) []int {
-	var out []int
-	for _, p := range procs() {
-		if p.state == 'Z' {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.pid))
-		if err == nil && strings.Contains(string(b), dir+string(os.PathSeparator)) {
-			out = append(out, p.pid)
-		}
-	}
-	return out
 }
 
 // TestRealEngineServes: a cold load, chat, a stream with usage,
@@ -599,7 +585,7 @@ func TestRealEngineServes(t *testing.T) {
 			// model's loads back off): wait for a poll that saw the
 			// resident model idle.
 			start := time.Now()
-			eventually(t, 10*time.Second, c.evicted+" idle in the gateway's snapshot", func() bool {
+			proctest.Eventually(t, 10*time.Second, c.evicted+" idle in the gateway's snapshot", func() bool {
 				m := s.gw.Fleet().Neuron(r.n.name).Model(c.evicted)
 				return m != nil && m.Outstanding() == 0
 			})

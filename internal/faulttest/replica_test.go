@@ -1,6 +1,7 @@
 package faulttest_test
 
 import (
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"net/http"
 	"strings"
 	"syscall"
@@ -34,7 +35,7 @@ func TestFailingReplicaIsRoutedAround(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, engines)
-	eventually(t, 10*time.Second, "gpu-a's model recovering", func() bool {
+	proctest.Eventually(t, 10*time.Second, "gpu-a's model recovering", func() bool {
 		return a.status(t, modelCrashy) != neuron.StatusLoaded
 	})
 
@@ -80,7 +81,7 @@ func TestRestartingModelIsWaitedFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, engines)
-	eventually(t, 10*time.Second, "the model restarting", func() bool {
+	proctest.Eventually(t, 10*time.Second, "the model restarting", func() bool {
 		return n.status(t, modelCrashy) != neuron.StatusLoaded
 	})
 	start := time.Now()
