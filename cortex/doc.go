@@ -339,11 +339,13 @@
 //
 // # Cold loads
 //
-// Loads are single-flight per model: the first request for a cold model
-// starts one load, in a goroutine of its own under the load timeout
-// (WithLoadTimeout, default 10 minutes) and the gateway's life, not the
-// request's, so a client that leaves does not abort it; every other
-// request for the model waits for it without routing again. A load with
+// Loads are single-flight per model and neuron: the first request for a
+// cold model starts one load, in a goroutine of its own under the load
+// timeout (WithLoadTimeout, default 10 minutes) and the gateway's life, not
+// the request's, so a client that leaves does not abort it. The Router
+// sees the loads in flight (route.Request.Loads), and the default one sends
+// every other request for the model to wait for that load (ActionJoin)
+// unless a replica is ready. A load with
 // victims first asks the neuron whether it could start at all (LoadChecker:
 // POST /models/check); a load that cannot (its engine's command or its
 // model file missing, an unknown engine) is refused before any victim is
@@ -377,7 +379,7 @@
 // backoff ends (WithLoadBackoff: 5 s after the first failure, doubling with
 // each failure in a row, at most 5 minutes; a load that succeeds clears
 // it): requests for the model go to other neurons meanwhile, or get 503
-// service_unavailable with Retry-After (ErrLoadBackoff), so that a model
+// service_unavailable with Retry-After (route.ErrLoadBackoff), so that a model
 // whose engine cannot start is not started again by every request.
 //
 // # Anthropic Messages

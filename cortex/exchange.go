@@ -15,7 +15,6 @@ import (
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/internal/sse"
-	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // exchange is one inference request on its way through the gateway: what each
@@ -47,6 +46,7 @@ type exchange struct {
 	snapTried   bool                         // a Snapshot was asked for (snap may be nil)
 	renewal     *renewal                     // renews the reservation's lease; nil: none
 	settled     entitlements.Amount          // what Settle was given
+	route       route.Request                // what the Router sees
 	decision    route.Decision
 	neuron      string // where the request was sent last
 	cold        bool   // it waited for a load
@@ -272,15 +272,20 @@ func (c *exchange) resolve() error {
 
 // dispatch routes the request and proxies it. An attempt that failed
 // before anything reached the client, in a way that is safe to retry (see
-// retryable), is sent again, to another replica (or to a new load when the
-// model left the neuron), up to maxAttempts neurons in all and within the
-// client's request; the reservation covers them all, and is settled once.
+// retryable), is routed again with the attempt in Request.Tried, up to
+// maxAttempts neurons in all and within the client's request; the
+// reservation covers them all, and is settled once.
 func (c *exchange) dispatch() {
 	c.prepareBody()
-	var hint route.RouteHint
-	mayLoad := false // a retry may start a load
+	c.route = route.Request{
+		Model:   c.model.ID,
+		Account: c.principal.AccountID,
+		Key:     c.principal.KeyID,
+		Header:  c.r.Header,
+		Prefix:  route.NewPrefix(c.req.Prefix.Sums[:c.req.Prefix.N]),
+	}
 	for attempt := 1; ; attempt++ {
-		name, err := c.place(hint, attempt > 1, mayLoad)
+		name, err := c.place()
 		if err != nil {
 			c.failWith(err)
 			return
@@ -290,25 +295,19 @@ func (c *exchange) dispatch() {
 			return
 		}
 		how := retryable(err)
-		if how == retryNo || attempt == maxAttempts || c.r.Context().Err() != nil || c.status != 0 {
+		if how == 0 || attempt == maxAttempts || c.r.Context().Err() != nil || c.status != 0 {
 			c.failWith(err)
 			return
 		}
 		c.g.log.Warn("cortex: retrying on another replica", "neuron", name, "model", c.model.ID, "attempt", attempt, "err", err)
 		c.err = err
-		if how == retryGone || how == retryNotReady {
-			// The snapshot said the model was ready there: see the neuron
-			// as it is. The model may be loaded again where it is gone,
-			// and waited for where it is restarting, as on a first
-			// attempt; unless the neuron still lists it loaded.
+		if how == route.FailedGone || how == route.FailedNotReady {
+			// The snapshot said the model was ready there: let the Router
+			// see the neuron as it is now.
 			c.g.upstreams[name].forget(c.model.ID)
 			c.g.refresh(c.r.Context(), name)
-			mayLoad = mayLoad || how == retryGone
-			if n := c.g.Fleet().Neuron(name); n == nil || n.Model(c.model.ID) == nil || n.Model(c.model.ID).Status != neuron.StatusLoaded {
-				continue
-			}
 		}
-		hint.Exclude = append(hint.Exclude, name)
+		c.route.Tried = append(c.route.Tried, route.Attempt{Neuron: name, Failure: how})
 	}
 }
 
@@ -347,32 +346,21 @@ func (c *exchange) prepareBody() {
 	c.body = reqscan.Apply(c.body, edits...)
 }
 
-// place picks the neuron for the request: it waits for a load of the model
-// already in progress, else routes, and carries out a Join or Load
-// decision. A model that is only recovering is waited for as a cold load
-// is. Neurons where the model failed to load recently are left out until
-// their backoff ends. A retry goes to a replica that exists or is loading,
-// and starts a load only when mayLoad (the model left the neuron of the
-// last attempt).
-func (c *exchange) place(hint route.RouteHint, retry, mayLoad bool) (string, error) {
+// place asks the Router where to send the request, with the loads in
+// progress and the load backoffs as they are now, and carries the
+// Decision out: it waits for the load a Join or Load decision names
+// (starting it unless it is in progress) or for the model's engine to
+// restart there. On a retry, a routing error other than a *route.Refusal
+// is answered with the failure of the last attempt, which says more.
+func (c *exchange) place() (string, error) {
 	g := c.g
-	if f := g.loads.lookup(c.model.ID); f != nil && !retry {
-		return c.join(f)
-	}
-	blocked, until := g.backoff.blocked(c.model.ID, g.clock.Now())
-	hint.Exclude = append(hint.Exclude, blocked...)
-	d, err := g.router.Route(g.Fleet(), c.model.ID, hint)
+	c.route.Loads = g.loads.Loads()
+	c.route.Backoff = g.backoff.active(c.model.ID, g.clock.Now(), c.route.Backoff[:0])
+	d, err := g.router.Route(g.Fleet(), &c.route)
 	if err != nil {
-		if errors.Is(err, route.ErrModelRecovering) {
-			if f := g.awaitRecovery(c.model.ID); f != nil {
-				return c.join(f)
-			}
-		}
-		if retry && c.err != nil {
-			return "", c.err // no other replica: report the last failure
-		}
-		if len(blocked) > 0 {
-			return "", &route.RetryError{Err: fmt.Errorf("%w: %s", ErrLoadBackoff, c.model.ID), RetryAfter: max(until.Sub(g.clock.Now()), time.Second)}
+		var ref *route.Refusal
+		if len(c.route.Tried) > 0 && c.err != nil && !errors.As(err, &ref) {
+			return "", c.err
 		}
 		return "", err
 	}
@@ -380,24 +368,25 @@ func (c *exchange) place(hint route.RouteHint, retry, mayLoad bool) (string, err
 	switch d.Action {
 	case route.ActionServe:
 		return d.Neuron, nil
-	case route.ActionJoin, route.ActionLoad:
-		if retry && d.Action == route.ActionLoad && !mayLoad {
-			return "", c.err
+	case route.ActionJoin:
+		c.cold = true
+		if f := g.loads.lookup(d.Model.ID, d.Neuron); f != nil {
+			return c.waitLoad(f)
 		}
+		if n := g.Fleet().Neuron(d.Neuron); n != nil {
+			if m := n.Model(d.Model.ID); m != nil && m.Restarting() {
+				return c.waitLoad(g.awaitRecovery(d.Model.ID, d.Neuron))
+			}
+		}
+		// Loading there, by another gateway or by a load of this one that
+		// ended since: the neuron joins the load in progress, or answers
+		// that the model is loaded.
+		return c.waitLoad(g.startLoad(d))
+	case route.ActionLoad:
 		c.cold = true
 		return c.waitLoad(g.startLoad(d))
 	}
 	return "", fmt.Errorf("cortex: the router returned %v", d.Action)
-}
-
-// join waits for the load (or recovery) f of the model already in
-// progress.
-func (c *exchange) join(f *flight) (string, error) {
-	c.cold = true
-	c.decision = route.Decision{Model: c.model, Action: route.ActionJoin}
-	name, err := c.waitLoad(f)
-	c.decision.Neuron = name
-	return name, err
 }
 
 // fail answers the client with err, unless the client is gone or an answer

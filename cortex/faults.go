@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex/route"
@@ -65,40 +66,30 @@ func retryableAnswer(name string, resp *http.Response) *neuronAnswer {
 	return nil
 }
 
-// retry is how a failed attempt may be retried.
-type retry uint8
-
-const (
-	retryNo        retry = iota
-	retryElsewhere       // on another replica: a connection failure, a full queue
-	retryNotReady        // the model is not ready there (its engine restarting): see it as it is
-	retryGone            // the model left the neuron: see it as it is, and load it again if need be
-)
-
 // retryable says whether err, the failure of one attempt, may be sent
-// again: a connection failure before anything reached the client (not a
-// stream that sent nothing for the idle timeout), or a retryable neuron
-// answer.
-func retryable(err error) retry {
+// again, and how it failed: a connection failure before anything reached
+// the client (not a stream that sent nothing for the idle timeout), or a
+// retryable neuron answer. 0 when it may not.
+func retryable(err error) route.Failure {
 	var a *neuronAnswer
 	switch {
 	case errors.As(err, &a):
 		switch a.code {
 		case neuron.CodeModelNotFound:
-			return retryGone
+			return route.FailedGone
 		case neuron.CodeModelNotReady:
-			return retryNotReady
+			return route.FailedNotReady
 		}
-		return retryElsewhere
+		return route.FailedBusy
 	case errors.Is(err, neuron.ErrModelNotFound):
 		// The endpoint lookup: the neuron no longer has the model.
-		return retryGone
+		return route.FailedGone
 	case errors.Is(err, errStreamIdle):
-		return retryNo
+		return 0
 	case errors.Is(err, ErrUpstream):
-		return retryElsewhere
+		return route.FailedUnreachable
 	}
-	return retryNo
+	return 0
 }
 
 // relayAnswer relays a neuron's error answer to the client: its status,
@@ -179,16 +170,12 @@ func WithLoadBackoff(first, most time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.loadBackoff, c.loadBackoffMax = first, most })
 }
 
-// ErrLoadBackoff: the model failed to load on every neuron that could hold
-// it, recently; the gateway starts no new load there until its backoff
-// ends (503 service_unavailable with Retry-After, in a *RetryError).
-var ErrLoadBackoff = errors.New("cortex: the model failed to load recently; a new load waits for its backoff")
-
 // loadBackoff holds, per (model, neuron), when a new load may start after
 // failed ones: the base after the first failure, doubling with each failure
 // in a row up to the maximum; a load that succeeds clears it.
 type loadBackoff struct {
 	base, max time.Duration
+	entries   atomic.Int32 // len(state), read without the lock
 
 	mu    sync.Mutex
 	state map[backoffKey]backoffState
@@ -228,6 +215,7 @@ func (b *loadBackoff) fail(model, neuron string, now time.Time) {
 	}
 	s.until = now.Add(min(d, b.max))
 	b.state[k] = s
+	b.entries.Store(int32(len(b.state)))
 }
 
 // succeed clears the backoff of model on neuron.
@@ -235,53 +223,37 @@ func (b *loadBackoff) succeed(model, neuron string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.state, backoffKey{model, neuron})
+	b.entries.Store(int32(len(b.state)))
 }
 
-// blocked returns the neurons model may not start a load on at now, and
-// the soonest end of their backoffs.
-func (b *loadBackoff) blocked(model string, now time.Time) (neurons []string, soonest time.Time) {
+// active appends to dst the neurons where model may not start a load at
+// now, with when it may, and returns it. It takes no lock when no load
+// failed.
+func (b *loadBackoff) active(model string, now time.Time, dst []route.Backoff) []route.Backoff {
+	if b.entries.Load() == 0 {
+		return dst
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k, s := range b.state {
-		if k.model != model || !now.Before(s.until) {
-			continue
-		}
-		neurons = append(neurons, k.neuron)
-		if soonest.IsZero() || s.until.Before(soonest) {
-			soonest = s.until
+		if k.model == model && now.Before(s.until) {
+			dst = append(dst, route.Backoff{Neuron: k.neuron, Until: s.until})
 		}
 	}
-	return neurons, soonest
+	return dst
 }
 
-// restarting reports whether the neuron is restarting the model's engine:
-// it is recovering, or failed by an engine failure (a crash, a hung
-// engine) that the neuron restarts, not by a load that failed.
-func restarting(m neuron.ModelInfo) bool {
-	return m.Status == neuron.StatusRecovering || m.Status == neuron.StatusFailed && m.LastFailure != ""
-}
-
-// recoveryPoll is how often a recovery wait refreshes the neurons the model
+// recoveryPoll is how often a recovery wait refreshes the neuron the model
 // is recovering on.
 const recoveryPoll = time.Second
 
-// awaitRecovery returns the wait, shared by every request for the model, for the
-// model to be ready again on a neuron where it is recovering (its engine
-// restarting after a crash or a failed liveness probe); nil when the fleet
-// shows it recovering nowhere. The wait refreshes those neurons until one
-// lists the model loaded, the model is no longer recovering anywhere (an
-// error), or the load timeout passes.
-func (g *Gateway) awaitRecovery(model string) *flight {
-	var on []string
-	for _, n := range g.Fleet().Neurons() {
-		if m := n.Model(model); m != nil && n.Available() && restarting(m.ModelInfo) {
-			on = append(on, n.Name)
-		}
-	}
-	if len(on) == 0 {
-		return nil
-	}
-	return g.loads.do(model, on[0], g.clock.Now(), func() (string, error) {
+// awaitRecovery returns the wait, shared by every request for the
+// replica, for the model to be ready again on the neuron where its engine
+// is restarting (after a crash or a failed liveness probe). The wait
+// refreshes the neuron until it lists the model loaded, the model is no
+// longer recovering there (an error), or the load timeout passes.
+func (g *Gateway) awaitRecovery(model, on string) *flight {
+	return g.loads.do(model, on, g.clock.Now(), func() (string, error) {
 		ctx, cancel := context.WithTimeout(g.life, g.cfg.loadTimeout)
 		defer cancel()
 		// The refreshes are I/O: paced in real time, whatever the
@@ -289,20 +261,14 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 		tick := time.NewTicker(recoveryPoll)
 		defer tick.Stop()
 		for {
-			for _, name := range on {
-				g.refresh(ctx, name)
-			}
+			g.refresh(ctx, on)
 			recovering := false
-			for _, name := range on {
-				n := g.Fleet().Neuron(name)
-				if n == nil || !n.Available() {
-					continue
-				}
+			if n := g.Fleet().Neuron(on); n != nil && n.Available() {
 				switch m := n.Model(model); {
 				case m == nil:
 				case m.Status == neuron.StatusLoaded:
-					return name, nil
-				case restarting(m.ModelInfo) || m.Status == neuron.StatusLoading:
+					return on, nil
+				case m.Restarting() || m.Status == neuron.StatusLoading:
 					recovering = true
 				}
 			}

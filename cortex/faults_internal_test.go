@@ -3,7 +3,6 @@ package cortex
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,26 +18,29 @@ func TestLoadBackoff(t *testing.T) {
 	b := loadBackoff{base: time.Second, max: 5 * time.Second}
 	t0 := time.Unix(1000, 0)
 	wants := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	if on := b.active("m", t0, nil); on != nil {
+		t.Errorf("blocked on %v before any failure", on)
+	}
 	for i, want := range wants {
 		b.fail("m", "n1", t0)
-		on, until := b.blocked("m", t0)
-		if !slices.Equal(on, []string{"n1"}) || until.Sub(t0) != want {
-			t.Errorf("after %d failures: blocked on %v until +%v; want n1 until +%v", i+1, on, until.Sub(t0), want)
+		on := b.active("m", t0, nil)
+		if len(on) != 1 || on[0].Neuron != "n1" || on[0].Until.Sub(t0) != want {
+			t.Errorf("after %d failures: blocked on %v; want n1 until +%v", i+1, on, want)
 		}
 	}
-	if on, _ := b.blocked("m", t0.Add(5*time.Second)); on != nil {
+	if on := b.active("m", t0.Add(5*time.Second), nil); on != nil {
 		t.Errorf("blocked on %v once the backoff ended", on)
 	}
-	if on, _ := b.blocked("other", t0); on != nil {
+	if on := b.active("other", t0, nil); on != nil {
 		t.Errorf("another model blocked on %v", on)
 	}
 	b.succeed("m", "n1")
-	if on, _ := b.blocked("m", t0); on != nil {
+	if on := b.active("m", t0, nil); on != nil {
 		t.Errorf("blocked on %v after a success", on)
 	}
 	b.fail("m", "n1", t0)
-	if _, until := b.blocked("m", t0); until.Sub(t0) != time.Second {
-		t.Errorf("after a success and a failure: +%v, want the base again", until.Sub(t0))
+	if on := b.active("m", t0, nil); len(on) != 1 || on[0].Until.Sub(t0) != time.Second {
+		t.Errorf("after a success and a failure: %v, want the base again", on)
 	}
 }
 

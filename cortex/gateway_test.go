@@ -849,7 +849,7 @@ func TestClientKeyNeverReachesTheNeuron(t *testing.T) {
 // panicRouter is a Router with a bug.
 type panicRouter struct{}
 
-func (panicRouter) Route(*route.Fleet, string, route.RouteHint) (route.Decision, error) {
+func (panicRouter) Route(*route.Fleet, *route.Request) (route.Decision, error) {
 	panic("router bug")
 }
 
@@ -877,7 +877,7 @@ func TestPanicFinishesTheRequest(t *testing.T) {
 // refusingRouter refuses every request with its own answer.
 type refusingRouter struct{ r *route.Refusal }
 
-func (rr refusingRouter) Route(*route.Fleet, string, route.RouteHint) (route.Decision, error) {
+func (rr refusingRouter) Route(*route.Fleet, *route.Request) (route.Decision, error) {
 	return route.Decision{}, rr.r
 }
 

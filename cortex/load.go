@@ -19,29 +19,34 @@ import (
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
-// loadGroup runs cold loads, one at a time per model: a request for a
-// model that is being loaded waits for that load instead of routing and
-// loading again. Loads run in their own goroutines, under the gateway's
-// life and the load timeout, so a request that leaves does not stop them.
+// loadGroup runs cold loads, one at a time per model and neuron: a
+// request the Router sends to join a load in progress waits for it
+// instead of starting it again. Loads run in their own goroutines, under
+// the gateway's life and the load timeout, so a request that leaves does
+// not stop them.
 //
-// It is not x/sync's singleflight.Group, which it resembles: the status
-// page and /v1/models list the loads in progress with their neuron and
-// start (inProgress), a request looks a load up without starting one
-// (lookup), shutdown refuses new loads and waits for those running (wait),
-// and a recovery wait (awaitRecovery) shares the group with the loads, so
-// that a model has one wait whichever it is. singleflight offers none of
-// these.
+// It is not x/sync's singleflight.Group, which it resembles: every Router
+// call sees the loads in progress with their neuron and start (Loads,
+// published without a lock), shutdown refuses new loads and waits for
+// those running (wait), and a recovery wait (awaitRecovery) shares the
+// group with the loads, so that a replica has one wait whichever it is.
+// singleflight offers none of these.
 type loadGroup struct {
-	active atomic.Int32 // len(flights), read without the lock
+	// loads is the published list of the flights, for the Router and the
+	// status pages; nil when none. Replaced, never modified, under mu.
+	loads atomic.Pointer[[]route.Load]
 
 	mu      sync.Mutex
-	flights map[string]*flight // by model id
+	flights map[flightKey]*flight
 	closed  bool
 	wg      sync.WaitGroup
 }
 
-// flight is one load in progress. target and since are set before the
-// flight is published; neuron and err are written before done is closed.
+// flightKey names a flight: a model on a neuron.
+type flightKey struct{ model, neuron string }
+
+// flight is one load in progress. neuron and err are written before done
+// is closed.
 type flight struct {
 	done   chan struct{}
 	model  string
@@ -51,24 +56,47 @@ type flight struct {
 	err    error
 }
 
-// lookup returns the load in progress of model, or nil. It takes no lock
-// when no load is in progress.
-func (l *loadGroup) lookup(model string) *flight {
-	if l.active.Load() == 0 {
+// Loads returns the loads in progress, in no order; nil when none. The
+// slice is shared: do not modify it. It takes no lock.
+func (l *loadGroup) Loads() []route.Load {
+	if p := l.loads.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// lookup returns the load in progress of model on target, or nil.
+func (l *loadGroup) lookup(model, target string) *flight {
+	if l.loads.Load() == nil {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.flights[model]
+	return l.flights[flightKey{model, target}]
 }
 
-// do returns the load in progress of model, or starts fn as the load of
-// model on the target neuron, begun at since. After wait it starts nothing
-// and returns a failed flight.
+// publish replaces the published list after a change of flights; the
+// caller holds mu.
+func (l *loadGroup) publish() {
+	if len(l.flights) == 0 {
+		l.loads.Store(nil)
+		return
+	}
+	loads := make([]route.Load, 0, len(l.flights))
+	for _, f := range l.flights {
+		loads = append(loads, route.Load{Model: f.model, Neuron: f.target, Since: f.since})
+	}
+	l.loads.Store(&loads)
+}
+
+// do returns the load in progress of model on target, or starts fn as
+// that load, begun at since. After wait it starts nothing and returns a
+// failed flight.
 func (l *loadGroup) do(model, target string, since time.Time, fn func() (string, error)) *flight {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f := l.flights[model]; f != nil {
+	k := flightKey{model, target}
+	if f := l.flights[k]; f != nil {
 		return f
 	}
 	f := &flight{done: make(chan struct{}), model: model, target: target, since: since}
@@ -78,42 +106,22 @@ func (l *loadGroup) do(model, target string, since time.Time, fn func() (string,
 		return f
 	}
 	if l.flights == nil {
-		l.flights = make(map[string]*flight)
+		l.flights = make(map[flightKey]*flight)
 	}
-	l.flights[model] = f
-	l.active.Add(1)
+	l.flights[k] = f
+	l.publish()
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		name, err := fn()
 		l.mu.Lock()
-		delete(l.flights, model)
-		l.active.Add(-1)
+		delete(l.flights, k)
+		l.publish()
 		f.neuron, f.err = name, err
 		close(f.done)
 		l.mu.Unlock()
 	}()
 	return f
-}
-
-// loadInfo is a load in progress: the neuron it runs on and when it began.
-type loadInfo struct {
-	target string
-	since  time.Time
-}
-
-// inProgress returns the loads in progress by model id; nil when none.
-func (l *loadGroup) inProgress() map[string]loadInfo {
-	if l.active.Load() == 0 {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make(map[string]loadInfo, len(l.flights))
-	for id, f := range l.flights {
-		out[id] = loadInfo{target: f.target, since: f.since}
-	}
-	return out
 }
 
 // wait stops new loads and waits for those in progress.
@@ -125,7 +133,7 @@ func (l *loadGroup) wait() {
 }
 
 // startLoad starts the load of a Join or Load decision, single-flight per
-// model, or returns the load of the model already in progress; the request
+// model and neuron, or returns that load already in progress; the request
 // waits for it with waitLoad.
 func (g *Gateway) startLoad(d route.Decision) *flight {
 	return g.loads.do(d.Model.ID, d.Neuron, g.clock.Now(), func() (name string, err error) {

@@ -82,7 +82,7 @@ func (g *Gateway) Models() ModelList {
 	}
 	list := ModelList{Object: "list", Data: []ModelEntry{}}
 	entries := make(map[string]ModelEntry)
-	now, loads := g.clock.Now(), g.loads.inProgress()
+	now, loads := g.clock.Now(), g.loads.Loads()
 	for _, m := range cat.Models() {
 		e := modelEntry(f, m.ID, now, loads)
 		for _, n := range f.Neurons() {
@@ -128,14 +128,16 @@ func (g *Gateway) Models() ModelList {
 // modelEntry returns the entry of id with its locations at the time now,
 // a load in progress among them even when the snapshot does not show it
 // yet.
-func modelEntry(f *route.Fleet, id string, now time.Time, loads map[string]loadInfo) ModelEntry {
+func modelEntry(f *route.Fleet, id string, now time.Time, loads []route.Load) ModelEntry {
 	e := ModelEntry{ID: id, Object: "model", OwnedBy: "helexa", Locations: []ModelLocation{}, FeasibleOn: []string{}}
 	for _, n := range f.Neurons() {
 		m := n.Model(id)
 		if m == nil {
-			if l, ok := loads[id]; ok && l.target == n.Name {
-				e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: neuron.StatusLoading,
-					VRAMMB: resolvedVRAM(f, id), Healthy: n.Available(), LoadingSeconds: wholeSeconds(now.Sub(l.since))})
+			for _, l := range loads {
+				if l.Model == id && l.Neuron == n.Name {
+					e.Locations = append(e.Locations, ModelLocation{Neuron: n.Name, Status: neuron.StatusLoading,
+						VRAMMB: resolvedVRAM(f, id), Healthy: n.Available(), LoadingSeconds: wholeSeconds(now.Sub(l.Since))})
+				}
 			}
 			continue
 		}

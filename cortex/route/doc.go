@@ -40,21 +40,50 @@
 // # The Router contract
 //
 // A Router turns one request into a Decision: serve a loaded replica
-// (ActionServe), join a load in progress (ActionJoin), or load the model on
-// a neuron after unloading Decision.Evict (ActionLoad). It refuses with a
-// *RetryError (503 with Retry-After at the gateway), one of the final
-// sentinels (ErrModelNotFound, ErrNoFeasibleNeuron), or a *Refusal that
-// carries its own HTTP status, code and message.
+// (ActionServe), wait for the model to be ready on a neuron where it is on
+// its way (ActionJoin: loading, or its engine restarting), or load the
+// model on a neuron after unloading Decision.Evict (ActionLoad). It
+// refuses with a *RetryError (503 with Retry-After at the gateway), one of
+// the final sentinels (ErrModelNotFound, ErrNoFeasibleNeuron), or a
+// *Refusal that carries its own HTTP status, code and message.
+//
+// The Router sees the request (Request): the model, the principal, the
+// headers, a fingerprint of the prompt's leading blocks (Prefix), the
+// attempts already made, the loads the gateway has in flight and the
+// neurons where a load backs off. It owns the whole decision: the gateway
+// carries each Decision out as it is, on every attempt, a retry included.
+// A Join or Load names a load single-flight per model and neuron, so every
+// request routed to the same load waits for the same one. On a retry, a
+// routing error other than a *Refusal is answered with the failure of the
+// last attempt, which tells the client more.
 //
 // Concurrency: Route is called from many goroutines at once over the same
-// Fleet. It must not block, do I/O, hold locks or modify the Fleet; the
-// only live state it may read is the Counter and Ejection the ModelStates
-// point to. Routing a loaded model with the default Router does not
-// allocate.
+// Fleet. It must not block, do I/O, hold locks or modify the Fleet or the
+// Request, and must not keep the Request after it returns; the only live
+// state it may read is the Counter and Ejection the ModelStates point to.
+// Routing a loaded model with the default Router does not allocate.
 //
-// The default Router (NewRouter) is configured with WithEvictor and
-// WithRetryAfter; a custom Router may wrap it and change its answer, as
-// the zone-preferring Router of examples/embedded-gateway does.
+// # Building a Router from parts
+//
+// The default Router (NewRouter) is made of parts an embedder reuses
+// rather than rewrites:
+//
+//   - Filters (WithFilters) drop candidates a request must not go to: a
+//     tenant pinned to its neurons, a zone a header excludes. They apply to
+//     every step, serving, joining and loading alike.
+//   - Weighted scorers rank what the filters keep: WithScorers for the
+//     replicas to serve from or join (default LeastLoaded), and
+//     WithPlacementScorers for the neurons a model may be loaded on
+//     (default FreeVRAM). Pinned, and any ScorerFunc, weigh in beside them.
+//   - An Evictor (WithEvictor) picks the models to unload for a load.
+//
+// What the parts cannot change is the order of the steps and the rules
+// of the fleet: only available neurons, ejected replicas only when none
+// other is ready, no second load of a model in progress, the catalogue's
+// feasibility. "Prefer zone eu", "pin tenant X to neurons Y" and "send
+// this header's sessions to one replica" are each a few lines on top of
+// the default (see the examples). A Router of one's own implements Route
+// and may wrap the default.
 //
 // # The Evictor
 //
@@ -85,40 +114,56 @@
 //
 // # Routing policy of the default Router
 //
-// In this order:
+// In this order, each step asking the filters about every candidate:
 //
 //  1. The model name is resolved through the catalogue's aliases. A model
 //     that is not in the catalogue but is resident on some neuron is still
 //     served under its id, with a default profile (residency priority 100).
 //  2. No healthy neuron: *RetryError wrapping ErrNoHealthyNeuron. A neuron
 //     is healthy (with FleetPoller) until FailureThreshold consecutive
-//     polls fail (default 3),
-//     and again after one successful poll; a neuron that reports
-//     "shutting_down" in /health is skipped like an unhealthy one.
-//  3. Among healthy neurons where the model is loaded, the replica with the
-//     least work wins: in_flight + queue_depth from the last /health, plus
-//     the gateway's live in-flight count. Ties go to the first neuron name.
-//  4. A model loading on a healthy neuron is joined (ActionJoin), never
-//     loaded a second time.
-//  5. A model present only as recovering or failed: *RetryError wrapping
-//     ErrModelRecovering; the neuron is restarting it.
+//     polls fail (default 3), and again after one successful poll; a
+//     neuron that reports "shutting_down" in /health is skipped like an
+//     unhealthy one.
+//  3. Serve: among healthy neurons where the model is loaded and that no
+//     earlier attempt of the request went to, the replica with the highest
+//     score wins; by default the least work: in_flight + queue_depth from
+//     the last /health, plus the gateway's live in-flight count. Ties go
+//     to the first neuron name. Ejected replicas serve only when no other
+//     is ready.
+//  4. Join: a model loading on a healthy neuron, or restarting there after
+//     its engine failed (ModelState.Restarting), or that the gateway is
+//     loading there (Request.Loads), is joined (ActionJoin), never loaded a
+//     second time. A neuron an earlier attempt found the model not ready or
+//     gone on may be joined again.
+//  5. A model present only as failed to load: *RetryError wrapping
+//     ErrModelRecovering.
 //  6. A model that is neither in the catalogue nor resident anywhere:
 //     ErrModelNotFound.
-//  7. Otherwise the model is placed (ActionLoad) on the best healthy neuron
+//  7. A retry starts no load unless an earlier attempt found the model gone
+//     from its neuron (FailedGone): a second copy of a model that is still
+//     resident would be a load for nothing. It gets a *RetryError wrapping
+//     ErrFeasibleNeuronDown instead.
+//  8. Otherwise the model is placed (ActionLoad) on the best healthy neuron
 //     whose hardware can hold it (catalogue.Feasible over the devices of its
-//     /discovery): a neuron where the model is pinned and fits (in free
-//     VRAM, else after evicting), then the neuron with the most free VRAM
-//     that fits it, then the neuron that fits it after evicting the fewest
-//     models, then the feasible neuron with the most free VRAM (the neuron
-//     has the last word; free VRAM is an estimate). Ties go to the first
-//     name. Pinning is a preference, not a restriction.
-//  8. When only unhealthy, excluded or not yet discovered neurons could
-//     hold it: *RetryError wrapping ErrFeasibleNeuronDown. When no neuron
-//     could ever hold it: ErrNoFeasibleNeuron, which the HTTP edge maps to a
-//     4xx the client must not retry.
+//     /discovery), where no load of it backs off and no earlier attempt
+//     failed but by finding it gone: a neuron where the model is pinned and
+//     fits (in free VRAM, else after evicting), then the neuron that fits it
+//     in free VRAM with the highest placement score (by default the most
+//     free VRAM), then the neuron that fits it after evicting the fewest
+//     models (ties: the higher score), then the feasible neuron with the
+//     highest score (the neuron has the last word; free VRAM is an
+//     estimate). Ties go to the first name. Pinning is a preference, not a
+//     restriction.
+//  9. When only unhealthy, tried, filtered, unloading or not yet discovered
+//     neurons could hold it: *RetryError wrapping ErrFeasibleNeuronDown.
+//     When no neuron could ever hold it: ErrNoFeasibleNeuron, which the
+//     HTTP edge maps to a 4xx the client must not retry.
+//  10. Any refusal while a load of the model backs off somewhere
+//     (Request.Backoff) becomes a *RetryError wrapping ErrLoadBackoff, with
+//     the Retry-After of the soonest end of a backoff.
 //
 // Free VRAM on a neuron is its devices' total minus the vram_used_mb of
-// every model it lists, and never more than the free VRAM sampled by its
-// /health (engines allocate lazily, and static discoverers report every
-// device free).
+// every model it lists, and never more than the free VRAM its last
+// /health sampled (engines allocate lazily, and static discoverers report
+// every device free).
 package route

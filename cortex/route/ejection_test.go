@@ -40,7 +40,7 @@ func TestRouterSkipsEjectedReplicas(t *testing.T) {
 	tests := []struct {
 		name    string
 		f       *route.Fleet
-		hint    route.RouteHint
+		tried   []route.Attempt
 		want    string
 		wantErr error
 	}{
@@ -48,12 +48,12 @@ func TestRouterSkipsEjectedReplicas(t *testing.T) {
 		{name: "the ejection ended at the snapshot", f: fleet(rep(ended, 0), rep(nil, 5)), want: "n1"},
 		{name: "every replica is ejected: the least busy serves", f: fleet(rep(ejected, 3), rep(ejected, 1)), want: "n2"},
 		{name: "the one in rotation is excluded: the ejected one serves", f: fleet(rep(ejected, 0), rep(nil, 0)),
-			hint: route.RouteHint{Exclude: []string{"n2"}}, want: "n1"},
-		{name: "every replica excluded", f: fleet(rep(ejected, 0)), hint: route.RouteHint{Exclude: []string{"n1"}}, wantErr: route.ErrModelNotFound},
+			tried: unreachable("n2"), want: "n1"},
+		{name: "every replica excluded", f: fleet(rep(ejected, 0)), tried: unreachable("n1"), wantErr: route.ErrModelNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := r.Route(tt.f, "m", tt.hint)
+			d, err := r.Route(tt.f, &route.Request{Model: "m", Tried: tt.tried})
 			if tt.wantErr != nil {
 				if err == nil {
 					t.Fatalf("Route = %+v, want an error", d)

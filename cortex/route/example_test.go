@@ -39,10 +39,10 @@ func ExampleNewRouter() {
 	if err != nil {
 		panic(err)
 	}
-	d, _ := r.Route(f, "llama", route.RouteHint{})
+	d, _ := r.Route(f, &route.Request{Model: "llama"})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
 	usage.Add("gpu-a", "llama-8b") // the gateway proxies a request to gpu-a
-	d, _ = r.Route(f, "llama", route.RouteHint{})
+	d, _ = r.Route(f, &route.Request{Model: "llama"})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
 	// Output:
 	// serve gpu-a llama-8b
@@ -102,7 +102,7 @@ func ExamplePoller_drain() {
 	if err != nil {
 		panic(err)
 	}
-	d, _ := r.Route(f, "llama-8b", route.RouteHint{})
+	d, _ := r.Route(f, &route.Request{Model: "llama-8b"})
 	fmt.Println("draining:", f.Neuron("gpu-a").Draining(), "serve on", d.Neuron)
 	// Output: draining: true serve on gpu-b
 }

@@ -29,6 +29,8 @@ type Fleet struct {
 	models    map[string]*modelIndex
 	modelIDs  []string
 	available int
+	// maxTotalMB is the largest TotalVRAMMB of a neuron (FreeVRAM's scale).
+	maxTotalMB uint64
 }
 
 // modelIndex lists the replicas of one model id, in neuron name order, for
@@ -146,6 +148,15 @@ type ModelState struct {
 // kept failing (see Ejection.Active). A Router passes the snapshot's time,
 // Fleet.At.
 func (m *ModelState) Ejected(t time.Time) bool { return m.Ejection.Active(t) }
+
+// Restarting reports whether the neuron is restarting the model's engine:
+// it is recovering, or failed by an engine failure (a crash, a hung
+// engine) that the neuron restarts, not by a load that failed. A Router
+// joins a restarting replica (ActionJoin) rather than loading the model
+// again.
+func (m *ModelState) Restarting() bool {
+	return m.Status == neuron.StatusRecovering || m.Status == neuron.StatusFailed && m.LastFailure != ""
+}
 
 // Outstanding returns the work the model has: InFlight + QueueDepth from
 // the snapshot plus the gateway's live in-flight count. Requests in flight
@@ -288,6 +299,7 @@ func newFleet(cat *catalogue.Catalogue, usage *Usage, at time.Time, states []Neu
 		if n.available {
 			f.available++
 		}
+		f.maxTotalMB = max(f.maxTotalMB, n.totalMB)
 	}
 	slices.SortFunc(f.neurons, func(a, b *NeuronState) int { return strings.Compare(a.Name, b.Name) })
 	f.index(usage)

@@ -54,7 +54,7 @@ func TestRoute(t *testing.T) {
 		neurons   []route.NeuronState
 		usage     func(*route.Usage)
 		model     string
-		hint      route.RouteHint
+		tried     []route.Attempt
 		want      decision
 		wantErr   error
 		wantRetry bool
@@ -110,7 +110,7 @@ func TestRoute(t *testing.T) {
 				host("n2", g24, busy(loaded("mid", 10000), 5, 0)),
 			},
 			model: "mid",
-			hint:  route.RouteHint{Exclude: []string{"n0", "n1"}},
+			tried: unreachable("n0", "n1"),
 			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
@@ -140,14 +140,13 @@ func TestRoute(t *testing.T) {
 			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionServe},
 		},
 		{
-			name: "recovering only is retryable",
+			name: "recovering only is joined: its engine is restarting",
 			neurons: []route.NeuronState{
 				host("n1", g24, model("mid", neuron.StatusRecovering, 10000)),
 				host("n2", g24),
 			},
-			model:     "mid",
-			wantErr:   route.ErrModelRecovering,
-			wantRetry: true,
+			model: "mid",
+			want:  decision{Neuron: "n1", Model: "mid", Action: route.ActionJoin},
 		},
 		{
 			name: "failed only is retryable",
@@ -296,7 +295,7 @@ func TestRoute(t *testing.T) {
 				host("n2", g24),
 			},
 			model: "mid",
-			hint:  route.RouteHint{Exclude: []string{"n1"}},
+			tried: gone("n1"),
 			want:  decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad},
 		},
 		{
@@ -332,7 +331,7 @@ func TestRoute(t *testing.T) {
 				host("n2", g24),
 			},
 			model:     "big",
-			hint:      route.RouteHint{Exclude: []string{"n1"}},
+			tried:     unreachable("n1"),
 			wantErr:   route.ErrFeasibleNeuronDown,
 			wantRetry: true,
 		},
@@ -368,7 +367,7 @@ func TestRoute(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := r.Route(f, tt.model, tt.hint)
+			d, err := r.Route(f, &route.Request{Model: tt.model, Tried: tt.tried})
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Route = %+v, %v; want error %v", d, err, tt.wantErr)
@@ -399,7 +398,7 @@ func TestRouteNilFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Route(nil, "mid", route.RouteHint{})
+	_, err = r.Route(nil, &route.Request{Model: "mid"})
 	var re *route.RetryError
 	if !errors.Is(err, route.ErrNoHealthyNeuron) || !errors.As(err, &re) || re.RetryAfter != route.DefaultRetryAfter {
 		t.Errorf("Route(nil) = %v, want a *RetryError of ErrNoHealthyNeuron after %v", err, route.DefaultRetryAfter)
@@ -426,7 +425,7 @@ func TestRouteProfiles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			d, err := r.Route(f, tt.in, route.RouteHint{})
+			d, err := r.Route(f, &route.Request{Model: tt.in})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -476,7 +475,9 @@ func TestRouteAsksTheEvictor(t *testing.T) {
 			victims: func(n *route.NeuronState, _ catalogue.Model, _ uint64) []string {
 				return []string{n.Models[0].ID}
 			},
-			want:      decision{Neuron: "n1", Model: "mid", Action: route.ActionLoad, Evict: []string{"small"}},
+			// One victim each: the tie goes to the higher placement
+			// score, the most free VRAM.
+			want:      decision{Neuron: "n2", Model: "mid", Action: route.ActionLoad, Evict: []string{"victim-a"}},
 			wantCalls: []string{"n1 mid 6000", "n2 mid 3000"},
 		},
 		{
@@ -498,7 +499,7 @@ func TestRouteAsksTheEvictor(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := r.Route(newFleet(t, cat, nil, tt.neurons...), "mid", route.RouteHint{})
+			d, err := r.Route(newFleet(t, cat, nil, tt.neurons...), &route.Request{Model: "mid"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -567,9 +568,9 @@ func TestRouteToLoadedDoesNotAllocate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hint := route.RouteHint{Exclude: []string{"n9"}}
+	req := &route.Request{Model: "m", Tried: unreachable("n9")}
 	allocs := testing.AllocsPerRun(100, func() {
-		d, err := r.Route(f, "m", hint)
+		d, err := r.Route(f, req)
 		if err != nil || d.Neuron != "n1" {
 			panic(fmt.Sprint(d, err))
 		}
@@ -620,8 +621,9 @@ func BenchmarkRoute(b *testing.B) {
 	run := func(b *testing.B, f *route.Fleet, model string, want route.Action) {
 		b.Helper()
 		b.ReportAllocs()
+		req := &route.Request{Model: model}
 		for b.Loop() {
-			d, err := r.Route(f, model, route.RouteHint{})
+			d, err := r.Route(f, req)
 			if err != nil || d.Action != want {
 				b.Fatal(d, err)
 			}
@@ -635,6 +637,26 @@ func BenchmarkRoute(b *testing.B) {
 	b.Run("loaded/everywhere", func(b *testing.B) {
 		f, _ := benchFleet(b, 1000, 50, 50)
 		run(b, f, "model-0007", route.ActionServe)
+	})
+	b.Run("loaded/everywhere/filter+scorers", func(b *testing.B) {
+		// The generic path: a filter and two scorers of an embedder's
+		// own, called for each of the 1000 replicas.
+		r, err := route.NewRouter(
+			route.WithFilters(route.FilterFunc(func(_ *route.Fleet, _ *route.Request, c route.Candidate) bool {
+				return c.Neuron.Name != "neuron-0000"
+			})),
+			route.WithScorers(route.Weighted{Scorer: route.LeastLoaded, Weight: 1}, route.Weighted{Scorer: route.Pinned, Weight: 0.5}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, _ := benchFleet(b, 1000, 50, 50)
+		req := &route.Request{Model: "model-0007"}
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, err := r.Route(f, req); err != nil || d.Action != route.ActionServe {
+				b.Fatal(d, err)
+			}
+		}
 	})
 	b.Run("load/free", func(b *testing.B) {
 		f, _ := benchFleet(b, 1000, 50, 1000)
@@ -708,15 +730,32 @@ func ExampleDefaultRouter_Route() {
 		panic(err)
 	}
 
-	d, _ := r.Route(fleet, "llama", route.RouteHint{})
+	d, _ := r.Route(fleet, &route.Request{Model: "llama"})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
-	// The retry after gpu-a failed: load a second replica.
-	d, _ = r.Route(fleet, "llama", route.RouteHint{Exclude: []string{"gpu-a"}})
+	// The retry after gpu-a answered that the model had gone: load it
+	// again, on the other neuron, as gpu-a still lists it.
+	d, _ = r.Route(fleet, &route.Request{Model: "llama", Tried: []route.Attempt{{Neuron: "gpu-a", Failure: route.FailedGone}}})
 	fmt.Println(d.Action, d.Neuron, d.Model.ID)
-	_, err = r.Route(fleet, "gpt-4o", route.RouteHint{})
+	_, err = r.Route(fleet, &route.Request{Model: "gpt-4o"})
 	fmt.Println(errors.Is(err, route.ErrModelNotFound))
 	// Output:
 	// serve gpu-a llama-3.1-8b-instruct
 	// load gpu-b llama-3.1-8b-instruct
 	// true
+}
+
+// unreachable returns the attempts of a request that could not reach the
+// neurons.
+func unreachable(neurons ...string) []route.Attempt { return tried(route.FailedUnreachable, neurons) }
+
+// gone returns the attempts of a request that found the model gone from
+// the neurons.
+func gone(neurons ...string) []route.Attempt { return tried(route.FailedGone, neurons) }
+
+func tried(f route.Failure, neurons []string) []route.Attempt {
+	out := make([]route.Attempt, len(neurons))
+	for i, n := range neurons {
+		out[i] = route.Attempt{Neuron: n, Failure: f}
+	}
+	return out
 }

@@ -20,29 +20,26 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/route"
-	"github.com/helexa-ai/helexa-go/neuron"
 )
 
-// zoneRouter prefers loaded replicas on neurons of one zone; the zones
-// come from the embedder's inventory. Like every Router it is a pure
-// decision over the snapshot: no I/O, no locks.
-type zoneRouter struct {
-	next   route.Router
-	zones  map[string]string // neuron name -> zone
-	prefer string
-}
-
-func (r zoneRouter) Route(f *route.Fleet, model string, hint route.RouteHint) (route.Decision, error) {
-	d, err := r.next.Route(f, model, hint)
-	if err != nil || d.Action != route.ActionServe || r.zones[d.Neuron] == r.prefer {
-		return d, err
-	}
-	for _, n := range f.Neurons() {
-		if m := n.Model(d.Model.ID); r.zones[n.Name] == r.prefer && n.Available() && m != nil && m.Status == neuron.StatusLoaded {
-			return route.Decision{Neuron: n.Name, Model: d.Model, Action: route.ActionServe}, nil
+// newZoneRouter returns the default Router with one more scorer: a
+// neuron of the preferred zone scores 1, any other 0. Weighed at 2, above
+// the default LeastLoaded (at most 1), it sends requests to the zone's
+// replicas, and loads models there, while the zone has a neuron the
+// request may go to; elsewhere otherwise. The zones come from the
+// embedder's inventory. Like every Scorer it is a pure decision over the
+// snapshot: no I/O, no locks.
+func newZoneRouter(zones map[string]string, prefer string) (*route.DefaultRouter, error) {
+	inZone := route.ScorerFunc(func(_ *route.Fleet, _ *route.Request, c route.Candidate) float64 {
+		if zones[c.Neuron.Name] == prefer {
+			return 1
 		}
-	}
-	return d, nil
+		return 0
+	})
+	return route.NewRouter(
+		route.WithScorers(route.Weighted{Scorer: route.LeastLoaded, Weight: 1}, route.Weighted{Scorer: inZone, Weight: 2}),
+		route.WithPlacementScorers(route.Weighted{Scorer: route.FreeVRAM, Weight: 1}, route.Weighted{Scorer: inZone, Weight: 2}),
+	)
 }
 
 func main() {
@@ -65,11 +62,10 @@ func run(ctx context.Context, listen string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	def, err := route.NewRouter()
+	router, err := newZoneRouter(map[string]string{"gpu-a": "us", "gpu-b": "eu"}, "eu")
 	if err != nil {
 		return err
 	}
-	router := zoneRouter{next: def, zones: map[string]string{"gpu-a": "us", "gpu-b": "eu"}, prefer: "eu"}
 	gw, err := cortex.NewGateway(neurons, cat, cortex.WithRouter(router))
 	if err != nil {
 		return err

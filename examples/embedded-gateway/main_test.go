@@ -37,6 +37,8 @@ func TestZoneRouter(t *testing.T) {
 	t.Parallel()
 	disc := &neuron.Discovery{Devices: []neuron.Device{{Index: 0, TotalMB: 24576}}}
 	loaded := route.ModelState{ModelInfo: neuron.ModelInfo{ID: "m", Status: neuron.StatusLoaded, VRAMUsedMB: 2048}}
+	busy := loaded
+	busy.InFlight = 7
 	host := func(name string, healthy bool, models ...route.ModelState) route.NeuronState {
 		return route.NeuronState{Name: name, Healthy: healthy, Discovery: disc, Models: models}
 	}
@@ -44,11 +46,10 @@ func TestZoneRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def, err := route.NewRouter()
+	r, err := newZoneRouter(map[string]string{"gpu-a": "us", "gpu-b": "eu"}, "eu")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := zoneRouter{next: def, zones: map[string]string{"gpu-a": "us", "gpu-b": "eu"}, prefer: "eu"}
 	tests := []struct {
 		name    string
 		in      []route.NeuronState
@@ -61,7 +62,11 @@ func TestZoneRouter(t *testing.T) {
 			route.Decision{Neuron: "gpu-a", Action: route.ActionServe}, false},
 		{"loaded only elsewhere", []route.NeuronState{host("gpu-a", true, loaded), host("gpu-b", true)},
 			route.Decision{Neuron: "gpu-a", Action: route.ActionServe}, false},
-		{"cold: the default placement", []route.NeuronState{host("gpu-a", true), host("gpu-b", true)},
+		{"both loaded, the zone's busier: the zone still wins", []route.NeuronState{host("gpu-a", true, loaded), host("gpu-b", true, busy)},
+			route.Decision{Neuron: "gpu-b", Action: route.ActionServe}, false},
+		{"cold: loaded in the zone", []route.NeuronState{host("gpu-a", true), host("gpu-b", true)},
+			route.Decision{Neuron: "gpu-b", Action: route.ActionLoad}, false},
+		{"cold, the zone's neuron is down: loaded elsewhere", []route.NeuronState{host("gpu-a", true), host("gpu-b", false)},
 			route.Decision{Neuron: "gpu-a", Action: route.ActionLoad}, false},
 		{"no healthy neuron", []route.NeuronState{host("gpu-a", false), host("gpu-b", false)}, route.Decision{}, true},
 	}
@@ -72,7 +77,7 @@ func TestZoneRouter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := r.Route(f, "m", route.RouteHint{})
+			d, err := r.Route(f, &route.Request{Model: "m"})
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Route: %v, want error %v", err, tt.wantErr)
 			}

@@ -38,6 +38,8 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/helexa-ai/helexa-go/internal/fingerprint"
 )
 
 // Span is a byte range [Start, End) of the body. The zero Span means absent.
@@ -90,6 +92,9 @@ type Request struct {
 	// "system" (Anthropic), the strings of "prompt" or a string "input".
 	Messages     int
 	MessageChars int
+	// Prefix fingerprints the leading blocks of that text, in body order
+	// (route.Prefix documents it).
+	Prefix fingerprint.Hasher
 	// Object is the span of the top-level object, braces included.
 	Object Span
 	// Fields counts the top-level fields.
@@ -727,6 +732,9 @@ func (s *scanner) textPart(r *Request) error {
 func (s *scanner) text(r *Request) error {
 	ss, se, _, err := s.str()
 	r.MessageChars += se - ss
+	if err == nil {
+		r.Prefix.Write(s.b[ss:se])
+	}
 	return err
 }
 

@@ -1,0 +1,92 @@
+package cortex_test
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
+	"github.com/helexa-ai/helexa-go/entitlements"
+)
+
+// viewRouter records what the Router is shown of each request, and
+// routes with the default Router.
+type viewRouter struct {
+	next route.Router
+
+	mu    sync.Mutex
+	views []routerView
+}
+
+// routerView is the part of a route.Request a test compares: a Router may
+// not keep the Request itself.
+type routerView struct {
+	model, account, key, zone string
+	prefix                    route.Prefix
+	tried                     []route.Attempt
+}
+
+func (v *viewRouter) Route(f *route.Fleet, r *route.Request) (route.Decision, error) {
+	v.mu.Lock()
+	v.views = append(v.views, routerView{model: r.Model, account: r.Account, key: r.Key, zone: r.Header.Get("X-Zone"),
+		prefix: r.Prefix, tried: slices.Clone(r.Tried)})
+	v.mu.Unlock()
+	return v.next.Route(f, r)
+}
+
+// The Router sees the request: the principal, the headers, the prompt's
+// prefix fingerprint as route.PrefixOf computes it from the prompt's text,
+// and on a retry the attempt that failed.
+func TestRouterSeesTheRequest(t *testing.T) {
+	t.Parallel()
+	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
+		{Key: "sk-rich", AccountID: "rich", HardCap: ptr(int64(1_000_000))},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := route.NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr := &viewRouter{next: def}
+	s := newStack(t, []cortextest.Spec{loadedA("n1"), loadedA("n2")}, testCatalogue(t),
+		cortex.WithProvider(local), cortex.WithRouter(vr))
+	// n1 sorts first and is as idle as n2: the first attempt goes there,
+	// finds it down, and the retry goes to n2.
+	s.fleet.Neuron("n1").Stop()
+
+	system := strings.Repeat("You answer in one word. ", 30)
+	user := strings.Repeat("Which colour is the sky? ", 12)
+	body := `{"model":"chat-a","max_tokens":2,"messages":[{"role":"system","content":"` + system +
+		`"},{"role":"user","content":[{"type":"text","text":"` + user + `"}]}]}`
+	status, _, answer := s.post("/v1/chat/completions", body, "Authorization", "Bearer sk-rich", "X-Zone", "eu")
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, answer)
+	}
+
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	if len(vr.views) != 2 {
+		t.Fatalf("%d routings, want 2 (the first attempt and its retry)", len(vr.views))
+	}
+	want := route.PrefixOf([]byte(system + user))
+	for i, v := range vr.views {
+		if v.model != "chat-a" || v.account != "rich" || v.key == "" || strings.Contains(v.key, "sk-rich") || v.zone != "eu" {
+			t.Errorf("routing %d: model %q, account %q, key %q, X-Zone %q", i, v.model, v.account, v.key, v.zone)
+		}
+		if v.prefix.Len() != want.Len() || v.prefix != want {
+			t.Errorf("routing %d: prefix of %d blocks, want the %d of the prompt's text", i, v.prefix.Len(), want.Len())
+		}
+	}
+	if len(vr.views[0].tried) != 0 {
+		t.Errorf("first routing saw attempts %v", vr.views[0].tried)
+	}
+	if got := vr.views[1].tried; len(got) != 1 || got[0].Neuron != "n1" || got[0].Failure != route.FailedUnreachable {
+		t.Errorf("the retry saw attempts %v, want n1 unreachable", got)
+	}
+}
