@@ -141,7 +141,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	case cfg.loadTimeout <= 0:
 		return nil, fmt.Errorf("cortex: gateway: load timeout %v is not positive", cfg.loadTimeout)
 	case cfg.retryAfter <= 0:
-		return nil, fmt.Errorf("cortex: gateway: retry hint %v is not positive", cfg.retryAfter)
+		return nil, fmt.Errorf("cortex: gateway: Retry-After %v is not positive", cfg.retryAfter)
 	case cfg.defaultOutput <= 0:
 		return nil, fmt.Errorf("cortex: gateway: default max output %d is not positive", cfg.defaultOutput)
 	case cfg.pingInterval <= 0:

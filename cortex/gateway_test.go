@@ -362,7 +362,7 @@ func TestRecoveringModelIsWaitedFor(t *testing.T) {
 	p.s.Store(snapshot(host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000))))
 	clock := newFakeClock()
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, cat,
-		cortex.WithPoller(p), cortex.WithRetryHint(7*time.Second), cortex.WithClock(clock))
+		cortex.WithPoller(p), cortex.WithRetryAfter(7*time.Second), cortex.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}

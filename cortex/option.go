@@ -126,7 +126,7 @@ func WithPollerOptions(opts ...route.PollerOption) GatewayOption {
 }
 
 // WithRouter sets the Router. Default: route.NewRouter with the options of
-// WithRouterOptions and a Retry-After of the retry hint (2 s).
+// WithRouterOptions and the Retry-After of WithRetryAfter (2 s).
 func WithRouter(r route.Router) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.router = r })
 }
@@ -203,10 +203,10 @@ func WithRequireAuth(required bool) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.requireAuth = required })
 }
 
-// WithRetryHint sets the Retry-After the gateway sends with its own 503s
+// WithRetryAfter sets the Retry-After the gateway sends with its own 503s
 // (shutting down, a failed cold load) and gives the default Router.
 // Default 2 s.
-func WithRetryHint(d time.Duration) GatewayOption {
+func WithRetryAfter(d time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.retryAfter = d })
 }
 

@@ -165,18 +165,18 @@ type Status struct {
 	// Admin is true for the admin view: budgets and error details.
 	Admin bool `json:"admin"`
 	// Neurons are sorted by name.
-	Neurons []NeuronStatus `json:"neurons"`
+	Neurons []StatusNeuron `json:"neurons"`
 	// Models are the models of GET /v1/models, without the aliases
 	// entries (each model lists its aliases).
-	Models []ModelStatus `json:"models"`
+	Models []StatusModel `json:"models"`
 	// Events are the gateway's recent events (see Event), newest first;
 	// their Detail is in the admin view only.
 	Events []Event `json:"events"`
 	// Budgets are the budgets of WithStatusBudgets; admin view only.
-	Budgets []BudgetStatus `json:"budgets,omitempty"`
+	Budgets []StatusBudget `json:"budgets,omitempty"`
 }
 
-// Neuron states in a NeuronStatus.
+// Neuron states in a StatusNeuron.
 const (
 	NeuronOK       = "ok"       // healthy, takes work
 	NeuronDraining = "draining" // healthy, shutting down
@@ -184,8 +184,8 @@ const (
 	NeuronUnknown  = "unknown"  // never polled successfully yet
 )
 
-// NeuronStatus is one neuron in a Status.
-type NeuronStatus struct {
+// StatusNeuron is one neuron in a Status.
+type StatusNeuron struct {
 	Name string `json:"name"`
 	// State is NeuronOK, NeuronDraining, NeuronDown or NeuronUnknown.
 	State string `json:"state"`
@@ -215,14 +215,14 @@ type NeuronStatus struct {
 	// (see route.NeuronState.FreeVRAMMB); 0 while the neuron is down.
 	FreeVRAMMB uint64 `json:"free_vram_mb"`
 	// GPUs are in the order of the neuron's /discovery.
-	GPUs []GPUStatus `json:"gpus"`
+	GPUs []StatusGPU `json:"gpus"`
 	// Models are the models the neuron lists, sorted by id; while the
 	// neuron is down, those it last listed, each Stale.
-	Models []ResidentModel `json:"models"`
+	Models []StatusReplica `json:"models"`
 }
 
-// GPUStatus is one GPU of a neuron.
-type GPUStatus struct {
+// StatusGPU is one GPU of a neuron.
+type StatusGPU struct {
 	Index   int    `json:"index"`
 	Name    string `json:"name,omitempty"`
 	TotalMB uint64 `json:"total_mb"`
@@ -240,8 +240,8 @@ type GPUStatus struct {
 	Sampled        bool `json:"sampled"`
 }
 
-// ResidentModel is one model on one neuron in a NeuronStatus.
-type ResidentModel struct {
+// StatusReplica is one model on one neuron in a StatusNeuron.
+type StatusReplica struct {
 	ID     string             `json:"id"`
 	Status neuron.ModelStatus `json:"status"`
 	VRAMMB uint64             `json:"vram_mb"`
@@ -270,7 +270,7 @@ type ResidentModel struct {
 	Ejections int `json:"ejections,omitempty"`
 }
 
-// Model states in a ModelStatus, from the best location of the model.
+// Model states in a StatusModel, from the best location of the model.
 const (
 	ModelLoaded        = "loaded"         // ready on a healthy neuron
 	ModelLoading       = "loading"        // loading somewhere
@@ -280,8 +280,8 @@ const (
 	ModelNotDeployable = "not_deployable" // no known neuron can hold it
 )
 
-// ModelStatus is one model in a Status.
-type ModelStatus struct {
+// StatusModel is one model in a Status.
+type StatusModel struct {
 	ID string `json:"id"`
 	// State is one of ModelLoaded, ModelLoading, ModelRecovering,
 	// ModelUnloading, ModelCold and ModelNotDeployable.
@@ -298,8 +298,8 @@ type ModelStatus struct {
 	FeasibleOn []string `json:"feasible_on"`
 }
 
-// BudgetStatus is the budget of one principal in the admin view.
-type BudgetStatus struct {
+// StatusBudget is the budget of one principal in the admin view.
+type StatusBudget struct {
 	AccountID string `json:"account_id"`
 	KeyID     string `json:"key_id"`
 	// Unit is "tokens" or "usd" (micro-dollars in the amounts).
@@ -328,8 +328,8 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		FleetAt:     f.At(),
 		Health:      g.Health(),
 		Admin:       admin,
-		Neurons:     make([]NeuronStatus, 0, len(f.Neurons())),
-		Models:      []ModelStatus{},
+		Neurons:     make([]StatusNeuron, 0, len(f.Neurons())),
+		Models:      []StatusModel{},
 		Events:      g.Events(),
 	}
 	if !admin {
@@ -346,7 +346,7 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		if e.AliasOf != "" {
 			continue
 		}
-		m := ModelStatus{ID: e.ID, Aliases: e.Aliases, Locations: e.Locations, FeasibleOn: e.FeasibleOn}
+		m := StatusModel{ID: e.ID, Aliases: e.Aliases, Locations: e.Locations, FeasibleOn: e.FeasibleOn}
 		if p, ok := cat.Lookup(e.ID); ok {
 			m.InCatalogue, m.VRAMMB = true, p.VRAMMB
 		}
@@ -359,10 +359,10 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 	return s
 }
 
-func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus {
-	ns := NeuronStatus{
+func neuronStatus(n *route.NeuronState, now time.Time, admin bool) StatusNeuron {
+	ns := StatusNeuron{
 		Name: n.Name, Healthy: n.Available(), LastSuccess: n.LastSuccess, Failures: n.Failures,
-		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []GPUStatus{}, Models: []ResidentModel{},
+		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []StatusGPU{}, Models: []StatusReplica{},
 	}
 	// A neuron that is down shows what it last reported, marked stale:
 	// nothing of it is live (uptime, free VRAM, GPU samples).
@@ -397,7 +397,7 @@ func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus 
 			ns.GPUNote = "no usable GPU (detail in the admin view)"
 		}
 		for _, dev := range d.Devices {
-			gs := GPUStatus{Index: dev.Index, Name: dev.Name, TotalMB: dev.TotalMB, PlacedMB: placedMB(n, dev.Index, len(d.Devices))}
+			gs := StatusGPU{Index: dev.Index, Name: dev.Name, TotalMB: dev.TotalMB, PlacedMB: placedMB(n, dev.Index, len(d.Devices))}
 			gs.UsedMB = gs.PlacedMB
 			if smp, ok := samples[dev.Index]; ok {
 				gs.UsedMB, gs.UtilizationPct, gs.TemperatureC, gs.Sampled = smp.UsedMB, smp.UtilizationPct, smp.TemperatureC, true
@@ -407,7 +407,7 @@ func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus 
 	}
 	for i := range n.Models {
 		m := &n.Models[i]
-		rm := ResidentModel{
+		rm := StatusReplica{
 			ID: m.ID, Status: m.Status, VRAMMB: m.VRAMUsedMB, InFlight: m.InFlight, Queued: m.QueueDepth,
 			Gateway: m.Live.InFlight(), LoadingSeconds: loadingSeconds(n, m, now), LastUsed: m.LastUse(), Restarts: m.Restarts,
 			Stale: stale, Ejections: m.Ejection.Count(),
@@ -444,7 +444,7 @@ func placedMB(n *route.NeuronState, index, devices int) uint64 {
 }
 
 // modelState sums up the locations of a model.
-func modelState(f *route.Fleet, m ModelStatus) string {
+func modelState(f *route.Fleet, m StatusModel) string {
 	rank := map[neuron.ModelStatus]int{neuron.StatusUnloading: 1, neuron.StatusFailed: 2, neuron.StatusRecovering: 2, neuron.StatusLoading: 3}
 	best := 0
 	for _, l := range m.Locations {
@@ -479,16 +479,16 @@ func modelState(f *route.Fleet, m ModelStatus) string {
 }
 
 // budgets returns the budgets of the principals of WithStatusBudgets.
-func (g *Gateway) budgets(ctx context.Context) []BudgetStatus {
+func (g *Gateway) budgets(ctx context.Context) []StatusBudget {
 	ps := g.cfg.ops.budgets
 	if len(ps) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
 	defer cancel()
-	out := make([]BudgetStatus, 0, len(ps))
+	out := make([]StatusBudget, 0, len(ps))
 	for _, p := range ps {
-		b := BudgetStatus{AccountID: p.AccountID, KeyID: cmp.Or(p.KeyID, p.AccountID), Unit: p.Unit.String()}
+		b := StatusBudget{AccountID: p.AccountID, KeyID: cmp.Or(p.KeyID, p.AccountID), Unit: p.Unit.String()}
 		if g.cfg.provider == nil {
 			b.Error = "no entitlements provider"
 			out = append(out, b)
