@@ -804,6 +804,21 @@ func TestNewGatewayErrors(t *testing.T) {
 	}
 }
 
+// NewGateway reports every problem of its options at once, not the first.
+func TestNewGatewayReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	_, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://127.0.0.1:1"}}, nil,
+		cortex.WithStreamIdleTimeout(0), cortex.WithColdStartWait(-time.Second), cortex.WithRetryAfter(0))
+	if err == nil {
+		t.Fatal("NewGateway succeeded")
+	}
+	for _, want := range []string{"idle timeout", "cold start wait", "Retry-After"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
 // Two gateways in one process share nothing: each has its own registry.
 func TestTwoGatewaysInOneProcess(t *testing.T) {
 	t.Parallel()

@@ -61,54 +61,6 @@ var statusTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"left":    left,
 }).ParseFS(templateFS, "templates/*.html"))
 
-// operatorConfig holds the options of the status page and of cold starts.
-type operatorConfig struct {
-	coldStartWait    time.Duration
-	coldStartWaitSet bool
-	adminKeys        [][sha256.Size]byte
-	publicStatus     bool
-	budgets          []entitlements.Principal
-}
-
-// init checks the options and applies the defaults.
-func (o *operatorConfig) init() error {
-	switch {
-	case !o.coldStartWaitSet:
-		o.coldStartWait = DefaultColdStartWait
-	case o.coldStartWait <= 0:
-		return fmt.Errorf("cortex: gateway: cold start wait %v is not positive", o.coldStartWait)
-	}
-	for _, p := range o.budgets {
-		if p.IsAnonymous() {
-			return errors.New("cortex: gateway: WithStatusBudgets: a principal without an account")
-		}
-	}
-	return nil
-}
-
-// WithAdminKeys sets the API keys that see the admin view of the status
-// page: the budgets of WithStatusBudgets and the detail of errors. Give
-// the SHA-256 digest of each key (entitlements.KeyDigest); an admin key
-// need not be known to the Provider. Later calls add keys. Default none.
-func WithAdminKeys(digests ...[sha256.Size]byte) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.adminKeys = append(c.ops.adminKeys, digests...) })
-}
-
-// WithPublicStatus shows the fleet view of the status page to callers
-// without a key even when the gateway requires auth (for a gateway on a
-// private network); the admin view still needs an admin key. Default
-// false: the status page asks for a key exactly when GET /v1/models does.
-func WithPublicStatus(public bool) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.publicStatus = public })
-}
-
-// WithStatusBudgets lists the principals whose budgets the admin view of
-// the status page shows, from the Provider's Snapshot. Config.
-// GatewayOptions passes the keys of [entitlements]. Later calls add
-// principals. Default none.
-func WithStatusBudgets(principals ...entitlements.Principal) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.budgets = append(c.ops.budgets, principals...) })
-}
 
 // statusOptions returns the options of the [gateway] keys of the status
 // page and cold starts, and lists the keys of [entitlements] for the
