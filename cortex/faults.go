@@ -163,7 +163,6 @@ func clientBody(status int, body []byte) ([]byte, bool) {
 	return out, true
 }
 
-
 // ErrLoadBackoff: the model failed to load on every neuron that could hold
 // it, recently; the gateway starts no new load there until its backoff
 // ends (503 service_unavailable with Retry-After, in a *RetryError).

@@ -291,7 +291,6 @@ func loadSpec(m catalogue.Model) neuron.LoadSpec {
 	}
 }
 
-
 // keepAliveInterval is the time between two SSE comments sent to a
 // streaming request that waits for a cold load. The first comes, with the
 // headers, one interval after the wait began: a load shorter than that is
@@ -302,7 +301,6 @@ const keepAliveInterval = 5 * time.Second
 // (WithColdStartWait) and its model is still loading. It arrives wrapped in
 // a *RetryError: 503 service_unavailable with Retry-After.
 var ErrStillLoading = errors.New("cortex: model still loading")
-
 
 // waitLoad waits for the load f on behalf of the request: a streaming
 // request until the load ends, receiving an SSE comment every

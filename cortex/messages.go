@@ -43,7 +43,6 @@ import (
 // and answers 404 for a model neither the catalogue nor the fleet knows,
 // but reserves nothing and reaches no neuron.
 
-
 // maxMessageBody bounds a non-streaming chat completion buffered for
 // translation into a Message; a larger one is answered with a 502.
 const maxMessageBody = 32 << 20
@@ -53,7 +52,6 @@ var errAnswerEnded = errors.New("cortex: messages: write after the answer ended"
 
 // chatCompletionsPath is the neuron route a Messages request is sent to.
 const chatCompletionsPath = "/v1/chat/completions"
-
 
 // translator is the seam through which a route whose API the neuron does
 // not speak reuses the request path. The exchange finds it on its

@@ -15,7 +15,6 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
-
 // settleJob is one Settle or Release of a reservation, from its first
 // attempt until it lands or the gateway gives up.
 type settleJob struct {

@@ -61,7 +61,6 @@ var statusTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"left":    left,
 }).ParseFS(templateFS, "templates/*.html"))
 
-
 // statusOptions returns the options of the [gateway] keys of the status
 // page and cold starts, and lists the keys of [entitlements] for the
 // admin view's budgets. The configuration was validated: the digests
