@@ -343,7 +343,10 @@ func WithRetryAfter(d time.Duration) GatewayOption {
 // its reservation is settled, and one settle record (metering.KindSettle)
 // for a request whose settle was pending when it ended. Record is called
 // on the request path and must not block (metering.FileSink does not).
-// Default: none.
+// A record names the neuron that served the request (Neuron) and carries
+// the request's X-Request-Id (RequestID), so that an embedder's Meter, a
+// metering.Func, learns in process where each request went. Default:
+// none.
 func WithMeter(m metering.Meter) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.meter = m })
 }
