@@ -167,7 +167,7 @@ func TestNonStreamingColdStartWaitIsBounded(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
 	s := newStack(t, cortextest.Named("n1"), testCatalogue(t), cortex.WithClock(clock),
-		cortex.WithColdStartWait(30*time.Second), cortex.WithRetryHint(4*time.Second))
+		cortex.WithColdStartWait(30*time.Second), cortex.WithRetryAfter(4*time.Second))
 	n := s.fleet.Neuron("n1")
 	release := n.HoldLoads()
 	defer release()
@@ -236,7 +236,7 @@ func TestModelsListsNeuronReportedLoadingTime(t *testing.T) {
 func TestMessagesStreamColdStartIsBounded(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	s := newStack(t, cortextest.Named("n1"), testCatalogue(t), cortex.WithClock(clock), cortex.WithRetryHint(3*time.Second))
+	s := newStack(t, cortextest.Named("n1"), testCatalogue(t), cortex.WithClock(clock), cortex.WithRetryAfter(3*time.Second))
 	release := s.fleet.Neuron("n1").HoldLoads()
 	defer release()
 

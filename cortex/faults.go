@@ -154,21 +154,6 @@ func clientBody(status int, body []byte) ([]byte, bool) {
 	return out, true
 }
 
-// Load backoff defaults (WithLoadBackoff).
-const (
-	DefaultLoadBackoff    = 5 * time.Second
-	DefaultLoadBackoffMax = 5 * time.Minute
-)
-
-// WithLoadBackoff sets how long the gateway starts no new load of a model
-// on a neuron where its load failed: first after one failure, doubling with
-// each failure in a row up to most; a load that succeeds clears it.
-// Requests for the model meanwhile go to other neurons, or get 503
-// service_unavailable with Retry-After. first must be positive and at most
-// most. Default 5s and 5m.
-func WithLoadBackoff(first, most time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.loadBackoff, c.loadBackoffMax = first, most })
-}
 
 // loadBackoff holds, per (model, neuron), when a new load may start after
 // failed ones: the base after the first failure, doubling with each failure

@@ -2,7 +2,6 @@ package cortex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -104,64 +103,14 @@ type Gateway struct {
 // builds the default Poller, Router and neuron clients where no option
 // replaces them, and registers the metrics.
 func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...GatewayOption) (*Gateway, error) {
-	if err := validateNeurons(neurons); err != nil {
-		return nil, err
-	}
-	cfg := gatewayConfig{
-		clock:         route.SystemClock{},
-		idleTimeout:   DefaultStreamIdleTimeout,
-		maxBodyBytes:  DefaultMaxBodyBytes,
-		bodyTimeout:   DefaultBodyReadTimeout,
-		loadTimeout:   DefaultLoadTimeout,
-		retryAfter:    route.DefaultRetryAfter,
-		defaultOutput: DefaultMaxOutputTokens,
-		pingInterval:  DefaultPingInterval,
-
-		settleWindow:     DefaultSettleRetryWindow,
-		settleBackoff:    DefaultSettleBackoff,
-		settleMaxBackoff: DefaultSettleMaxBackoff,
-
-		loadBackoff:    DefaultLoadBackoff,
-		loadBackoffMax: DefaultLoadBackoffMax,
-	}
+	cfg := newGatewayConfig()
 	for _, o := range opts {
 		if o != nil {
 			o.applyGateway(&cfg)
 		}
 	}
-	switch {
-	case cfg.clock == nil:
-		return nil, errors.New("cortex: gateway: nil Clock")
-	case cfg.idleTimeout <= 0:
-		return nil, fmt.Errorf("cortex: gateway: stream idle timeout %v is not positive", cfg.idleTimeout)
-	case cfg.maxBodyBytes <= 0:
-		return nil, fmt.Errorf("cortex: gateway: max body bytes %d is not positive", cfg.maxBodyBytes)
-	case cfg.bodyTimeout < 0:
-		return nil, fmt.Errorf("cortex: gateway: body read timeout %v is negative", cfg.bodyTimeout)
-	case cfg.loadTimeout <= 0:
-		return nil, fmt.Errorf("cortex: gateway: load timeout %v is not positive", cfg.loadTimeout)
-	case cfg.retryAfter <= 0:
-		return nil, fmt.Errorf("cortex: gateway: retry hint %v is not positive", cfg.retryAfter)
-	case cfg.defaultOutput <= 0:
-		return nil, fmt.Errorf("cortex: gateway: default max output %d is not positive", cfg.defaultOutput)
-	case cfg.pingInterval <= 0:
-		return nil, fmt.Errorf("cortex: gateway: ping interval %v is not positive", cfg.pingInterval)
-	case cfg.requireAuth && cfg.provider == nil:
-		return nil, errors.New("cortex: gateway: require auth needs an entitlements Provider (WithProvider)")
-	case cfg.leaseTTL < 0:
-		return nil, fmt.Errorf("cortex: gateway: lease TTL %v is negative", cfg.leaseTTL)
-	case cfg.settleWindow <= 0:
-		return nil, fmt.Errorf("cortex: gateway: settle retry window %v is not positive", cfg.settleWindow)
-	case cfg.loadBackoff <= 0 || cfg.loadBackoffMax < cfg.loadBackoff:
-		return nil, fmt.Errorf("cortex: gateway: load backoff %v..%v: want 0 < first <= most", cfg.loadBackoff, cfg.loadBackoffMax)
-	case cfg.settleBackoff < time.Millisecond || cfg.settleMaxBackoff < cfg.settleBackoff:
-		return nil, fmt.Errorf("cortex: gateway: settle backoff %v..%v: want 1ms <= first <= most", cfg.settleBackoff, cfg.settleMaxBackoff)
-	}
-	if err := cfg.ops.init(); err != nil {
+	if err := cfg.validate(neurons); err != nil {
 		return nil, err
-	}
-	if err := cfg.outlier.Validate(); err != nil {
-		return nil, fmt.Errorf("cortex: gateway: outlier detection: %w", err)
 	}
 	g := &Gateway{
 		cfg:       cfg,
@@ -243,12 +192,6 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	g.fleets = &fleetView{poller: g.poller, cat: cat, usage: g.usage, log: g.log, observe: g.observeFleet}
 	g.outliers.fleet, g.outliers.notify = g.Fleet, g.outlierChanged
 	g.router = cfg.router
-	switch {
-	case g.router != nil && len(cfg.routerOpts) > 0:
-		return nil, errors.New("cortex: gateway: WithRouterOptions configures the default Router, which WithRouter replaces: build the Router with the options instead")
-	case cfg.poller != nil && len(cfg.pollerOpts) > 0:
-		return nil, errors.New("cortex: gateway: WithPollerOptions configures the default Poller, which WithPoller replaces: build the Poller with the options instead")
-	}
 	if g.router == nil {
 		r, err := route.NewRouter(append([]route.RouterOption{route.WithRetryAfter(cfg.retryAfter)}, cfg.routerOpts...)...)
 		if err != nil {

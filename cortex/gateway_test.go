@@ -362,7 +362,7 @@ func TestRecoveringModelIsWaitedFor(t *testing.T) {
 	p.s.Store(snapshot(host("n1", gpus(24576), model("chat-a", neuron.StatusRecovering, 4000))))
 	clock := newFakeClock()
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://n1.invalid:31400"}}, cat,
-		cortex.WithPoller(p), cortex.WithRetryHint(7*time.Second), cortex.WithClock(clock))
+		cortex.WithPoller(p), cortex.WithRetryAfter(7*time.Second), cortex.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,6 +801,21 @@ func TestNewGatewayErrors(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// NewGateway reports every problem of its options at once, not the first.
+func TestNewGatewayReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	_, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: "n1", Endpoint: "http://127.0.0.1:1"}}, nil,
+		cortex.WithStreamIdleTimeout(0), cortex.WithColdStartWait(-time.Second), cortex.WithRetryAfter(0))
+	if err == nil {
+		t.Fatal("NewGateway succeeded")
+	}
+	for _, want := range []string{"idle timeout", "cold start wait", "Retry-After"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
 	}
 }
 

@@ -124,13 +124,6 @@ func (l *keyLimiter) inFlight(p entitlements.Principal) int {
 	return 0
 }
 
-// len returns the number of keys with state, for tests.
-func (l *keyLimiter) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.keys)
-}
-
 // sweep deletes the entries at rest, once enough operations have passed.
 // l.mu must be held.
 func (l *keyLimiter) sweep(now time.Time) {

@@ -79,3 +79,10 @@ func TestKeyLimiterSkipsUnlimitedKeys(t *testing.T) {
 		t.Errorf("%d keys held, want 0", n)
 	}
 }
+
+// len returns the number of keys with state.
+func (l *keyLimiter) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}

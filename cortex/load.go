@@ -299,11 +299,6 @@ func loadSpec(m catalogue.Model) neuron.LoadSpec {
 	}
 }
 
-// DefaultColdStartWait is how long a non-streaming request waits for a cold
-// load of its model before the gateway answers 503 with Retry-After; the
-// load goes on in the background.
-const DefaultColdStartWait = 60 * time.Second
-
 // keepAliveInterval is the time between two SSE comments sent to a
 // streaming request that waits for a cold load. The first comes, with the
 // headers, one interval after the wait began: a load shorter than that is
@@ -314,16 +309,6 @@ const keepAliveInterval = 5 * time.Second
 // (WithColdStartWait) and its model is still loading. It arrives wrapped in
 // a *RetryError: 503 service_unavailable with Retry-After.
 var ErrStillLoading = errors.New("cortex: model still loading")
-
-// WithColdStartWait sets how long a non-streaming request waits for a cold
-// load of its model: past it, the request is answered 503
-// service_unavailable with Retry-After while the load goes on. A streaming
-// OpenAI request waits for the load (up to the load timeout) and receives
-// SSE comments meanwhile; an Anthropic Messages stream waits like a
-// non-streaming request. d must be positive. Default 60s.
-func WithColdStartWait(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.coldStartWait, c.ops.coldStartWaitSet = d, true })
-}
 
 // waitLoad waits for the load f on behalf of the request: a streaming
 // request until the load ends, receiving an SSE comment every

@@ -85,7 +85,7 @@ func TestEvictionLRUOrderAndProtection(t *testing.T) {
 	spec := cortextest.Spec{Name: "n1", GPUs: []uint64{24000}, Models: []neuron.LoadSpec{
 		loadedSpec("a", 6000), loadedSpec("b", 6000), loadedSpec("pinned", 6000), loadedSpec("vip", 6000),
 	}}
-	s := newStack(t, []cortextest.Spec{spec}, cat, cortex.WithRetryHint(3*time.Second))
+	s := newStack(t, []cortextest.Spec{spec}, cat, cortex.WithRetryAfter(3*time.Second))
 	n := s.fleet.Neuron("n1")
 	ask := func(model string) (int, http.Header, string) {
 		t.Helper()
@@ -207,7 +207,7 @@ func TestBusyVictimAbortsTheLoad(t *testing.T) {
 	fleet := cortextest.NewFleet(t, cortextest.Spec{Name: "n1", GPUs: []uint64{6000}, Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}})
 	n := fleet.Neuron("n1")
 	admin := &busyAdmin{NeuronAdmin: n.Client()}
-	gw, err := cortex.NewGateway(fleet.Configs(), testCatalogue(t), cortex.WithRetryHint(4*time.Second),
+	gw, err := cortex.NewGateway(fleet.Configs(), testCatalogue(t), cortex.WithRetryAfter(4*time.Second),
 		cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) { return admin, nil }))
 	if err != nil {
 		t.Fatal(err)

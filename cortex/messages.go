@@ -43,10 +43,6 @@ import (
 // and answers 404 for a model neither the catalogue nor the fleet knows,
 // but reserves nothing and reaches no neuron.
 
-// DefaultPingInterval is how long a /v1/messages stream may send nothing
-// before the gateway writes a ping event.
-const DefaultPingInterval = 10 * time.Second
-
 // maxMessageBody bounds a non-streaming chat completion buffered for
 // translation into a Message; a larger one is answered with a 502.
 const maxMessageBody = 32 << 20
@@ -56,14 +52,6 @@ var errAnswerEnded = errors.New("cortex: messages: write after the answer ended"
 
 // chatCompletionsPath is the neuron route a Messages request is sent to.
 const chatCompletionsPath = "/v1/chat/completions"
-
-// WithPingInterval sets how long an Anthropic Messages stream may send
-// nothing to the client before the gateway writes a ping event, so that
-// proxies and clients keep a slow stream (a long prompt, a cold engine)
-// open. Default 10 s.
-func WithPingInterval(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.pingInterval = d })
-}
 
 // translator is the seam through which a route whose API the neuron does
 // not speak reuses the request path. The exchange finds it on its

@@ -57,6 +57,7 @@ func (c *exchange) record(end time.Time, u usage) metering.Record {
 // which its settle record repeats: who, what, where, how it ended.
 func (c *exchange) settleRecord() metering.Record {
 	r := metering.Record{
+		RequestID: requestID(c.r),
 		AccountID: c.principal.AccountID,
 		KeyID:     c.principal.KeyID,
 		Model:     c.model.ID,
@@ -71,6 +72,21 @@ func (c *exchange) settleRecord() metering.Record {
 		r.Reserved = c.reservation.Amount()
 	}
 	return r
+}
+
+// maxRequestID bounds the X-Request-Id a record carries, so that a caller
+// cannot make the meter's lines as long as its headers.
+const maxRequestID = 128
+
+// requestID returns the request's X-Request-Id for its record: the
+// client's, which the gateway also forwards to the neuron, cut to
+// maxRequestID bytes.
+func requestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) > maxRequestID {
+		id = id[:maxRequestID]
+	}
+	return id
 }
 
 // meterRoute names the API of a request path: "/v1/chat/completions" is

@@ -108,3 +108,36 @@ func TestPanickingMeter(t *testing.T) {
 	}
 	s.checkBudget(local, "acct", 2*(helloEstimate+2))
 }
+
+// A record carries the client's X-Request-Id, cut to 128 bytes, and the
+// neuron that served the request: an embedder's Meter learns in process
+// where each request went.
+func TestMeterRecordNamesTheRequest(t *testing.T) {
+	t.Parallel()
+	records := make(chan metering.Record, 4)
+	meter := metering.Func(func(r metering.Record) { records <- r })
+	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t), cortex.WithMeter(meter))
+	long := strings.Repeat("x", 300)
+	for _, tt := range []struct{ sent, want string }{
+		{"req-1", "req-1"},
+		{long, long[:128]},
+		{"", ""},
+	} {
+		var header []string
+		if tt.sent != "" {
+			header = []string{"X-Request-Id", tt.sent}
+		}
+		if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), header...); status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, body)
+		}
+		var r metering.Record
+		select {
+		case r = <-records:
+		case <-t.Context().Done():
+			t.Fatal("no record")
+		}
+		if r.RequestID != tt.want || r.Neuron != "n1" {
+			t.Errorf("X-Request-Id %.10q...: record RequestID %.10q..., Neuron %q; want %.10q..., n1", tt.sent, r.RequestID, r.Neuron, tt.want)
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package cortex
 
 import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -12,25 +15,49 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
-// Gateway defaults.
+// Gateway defaults: what NewGateway uses where no option sets a value.
 const (
 	// DefaultStreamIdleTimeout ends a stream that has sent nothing for this
-	// long.
+	// long (WithStreamIdleTimeout).
 	DefaultStreamIdleTimeout = 5 * time.Minute
 	// DefaultMaxBodyBytes bounds a request body; a larger one is refused
-	// with 413 request_too_large.
+	// with 413 request_too_large (WithMaxBodyBytes).
 	DefaultMaxBodyBytes = 16 << 20
 	// DefaultBodyReadTimeout bounds the time a client takes to send a
-	// request body: 1 minute.
+	// request body: 1 minute (WithBodyReadTimeout).
 	DefaultBodyReadTimeout = time.Minute
 	// DefaultLoadTimeout bounds a cold load: the unloads of its victims,
-	// the load itself and the refresh of the fleet that follows.
+	// the load itself and the refresh of the fleet that follows
+	// (WithLoadTimeout).
 	DefaultLoadTimeout = 10 * time.Minute
 	// DefaultMaxOutputTokens is the output the gateway reserves for a
 	// request that sets no maximum, for a model without a known output
 	// limit (and sends as the request's maximum when the caller has a
-	// budget).
+	// budget) (WithDefaultMaxOutput).
 	DefaultMaxOutputTokens = 4096
+	// DefaultColdStartWait is how long a non-streaming request waits for a
+	// cold load of its model before the gateway answers 503 with
+	// Retry-After; the load goes on in the background (WithColdStartWait).
+	DefaultColdStartWait = 60 * time.Second
+	// DefaultLoadBackoff and DefaultLoadBackoffMax bound how long the
+	// gateway starts no new load of a model on a neuron where its load
+	// failed (WithLoadBackoff).
+	DefaultLoadBackoff    = 5 * time.Second
+	DefaultLoadBackoffMax = 5 * time.Minute
+	// DefaultPingInterval is how long a /v1/messages stream may send
+	// nothing before the gateway writes a ping event (WithPingInterval).
+	DefaultPingInterval = 10 * time.Second
+	// DefaultSettleRetryWindow is how long a settle that failed is retried,
+	// counted from the end of its request: 24 hours, the time
+	// entitlements/redisledger remembers an expired lease (its
+	// ExpiredLeaseRetention), within which a late Settle still records
+	// the spend (WithSettleRetryWindow).
+	DefaultSettleRetryWindow = 24 * time.Hour
+	// DefaultSettleBackoff and DefaultSettleMaxBackoff bound the wait
+	// between two attempts of a settle that failed: it doubles from the
+	// first to the second, with jitter (WithSettleBackoff).
+	DefaultSettleBackoff    = 100 * time.Millisecond
+	DefaultSettleMaxBackoff = 30 * time.Second
 )
 
 // completionsDefaultMaxTokens is the max_tokens of a /v1/completions
@@ -44,6 +71,8 @@ type GatewayOption interface {
 	applyGateway(*gatewayConfig)
 }
 
+// gatewayConfig is what the options set; newGatewayConfig holds the
+// defaults and validate checks it once every option is applied.
 type gatewayConfig struct {
 	poller       route.Poller
 	pollerOpts   []route.PollerOption
@@ -59,7 +88,7 @@ type gatewayConfig struct {
 	maxBodyBytes int64
 	bodyTimeout  time.Duration
 	loadTimeout  time.Duration
-	// loadBackoff and loadBackoffMax: WithLoadBackoff (faults.go).
+	// loadBackoff and loadBackoffMax: the backoff of failed loads (faults.go).
 	loadBackoff, loadBackoffMax time.Duration
 	provider                    entitlements.Provider
 	requireAuth                 bool
@@ -76,6 +105,105 @@ type gatewayConfig struct {
 	pingInterval     time.Duration  // Anthropic Messages streams: messages.go
 	outlier          OutlierConfig  // outlier ejection: outlier.go
 	ops              operatorConfig // status page and cold starts: status.go, load.go
+}
+
+// operatorConfig holds the options of the status page and of cold starts.
+type operatorConfig struct {
+	coldStartWait time.Duration
+	adminKeys     [][sha256.Size]byte
+	publicStatus  bool
+	budgets       []entitlements.Principal
+}
+
+// newGatewayConfig returns the configuration of a gateway without options.
+func newGatewayConfig() gatewayConfig {
+	return gatewayConfig{
+		clock:            route.SystemClock{},
+		idleTimeout:      DefaultStreamIdleTimeout,
+		maxBodyBytes:     DefaultMaxBodyBytes,
+		bodyTimeout:      DefaultBodyReadTimeout,
+		loadTimeout:      DefaultLoadTimeout,
+		loadBackoff:      DefaultLoadBackoff,
+		loadBackoffMax:   DefaultLoadBackoffMax,
+		retryAfter:       route.DefaultRetryAfter,
+		defaultOutput:    DefaultMaxOutputTokens,
+		settleWindow:     DefaultSettleRetryWindow,
+		settleBackoff:    DefaultSettleBackoff,
+		settleMaxBackoff: DefaultSettleMaxBackoff,
+		pingInterval:     DefaultPingInterval,
+		ops:              operatorConfig{coldStartWait: DefaultColdStartWait},
+	}
+}
+
+// validate checks the neuron configurations and the options once all are
+// applied, and reports every problem it finds. The options of the default
+// Poller and Router are checked by route.NewPoller and route.NewRouter.
+func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
+	if err := validateNeurons(neurons); err != nil {
+		return err
+	}
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("cortex: gateway: "+format, args...))
+	}
+	if c.clock == nil {
+		bad("nil Clock")
+	}
+	if c.idleTimeout <= 0 {
+		bad("stream idle timeout %v is not positive", c.idleTimeout)
+	}
+	if c.maxBodyBytes <= 0 {
+		bad("max body bytes %d is not positive", c.maxBodyBytes)
+	}
+	if c.bodyTimeout < 0 {
+		bad("body read timeout %v is negative", c.bodyTimeout)
+	}
+	if c.loadTimeout <= 0 {
+		bad("load timeout %v is not positive", c.loadTimeout)
+	}
+	if c.loadBackoff <= 0 || c.loadBackoffMax < c.loadBackoff {
+		bad("load backoff %v..%v: want 0 < first <= most", c.loadBackoff, c.loadBackoffMax)
+	}
+	if c.retryAfter <= 0 {
+		bad("Retry-After %v is not positive", c.retryAfter)
+	}
+	if c.defaultOutput <= 0 {
+		bad("default max output %d is not positive", c.defaultOutput)
+	}
+	if c.pingInterval <= 0 {
+		bad("ping interval %v is not positive", c.pingInterval)
+	}
+	if c.requireAuth && c.provider == nil {
+		bad("require auth needs an entitlements Provider (WithProvider)")
+	}
+	if c.leaseTTL < 0 {
+		bad("lease TTL %v is negative", c.leaseTTL)
+	}
+	if c.settleWindow <= 0 {
+		bad("settle retry window %v is not positive", c.settleWindow)
+	}
+	if c.settleBackoff < time.Millisecond || c.settleMaxBackoff < c.settleBackoff {
+		bad("settle backoff %v..%v: want 1ms <= first <= most", c.settleBackoff, c.settleMaxBackoff)
+	}
+	if c.ops.coldStartWait <= 0 {
+		bad("cold start wait %v is not positive", c.ops.coldStartWait)
+	}
+	for _, p := range c.ops.budgets {
+		if p.IsAnonymous() {
+			bad("WithStatusBudgets: a principal without an account")
+			break
+		}
+	}
+	if err := c.outlier.Validate(); err != nil {
+		bad("outlier detection: %w", err)
+	}
+	if c.router != nil && len(c.routerOpts) > 0 {
+		bad("WithRouterOptions configures the default Router, which WithRouter replaces: build the Router with the options instead")
+	}
+	if c.poller != nil && len(c.pollerOpts) > 0 {
+		bad("WithPollerOptions configures the default Poller, which WithPoller replaces: build the Poller with the options instead")
+	}
+	return errors.Join(errs...)
 }
 
 type gatewayOptionFunc func(*gatewayConfig)
@@ -126,7 +254,7 @@ func WithPollerOptions(opts ...route.PollerOption) GatewayOption {
 }
 
 // WithRouter sets the Router. Default: route.NewRouter with the options of
-// WithRouterOptions and a Retry-After of the retry hint (2 s).
+// WithRouterOptions and the Retry-After of WithRetryAfter (2 s).
 func WithRouter(r route.Router) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.router = r })
 }
@@ -203,10 +331,10 @@ func WithRequireAuth(required bool) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.requireAuth = required })
 }
 
-// WithRetryHint sets the Retry-After the gateway sends with its own 503s
+// WithRetryAfter sets the Retry-After the gateway sends with its own 503s
 // (shutting down, a failed cold load) and gives the default Router.
 // Default 2 s.
-func WithRetryHint(d time.Duration) GatewayOption {
+func WithRetryAfter(d time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.retryAfter = d })
 }
 
@@ -215,7 +343,10 @@ func WithRetryHint(d time.Duration) GatewayOption {
 // its reservation is settled, and one settle record (metering.KindSettle)
 // for a request whose settle was pending when it ended. Record is called
 // on the request path and must not block (metering.FileSink does not).
-// Default: none.
+// A record names the neuron that served the request (Neuron) and carries
+// the request's X-Request-Id (RequestID), so that an embedder's Meter, a
+// metering.Func, learns in process where each request went. Default:
+// none.
 func WithMeter(m metering.Meter) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.meter = m })
 }
@@ -287,4 +418,58 @@ func WithSettleBackoff(first, most time.Duration) GatewayOption {
 // cortex.toml.
 func WithOutlierDetection(c OutlierConfig) GatewayOption {
 	return gatewayOptionFunc(func(g *gatewayConfig) { g.outlier = c })
+}
+
+// WithColdStartWait sets how long a non-streaming request waits for a cold
+// load of its model: past it, the request is answered 503
+// service_unavailable with Retry-After while the load goes on. A streaming
+// OpenAI request waits for the load (up to the load timeout) and receives
+// SSE comments meanwhile; an Anthropic Messages stream waits like a
+// non-streaming request. d must be positive. Default DefaultColdStartWait
+// (60 s).
+func WithColdStartWait(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.coldStartWait = d })
+}
+
+// WithLoadBackoff sets how long the gateway starts no new load of a model
+// on a neuron where its load failed: first after one failure, doubling with
+// each failure in a row up to most; a load that succeeds clears it.
+// Requests for the model meanwhile go to other neurons, or get 503
+// service_unavailable with Retry-After. first must be positive and at most
+// most. Default DefaultLoadBackoff and DefaultLoadBackoffMax (5 s and
+// 5 min).
+func WithLoadBackoff(first, most time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.loadBackoff, c.loadBackoffMax = first, most })
+}
+
+// WithPingInterval sets how long an Anthropic Messages stream may send
+// nothing to the client before the gateway writes a ping event, so that
+// proxies and clients keep a slow stream (a long prompt, a cold engine)
+// open. Default DefaultPingInterval (10 s).
+func WithPingInterval(d time.Duration) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.pingInterval = d })
+}
+
+// WithAdminKeys sets the API keys that see the admin view of the status
+// page: the budgets of WithStatusBudgets and the detail of errors. Give
+// the SHA-256 digest of each key (entitlements.KeyDigest); an admin key
+// need not be known to the Provider. Later calls add keys. Default none.
+func WithAdminKeys(digests ...[sha256.Size]byte) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.adminKeys = append(c.ops.adminKeys, digests...) })
+}
+
+// WithPublicStatus shows the fleet view of the status page to callers
+// without a key even when the gateway requires auth (for a gateway on a
+// private network); the admin view still needs an admin key. Default
+// false: the status page asks for a key exactly when GET /v1/models does.
+func WithPublicStatus(public bool) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.publicStatus = public })
+}
+
+// WithStatusBudgets lists the principals whose budgets the admin view of
+// the status page shows, from the Provider's Snapshot; each must name an
+// account. Config.GatewayOptions passes the keys of [entitlements]. Later
+// calls add principals. Default none.
+func WithStatusBudgets(principals ...entitlements.Principal) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.budgets = append(c.ops.budgets, principals...) })
 }

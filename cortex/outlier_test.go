@@ -56,7 +56,7 @@ func split(s *stack) [2]int {
 }
 
 // replicaStatus returns chat-a on the named neuron as /status.json shows it.
-func replicaStatus(t *testing.T, s *stack, name string, header ...string) cortex.ResidentModel {
+func replicaStatus(t *testing.T, s *stack, name string, header ...string) cortex.StatusReplica {
 	t.Helper()
 	for _, n := range getStatus(t, s, header...).Neurons {
 		if n.Name != name {
@@ -69,7 +69,7 @@ func replicaStatus(t *testing.T, s *stack, name string, header ...string) cortex
 		}
 	}
 	t.Fatalf("/status.json has no chat-a on %s", name)
-	return cortex.ResidentModel{}
+	return cortex.StatusReplica{}
 }
 
 // kinds returns the kinds of the gateway's events, oldest first.

@@ -15,21 +15,6 @@ import (
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
 
-// Settle retry defaults.
-const (
-	// DefaultSettleRetryWindow is how long a settle that failed is retried,
-	// counted from the end of its request: 24 hours, the time
-	// entitlements/redisledger remembers an expired lease (its
-	// ExpiredLeaseRetention), within which a late Settle still records
-	// the spend.
-	DefaultSettleRetryWindow = 24 * time.Hour
-	// DefaultSettleBackoff and DefaultSettleMaxBackoff bound the wait
-	// between two attempts of a settle that failed: it doubles from the
-	// first to the second, with jitter.
-	DefaultSettleBackoff    = 100 * time.Millisecond
-	DefaultSettleMaxBackoff = 30 * time.Second
-)
-
 // settleJob is one Settle or Release of a reservation, from its first
 // attempt until it lands or the gateway gives up.
 type settleJob struct {

@@ -61,55 +61,6 @@ var statusTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"left":    left,
 }).ParseFS(templateFS, "templates/*.html"))
 
-// operatorConfig holds the options of the status page and of cold starts.
-type operatorConfig struct {
-	coldStartWait    time.Duration
-	coldStartWaitSet bool
-	adminKeys        [][sha256.Size]byte
-	publicStatus     bool
-	budgets          []entitlements.Principal
-}
-
-// init checks the options and applies the defaults.
-func (o *operatorConfig) init() error {
-	switch {
-	case !o.coldStartWaitSet:
-		o.coldStartWait = DefaultColdStartWait
-	case o.coldStartWait <= 0:
-		return fmt.Errorf("cortex: gateway: cold start wait %v is not positive", o.coldStartWait)
-	}
-	for _, p := range o.budgets {
-		if p.IsAnonymous() {
-			return errors.New("cortex: gateway: WithStatusBudgets: a principal without an account")
-		}
-	}
-	return nil
-}
-
-// WithAdminKeys sets the API keys that see the admin view of the status
-// page: the budgets of WithStatusBudgets and the detail of errors. Give
-// the SHA-256 digest of each key (entitlements.KeyDigest); an admin key
-// need not be known to the Provider. Later calls add keys. Default none.
-func WithAdminKeys(digests ...[sha256.Size]byte) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.adminKeys = append(c.ops.adminKeys, digests...) })
-}
-
-// WithPublicStatus shows the fleet view of the status page to callers
-// without a key even when the gateway requires auth (for a gateway on a
-// private network); the admin view still needs an admin key. Default
-// false: the status page asks for a key exactly when GET /v1/models does.
-func WithPublicStatus(public bool) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.publicStatus = public })
-}
-
-// WithStatusBudgets lists the principals whose budgets the admin view of
-// the status page shows, from the Provider's Snapshot. Config.
-// GatewayOptions passes the keys of [entitlements]. Later calls add
-// principals. Default none.
-func WithStatusBudgets(principals ...entitlements.Principal) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.budgets = append(c.ops.budgets, principals...) })
-}
-
 // statusOptions returns the options of the [gateway] keys of the status
 // page and cold starts, and lists the keys of [entitlements] for the
 // admin view's budgets. The configuration was validated: the digests
@@ -165,18 +116,18 @@ type Status struct {
 	// Admin is true for the admin view: budgets and error details.
 	Admin bool `json:"admin"`
 	// Neurons are sorted by name.
-	Neurons []NeuronStatus `json:"neurons"`
+	Neurons []StatusNeuron `json:"neurons"`
 	// Models are the models of GET /v1/models, without the aliases
 	// entries (each model lists its aliases).
-	Models []ModelStatus `json:"models"`
+	Models []StatusModel `json:"models"`
 	// Events are the gateway's recent events (see Event), newest first;
 	// their Detail is in the admin view only.
 	Events []Event `json:"events"`
 	// Budgets are the budgets of WithStatusBudgets; admin view only.
-	Budgets []BudgetStatus `json:"budgets,omitempty"`
+	Budgets []StatusBudget `json:"budgets,omitempty"`
 }
 
-// Neuron states in a NeuronStatus.
+// Neuron states in a StatusNeuron.
 const (
 	NeuronOK       = "ok"       // healthy, takes work
 	NeuronDraining = "draining" // healthy, shutting down
@@ -184,8 +135,8 @@ const (
 	NeuronUnknown  = "unknown"  // never polled successfully yet
 )
 
-// NeuronStatus is one neuron in a Status.
-type NeuronStatus struct {
+// StatusNeuron is one neuron in a Status.
+type StatusNeuron struct {
 	Name string `json:"name"`
 	// State is NeuronOK, NeuronDraining, NeuronDown or NeuronUnknown.
 	State string `json:"state"`
@@ -215,14 +166,14 @@ type NeuronStatus struct {
 	// (see route.NeuronState.FreeVRAMMB); 0 while the neuron is down.
 	FreeVRAMMB uint64 `json:"free_vram_mb"`
 	// GPUs are in the order of the neuron's /discovery.
-	GPUs []GPUStatus `json:"gpus"`
+	GPUs []StatusGPU `json:"gpus"`
 	// Models are the models the neuron lists, sorted by id; while the
 	// neuron is down, those it last listed, each Stale.
-	Models []ResidentModel `json:"models"`
+	Models []StatusReplica `json:"models"`
 }
 
-// GPUStatus is one GPU of a neuron.
-type GPUStatus struct {
+// StatusGPU is one GPU of a neuron.
+type StatusGPU struct {
 	Index   int    `json:"index"`
 	Name    string `json:"name,omitempty"`
 	TotalMB uint64 `json:"total_mb"`
@@ -240,8 +191,8 @@ type GPUStatus struct {
 	Sampled        bool `json:"sampled"`
 }
 
-// ResidentModel is one model on one neuron in a NeuronStatus.
-type ResidentModel struct {
+// StatusReplica is one model on one neuron in a StatusNeuron.
+type StatusReplica struct {
 	ID     string             `json:"id"`
 	Status neuron.ModelStatus `json:"status"`
 	VRAMMB uint64             `json:"vram_mb"`
@@ -270,7 +221,7 @@ type ResidentModel struct {
 	Ejections int `json:"ejections,omitempty"`
 }
 
-// Model states in a ModelStatus, from the best location of the model.
+// Model states in a StatusModel, from the best location of the model.
 const (
 	ModelLoaded        = "loaded"         // ready on a healthy neuron
 	ModelLoading       = "loading"        // loading somewhere
@@ -280,8 +231,8 @@ const (
 	ModelNotDeployable = "not_deployable" // no known neuron can hold it
 )
 
-// ModelStatus is one model in a Status.
-type ModelStatus struct {
+// StatusModel is one model in a Status.
+type StatusModel struct {
 	ID string `json:"id"`
 	// State is one of ModelLoaded, ModelLoading, ModelRecovering,
 	// ModelUnloading, ModelCold and ModelNotDeployable.
@@ -298,8 +249,8 @@ type ModelStatus struct {
 	FeasibleOn []string `json:"feasible_on"`
 }
 
-// BudgetStatus is the budget of one principal in the admin view.
-type BudgetStatus struct {
+// StatusBudget is the budget of one principal in the admin view.
+type StatusBudget struct {
 	AccountID string `json:"account_id"`
 	KeyID     string `json:"key_id"`
 	// Unit is "tokens" or "usd" (micro-dollars in the amounts).
@@ -328,8 +279,8 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		FleetAt:     f.At(),
 		Health:      g.Health(),
 		Admin:       admin,
-		Neurons:     make([]NeuronStatus, 0, len(f.Neurons())),
-		Models:      []ModelStatus{},
+		Neurons:     make([]StatusNeuron, 0, len(f.Neurons())),
+		Models:      []StatusModel{},
 		Events:      g.Events(),
 	}
 	if !admin {
@@ -346,7 +297,7 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		if e.AliasOf != "" {
 			continue
 		}
-		m := ModelStatus{ID: e.ID, Aliases: e.Aliases, Locations: e.Locations, FeasibleOn: e.FeasibleOn}
+		m := StatusModel{ID: e.ID, Aliases: e.Aliases, Locations: e.Locations, FeasibleOn: e.FeasibleOn}
 		if p, ok := cat.Lookup(e.ID); ok {
 			m.InCatalogue, m.VRAMMB = true, p.VRAMMB
 		}
@@ -359,10 +310,10 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 	return s
 }
 
-func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus {
-	ns := NeuronStatus{
+func neuronStatus(n *route.NeuronState, now time.Time, admin bool) StatusNeuron {
+	ns := StatusNeuron{
 		Name: n.Name, Healthy: n.Available(), LastSuccess: n.LastSuccess, Failures: n.Failures,
-		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []GPUStatus{}, Models: []ResidentModel{},
+		TotalVRAMMB: n.TotalVRAMMB(), FreeVRAMMB: n.FreeVRAMMB(), GPUs: []StatusGPU{}, Models: []StatusReplica{},
 	}
 	// A neuron that is down shows what it last reported, marked stale:
 	// nothing of it is live (uptime, free VRAM, GPU samples).
@@ -397,7 +348,7 @@ func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus 
 			ns.GPUNote = "no usable GPU (detail in the admin view)"
 		}
 		for _, dev := range d.Devices {
-			gs := GPUStatus{Index: dev.Index, Name: dev.Name, TotalMB: dev.TotalMB, PlacedMB: placedMB(n, dev.Index, len(d.Devices))}
+			gs := StatusGPU{Index: dev.Index, Name: dev.Name, TotalMB: dev.TotalMB, PlacedMB: placedMB(n, dev.Index, len(d.Devices))}
 			gs.UsedMB = gs.PlacedMB
 			if smp, ok := samples[dev.Index]; ok {
 				gs.UsedMB, gs.UtilizationPct, gs.TemperatureC, gs.Sampled = smp.UsedMB, smp.UtilizationPct, smp.TemperatureC, true
@@ -407,7 +358,7 @@ func neuronStatus(n *route.NeuronState, now time.Time, admin bool) NeuronStatus 
 	}
 	for i := range n.Models {
 		m := &n.Models[i]
-		rm := ResidentModel{
+		rm := StatusReplica{
 			ID: m.ID, Status: m.Status, VRAMMB: m.VRAMUsedMB, InFlight: m.InFlight, Queued: m.QueueDepth,
 			Gateway: m.Live.InFlight(), LoadingSeconds: loadingSeconds(n, m, now), LastUsed: m.LastUse(), Restarts: m.Restarts,
 			Stale: stale, Ejections: m.Ejection.Count(),
@@ -444,7 +395,7 @@ func placedMB(n *route.NeuronState, index, devices int) uint64 {
 }
 
 // modelState sums up the locations of a model.
-func modelState(f *route.Fleet, m ModelStatus) string {
+func modelState(f *route.Fleet, m StatusModel) string {
 	rank := map[neuron.ModelStatus]int{neuron.StatusUnloading: 1, neuron.StatusFailed: 2, neuron.StatusRecovering: 2, neuron.StatusLoading: 3}
 	best := 0
 	for _, l := range m.Locations {
@@ -479,16 +430,16 @@ func modelState(f *route.Fleet, m ModelStatus) string {
 }
 
 // budgets returns the budgets of the principals of WithStatusBudgets.
-func (g *Gateway) budgets(ctx context.Context) []BudgetStatus {
+func (g *Gateway) budgets(ctx context.Context) []StatusBudget {
 	ps := g.cfg.ops.budgets
 	if len(ps) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
 	defer cancel()
-	out := make([]BudgetStatus, 0, len(ps))
+	out := make([]StatusBudget, 0, len(ps))
 	for _, p := range ps {
-		b := BudgetStatus{AccountID: p.AccountID, KeyID: cmp.Or(p.KeyID, p.AccountID), Unit: p.Unit.String()}
+		b := StatusBudget{AccountID: p.AccountID, KeyID: cmp.Or(p.KeyID, p.AccountID), Unit: p.Unit.String()}
 		if g.cfg.provider == nil {
 			b.Error = "no entitlements provider"
 			out = append(out, b)

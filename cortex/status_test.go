@@ -280,7 +280,7 @@ func TestStatusBudgetsForAdmin(t *testing.T) {
 
 	st := getStatus(t, s, "Authorization", "Bearer sk-admin")
 	remaining := int64(100_000) - int64(snap.Spent)
-	want := []cortex.BudgetStatus{
+	want := []cortex.StatusBudget{
 		{AccountID: "acme", KeyID: "ci", Unit: "tokens", Window: "balance", HardCap: ptr(int64(100_000)), Spent: int64(snap.Spent), Remaining: &remaining},
 		{AccountID: "free", KeyID: "free", Unit: "tokens", Window: "balance"},
 		{AccountID: "gone", KeyID: "old", Unit: "tokens", Error: "invalid API key"},
@@ -380,7 +380,7 @@ hard_cap = 500
 		t.Error("public_status: the anonymous view is the admin view")
 	}
 	st := get("sk-admin")
-	want := []cortex.BudgetStatus{{AccountID: "acme", KeyID: "ci", Unit: "tokens", Window: "balance", HardCap: ptr(int64(500)), Remaining: ptr(int64(500))}}
+	want := []cortex.StatusBudget{{AccountID: "acme", KeyID: "ci", Unit: "tokens", Window: "balance", HardCap: ptr(int64(500)), Remaining: ptr(int64(500))}}
 	if diff := cmp.Diff(st.Budgets, want); !st.Admin || diff != "" {
 		t.Errorf("admin %v, budgets (-got +want):\n%s", st.Admin, diff)
 	}

@@ -96,39 +96,14 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 	if d == nil {
 		return nil, errors.New("neuron: NewAgent: nil Discoverer")
 	}
-	o := agentOptions{
-		version:      DefaultVersion,
-		drainTimeout: DefaultDrainTimeout,
-		maxBodyBytes: DefaultMaxBodyBytes,
-		bodyTimeout:  DefaultBodyReadTimeout,
-	}
+	o := newAgentOptions()
 	for _, opt := range opts {
 		if opt != nil {
 			opt.applyAgent(&o)
 		}
 	}
-	if o.advertiseURL != "" {
-		if err := checkHTTPURL(o.advertiseURL); err != nil {
-			return nil, fmt.Errorf("neuron: NewAgent: advertise URL: %w", err)
-		}
-		o.advertiseURL = strings.TrimRight(o.advertiseURL, "/")
-	}
-	if err := o.admission.validate(); err != nil {
-		return nil, fmt.Errorf("neuron: NewAgent: admission: %w", err)
-	}
-	if o.drainTimeout < 0 {
-		return nil, fmt.Errorf("neuron: NewAgent: negative drain timeout %s", o.drainTimeout)
-	}
-	if o.maxBodyBytes <= 0 {
-		return nil, fmt.Errorf("neuron: NewAgent: max body bytes %d is not positive", o.maxBodyBytes)
-	}
-	if o.bodyTimeout < 0 {
-		return nil, fmt.Errorf("neuron: NewAgent: body read timeout %v is negative", o.bodyTimeout)
-	}
-	for i, s := range o.defaultModels {
-		if s.ModelID == "" {
-			return nil, fmt.Errorf("neuron: NewAgent: default model %d: model_id is required", i)
-		}
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	logger := o.logger
 	if logger == nil {

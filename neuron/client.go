@@ -26,21 +26,6 @@ type Doer interface {
 	Do(*http.Request) (*http.Response, error)
 }
 
-type clientOptions struct {
-	token string
-	doer  Doer
-}
-
-type clientOptionFunc func(*clientOptions)
-
-func (f clientOptionFunc) applyClient(o *clientOptions) { f(o) }
-
-// WithDoer sets what sends the Client's requests. Default
-// http.DefaultClient. Timeouts come from the ctx of each call.
-func WithDoer(d Doer) ClientOption {
-	return clientOptionFunc(func(o *clientOptions) { o.doer = d })
-}
-
 // Client is the typed client of a neuron's management API. Every non-2xx
 // answer is returned as an *APIError, which errors.Is maps to the
 // package's sentinel errors. A Client is safe for concurrent use.

@@ -1,18 +1,25 @@
 package neuron
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
-// Agent defaults.
+// Agent defaults: what NewAgent uses where no option sets a value.
 const (
+	// DefaultDrainTimeout bounds how long Shutdown waits for requests in
+	// flight (WithDrainTimeout).
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultMaxBodyBytes bounds an inference request body
+	// (WithMaxBodyBytes).
 	DefaultMaxBodyBytes = 16 << 20
 	// DefaultBodyReadTimeout bounds the time a client takes to send an
-	// inference request body.
+	// inference request body (WithBodyReadTimeout).
 	DefaultBodyReadTimeout = time.Minute
-	// DefaultVersion is what GET /version reports without WithVersion.
+	// DefaultVersion is what GET /version reports (WithVersion).
 	DefaultVersion = "dev"
 )
 
@@ -32,6 +39,8 @@ type SharedOption interface {
 	ClientOption
 }
 
+// agentOptions is what the Agent options set; newAgentOptions holds the
+// defaults and validate checks them once every option is applied.
 type agentOptions struct {
 	token         string
 	advertiseURL  string
@@ -43,6 +52,65 @@ type agentOptions struct {
 	drainTimeout  time.Duration
 	maxBodyBytes  int64
 	bodyTimeout   time.Duration
+}
+
+// newAgentOptions returns the options of an Agent without options.
+func newAgentOptions() agentOptions {
+	return agentOptions{
+		version:      DefaultVersion,
+		drainTimeout: DefaultDrainTimeout,
+		maxBodyBytes: DefaultMaxBodyBytes,
+		bodyTimeout:  DefaultBodyReadTimeout,
+	}
+}
+
+// validate checks the options once all are applied, reports every
+// problem it finds, and trims the advertised URL's trailing slashes.
+func (o *agentOptions) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("neuron: NewAgent: "+format, args...))
+	}
+	if o.advertiseURL != "" {
+		if err := checkHTTPURL(o.advertiseURL); err != nil {
+			bad("advertise URL: %w", err)
+		}
+		o.advertiseURL = strings.TrimRight(o.advertiseURL, "/")
+	}
+	if err := o.admission.validate(); err != nil {
+		bad("admission: %w", err)
+	}
+	if o.drainTimeout < 0 {
+		bad("negative drain timeout %s", o.drainTimeout)
+	}
+	if o.maxBodyBytes <= 0 {
+		bad("max body bytes %d is not positive", o.maxBodyBytes)
+	}
+	if o.bodyTimeout < 0 {
+		bad("body read timeout %v is negative", o.bodyTimeout)
+	}
+	for i, s := range o.defaultModels {
+		if s.ModelID == "" {
+			bad("default model %d: model_id is required", i)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clientOptions is what the Client options set.
+type clientOptions struct {
+	token string
+	doer  Doer
+}
+
+type clientOptionFunc func(*clientOptions)
+
+func (f clientOptionFunc) applyClient(o *clientOptions) { f(o) }
+
+// WithDoer sets what sends the Client's requests. Default
+// http.DefaultClient. Timeouts come from the ctx of each call.
+func WithDoer(d Doer) ClientOption {
+	return clientOptionFunc(func(o *clientOptions) { o.doer = d })
 }
 
 type agentOptionFunc func(*agentOptions)
@@ -91,13 +159,14 @@ func WithLogger(l *slog.Logger) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.logger = l })
 }
 
-// WithVersion sets the version GET /version reports. Default "dev".
+// WithVersion sets the version GET /version reports. Default
+// DefaultVersion ("dev").
 func WithVersion(v string) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.version = v })
 }
 
 // WithDrainTimeout bounds how long Shutdown waits for requests in flight
-// before it stops the engines. Default 30s.
+// before it stops the engines. Default DefaultDrainTimeout (30 s).
 func WithDrainTimeout(d time.Duration) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.drainTimeout = d })
 }
@@ -105,13 +174,13 @@ func WithDrainTimeout(d time.Duration) Option {
 // WithBodyReadTimeout bounds the time a client takes to send an inference
 // request body once its headers are in; a slower one is answered 408
 // request_timeout. 0 waits as long as the client likes. Default
-// DefaultBodyReadTimeout (1m).
+// DefaultBodyReadTimeout (1 min).
 func WithBodyReadTimeout(d time.Duration) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.bodyTimeout = d })
 }
 
 // WithMaxBodyBytes limits the size of an inference request body; a larger
-// one is refused with 413. Default 16 MiB.
+// one is refused with 413. Default DefaultMaxBodyBytes (16 MiB).
 func WithMaxBodyBytes(n int64) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.maxBodyBytes = n })
 }

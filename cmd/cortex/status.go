@@ -190,7 +190,7 @@ func printStatus(w io.Writer, st cortex.Status) error {
 // residentModel formats a model of a neuron for the neurons table: its id,
 // then what is not plain "loaded" in parentheses: its status, "stale"
 // while the neuron is down, "ejected Ns" while out of rotation.
-func residentModel(now time.Time, m cortex.ResidentModel) string {
+func residentModel(now time.Time, m cortex.StatusReplica) string {
 	var notes []string
 	if m.Status != "loaded" {
 		notes = append(notes, string(m.Status))

@@ -135,17 +135,17 @@ func TestPrintStatus(t *testing.T) {
 	st := cortex.Status{
 		GeneratedAt: now,
 		Admin:       true,
-		Neurons: []cortex.NeuronStatus{
+		Neurons: []cortex.StatusNeuron{
 			{Name: "gpu-01", State: cortex.NeuronOK, LastSuccess: now.Add(-time.Second), FreeVRAMMB: 20480,
-				GPUs: []cortex.GPUStatus{{TotalMB: 24576, PlacedMB: 4096}, {TotalMB: 24576, UsedMB: 999}},
-				Models: []cortex.ResidentModel{{ID: "llama", Status: neuron.StatusLoaded, InFlight: 2, Queued: 1},
+				GPUs: []cortex.StatusGPU{{TotalMB: 24576, PlacedMB: 4096}, {TotalMB: 24576, UsedMB: 999}},
+				Models: []cortex.StatusReplica{{ID: "llama", Status: neuron.StatusLoaded, InFlight: 2, Queued: 1},
 					{ID: "qwen", Status: neuron.StatusLoading},
 					{ID: "tiny", Status: neuron.StatusLoaded, Ejected: true, EjectedUntil: now.Add(20 * time.Second), Ejections: 2}}},
 			{Name: "gpu-02", State: cortex.NeuronDown, LastSuccess: now.Add(-3 * time.Hour), Stale: true,
-				GPUs:   []cortex.GPUStatus{{TotalMB: 24576, PlacedMB: 4096}},
-				Models: []cortex.ResidentModel{{ID: "llama", Status: neuron.StatusLoaded, Stale: true}}},
+				GPUs:   []cortex.StatusGPU{{TotalMB: 24576, PlacedMB: 4096}},
+				Models: []cortex.StatusReplica{{ID: "llama", Status: neuron.StatusLoaded, Stale: true}}},
 		},
-		Models: []cortex.ModelStatus{
+		Models: []cortex.StatusModel{
 			{ID: "llama", State: cortex.ModelLoaded, Aliases: []string{"fast"}, FeasibleOn: []string{"gpu-01"},
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true},
 					{Neuron: "gpu-02", Status: neuron.StatusLoaded}}},
@@ -155,7 +155,7 @@ func TestPrintStatus(t *testing.T) {
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true}}},
 			{ID: "huge", State: cortex.ModelNotDeployable},
 		},
-		Budgets: []cortex.BudgetStatus{
+		Budgets: []cortex.StatusBudget{
 			{AccountID: "acme", KeyID: "ci", Unit: "tokens", Window: "balance", HardCap: ptr(int64(1000)), Spent: 10, Remaining: ptr(int64(990))},
 			{AccountID: "gone", KeyID: "old", Unit: "tokens", Error: "invalid API key"},
 		},

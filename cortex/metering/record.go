@@ -109,7 +109,10 @@ type Record struct {
 	// Time is when the request finished. FileSink stamps a zero Time with
 	// its clock when Record is called.
 	Time time.Time
-	// RequestID correlates the record with logs; optional.
+	// RequestID correlates the record with the request, its logs and the
+	// neuron's: the gateway sets the client's X-Request-Id header (which it
+	// also forwards to the neuron), cut to 128 bytes; empty when the
+	// request had none.
 	RequestID string
 	// AccountID is the account that pays; empty for an anonymous caller.
 	AccountID string

@@ -12,17 +12,6 @@ import (
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
-// Poller defaults.
-const (
-	// DefaultPollInterval is the time between two polling rounds.
-	DefaultPollInterval = 2 * time.Second
-	// DefaultCallTimeout bounds each call to a neuron's management API.
-	DefaultCallTimeout = time.Second
-	// DefaultFailureThreshold is the number of consecutive failed polls
-	// after which a neuron is unhealthy.
-	DefaultFailureThreshold = 3
-)
-
 // ErrUnknownNeuron is returned by FleetPoller.Refresh for a name that is
 // not configured.
 var ErrUnknownNeuron = errors.New("route: unknown neuron")
@@ -125,64 +114,6 @@ func (SystemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
 	return t.C, t.Stop
 }
 
-// PollerOption configures NewPoller.
-type PollerOption interface {
-	applyPoller(*pollerConfig)
-}
-
-type pollerConfig struct {
-	interval    time.Duration
-	callTimeout time.Duration
-	threshold   int
-	logger      *slog.Logger
-	clock       Clock
-	published   []func(*Snapshot)
-}
-
-type pollerOptionFunc func(*pollerConfig)
-
-func (o pollerOptionFunc) applyPoller(c *pollerConfig) { o(c) }
-
-// WithInterval sets the time between polling rounds. Default 2 s.
-func WithInterval(d time.Duration) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.interval = d })
-}
-
-// WithCallTimeout bounds each call to a neuron's management API. Default
-// 1 s.
-func WithCallTimeout(d time.Duration) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.callTimeout = d })
-}
-
-// WithFailureThreshold sets how many consecutive failed polls make a
-// neuron unhealthy. One successful poll makes it healthy again. Default 3.
-func WithFailureThreshold(n int) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.threshold = n })
-}
-
-// WithLogger sets where health transitions are logged. Default: nowhere.
-func WithLogger(l *slog.Logger) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.logger = l })
-}
-
-// WithClock sets the clock. Default SystemClock.
-func WithClock(clk Clock) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) { c.clock = clk })
-}
-
-// WithPublished adds a function the poller calls with each snapshot it
-// publishes after the first, with no lock held; snapshots published
-// concurrently (a round and a Refresh) may be told in either order. It
-// must not block. The gateway uses it to build the Fleet of a new
-// snapshot at once, and to record what changed. Default none.
-func WithPublished(f func(*Snapshot)) PollerOption {
-	return pollerOptionFunc(func(c *pollerConfig) {
-		if f != nil {
-			c.published = append(c.published, f)
-		}
-	})
-}
-
 // FleetPoller is the default Poller: it polls every target's management
 // API concurrently, GET /models and GET /health on every round and GET
 // /discovery until it has been fetched once, and publishes a new
@@ -230,26 +161,14 @@ type target struct {
 // options. The first snapshot, available at once from Snapshot, has every
 // neuron unhealthy and never polled.
 func NewPoller(targets []Target, opts ...PollerOption) (*FleetPoller, error) {
-	cfg := pollerConfig{
-		interval:    DefaultPollInterval,
-		callTimeout: DefaultCallTimeout,
-		threshold:   DefaultFailureThreshold,
-		clock:       SystemClock{},
-	}
+	cfg := newPollerConfig()
 	for _, o := range opts {
 		if o != nil {
 			o.applyPoller(&cfg)
 		}
 	}
-	switch {
-	case cfg.interval <= 0:
-		return nil, fmt.Errorf("route: poller: interval %v is not positive", cfg.interval)
-	case cfg.callTimeout <= 0:
-		return nil, fmt.Errorf("route: poller: call timeout %v is not positive", cfg.callTimeout)
-	case cfg.threshold < 1:
-		return nil, fmt.Errorf("route: poller: failure threshold %d is below 1", cfg.threshold)
-	case cfg.clock == nil:
-		return nil, errors.New("route: poller: nil Clock")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	p := &FleetPoller{
 		cfg:     cfg,

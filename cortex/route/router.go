@@ -151,7 +151,7 @@ func WithEvictor(e Evictor) RouterOption {
 }
 
 // WithRetryAfter sets the Retry-After of the *RetryErrors the router
-// returns; the cortex gateway passes its own (cortex.WithRetryHint).
+// returns; the cortex gateway passes its own (cortex.WithRetryAfter).
 // Default 2 s.
 func WithRetryAfter(d time.Duration) RouterOption {
 	return routerOptionFunc(func(r *DefaultRouter) { r.retryAfter = d })

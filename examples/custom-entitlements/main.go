@@ -4,12 +4,16 @@
 // (entitlementstest) in its test. The fleet is one in-process neuron over
 // the simulated engine.
 //
-//	go run ./examples/custom-entitlements
+//	go run ./examples/custom-entitlements [--listen 127.0.0.1:31313]
+//
+// --listen sets the address the gateway listens on (default
+// cortex.DefaultListen, 127.0.0.1:31313; port 0 picks a free one).
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -28,12 +32,27 @@ import (
 )
 
 func main() {
+	listen, err := parseFlags(os.Args[1:])
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2) // the flag package has printed the error and the usage
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, "127.0.0.1:31313", os.Stdout); err != nil {
+	if err := run(ctx, listen, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// parseFlags parses the command line; --listen is the gateway's address.
+func parseFlags(args []string) (listen string, err error) {
+	fs := flag.NewFlagSet("custom-entitlements", flag.ContinueOnError)
+	fs.StringVar(&listen, "listen", cortex.DefaultListen, "the `address` the gateway listens on")
+	err = fs.Parse(args)
+	return listen, err
 }
 
 // run serves a gateway over the store's keys on listen until ctx ends,

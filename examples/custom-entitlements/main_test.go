@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/entitlementstest"
 	"github.com/helexa-ai/helexa-go/internal/testout"
@@ -35,5 +36,34 @@ func TestRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
+	}
+}
+
+// --listen sets the gateway's address; without it the gateway listens on
+// cortex.DefaultListen.
+func TestListenFlag(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{"default", nil, cortex.DefaultListen, false},
+		{"set", []string{"--listen", "0.0.0.0:8080"}, "0.0.0.0:8080", false},
+		{"set with =", []string{"-listen=127.0.0.1:0"}, "127.0.0.1:0", false},
+		{"unknown flag", []string{"--port", "1"}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseFlags(tt.args)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseFlags(%q) error %v, want error %v", tt.args, err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("parseFlags(%q) = %q, want %q", tt.args, got, tt.want)
+			}
+		})
 	}
 }

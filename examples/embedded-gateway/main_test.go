@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/testout"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -84,6 +85,35 @@ func TestZoneRouter(t *testing.T) {
 			got := route.Decision{Neuron: d.Neuron, Action: d.Action}
 			if diff := cmp.Diff(got, tt.want); diff != "" {
 				t.Errorf("decision (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+// --listen sets the gateway's address; without it the gateway listens on
+// cortex.DefaultListen.
+func TestListenFlag(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		want    string
+		wantErr bool
+	}{
+		{"default", nil, cortex.DefaultListen, false},
+		{"set", []string{"--listen", "0.0.0.0:8080"}, "0.0.0.0:8080", false},
+		{"set with =", []string{"-listen=127.0.0.1:0"}, "127.0.0.1:0", false},
+		{"unknown flag", []string{"--port", "1"}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseFlags(tt.args)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseFlags(%q) error %v, want error %v", tt.args, err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Errorf("parseFlags(%q) = %q, want %q", tt.args, got, tt.want)
 			}
 		})
 	}

@@ -3,12 +3,16 @@
 // real llama-server to serve a real model), and a gateway over it with a
 // catalogue of one model. It prints a curl command to try.
 //
-//	go run ./examples/quickstart
+//	go run ./examples/quickstart [--listen 127.0.0.1:31313]
+//
+// --listen sets the address the gateway listens on (default
+// cortex.DefaultListen, 127.0.0.1:31313; port 0 picks a free one).
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -26,12 +30,27 @@ import (
 )
 
 func main() {
+	listen, err := parseFlags(os.Args[1:])
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		os.Exit(2) // the flag package has printed the error and the usage
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, "127.0.0.1:31313", os.Stdout); err != nil {
+	if err := run(ctx, listen, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
+}
+
+// parseFlags parses the command line; --listen is the gateway's address.
+func parseFlags(args []string) (listen string, err error) {
+	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs.StringVar(&listen, "listen", cortex.DefaultListen, "the `address` the gateway listens on")
+	err = fs.Parse(args)
+	return listen, err
 }
 
 // run serves the gateway on listen until ctx ends.
