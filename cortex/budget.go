@@ -28,78 +28,45 @@ const (
 	clampAttempts = 3
 )
 
-// DefaultLeaseTTL is the lease TTL the gateway renews reservations for
-// when the Provider is a LeaseRenewer without a LeaseTTL method and
-// WithLeaseTTL does not set one: 10 minutes, the default of
-// entitlements/redisledger.
+// DefaultLeaseTTL is the lease TTL the gateway renews leases for when
+// WithLeaseTTL does not set one and the Provider is no entitlements.Leaser:
+// 10 minutes, the default of entitlements/redisledger.
 const DefaultLeaseTTL = 10 * time.Minute
 
-// LeaseRenewer is an optional Provider capability: its reservations are
-// leases that expire unless renewed (entitlements/redisledger's Ledger has
-// it, and its Renewer interface has this method set; entitlements.Chain
-// forwards it to the provider that issued the reservation). While a
-// request holds a reservation the gateway renews it every third of the
-// lease TTL, so that a long stream keeps its amount held until Settle, and
-// stops renewing when the request finishes.
-//
-// The TTL is WithLeaseTTL's; else the provider's, when it also has a
-// LeaseTTL() time.Duration method; else DefaultLeaseTTL.
-//
-// Concurrency: Renew is called from a timer goroutine while the request
-// runs, possibly concurrently with the Settle or Release that ends it; the
-// provider must make them exclusive (one of them wins). Renew must return
-// when ctx ends. Errors are logged; entitlements.ErrReservationSettled and
-// entitlements.ErrUnknownReservation stop the renewals of the request.
-type LeaseRenewer interface {
-	Renew(ctx context.Context, r entitlements.Reservation, ttl time.Duration) error
-}
-
-// slotRenewer is a Slot of an entitlements.Limiter that expires unless
-// renewed; the gateway renews it with the reservation's lease.
-type slotRenewer interface {
-	Renew(ctx context.Context, ttl time.Duration) error
-}
-
-// leaseTTLer is the provider's own lease TTL, when it tells it.
-type leaseTTLer interface {
-	LeaseTTL() time.Duration
-}
-
-// limit takes a slot of the key's per-key limits (max_in_flight, rpm).
-//
-// When the provider is an entitlements.Limiter, it counts the limits for
-// every gateway sharing it (redisledger: every replica), unless it leaves
-// them to the gateway (a nil Slot); else this process counts them.
+// limit takes a slot of the key's per-key limits (max_in_flight, rpm)
+// from an entitlements.Limiter: the Provider, when it is one (it counts
+// the limits for every gateway that shares it; redisledger: every
+// replica), unless it leaves them to the gateway (a nil Slot); else the
+// gateway's own, in-process entitlements.KeyLimiter. A refusal is the
+// *entitlements.LimitError, answered 429 rate_limit_exceeded.
 func (c *exchange) limit() error {
-	if !limited(c.principal) {
+	if !entitlements.Limited(c.principal) {
 		return nil
 	}
+	ctx := c.r.Context()
 	if l, ok := c.g.cfg.provider.(entitlements.Limiter); ok {
-		s, err := l.Acquire(c.r.Context(), c.principal)
+		s, err := l.Acquire(ctx, c.principal)
 		var le *entitlements.LimitError
 		switch {
 		case errors.As(err, &le):
-			return &RateLimitError{Limit: le.Limit, Max: le.Max, RetryAfter: le.RetryAfter}
+			return le
 		case err != nil:
-			return providerError(c.r.Context(), err)
+			return providerError(ctx, err)
 		case s != nil:
 			c.slot = s
 			return nil
 		}
 	}
-	if err := c.g.limits.acquire(c.principal); err != nil {
+	s, err := c.g.limits.Acquire(ctx, c.principal)
+	if err != nil {
 		return err
 	}
-	c.limited = true
+	c.slot = s
 	return nil
 }
 
 // releaseSlot frees the request's slot of its key's limits, once.
 func (c *exchange) releaseSlot() {
-	if c.limited {
-		c.g.limits.release(c.principal)
-		c.limited = false
-	}
 	if c.slot == nil {
 		return
 	}
@@ -263,7 +230,7 @@ func (c *exchange) settle(u usage) {
 		return
 	}
 	if c.renewal == nil {
-		c.renewal = newRenewal(nil, c.reservation, nil, 0, c.g.log)
+		c.renewal = newRenewal(nil, nil, 0, c.g.log)
 	}
 	j := &settleJob{id: c.settleID, res: c.reservation, release: !u.Served, renewal: c.renewal, start: time.Now(), recorded: make(chan struct{})}
 	c.renewal.recorded = j.recorded
@@ -338,13 +305,19 @@ func setBudgetHeaders(h http.Header, p entitlements.Principal, s *entitlements.B
 	h.Set(HeaderBudgetUnit, p.Unit.String())
 }
 
-// renewal renews the lease of one reservation on a timer until stopped,
-// while its request runs and, when its settle failed, until the settle
-// lands; it also keeps what became of the settle, for the meter record.
-// Its methods accept a nil receiver (no renewal).
+// renewal renews the lease of one reservation (an entitlements.Renewer) on
+// a timer until stopped, while its request runs and, when its settle
+// failed, until the settle lands; it also keeps what became of the
+// settle, for the meter record. Its methods accept a nil receiver (no
+// renewal).
+//
+// Renew is called from a timer goroutine while the request runs, possibly
+// concurrently with the Settle or Release that ends it (the Renewer makes
+// them exclusive). Errors are logged; entitlements.ErrReservationSettled
+// and entitlements.ErrUnknownReservation stop the renewals.
 type renewal struct {
-	renewer  LeaseRenewer // nil: no renewals
-	res      entitlements.Reservation
+	lease    entitlements.Renewer // the reservation; nil: no renewals
+	p        entitlements.Principal
 	ttl      time.Duration
 	interval time.Duration
 	log      *slog.Logger
@@ -357,24 +330,29 @@ type renewal struct {
 	ctx    context.Context // ends at stop: cancels a Renew in progress
 	cancel context.CancelFunc
 	mu     sync.Mutex
-	slot   slotRenewer // the key's slot, renewed with the reservation; nil: none
+	slot   entitlements.Renewer // the key's slot, renewed with the reservation; nil: none
 	t      *time.Timer
 	done   bool           // stopped, or the provider refused for good
 	wg     sync.WaitGroup // a renewal in progress
 }
 
-// startRenewal starts renewing the reservation when the provider leases.
+// startRenewal starts renewing the reservation when it is a lease, and
+// the key's slot with it when that is one too.
 func (c *exchange) startRenewal() {
-	slot, _ := c.slot.(slotRenewer)
-	c.renewal = newRenewal(c.g.renewer, c.reservation, slot, c.g.leaseTTL, c.g.log)
+	slot, _ := c.slot.(entitlements.Renewer)
+	c.renewal = newRenewal(c.reservation, slot, c.g.leaseTTL, c.g.log)
 }
 
 // newRenewal returns the renewal of res (and of the key's slot, when not
-// nil), renewing every third of ttl when renewer is not nil.
-func newRenewal(renewer LeaseRenewer, res entitlements.Reservation, slot slotRenewer, ttl time.Duration, log *slog.Logger) *renewal {
-	r := &renewal{renewer: renewer, res: res, slot: slot, ttl: ttl, log: log}
+// nil), renewing every third of ttl when res is an entitlements.Renewer.
+func newRenewal(res entitlements.Reservation, slot entitlements.Renewer, ttl time.Duration, log *slog.Logger) *renewal {
+	r := &renewal{slot: slot, ttl: ttl, log: log}
+	r.lease, _ = res.(entitlements.Renewer)
+	if res != nil {
+		r.p = res.Principal()
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	if renewer == nil || res == nil {
+	if r.lease == nil {
 		r.done = true
 		return r
 	}
@@ -397,9 +375,9 @@ func (r *renewal) fire() {
 	r.mu.Unlock()
 	defer r.wg.Done()
 
-	p := r.res.Principal()
+	p := r.p
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.interval, time.Second))
-	err := r.renewer.Renew(ctx, r.res, r.ttl)
+	err := r.lease.Renew(ctx, r.ttl)
 	if slot != nil {
 		if serr := slot.Renew(ctx, r.ttl); serr != nil && r.ctx.Err() == nil {
 			r.log.Warn("cortex: renewing the key's slot failed", "account", p.AccountID, "key", p.KeyID, "err", serr)

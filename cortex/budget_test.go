@@ -143,7 +143,7 @@ func TestOverBudgetIsNeverDispatched(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer func() {
-					if err := local.Release(context.Background(), r); err != nil {
+					if err := r.Release(context.Background()); err != nil {
 						t.Error(err)
 					}
 				}()
@@ -778,49 +778,66 @@ type leasingProvider struct {
 	renewals chan time.Duration // the ttl of each renewal
 
 	mu        sync.Mutex
-	consumed  map[entitlements.Reservation]bool
 	lateRenew int // renewals of a consumed reservation
 }
+
+var _ entitlements.Leaser = (*leasingProvider)(nil)
 
 func newLeasingProvider(t *testing.T, ttl time.Duration) *leasingProvider {
 	return &leasingProvider{
 		Local:    newLocal(t, entitlements.KeyConfig{Key: "k", AccountID: "acct", HardCap: ptr(int64(1000))}),
 		ttl:      ttl,
 		renewals: make(chan time.Duration, 1000),
-		consumed: make(map[entitlements.Reservation]bool),
 	}
 }
 
 func (p *leasingProvider) LeaseTTL() time.Duration { return p.ttl }
 
-func (p *leasingProvider) Renew(ctx context.Context, r entitlements.Reservation, ttl time.Duration) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.consumed[r] {
-		p.lateRenew++
+func (p *leasingProvider) Reserve(ctx context.Context, pr entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error) {
+	r, err := p.Local.Reserve(ctx, pr, a)
+	if err != nil {
+		return nil, err
+	}
+	return &leasedReservation{Reservation: r, p: p}, nil
+}
+
+// leasedReservation is a reservation of a leasingProvider.
+type leasedReservation struct {
+	entitlements.Reservation
+	p        *leasingProvider
+	consumed bool // guarded by p.mu
+}
+
+var _ entitlements.Renewer = (*leasedReservation)(nil)
+
+func (r *leasedReservation) Renew(_ context.Context, ttl time.Duration) error {
+	r.p.mu.Lock()
+	defer r.p.mu.Unlock()
+	if r.consumed {
+		r.p.lateRenew++
 		return entitlements.ErrReservationSettled
 	}
 	select {
-	case p.renewals <- ttl:
+	case r.p.renewals <- ttl:
 	default:
 	}
 	return nil
 }
 
-func (p *leasingProvider) consume(r entitlements.Reservation) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.consumed[r] = true
+func (r *leasedReservation) consume() {
+	r.p.mu.Lock()
+	defer r.p.mu.Unlock()
+	r.consumed = true
 }
 
-func (p *leasingProvider) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
-	p.consume(r)
-	return p.Local.Settle(ctx, r, actual)
+func (r *leasedReservation) Settle(ctx context.Context, actual entitlements.Amount) error {
+	r.consume()
+	return r.Reservation.Settle(ctx, actual)
 }
 
-func (p *leasingProvider) Release(ctx context.Context, r entitlements.Reservation) error {
-	p.consume(r)
-	return p.Local.Release(ctx, r)
+func (r *leasedReservation) Release(ctx context.Context) error {
+	r.consume()
+	return r.Reservation.Release(ctx)
 }
 
 // A provider whose reservations are leases has them renewed while a long
@@ -916,7 +933,7 @@ func TestAbsurdMaxTokens(t *testing.T) {
 	if status != http.StatusBadRequest || envelope(t, body).Code != cortex.CodeInvalidBody {
 		t.Errorf("status %d: %s; want 400 %s", status, body, cortex.CodeInvalidBody)
 	}
-	if err := local.Release(t.Context(), held); err != nil {
+	if err := held.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	s.checkBudget(local, "acct", 0)
@@ -947,14 +964,6 @@ func (p *reportingProvider) Reserve(ctx context.Context, pr entitlements.Princip
 		return nil, err
 	}
 	return &reportingReservation{Reservation: r, s: s}, nil
-}
-
-func (p *reportingProvider) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
-	return p.Local.Settle(ctx, r.(*reportingReservation).Reservation, actual)
-}
-
-func (p *reportingProvider) Release(ctx context.Context, r entitlements.Reservation) error {
-	return p.Local.Release(ctx, r.(*reportingReservation).Reservation)
 }
 
 func (p *reportingProvider) Snapshot(ctx context.Context, pr entitlements.Principal) (entitlements.BudgetSnapshot, error) {

@@ -196,9 +196,10 @@
 // Settle is given the usage in the key's unit (tokens: prompt plus
 // completion), as The budget invariant describes.
 //
-// When the Provider is a LeaseRenewer (entitlements/redisledger), each
-// reservation is renewed every third of the lease TTL while its request
-// runs (see WithLeaseTTL), so that a long stream keeps its amount held.
+// A reservation that is a lease (an entitlements.Renewer, as
+// entitlements/redisledger's are) is renewed every third of the lease TTL
+// while its request runs (see WithLeaseTTL), so that a long stream keeps
+// its amount held.
 //
 // Settles that land. The first Settle (or Release) is made before the
 // handler returns, as above, within 5 s. One that fails with anything but
@@ -267,10 +268,13 @@
 // the time until the bucket holds a request for rpm). They are checked
 // right after auth, so a refused request reads no body and reserves
 // nothing; every request that passes them counts, whatever becomes of it.
-// When the Provider is an entitlements.Limiter (entitlements/redisledger)
-// it counts them over every replica that shares it, and the gateway renews
-// a request's slot with its reservation's lease; otherwise the gateway
-// counts them in its own process, and N replicas allow N times them.
+// The gateway asks an entitlements.Limiter, and a refusal is its
+// *entitlements.LimitError. When the Provider is a Limiter
+// (entitlements/redisledger) it counts them over every replica that shares
+// it, and the gateway renews a request's slot (an entitlements.Renewer)
+// with its reservation's lease; otherwise the gateway's own
+// entitlements.KeyLimiter counts them in its process, and N replicas allow
+// N times them.
 //
 // Every answer to an authenticated caller with a capped budget, errors
 // included, carries the rate limit headers of its account's budget:
@@ -522,7 +526,8 @@
 // not_found for an unknown route; 405 method_not_allowed; 408
 // request_timeout; 413 request_too_large; 415 unsupported_media_type; 400
 // request_exceeds_budget_cap and model_not_priced; 429
-// rate_limit_exceeded for a key's max_in_flight or rpm (*RateLimitError);
+// rate_limit_exceeded for a key's max_in_flight or rpm
+// (*entitlements.LimitError);
 // 503 service_unavailable with Retry-After (every
 // *route.RetryError, a retryable *LoadError, an unavailable budget authority) and
 // shutting_down; 502 upstream_connection_error (ErrUpstream) and

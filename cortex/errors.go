@@ -71,44 +71,11 @@ var (
 	// has no cost in the catalogue, so the request cannot be priced (400
 	// model_not_priced). Nothing was reserved.
 	ErrModelNotPriced = errors.New("cortex: model not priced")
-	// ErrRateLimited: one of the key's own limits (max_in_flight, rpm)
-	// refused the request (429 rate_limit_exceeded with Retry-After); see
-	// *RateLimitError.
-	ErrRateLimited = errors.New("cortex: key rate limit reached")
 	// ErrExceedsBudgetCap: the request's worst case is more than the key's
 	// whole cap per rolling window, so no wait can make it fit (400
 	// request_exceeds_budget_cap); see *ExceedsCapError.
 	ErrExceedsBudgetCap = errors.New("cortex: request exceeds the budget cap")
 )
-
-// RateLimitError is a request refused by one of its key's limits.
-// errors.Is(err, ErrRateLimited) holds.
-type RateLimitError struct {
-	// Limit names the limit: LimitMaxInFlight or LimitRPM.
-	Limit string
-	// Max is the key's configured limit.
-	Max int
-	// RetryAfter is when a retry may pass: the time until the RPM bucket
-	// holds a request again, or 1 s for max_in_flight.
-	RetryAfter time.Duration
-}
-
-// Names of the per-key limits in a RateLimitError: entitlements'.
-const (
-	LimitMaxInFlight = entitlements.LimitMaxInFlight
-	LimitRPM         = entitlements.LimitRPM
-)
-
-// Error implements error.
-func (e *RateLimitError) Error() string {
-	if e.Limit == LimitRPM {
-		return fmt.Sprintf("cortex: the key's limit of %d requests per minute is reached", e.Max)
-	}
-	return fmt.Sprintf("cortex: the key's limit of %d requests in flight is reached", e.Max)
-}
-
-// Is reports whether target is ErrRateLimited.
-func (e *RateLimitError) Is(target error) bool { return target == ErrRateLimited }
 
 // ExceedsCapError is a request whose smallest acceptable reservation is
 // more than the key's whole cap per rolling window: retrying after the
@@ -225,7 +192,7 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	e := func(status int, code string) httpError { return httpError{status: status, code: code, msg: msg} }
 	var (
 		retry   *route.RetryError
-		limited *RateLimitError
+		limited *entitlements.LimitError
 		budget  *entitlements.BudgetError
 		unavail *entitlements.UnavailableError
 		mbe     *http.MaxBytesError
@@ -263,6 +230,7 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		return h
 	case errors.As(err, &limited):
 		h := e(http.StatusTooManyRequests, CodeRateLimitExceeded)
+		h.msg = strings.TrimPrefix(limited.Error(), "entitlements: ")
 		h.retryAfter = max(limited.RetryAfter, time.Second)
 		return h
 	case errors.Is(err, ErrExceedsBudgetCap):

@@ -38,8 +38,7 @@ type exchange struct {
 	maxOutput   int64           // output tokens reserved per choice
 	reservation entitlements.Reservation
 	authed      bool                         // auth passed: the request is metered
-	limited     bool                         // holds a slot of the key's limiter
-	slot        entitlements.Slot            // the provider's slot, when it limits the key
+	slot        entitlements.Slot            // the request's slot of its key's limits; nil: none
 	clampTo     int64                        // max_tokens sent after clamping; 0: not clamped
 	settleID    string                       // the settle's outbox id, written when it reserved; "": none
 	snap        *entitlements.BudgetSnapshot // the budget, for the rate limit headers

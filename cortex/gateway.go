@@ -17,6 +17,7 @@ import (
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/cortex/route"
+	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -73,12 +74,11 @@ type Gateway struct {
 	metrics   *metrics
 	mux       *http.ServeMux
 
-	// Entitlements: budget.go, limits.go, meter.go.
-	limits   *keyLimiter
-	renewer  LeaseRenewer // nil: reservations need no renewal
-	leaseTTL time.Duration
-	meter    metering.Meter // nil: none
-	settler  *settler       // settles reservations, and retries those that failed: settle.go
+	// Entitlements: budget.go, meter.go.
+	limits   *entitlements.KeyLimiter // the limits of keys whose provider is no Limiter
+	leaseTTL time.Duration            // of the renewals of reservations that are leases
+	meter    metering.Meter           // nil: none
+	settler  *settler                 // settles reservations, and retries those that failed: settle.go
 
 	loads   loadGroup
 	backoff loadBackoff // of the loads that failed: faults.go
@@ -126,20 +126,18 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
-	g.limits = newKeyLimiter(g.clock.Now)
+	g.limits = entitlements.NewKeyLimiter(g.clock.Now)
 	if g.usage == nil {
 		g.usage = route.NewUsage()
 	}
 	g.outliers = newOutliers(cfg.outlier, g.clock.Now, g.usage)
 	g.meter = cfg.meter
-	if r, ok := cfg.provider.(LeaseRenewer); ok {
-		g.renewer, g.leaseTTL = r, cfg.leaseTTL
-		if t, ok := cfg.provider.(leaseTTLer); ok && g.leaseTTL == 0 {
-			g.leaseTTL = t.LeaseTTL()
-		}
-		if g.leaseTTL <= 0 {
-			g.leaseTTL = DefaultLeaseTTL
-		}
+	g.leaseTTL = cfg.leaseTTL
+	if l, ok := cfg.provider.(entitlements.Leaser); ok && g.leaseTTL == 0 {
+		g.leaseTTL = l.LeaseTTL()
+	}
+	if g.leaseTTL <= 0 {
+		g.leaseTTL = DefaultLeaseTTL
 	}
 	if g.transport == nil {
 		g.transport = newTransport()

@@ -667,14 +667,6 @@ func (p *fakeProvider) Reserve(context.Context, entitlements.Principal, entitlem
 	return nil, errors.New("not used")
 }
 
-func (p *fakeProvider) Settle(context.Context, entitlements.Reservation, entitlements.Amount) error {
-	return errors.New("not used")
-}
-
-func (p *fakeProvider) Release(context.Context, entitlements.Reservation) error {
-	return errors.New("not used")
-}
-
 func (p *fakeProvider) Snapshot(context.Context, entitlements.Principal) (entitlements.BudgetSnapshot, error) {
 	return entitlements.BudgetSnapshot{}, errors.New("not used")
 }

@@ -80,8 +80,8 @@ func (g *Gateway) me(ctx context.Context, p entitlements.Principal) (MeReport, *
 	if p.IsAnonymous() || g.cfg.provider == nil {
 		return r, nil, nil
 	}
-	if limited(p) {
-		r.InFlight = g.limits.inFlight(p)
+	if entitlements.Limited(p) {
+		r.InFlight = g.limits.InFlight(p)
 	}
 	s, err := g.cfg.provider.Snapshot(ctx, p)
 	if err != nil {

@@ -351,9 +351,10 @@ func WithMeter(m metering.Meter) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.meter = m })
 }
 
-// WithLeaseTTL sets the lease TTL the gateway renews reservations for,
-// every third of it, when the Provider is a LeaseRenewer. Default: the
-// provider's LeaseTTL() when it has that method, else DefaultLeaseTTL.
+// WithLeaseTTL sets the lease TTL the gateway renews reservations that are
+// leases (entitlements.Renewer) for, every third of it. Default: the
+// provider's LeaseTTL when it is an entitlements.Leaser, else
+// DefaultLeaseTTL.
 func WithLeaseTTL(ttl time.Duration) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.leaseTTL = ttl })
 }

@@ -39,11 +39,9 @@ type settleJob struct {
 // pending settle, which exist only while it is pending. It is owned by the
 // Gateway, which drains and stops it in Shutdown.
 type settler struct {
-	provider entitlements.Provider
 	resumer  entitlements.Resumer // nil: reservations cannot outlive the process
-	renewer  LeaseRenewer         // nil: no renewals
-	leaseTTL time.Duration
-	ob       *outbox // nil: no outbox
+	leaseTTL time.Duration        // of the renewals of resumed leases
+	ob       *outbox              // nil: no outbox
 	log      *slog.Logger
 	now      func() time.Time      // the gateway's clock, for the records
 	record   func(metering.Record) // nil: no meter
@@ -104,8 +102,6 @@ func newSettleMetrics(reg *prometheus.Registry) (*settleMetrics, error) {
 // newSettler returns the settler of g's provider; ob may be nil.
 func newSettler(g *Gateway, ob *outbox, m *settleMetrics) *settler {
 	s := &settler{
-		provider: g.cfg.provider,
-		renewer:  g.renewer,
 		leaseTTL: g.leaseTTL,
 		ob:       ob,
 		log:      g.log,
@@ -144,7 +140,7 @@ func (s *settler) first(ctx context.Context, j *settleJob) metering.SettleState 
 			}
 		}
 	}
-	err := j.attempt(ctx, s.provider)
+	err := j.attempt(ctx)
 	state, final := s.classify(j, err, false)
 	if final {
 		s.finish(j, state, err)
@@ -192,18 +188,18 @@ func (j *settleJob) outboxLine(token string) outboxLine {
 }
 
 // attempt settles or releases j's reservation once.
-func (j *settleJob) attempt(ctx context.Context, p entitlements.Provider) error {
+func (j *settleJob) attempt(ctx context.Context) error {
 	if j.release {
-		return p.Release(ctx, j.res)
+		return j.res.Release(ctx)
 	}
-	return p.Settle(ctx, j.res, j.amount)
+	return j.res.Settle(ctx, j.amount)
 }
 
 // classify maps the result of an attempt to a state, and says whether it
 // is final. Errors that mean the reservation is consumed or unknown to the
 // provider end the retries; any other error is retried. After a failed
 // attempt (retry) or a restart (replayed), ErrReservationSettled means an
-// earlier attempt landed: entitlements.Provider's Settle applies once.
+// earlier attempt landed: an entitlements.Reservation is consumed once.
 func (s *settler) classify(j *settleJob, err error, retry bool) (metering.SettleState, bool) {
 	landed := metering.SettleSettled
 	if j.release {
@@ -289,7 +285,7 @@ func (s *settler) run(j *settleJob) {
 		}
 		s.metrics.retries.Inc()
 		ctx, cancel := context.WithTimeout(s.life, settleTimeout)
-		err := j.attempt(ctx, s.provider)
+		err := j.attempt(ctx)
 		cancel()
 		if s.life.Err() != nil && err != nil {
 			s.left(j)
@@ -431,8 +427,8 @@ func (s *settler) replay(entries []outboxEntry) {
 			s.metrics.late.WithLabelValues(string(metering.SettleFailed)).Inc()
 			continue
 		}
-		if s.renewer != nil {
-			j.renewal = newRenewal(s.renewer, res, nil, s.leaseTTL, s.log)
+		if _, ok := res.(entitlements.Renewer); ok {
+			j.renewal = newRenewal(res, nil, s.leaseTTL, s.log)
 			j.renewal.handOff()
 		}
 		s.mu.Lock()

@@ -39,11 +39,13 @@ func newLedgerState() *ledgerState {
 // "sk-ACCOUNT" resolves to account ACCOUNT (uncapped); a reservation is an
 // id, consumed once. fail, when set, is asked before every Settle and
 // Release (n counts them, from 1); a non-nil error fails the call with
-// nothing changed.
+// nothing changed. With renewals set its reservations are leases the
+// gateway renews (entitlements.Renewers), which count the renewals there.
 type ledgerFake struct {
-	st    *ledgerState
-	fail  func(ctx context.Context, n int64) error
-	calls atomic.Int64 // Settle and Release calls
+	st       *ledgerState
+	fail     func(ctx context.Context, n int64) error
+	calls    atomic.Int64  // Settle and Release calls
+	renewals *atomic.Int64 // nil: no leases
 }
 
 var (
@@ -51,7 +53,9 @@ var (
 	_ entitlements.Resumer  = (*ledgerFake)(nil)
 )
 
+// fakeRes is a reservation of a ledgerFake.
 type fakeRes struct {
+	f      *ledgerFake
 	id     string
 	p      entitlements.Principal
 	amount entitlements.Amount
@@ -59,6 +63,47 @@ type fakeRes struct {
 
 func (r *fakeRes) Principal() entitlements.Principal { return r.p }
 func (r *fakeRes) Amount() entitlements.Amount       { return r.amount }
+
+func (r *fakeRes) Settle(ctx context.Context, actual entitlements.Amount) error {
+	return r.f.finish(ctx, r, actual)
+}
+
+func (r *fakeRes) Release(ctx context.Context) error { return r.f.finish(ctx, r, 0) }
+
+// fakeLease is a fakeRes of a ledgerFake with leases.
+type fakeLease struct{ *fakeRes }
+
+func (r fakeLease) Renew(context.Context, time.Duration) error {
+	st := r.f.st
+	st.mu.Lock()
+	_, open := st.open[r.id]
+	st.mu.Unlock()
+	if !open {
+		return entitlements.ErrReservationSettled
+	}
+	r.f.renewals.Add(1)
+	return nil
+}
+
+// handle returns the reservation id of amount for p.
+func (f *ledgerFake) handle(id string, p entitlements.Principal, amount entitlements.Amount) entitlements.Reservation {
+	r := &fakeRes{f: f, id: id, p: p, amount: amount}
+	if f.renewals != nil {
+		return fakeLease{r}
+	}
+	return r
+}
+
+// res returns r as a reservation of a ledgerFake.
+func res(r entitlements.Reservation) (*fakeRes, bool) {
+	switch r := r.(type) {
+	case *fakeRes:
+		return r, true
+	case fakeLease:
+		return r.fakeRes, true
+	}
+	return nil, false
+}
 
 func (f *ledgerFake) Resolve(_ context.Context, key string) (entitlements.Principal, error) {
 	if len(key) <= 3 || key[:3] != "sk-" {
@@ -74,19 +119,15 @@ func (f *ledgerFake) Reserve(_ context.Context, p entitlements.Principal, amount
 	id := "r" + strconv.Itoa(f.st.next)
 	f.st.open[id] = amount
 	f.st.reserved += amount
-	return &fakeRes{id: id, p: p, amount: amount}, nil
+	return f.handle(id, p, amount), nil
 }
 
-func (f *ledgerFake) finish(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
+func (f *ledgerFake) finish(ctx context.Context, fr *fakeRes, actual entitlements.Amount) error {
 	n := f.calls.Add(1)
 	if f.fail != nil {
 		if err := f.fail(ctx, n); err != nil {
 			return err
 		}
-	}
-	fr, ok := r.(*fakeRes)
-	if !ok {
-		return entitlements.ErrUnknownReservation
 	}
 	f.st.mu.Lock()
 	defer f.st.mu.Unlock()
@@ -100,14 +141,6 @@ func (f *ledgerFake) finish(ctx context.Context, r entitlements.Reservation, act
 	return nil
 }
 
-func (f *ledgerFake) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
-	return f.finish(ctx, r, actual)
-}
-
-func (f *ledgerFake) Release(ctx context.Context, r entitlements.Reservation) error {
-	return f.finish(ctx, r, 0)
-}
-
 func (f *ledgerFake) Snapshot(context.Context, entitlements.Principal) (entitlements.BudgetSnapshot, error) {
 	f.st.mu.Lock()
 	defer f.st.mu.Unlock()
@@ -115,7 +148,7 @@ func (f *ledgerFake) Snapshot(context.Context, entitlements.Principal) (entitlem
 }
 
 func (f *ledgerFake) ReservationToken(r entitlements.Reservation) (string, bool) {
-	fr, ok := r.(*fakeRes)
+	fr, ok := res(r)
 	if !ok {
 		return "", false
 	}
@@ -129,7 +162,7 @@ func (f *ledgerFake) ResumeReservation(p entitlements.Principal, token string) (
 			if err != nil {
 				break
 			}
-			return &fakeRes{id: token[:i], p: p, amount: entitlements.Amount(n)}, nil
+			return f.handle(token[:i], p, entitlements.Amount(n)), nil
 		}
 	}
 	return nil, entitlements.ErrUnknownReservation
@@ -373,7 +406,7 @@ func TestSettleOutboxReplayAfterCrash(t *testing.T) {
 	// The third was settled by the crashed process, whose done line was
 	// lost.
 	third, _ := f.ResumeReservation(p, toks[2])
-	if err := f.Settle(t.Context(), third, 20); err != nil {
+	if err := third.Settle(t.Context(), 20); err != nil {
 		t.Fatal(err)
 	}
 	outbox := filepath.Join(t.TempDir(), "settles.jsonl")
@@ -457,34 +490,12 @@ func TestSettleConfig(t *testing.T) {
 	}
 }
 
-// renewingFake is a ledgerFake whose reservations are leases the gateway
-// renews (a cortex.LeaseRenewer).
-type renewingFake struct {
-	*ledgerFake
-	renewals atomic.Int64
-}
-
-func (f *renewingFake) Renew(_ context.Context, r entitlements.Reservation, _ time.Duration) error {
-	fr, ok := r.(*fakeRes)
-	if !ok {
-		return entitlements.ErrUnknownReservation
-	}
-	f.st.mu.Lock()
-	_, open := f.st.open[fr.id]
-	f.st.mu.Unlock()
-	if !open {
-		return entitlements.ErrReservationSettled
-	}
-	f.renewals.Add(1)
-	return nil
-}
-
 // While a settle is pending its lease is still renewed, so that the ledger
 // keeps the amount held until the settle lands.
 func TestPendingSettleKeepsItsLease(t *testing.T) {
 	t.Parallel()
 	st := newLedgerState()
-	p := &renewingFake{ledgerFake: &ledgerFake{st: st}}
+	p := &ledgerFake{st: st, renewals: new(atomic.Int64)}
 	var mark atomic.Int64 // the renewals when the request ended
 	p.fail = func(_ context.Context, n int64) error {
 		if n == 1 {

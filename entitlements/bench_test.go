@@ -132,7 +132,7 @@ func settleOne(b *testing.B, ctx context.Context, l *entitlements.Local, p entit
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := l.Settle(ctx, r, 1); err != nil {
+	if err := r.Settle(ctx, 1); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -14,13 +14,14 @@ import (
 // keys in a Local in front of a shared ledger).
 //
 // Chain remembers which provider resolved each Principal and sends that
-// principal's Reserve and Snapshot there; a principal it has not seen is
+// principal's Reserve, Snapshot and Acquire there; a principal it has not seen is
 // tried on the primary, then on the secondary when the primary answers
 // ErrInvalidKey. The memory grows with the number of distinct principals
 // resolved, which is bounded by the number of keys. Account ids should be
 // disjoint between the two providers: a principal that both resolve belongs
 // to whichever resolved it last. A reservation goes back to the provider
-// that issued it.
+// that issued it: a Chain's reservation settles, releases and renews
+// through the one it wraps.
 //
 // Chain fails closed: when the provider that should answer is unavailable
 // (its *UnavailableError, or any error other than ErrInvalidKey) that error is
@@ -33,11 +34,12 @@ import (
 // Resumer: Chain resumes a reservation with the provider that issued it,
 // when that provider is a Resumer.
 //
-// Leases: Chain forwards Renew(ctx, r, ttl) to the provider that issued r
-// when that provider has the method (entitlements/redisledger's Ledger
-// does) and answers nil otherwise, and its LeaseTTL is the shorter of its
-// providers' LeaseTTL methods; so a gateway renews the reservations of a
-// leasing provider behind a Chain as it would without one.
+// Leases: a reservation of the Chain is a Renewer exactly when the one it
+// wraps is (entitlements/redisledger's are), and a BudgetReporter that
+// reports what the wrapped one does; the Chain is a Leaser whose LeaseTTL
+// is the shorter of its providers'. So a gateway renews the reservations
+// of a leasing provider behind a Chain as it would without one, and no
+// others.
 //
 // A *Chain is safe for concurrent use; its own bookkeeping never blocks.
 type Chain struct {
@@ -47,11 +49,20 @@ type Chain struct {
 
 var _ Provider = (*Chain)(nil)
 
-// chainReservation wraps a reservation with the provider that issued it.
+// chainReservation wraps a reservation with the provider that issued it;
+// Settle and Release are the wrapped reservation's.
 type chainReservation struct {
 	Reservation
 	chain *Chain
 	from  int // index into chain.providers
+}
+
+// chainLease is a chainReservation whose reservation is a Renewer.
+type chainLease struct{ *chainReservation }
+
+// Renew implements Renewer, with the wrapped reservation.
+func (r chainLease) Renew(ctx context.Context, ttl time.Duration) error {
+	return r.Reservation.(Renewer).Renew(ctx, ttl)
 }
 
 // NewChain returns a Chain over primary and secondary, which must not be
@@ -125,39 +136,32 @@ func (c *Chain) Reserve(ctx context.Context, p Principal, amount Amount) (Reserv
 	if err != nil {
 		return nil, err
 	}
-	return &chainReservation{Reservation: r, chain: c, from: from}, nil
+	return c.wrap(r, from), nil
 }
 
-// Settle implements Provider.
-func (c *Chain) Settle(ctx context.Context, r Reservation, actual Amount) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// wrap returns r, issued by provider from, as a reservation of c: a
+// Renewer exactly when r is one.
+func (c *Chain) wrap(r Reservation, from int) Reservation {
+	cr := &chainReservation{Reservation: r, chain: c, from: from}
+	if _, ok := r.(Renewer); ok {
+		return chainLease{cr}
 	}
-	cr, err := c.own(r)
-	if err != nil {
-		return err
-	}
-	return c.providers[cr.from].Settle(ctx, cr.Reservation, actual)
+	return cr
 }
 
-// Release implements Provider.
-func (c *Chain) Release(ctx context.Context, r Reservation) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// unwrap returns r as a reservation of c, or nil.
+func (c *Chain) unwrap(r Reservation) *chainReservation {
+	var cr *chainReservation
+	switch r := r.(type) {
+	case *chainReservation:
+		cr = r
+	case chainLease:
+		cr = r.chainReservation
 	}
-	cr, err := c.own(r)
-	if err != nil {
-		return err
+	if cr == nil || cr.chain != c {
+		return nil
 	}
-	return c.providers[cr.from].Release(ctx, cr.Reservation)
-}
-
-func (c *Chain) own(r Reservation) (*chainReservation, error) {
-	cr, ok := r.(*chainReservation)
-	if !ok || cr == nil || cr.chain != c {
-		return nil, ErrUnknownReservation
-	}
-	return cr, nil
+	return cr
 }
 
 // Snapshot implements Provider.
@@ -170,36 +174,16 @@ func (c *Chain) Snapshot(ctx context.Context, p Principal) (BudgetSnapshot, erro
 	})
 }
 
-// renewer is a provider whose reservations are leases that it renews.
-type renewer interface {
-	Renew(ctx context.Context, r Reservation, ttl time.Duration) error
-}
+var _ Leaser = (*Chain)(nil)
 
-// Renew renews r with the provider that issued it, when that provider
-// renews leases; for one that does not there is nothing to renew and Renew
-// returns nil. It returns ErrUnknownReservation for a reservation that is
-// not this Chain's.
-func (c *Chain) Renew(ctx context.Context, r Reservation, ttl time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	cr, err := c.own(r)
-	if err != nil {
-		return err
-	}
-	if rn, ok := c.providers[cr.from].(renewer); ok {
-		return rn.Renew(ctx, cr.Reservation, ttl)
-	}
-	return nil
-}
-
-// LeaseTTL is the shortest lease TTL of the providers that tell theirs
-// (a LeaseTTL() time.Duration method), or 0 when none does.
+// LeaseTTL implements Leaser: the shortest lease TTL of its providers that
+// are Leasers, or 0 when neither is (then no reservation of the Chain is a
+// lease).
 func (c *Chain) LeaseTTL() time.Duration {
 	var ttl time.Duration
 	for _, p := range c.providers {
-		if t, ok := p.(interface{ LeaseTTL() time.Duration }); ok {
-			if d := t.LeaseTTL(); d > 0 && (ttl == 0 || d < ttl) {
+		if l, ok := p.(Leaser); ok {
+			if d := l.LeaseTTL(); d > 0 && (ttl == 0 || d < ttl) {
 				ttl = d
 			}
 		}
@@ -228,8 +212,8 @@ var _ Resumer = (*Chain)(nil)
 // that issued it, prefixed with that provider's place in the chain ("0/"
 // or "1/"). ok is false when that provider is not a Resumer.
 func (c *Chain) ReservationToken(r Reservation) (string, bool) {
-	cr, ok := r.(*chainReservation)
-	if !ok || cr.chain != c {
+	cr := c.unwrap(r)
+	if cr == nil {
 		return "", false
 	}
 	rs, ok := c.providers[cr.from].(Resumer)
@@ -258,5 +242,5 @@ func (c *Chain) ResumeReservation(p Principal, token string) (Reservation, error
 	if err != nil {
 		return nil, err
 	}
-	return &chainReservation{Reservation: r, chain: c, from: from}, nil
+	return c.wrap(r, from), nil
 }

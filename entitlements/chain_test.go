@@ -35,7 +35,7 @@ func TestChainConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return c
-	})
+	}, entitlementstest.Budgets)
 }
 
 // fakeProvider is a Provider whose methods are func fields; it records the
@@ -44,18 +44,40 @@ type fakeProvider struct {
 	name    string
 	resolve func(ctx context.Context, key string) (entitlements.Principal, error)
 	reserve func(ctx context.Context, p entitlements.Principal, a entitlements.Amount) (entitlements.Reservation, error)
+	leases  bool // its reservations are fakeLeases
 
 	mu    sync.Mutex
 	calls []string
 }
 
+// fakeHandle is a fakeProvider's reservation; it records its calls on
+// the provider.
 type fakeHandle struct {
+	f *fakeProvider
 	p entitlements.Principal
 	a entitlements.Amount
 }
 
 func (h *fakeHandle) Principal() entitlements.Principal { return h.p }
 func (h *fakeHandle) Amount() entitlements.Amount       { return h.a }
+
+func (h *fakeHandle) Settle(context.Context, entitlements.Amount) error {
+	h.f.record("Settle")
+	return nil
+}
+
+func (h *fakeHandle) Release(context.Context) error {
+	h.f.record("Release")
+	return nil
+}
+
+// fakeLease is the reservation of a leasingProvider.
+type fakeLease struct{ *fakeHandle }
+
+func (h fakeLease) Renew(_ context.Context, ttl time.Duration) error {
+	h.f.record("Renew " + ttl.String())
+	return nil
+}
 
 func (f *fakeProvider) record(call string) {
 	f.mu.Lock()
@@ -82,23 +104,16 @@ func (f *fakeProvider) Reserve(ctx context.Context, p entitlements.Principal, a 
 	if f.reserve == nil {
 		return nil, entitlements.ErrInvalidKey
 	}
-	return f.reserve(ctx, p, a)
-}
-
-func (f *fakeProvider) Settle(_ context.Context, r entitlements.Reservation, _ entitlements.Amount) error {
-	f.record("Settle")
-	if _, ok := r.(*fakeHandle); !ok {
-		return entitlements.ErrUnknownReservation
+	r, err := f.reserve(ctx, p, a)
+	h, ok := r.(*fakeHandle)
+	if !ok {
+		return r, err
 	}
-	return nil
-}
-
-func (f *fakeProvider) Release(_ context.Context, r entitlements.Reservation) error {
-	f.record("Release")
-	if _, ok := r.(*fakeHandle); !ok {
-		return entitlements.ErrUnknownReservation
+	h.f = f
+	if f.leases {
+		return fakeLease{h}, err
 	}
-	return nil
+	return h, err
 }
 
 func (f *fakeProvider) Snapshot(context.Context, entitlements.Principal) (entitlements.BudgetSnapshot, error) {
@@ -213,10 +228,10 @@ func TestChainRoutesToOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Settle(ctx, r1, 8); err != nil {
+	if err := r1.Settle(ctx, 8); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Release(ctx, r2); err != nil {
+	if err := r2.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Snapshot(ctx, bob); err != nil {
@@ -230,8 +245,8 @@ func TestChainRoutesToOwner(t *testing.T) {
 		t.Errorf("secondary calls mismatch (-got +want):\n%s", diff)
 	}
 	// The inner handle is not a Chain handle.
-	if err := c.Settle(ctx, &fakeHandle{p: bob}, 1); !errors.Is(err, entitlements.ErrUnknownReservation) {
-		t.Errorf("Settle(inner handle) = %v, want ErrUnknownReservation", err)
+	if tok, ok := c.ReservationToken(&fakeHandle{f: secondary, p: bob}); ok {
+		t.Errorf("ReservationToken(inner handle) = %q, want none", tok)
 	}
 }
 
@@ -274,25 +289,17 @@ type leasingProvider struct {
 	ttl time.Duration
 }
 
-func (f *leasingProvider) Renew(_ context.Context, r entitlements.Reservation, ttl time.Duration) error {
-	if _, ok := r.(*fakeHandle); !ok {
-		return entitlements.ErrUnknownReservation
-	}
-	f.record("Renew " + ttl.String())
-	return nil
-}
-
 func (f *leasingProvider) LeaseTTL() time.Duration { return f.ttl }
 
-// TestChainRenew: Renew reaches the provider that issued the reservation
-// when it leases, and is a no-op for one that does not; LeaseTTL is the
-// leasing providers' shortest.
+// TestChainRenew: a Chain's reservation is a Renewer whose Renew reaches
+// the reservation it wraps exactly when that one is a lease; LeaseTTL is
+// the leasing providers' shortest.
 func TestChainRenew(t *testing.T) {
 	t.Parallel()
 	alice := entitlements.Principal{AccountID: "alice", KeyID: "alice"}
 	bob := entitlements.Principal{AccountID: "bob", KeyID: "bob"}
 	local := &fakeProvider{name: "local", resolve: resolvesTo("sk-a", alice), reserve: admits}
-	shared := &leasingProvider{fakeProvider: &fakeProvider{name: "shared", resolve: resolvesTo("sk-b", bob), reserve: admits}, ttl: time.Minute}
+	shared := &leasingProvider{fakeProvider: &fakeProvider{name: "shared", resolve: resolvesTo("sk-b", bob), reserve: admits, leases: true}, ttl: time.Minute}
 	c, err := entitlements.NewChain(local, shared)
 	if err != nil {
 		t.Fatal(err)
@@ -314,17 +321,24 @@ func TestChainRenew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Renew(ctx, ra, time.Minute); err != nil {
-		t.Errorf("Renew of a non-leasing provider's reservation = %v, want nil", err)
+	if _, ok := ra.(entitlements.Renewer); ok {
+		t.Errorf("the reservation of a non-leasing provider is a Renewer")
 	}
-	if err := c.Renew(ctx, rb, 30*time.Second); err != nil {
+	rn, ok := rb.(entitlements.Renewer)
+	if !ok {
+		t.Fatalf("the reservation of a leasing provider is no Renewer")
+	}
+	if err := rn.Renew(ctx, 30*time.Second); err != nil {
 		t.Errorf("Renew = %v, want nil", err)
 	}
-	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Reserve", "shared.Renew 30s"}; !slices.Equal(got, want) {
+	if err := rb.Settle(ctx, 1); err != nil {
+		t.Errorf("Settle = %v, want nil", err)
+	}
+	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Reserve", "shared.Renew 30s", "shared.Settle"}; !slices.Equal(got, want) {
 		t.Errorf("shared calls = %v, want %v", got, want)
 	}
-	if err := c.Renew(ctx, &fakeHandle{p: bob}, time.Minute); !errors.Is(err, entitlements.ErrUnknownReservation) {
-		t.Errorf("Renew(inner handle) = %v, want ErrUnknownReservation", err)
+	if tok, ok := c.ReservationToken(rb); ok {
+		t.Errorf("ReservationToken of a lease of a provider that does not resume = %q, want none", tok)
 	}
 	if got := (&entitlements.Chain{}).LeaseTTL(); got != 0 {
 		t.Errorf("LeaseTTL without leasing providers = %v, want 0", got)
@@ -428,7 +442,7 @@ func (f *resumingProvider) ResumeReservation(p entitlements.Principal, token str
 	if err != nil {
 		return nil, entitlements.ErrUnknownReservation
 	}
-	return &fakeHandle{p: p, a: entitlements.Amount(n)}, nil
+	return &fakeHandle{f: f.fakeProvider, p: p, a: entitlements.Amount(n)}, nil
 }
 
 // TestChainResume: a reservation is resumed with the provider that issued
@@ -471,7 +485,7 @@ func TestChainResume(t *testing.T) {
 	if r.Amount() != 7 || r.Principal() != bob {
 		t.Errorf("resumed %v of %v, want 7 of bob", r.Amount(), r.Principal())
 	}
-	if err := c.Settle(ctx, r, 5); err != nil {
+	if err := r.Settle(ctx, 5); err != nil {
 		t.Errorf("Settle of the resumed reservation: %v", err)
 	}
 	if got, want := shared.Calls(), []string{"shared.Resolve", "shared.Reserve", "shared.Settle"}; !slices.Equal(got, want) {

@@ -12,11 +12,11 @@
 //  2. calls Reserve with the worst case the request can cost (prompt estimate
 //     plus the maximum output, priced in the principal's Unit) before it
 //     routes, so a request over budget never causes a model load;
-//  3. calls Settle with what the request really cost once it ends, on every
-//     exit path, or Release when nothing was served.
+//  3. calls Settle on the Reservation with what the request really cost
+//     once it ends, on every exit path, or Release when nothing was served.
 //
-// A Reservation is consumed exactly once: a second Settle or Release returns
-// ErrReservationSettled and changes nothing. A call whose context is already
+// A Reservation is consumed exactly once, on itself: a second Settle or
+// Release returns ErrReservationSettled and changes nothing. A call whose context is already
 // done returns ctx.Err() and changes nothing; in particular a cancelled
 // Reserve holds no quota and a cancelled Settle leaves the reservation open.
 //
@@ -53,19 +53,54 @@
 // A budget belongs to an account, not to a key: every key of one account
 // shares the account's cap, window and unit (configuration must repeat them
 // identically on each key). Limits (max in flight, requests per minute,
-// max_tokens clamping) belong to a key and are enforced by the gateway, not by
-// the provider; they travel in the Principal so one Resolve gives the gateway
-// everything it needs.
+// max_tokens clamping) belong to a key; they travel in the Principal so one
+// Resolve gives the gateway everything it needs, and are counted by a
+// Limiter (see Capabilities).
+//
+// # The shape of a Provider
+//
+// Provider holds what every ledger must have and nothing else: Resolve,
+// Reserve and Snapshot. Snapshot stays in it because every ledger meters
+// spend, even one without caps (its snapshot has no HardCap), and a
+// gateway needs it for /v1/me and the rate limit headers. Settle and
+// Release are methods of the Reservation that Reserve returned, as a
+// Limiter's Slot releases itself: a handle carries what consumes it, so it
+// cannot be sent to a provider that did not issue it, and a wrapper (Chain)
+// forwards by wrapping the handle.
+//
+// # Capabilities
+//
+// What only some ledgers have is an optional interface, declared once in
+// this package (capability.go), that a gateway finds by type assertion and
+// does without otherwise:
+//
+//   - Limiter (on the Provider): it counts the per-key limits itself and
+//     hands out a Slot per request. KeyLimiter is the in-process one, the
+//     only implementation of the limits in this module outside Redis; a
+//     gateway uses its own for a Provider that is no Limiter, and a
+//     Provider may embed one. A refusal is a *LimitError.
+//   - Leaser (on the Provider) and Renewer (on a Reservation or a Slot):
+//     reservations are leases that expire after LeaseTTL unless renewed,
+//     so what a dead gateway held comes back by itself.
+//   - BudgetReporter (on a Reservation): the budget as Reserve left it,
+//     sparing a Snapshot call.
+//   - Resumer (on the Provider): reservations have a durable token, so
+//     that a restarted gateway can settle what an earlier one reserved.
 //
 // # Providers
 //
 // Local keeps keys and budgets in memory, for a single gateway or for tests;
 // OpenLocal makes it durable, over a ledger file (see OpenLocal for what a
-// crash can lose).
-// Chain asks a primary provider and falls back to a secondary one for keys the
-// primary does not know. entitlements/redisledger shares budgets between many
-// gateway replicas. Every Provider must pass the core of the conformance
-// suite in entitlements/entitlementstest, and the group of each capability
-// it claims (balances, rolling windows, uncapped keys, key details): a
-// narrow provider passes exactly what it claims.
+// crash can lose). It has the whole budget model and no other capability.
+// Chain asks a primary provider and falls back to a secondary one for keys
+// the primary does not know; it forwards every capability of the provider
+// that owns a principal or issued a reservation. entitlements/redisledger
+// shares budgets, leases and limits between many gateway replicas, and has
+// every capability.
+//
+// Every Provider must pass the core of the conformance suite in
+// entitlements/entitlementstest, and the group of each capability it
+// claims (balances, rolling windows, uncapped keys, key details, leases,
+// limits): a narrow provider passes exactly what it claims. See the
+// narrowProvider example for one that only counts requests per minute.
 package entitlements

@@ -9,7 +9,10 @@ import (
 )
 
 // Provider is the budget ledger the gateway calls on every request: Resolve
-// the key, Reserve the worst case before routing, Settle (or Release) after.
+// the key, Reserve the worst case before routing; the Reservation it
+// returns is then settled (or released) on itself. It is what every ledger
+// must have; what only some ledgers have is an optional capability the
+// gateway finds by type assertion (see the package documentation).
 //
 // Concurrency: every method is safe for concurrent use by many goroutines,
 // and no call waits for another request to finish: a provider serialises only
@@ -25,12 +28,6 @@ type Provider interface {
 	// exceed the hard cap; ErrInvalidKey when the provider does not know p's
 	// account; ErrInvalidAmount when amount is negative.
 	Reserve(ctx context.Context, p Principal, amount Amount) (Reservation, error)
-	// Settle consumes r and records actual (>= 0) as spent, even above the
-	// amount reserved. ErrReservationSettled when r was already settled or
-	// released; ErrUnknownReservation when this provider did not issue r.
-	Settle(ctx context.Context, r Reservation, actual Amount) error
-	// Release consumes r without spending anything; it has Settle's errors.
-	Release(ctx context.Context, r Reservation) error
 	// Snapshot returns the current state of p's account budget.
 	// ErrInvalidKey when the provider does not know p's account.
 	Snapshot(ctx context.Context, p Principal) (BudgetSnapshot, error)
@@ -217,25 +214,31 @@ func (s BudgetSnapshot) Remaining() (remaining Amount, capped bool) {
 	return r - s.Spent, true
 }
 
-// Reservation is an opaque handle on an amount held by Reserve. It is
-// consumed exactly once, by Settle or Release on the provider that issued it;
-// a provider returns ErrUnknownReservation for a handle it did not issue.
-// Handles are safe to pass between goroutines.
+// Reservation is an amount held by Reserve. It is consumed exactly once,
+// by Settle or Release on itself, as a Slot is released on itself: the
+// second call returns ErrReservationSettled and changes nothing.
+//
+// Concurrency: a Reservation is safe to pass between goroutines and its
+// methods are safe for concurrent use; of a Settle and a Release racing,
+// one wins. Settle and Release return ctx.Err() without changing anything
+// when ctx is already done, and a provider that does I/O stops waiting
+// when ctx ends (the reservation may then be consumed or not; retrying is
+// safe, see Settle).
 type Reservation interface {
 	// Principal returns the principal the amount was reserved for.
 	Principal() Principal
 	// Amount returns the amount reserved.
 	Amount() Amount
-}
-
-// BudgetReporter is an optional Reservation capability: the budget as the
-// Reserve that made the reservation left it (this reservation included),
-// so that a gateway needs no Snapshot call for the rate limit headers of
-// the request. ok is false when it is not known. redisledger's
-// reservations have it (a Snapshot is a round trip to Redis); Chain's
-// forward it.
-type BudgetReporter interface {
-	Budget() (s BudgetSnapshot, ok bool)
+	// Settle consumes the reservation and records actual (>= 0) as spent,
+	// even above the amount reserved. ErrReservationSettled when it was
+	// already settled or released; ErrInvalidAmount, consuming nothing,
+	// when actual is negative. After an *UnavailableError or a ctx error
+	// the spend may or may not have landed: a retry that answers
+	// ErrReservationSettled means it had.
+	Settle(ctx context.Context, actual Amount) error
+	// Release consumes the reservation without spending anything; it has
+	// Settle's errors.
+	Release(ctx context.Context) error
 }
 
 // Key is one API key in resolved form: the SHA-256 digest of the secret, the

@@ -15,8 +15,9 @@ var (
 	// ErrReservationSettled: the reservation was already settled or
 	// released; nothing changed.
 	ErrReservationSettled = errors.New("entitlements: reservation already settled or released")
-	// ErrUnknownReservation: the reservation was not issued by this
-	// provider (or is nil); nothing changed.
+	// ErrUnknownReservation: a Resumer cannot read a reservation token, or
+	// the provider no longer knows the account of a reservation; nothing
+	// changed.
 	ErrUnknownReservation = errors.New("entitlements: reservation not issued by this provider")
 	// ErrInvalidAmount: an amount is negative, or too large for the ledger;
 	// nothing changed.

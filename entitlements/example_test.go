@@ -47,14 +47,14 @@ hard_cap = 1000
 		fmt.Println("refused:", be.Kind, "available", be.Available)
 	}
 
-	if err := ledger.Settle(ctx, r, 420); err != nil { // real usage
+	if err := r.Settle(ctx, 420); err != nil { // real usage
 		panic(err)
 	}
 	s, _ = ledger.Snapshot(ctx, p)
 	remaining, _ := s.Remaining()
 	fmt.Println("after settle: spent", s.Spent, "reserved", s.Reserved, "remaining", remaining)
 
-	fmt.Println("settle again:", ledger.Settle(ctx, r, 420))
+	fmt.Println("settle again:", r.Settle(ctx, 420))
 	// Output:
 	// principal: acme acme tokens
 	// while serving: spent 0 reserved 600
@@ -83,7 +83,7 @@ func ExampleWithClock() {
 	ctx := context.Background()
 
 	r, _ := ledger.Reserve(ctx, p, 100)
-	_ = ledger.Settle(ctx, r, 100)
+	_ = r.Settle(ctx, 100)
 	_, err = ledger.Reserve(ctx, p, 10)
 	var be *entitlements.BudgetError
 	if errors.As(err, &be) {

@@ -76,8 +76,11 @@ type localReservation struct {
 	done   bool // guarded by acct.mu
 }
 
+// Principal implements Reservation.
 func (r *localReservation) Principal() Principal { return r.p }
-func (r *localReservation) Amount() Amount       { return r.amount }
+
+// Amount implements Reservation.
+func (r *localReservation) Amount() Amount { return r.amount }
 
 // Option configures a Local.
 type Option interface {
@@ -473,41 +476,25 @@ func (l *Local) Reserve(ctx context.Context, p Principal, amount Amount) (Reserv
 	return r, nil
 }
 
-// Settle implements Provider. A settle that lands after a rolling window
-// rolled over counts in the new window; see the package documentation.
-func (l *Local) Settle(ctx context.Context, r Reservation, actual Amount) error {
+// Settle implements Reservation. A settle that lands after a rolling
+// window rolled over counts in the new window; see the package
+// documentation.
+func (r *localReservation) Settle(ctx context.Context, actual Amount) error {
 	if err := ctx.Err(); err != nil {
-		return err
-	}
-	lr, err := l.own(r)
-	if err != nil {
 		return err
 	}
 	if actual < 0 {
 		return fmt.Errorf("%w: settle %d", ErrInvalidAmount, actual)
 	}
-	return l.finish(lr, actual, true)
+	return r.owner.finish(r, actual, true)
 }
 
-// Release implements Provider.
-func (l *Local) Release(ctx context.Context, r Reservation) error {
+// Release implements Reservation.
+func (r *localReservation) Release(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	lr, err := l.own(r)
-	if err != nil {
-		return err
-	}
-	return l.finish(lr, 0, false)
-}
-
-// own returns r as one of l's handles.
-func (l *Local) own(r Reservation) (*localReservation, error) {
-	lr, ok := r.(*localReservation)
-	if !ok || lr == nil || lr.owner != l {
-		return nil, ErrUnknownReservation
-	}
-	return lr, nil
+	return r.owner.finish(r, 0, false)
 }
 
 func (l *Local) finish(r *localReservation, actual Amount, settle bool) error {

@@ -41,7 +41,7 @@ func TestLocalFileConformance(t *testing.T) {
 			}
 		}
 		return l
-	})
+	}, entitlementstest.Budgets)
 }
 
 // spend reserves and settles amount for p.
@@ -51,7 +51,7 @@ func spend(t testing.TB, l *entitlements.Local, p entitlements.Principal, amount
 	if err != nil {
 		t.Fatalf("Reserve(%s, %d): %v", p.AccountID, amount, err)
 	}
-	if err := l.Settle(t.Context(), r, amount); err != nil {
+	if err := r.Settle(t.Context(), amount); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
 }
@@ -449,7 +449,7 @@ func crashChild(path string) {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		if err := l.Settle(ctx, r, 1); err != nil {
+		if err := r.Settle(ctx, 1); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}

@@ -30,7 +30,7 @@ func TestLocalConformance(t *testing.T) {
 	t.Parallel()
 	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
 		return newLocal(t, clock, keys)
-	})
+	}, entitlementstest.Budgets)
 }
 
 func TestNewLocalFromConfig(t *testing.T) {
@@ -257,7 +257,7 @@ func TestLocalClockNeverRollsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Settle(t.Context(), r, 100); err != nil {
+	if err := r.Settle(t.Context(), 100); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Minute)
@@ -266,7 +266,7 @@ func TestLocalClockNeverRollsBack(t *testing.T) {
 		t.Fatalf("Reserve in the new window: %v", err)
 	}
 	clock.Advance(-time.Minute) // a stale reading
-	if err := l.Settle(t.Context(), r, 40); err != nil {
+	if err := r.Settle(t.Context(), 40); err != nil {
 		t.Fatal(err)
 	}
 	s, err := l.Snapshot(t.Context(), p)
@@ -301,14 +301,14 @@ func TestLocalUncappedOverflow(t *testing.T) {
 	if _, err := l.Reserve(t.Context(), p, 1); !errors.Is(err, entitlements.ErrInvalidAmount) {
 		t.Errorf("Reserve past the ledger's range = %v, want ErrInvalidAmount", err)
 	}
-	if err := l.Settle(t.Context(), r, maxAmount); err != nil {
+	if err := r.Settle(t.Context(), maxAmount); err != nil {
 		t.Fatal(err)
 	}
 	r, err = l.Reserve(t.Context(), p, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Settle(t.Context(), r, 5); err != nil {
+	if err := r.Settle(t.Context(), 5); err != nil {
 		t.Fatal(err)
 	}
 	s, err := l.Snapshot(t.Context(), p)

@@ -181,7 +181,7 @@ func TestKeysCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ledger.Settle(ctx, r, 25); err != nil {
+	if err := r.Settle(ctx, 25); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.ledger.Reserve(ctx, p, 40); err != nil {

@@ -59,7 +59,7 @@ func reserveSettle(b *testing.B, ctx context.Context, p entitlements.Provider, p
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := p.Settle(ctx, r, 0); err != nil {
+	if err := r.Settle(ctx, 0); err != nil {
 		b.Fatal(err)
 	}
 }

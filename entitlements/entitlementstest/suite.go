@@ -1,8 +1,9 @@
-// Package entitlementstest is the conformance suite every
-// entitlements.Provider must pass, and the manual Clock it runs on.
+// Package entitlementstest is the conformance suite of entitlements
+// Providers, and the manual Clock it runs on.
 //
 // A provider's tests call Run with a factory that builds a fresh provider
-// holding the given keys and reading time from the given Clock:
+// holding the given keys and reading time from the given Clock, and the
+// capabilities the provider claims:
 //
 //	func TestConformance(t *testing.T) {
 //		entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
@@ -11,14 +12,15 @@
 //				p.Add(entitlements.KeyDigest(k.Secret), k.Principal, k.Budget)
 //			}
 //			return p
-//		})
+//		}, entitlementstest.Balances, entitlementstest.Windows)
 //	}
 //
-// The suite checks the contract documented on entitlements.Provider and in
-// the entitlements package documentation: a core every Provider must pass,
-// and a group per Capability a provider claims (balances, rolling windows,
-// uncapped keys, key details), so that a narrow provider passes exactly
-// what it claims. See Run.
+// The suite checks the contract documented on entitlements.Provider,
+// entitlements.Reservation, the optional capabilities and in the
+// entitlements package documentation: a core every Provider must pass, and
+// a group per Capability a provider claims (balances, rolling windows,
+// uncapped keys, key details, leases, per-key limits), so that a narrow
+// provider passes exactly what it claims. See Run.
 package entitlementstest
 
 import (
@@ -59,8 +61,8 @@ func startTime() time.Time { return time.Date(2026, time.January, 1, 0, 0, 30, 2
 
 // Capability is a group of the suite beyond its core, for a Provider that
 // has what the group tests. A Provider passes the core and each group it
-// claims: a narrow provider (a per-minute rate limit, say) claims only
-// Rolling and passes exactly that.
+// claims: a narrow provider (one that only counts requests per minute, say)
+// claims Uncapped and Limits and passes exactly those.
 type Capability uint
 
 // The capabilities.
@@ -68,47 +70,63 @@ const (
 	// Balances: caps over a balance that never resets
 	// (entitlements.Balance).
 	Balances Capability = 1 << iota
-	// Rolling: caps over epoch-aligned rolling windows
+	// Windows: caps over epoch-aligned rolling windows
 	// (entitlements.Rolling).
-	Rolling
-	// Uncapped: keys without a hard cap.
+	Windows
+	// Uncapped: keys without a hard cap, whose spend is metered.
 	Uncapped
 	// KeyDetails: a principal's Limits and Unit come back from Resolve as
-	// they were seeded, for keys of every window and uncapped ones; its
-	// group runs only with Balances, Rolling and Uncapped.
+	// they were seeded, whatever the budget of its account.
 	KeyDetails
+	// Leases: the provider is an entitlements.Leaser and its reservations
+	// are entitlements.Renewers: a lease not renewed within its TTL frees
+	// its amount, a renewed one keeps it, and a Settle after the lease
+	// expired still records the spend.
+	Leases
+	// Limits: the provider is an entitlements.Limiter that counts the
+	// per-key limits (max_in_flight, rpm) of the principals it resolves.
+	Limits
 
-	// All is every capability: what the providers of this module have.
-	All = Balances | Rolling | Uncapped | KeyDetails
+	// Budgets is the whole budget model: Balances, Windows, Uncapped and
+	// KeyDetails. entitlements.Local has it.
+	Budgets = Balances | Windows | Uncapped | KeyDetails
 )
 
 // Run runs the conformance suite against the providers newProvider builds:
-// its core, which every Provider must pass, then the group of each of caps
-// (All when none is given). The core caps keys with a balance when the
-// provider claims Balances, else with a 60 s rolling window (Rolling);
-// claim at least one of the two.
+// its core, which every Provider must pass, then the group of each of caps.
+// A provider holds budgets of at least one kind, so caps must include
+// Balances, Windows or Uncapped: the core seeds its keys with the first of
+// them (a large balance, a large cap per 60 s rolling window, or no cap).
 //
-// The core: resolution, the reserve/settle protocol, accounts shared by
-// keys, exactly-once consumption of reservations, foreign handles, invalid
-// amounts, cancelled contexts, overspend reporting, and the cap invariant
-// under heavy concurrency.
+// The core: resolution, the reserve/settle protocol and its accounting,
+// accounts shared by keys, exactly-once consumption of reservations,
+// independent providers, invalid amounts, cancelled contexts, overspend
+// recording, and exact accounting under heavy concurrency. The Balances
+// and Windows groups add refusals at the cap, the cap to the unit,
+// refusals after an overspend and the cap invariant under heavy
+// concurrency, for their kind of window.
 func Run(t *testing.T, newProvider Factory, caps ...Capability) {
 	t.Helper()
 	var c Capability
 	for _, x := range caps {
 		c |= x
 	}
-	if len(caps) == 0 {
-		c = All
+	var core entitlements.Budget
+	switch {
+	case c&Balances != 0:
+		core = capped(coreCap, entitlements.Balance())
+	case c&Windows != 0:
+		core = capped(coreCap, entitlements.Rolling(60))
+	case c&Uncapped != 0:
+	default:
+		t.Fatal("entitlementstest: Run needs Balances, Windows or Uncapped: the kinds of budget the provider holds")
 	}
-	if c&(Balances|Rolling) == 0 {
-		t.Fatal("entitlementstest: Run needs Balances or Rolling: the core caps its keys with one of them")
-	}
-	tests := []struct {
+	type test struct {
 		name string
 		need Capability
 		run  func(*testing.T, *env)
-	}{
+	}
+	tests := []test{
 		{"Resolve", 0, testResolve},
 		{"UnknownKey", 0, testUnknownKey},
 		{"UnknownPrincipal", 0, testUnknownPrincipal},
@@ -116,23 +134,45 @@ func Run(t *testing.T, newProvider Factory, caps ...Capability) {
 		{"ReserveRelease", 0, testReserveRelease},
 		{"SharedAccount", 0, testSharedAccount},
 		{"ConsumedOnce", 0, testConsumedOnce},
-		{"ForeignReservation", 0, testForeignReservation},
+		{"TwoProviders", 0, testTwoProviders},
 		{"InvalidAmount", 0, testInvalidAmount},
 		{"CancelledContext", 0, testCancelledContext},
 		{"Overspend", 0, testOverspend},
-		{"ConcurrentCap", 0, testConcurrentCap},
+		{"Concurrent", 0, testConcurrent},
 		{"BalanceOverCap", Balances, testBalanceOverCap},
 		{"BalanceNeverResets", Balances, testBalanceNeverResets},
-		{"RollingOverCap", Rolling, testRollingOverCap},
-		{"RollingRetryAfterAtLeastOneSecond", Rolling, testRollingRetryAfterMin},
-		{"RollingWindowResets", Rolling, testRollingWindowResets},
-		{"RollingSettleAfterRollover", Rolling, testRollingSettleAfterRollover},
+		{"RollingOverCap", Windows, testRollingOverCap},
+		{"RollingRetryAfterAtLeastOneSecond", Windows, testRollingRetryAfterMin},
+		{"RollingWindowResets", Windows, testRollingWindowResets},
+		{"RollingSettleAfterRollover", Windows, testRollingSettleAfterRollover},
 		{"Uncapped", Uncapped, testUncapped},
-		{"ResolveDetails", All, testResolveDetails},
+		{"ResolveDetails", KeyDetails, testResolveDetails},
+		{"LeaseRenewer", Leases, testLeaseRenewer},
+		{"LeaseExpires", Leases, testLeaseExpires},
+		{"LeaseRenewed", Leases, testLeaseRenewed},
+		{"LeaseRenewConsumed", Leases, testLeaseRenewConsumed},
+		{"LimitMaxInFlight", Limits, testLimitMaxInFlight},
+		{"LimitRPM", Limits, testLimitRPM},
+		{"LimitPerKey", Limits, testLimitPerKey},
+		{"LimitNone", Limits, testLimitNone},
+		{"LimitCancelledContext", Limits, testLimitCancelled},
 	}
-	window := entitlements.Rolling(60)
-	if c&Balances != 0 {
-		window = entitlements.Balance()
+	// The cap tests run for each kind of window claimed.
+	for _, k := range []struct {
+		name   string
+		need   Capability
+		window entitlements.CapWindow
+	}{
+		{"Balance", Balances, entitlements.Balance()},
+		{"Rolling", Windows, entitlements.Rolling(60)},
+	} {
+		w := k.window
+		tests = append(tests,
+			test{k.name + "SharedCap", k.need, func(t *testing.T, e *env) { testSharedCap(t, e, w) }},
+			test{k.name + "WholeCap", k.need, func(t *testing.T, e *env) { testWholeCap(t, e, w) }},
+			test{k.name + "OverspendRefuses", k.need, func(t *testing.T, e *env) { testOverspendRefuses(t, e, w) }},
+			test{k.name + "ConcurrentCap", k.need, func(t *testing.T, e *env) { testConcurrentCap(t, e, w) }},
+		)
 	}
 	for _, tt := range tests {
 		if c&tt.need != tt.need {
@@ -140,25 +180,26 @@ func Run(t *testing.T, newProvider Factory, caps ...Capability) {
 		}
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tt.run(t, &env{newProvider: newProvider, window: window})
+			tt.run(t, &env{newProvider: newProvider, budget: core, caps: c})
 		})
 	}
 }
+
+// coreCap is the cap of the core's capped keys: more than any core test
+// reserves, so that the core never meets it.
+const coreCap = 1 << 40
 
 // env builds providers for one subtest.
 type env struct {
 	newProvider Factory
 	clock       *Clock
-	window      entitlements.CapWindow // of the core's caps
+	budget      entitlements.Budget // of the core's keys
+	caps        Capability          // claimed
 }
 
-// capped is a budget capped at c over the core's window.
-func (e *env) capped(c entitlements.Amount) entitlements.Budget { return capped(c, e.window) }
-
-// spentKind is the kind of BudgetError a spent cap of the core's window
-// gives.
-func (e *env) spentKind() entitlements.BudgetErrorKind {
-	if e.window.Kind == entitlements.WindowRolling {
+// spentKind is the kind of BudgetError a spent cap over w gives.
+func spentKind(w entitlements.CapWindow) entitlements.BudgetErrorKind {
+	if w.Kind == entitlements.WindowRolling {
 		return entitlements.RateLimited
 	}
 	return entitlements.InsufficientQuota
@@ -207,16 +248,16 @@ func reserve(t *testing.T, pr entitlements.Provider, p entitlements.Principal, a
 	return r
 }
 
-func settle(t *testing.T, pr entitlements.Provider, r entitlements.Reservation, actual entitlements.Amount) {
+func settle(t *testing.T, r entitlements.Reservation, actual entitlements.Amount) {
 	t.Helper()
-	if err := pr.Settle(t.Context(), r, actual); err != nil {
+	if err := r.Settle(t.Context(), actual); err != nil {
 		t.Fatalf("Settle(%d): %v", actual, err)
 	}
 }
 
-func release(t *testing.T, pr entitlements.Provider, r entitlements.Reservation) {
+func release(t *testing.T, r entitlements.Reservation) {
 	t.Helper()
-	if err := pr.Release(t.Context(), r); err != nil {
+	if err := r.Release(t.Context()); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
 }
@@ -241,6 +282,11 @@ func wantSnapshot(t *testing.T, pr entitlements.Provider, p entitlements.Princip
 	}
 }
 
+// want is the snapshot of an account with budget b, spent and reserved.
+func want(b entitlements.Budget, spent, reserved entitlements.Amount) entitlements.BudgetSnapshot {
+	return entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: spent, Reserved: reserved, Window: b.Window}
+}
+
 func budgetError(t *testing.T, err error, want entitlements.BudgetErrorKind) *entitlements.BudgetError {
 	t.Helper()
 	var be *entitlements.BudgetError
@@ -255,11 +301,15 @@ func budgetError(t *testing.T, err error, want entitlements.BudgetErrorKind) *en
 
 func testResolve(t *testing.T, e *env) {
 	keys := []KeySpec{
-		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: e.capped(1000)},
-		{Secret: "sk-b", Principal: principal("acme", "acme-ci"), Budget: e.capped(1000)},
-		{Secret: "sk-c", Principal: principal("globex", "globex"), Budget: e.capped(500)},
+		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: e.budget},
+		{Secret: "sk-b", Principal: principal("acme", "acme-ci"), Budget: e.budget},
+		{Secret: "sk-c", Principal: principal("globex", "globex"), Budget: e.budget},
 	}
-	pr := e.provider(t, keys...)
+	checkResolve(t, e.provider(t, keys...), keys)
+}
+
+func checkResolve(t *testing.T, pr entitlements.Provider, keys []KeySpec) {
+	t.Helper()
 	for _, k := range keys {
 		got, err := pr.Resolve(t.Context(), k.Secret)
 		if err != nil {
@@ -275,36 +325,36 @@ func testResolve(t *testing.T, e *env) {
 	}
 }
 
+// testResolveDetails seeds keys with limits and units, one per kind of
+// budget the provider claims.
 func testResolveDetails(t *testing.T, e *env) {
 	keys := []KeySpec{
-		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: capped(1000, entitlements.Balance())},
+		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: e.budget},
 		{Secret: "sk-b", Principal: entitlements.Principal{
 			AccountID: "acme", KeyID: "acme-ci",
 			Limits: entitlements.Limits{ClampMaxTokens: true, MaxInFlight: 4, RPM: 60},
-		}, Budget: capped(1000, entitlements.Balance())},
+		}, Budget: e.budget},
 		{Secret: "sk-usd", Principal: entitlements.Principal{
 			AccountID: "globex", KeyID: "globex", Unit: entitlements.UnitMicroUSD,
-		}, Budget: capped(5_000_000, entitlements.Rolling(3600))},
-		{Secret: "sk-free", Principal: principal("initech", "initech")},
+		}, Budget: e.budget},
 	}
-	pr := e.provider(t, keys...)
-	for _, k := range keys {
-		got, err := pr.Resolve(t.Context(), k.Secret)
-		if err != nil {
-			t.Errorf("Resolve(%q): %v", k.Secret, err)
-			continue
-		}
-		if diff := cmp.Diff(got, k.Principal); diff != "" {
-			t.Errorf("Resolve(%q) mismatch (-got +want):\n%s", k.Secret, diff)
-		}
-		if got.IsAnonymous() {
-			t.Errorf("Resolve(%q) returned the anonymous principal", k.Secret)
-		}
+	if e.caps&Balances != 0 {
+		keys = append(keys, KeySpec{Secret: "sk-balance", Principal: principal("hooli", "hooli"), Budget: capped(1000, entitlements.Balance())})
 	}
+	if e.caps&Windows != 0 {
+		keys = append(keys, KeySpec{Secret: "sk-rolling", Principal: entitlements.Principal{
+			AccountID: "umbrella", KeyID: "umbrella", Unit: entitlements.UnitMicroUSD,
+			Limits: entitlements.Limits{RPM: 5},
+		}, Budget: capped(5_000_000, entitlements.Rolling(3600))})
+	}
+	if e.caps&Uncapped != 0 {
+		keys = append(keys, KeySpec{Secret: "sk-free", Principal: principal("initech", "initech")})
+	}
+	checkResolve(t, e.provider(t, keys...), keys)
 }
 
 func testUnknownKey(t *testing.T, e *env) {
-	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.capped(10)})
+	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.budget})
 	for _, key := range []string{"sk-unknown", "", "sk-known ", "SK-KNOWN"} {
 		p, err := pr.Resolve(t.Context(), key)
 		if !errors.Is(err, entitlements.ErrInvalidKey) {
@@ -314,7 +364,7 @@ func testUnknownKey(t *testing.T, e *env) {
 }
 
 func testUnknownPrincipal(t *testing.T, e *env) {
-	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.capped(10)})
+	pr := e.provider(t, KeySpec{Secret: "sk-known", Principal: principal("a", "a"), Budget: e.budget})
 	for _, p := range []entitlements.Principal{entitlements.Anonymous(), principal("nobody", "nobody")} {
 		if r, err := pr.Reserve(t.Context(), p, 1); !errors.Is(err, entitlements.ErrInvalidKey) {
 			t.Errorf("Reserve(%+v) = %v, %v; want ErrInvalidKey", p, r, err)
@@ -326,9 +376,9 @@ func testUnknownPrincipal(t *testing.T, e *env) {
 }
 
 func testReserveSettle(t *testing.T, e *env) {
-	b := e.capped(1000)
+	b := e.budget
 	pr, p := e.one(t, b)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, 0, 0))
 
 	r := reserve(t, pr, p, 300)
 	if got := r.Amount(); got != 300 {
@@ -337,62 +387,105 @@ func testReserveSettle(t *testing.T, e *env) {
 	if diff := cmp.Diff(r.Principal(), p); diff != "" {
 		t.Errorf("Reservation.Principal() mismatch (-got +want):\n%s", diff)
 	}
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 300, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, 0, 300))
 
 	zero := reserve(t, pr, p, 0)
-	settle(t, pr, r, 250)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 250, Window: b.Window})
-	settle(t, pr, zero, 0)
+	settle(t, r, 250)
+	wantSnapshot(t, pr, p, want(b, 250, 0))
+	settle(t, zero, 0)
 
 	s := snapshot(t, pr, p)
-	if got, ok := s.Remaining(); !ok || got != 750 {
-		t.Errorf("Remaining() = %d, %t; want 750, true", got, ok)
+	if got, ok := s.Remaining(); ok != (b.HardCap != nil) || ok && got != *b.HardCap-250 {
+		t.Errorf("Remaining() = %d, %t; want the cap less 250", got, ok)
 	}
-	if e.window.Kind == entitlements.WindowBalance && !s.ResetsAt.IsZero() {
+	if b.Window.Kind == entitlements.WindowBalance && !s.ResetsAt.IsZero() {
 		t.Errorf("balance ResetsAt = %v, want zero", s.ResetsAt)
 	}
-	// The whole remaining balance can be reserved, to the unit.
-	settle(t, pr, reserve(t, pr, p, 750), 750)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 1000, Window: b.Window})
+	settle(t, reserve(t, pr, p, 750), 750)
+	wantSnapshot(t, pr, p, want(b, 1000, 0))
 }
 
 func testReserveRelease(t *testing.T, e *env) {
-	b := e.capped(100)
+	b := e.budget
 	pr, p := e.one(t, b)
 	r1 := reserve(t, pr, p, 60)
 	r2 := reserve(t, pr, p, 40)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 100, Window: b.Window})
-	release(t, pr, r1)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 40, Window: b.Window})
-	release(t, pr, r2)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Window: b.Window})
-	// Released amounts are available again.
-	release(t, pr, reserve(t, pr, p, 100))
+	wantSnapshot(t, pr, p, want(b, 0, 100))
+	release(t, r1)
+	wantSnapshot(t, pr, p, want(b, 0, 40))
+	release(t, r2)
+	wantSnapshot(t, pr, p, want(b, 0, 0))
 }
 
-func testSharedAccount(t *testing.T, e *env) {
-	b := e.capped(100)
-	pr := e.provider(t,
-		KeySpec{Secret: "sk-1", Principal: principal("shared", "k1"), Budget: b},
-		KeySpec{Secret: "sk-2", Principal: principal("shared", "k2"), Budget: b},
-		KeySpec{Secret: "sk-other", Principal: principal("other", "other"), Budget: b},
-	)
-	p1, err1 := pr.Resolve(t.Context(), "sk-1")
-	p2, err2 := pr.Resolve(t.Context(), "sk-2")
-	po, err3 := pr.Resolve(t.Context(), "sk-other")
-	if err := errors.Join(err1, err2, err3); err != nil {
-		t.Fatalf("Resolve: %v", err)
+// resolveAll resolves the secrets of keys on pr.
+func resolveAll(t *testing.T, pr entitlements.Provider, keys ...KeySpec) []entitlements.Principal {
+	t.Helper()
+	ps := make([]entitlements.Principal, len(keys))
+	for i, k := range keys {
+		p, err := pr.Resolve(t.Context(), k.Secret)
+		if err != nil {
+			t.Fatalf("Resolve(%q): %v", k.Secret, err)
+		}
+		ps[i] = p
 	}
+	return ps
+}
+
+// testSharedAccount: the keys of one account spend one budget, and another
+// account's is its own.
+func testSharedAccount(t *testing.T, e *env) {
+	b := e.budget
+	keys := []KeySpec{
+		{Secret: "sk-1", Principal: principal("shared", "k1"), Budget: b},
+		{Secret: "sk-2", Principal: principal("shared", "k2"), Budget: b},
+		{Secret: "sk-other", Principal: principal("other", "other"), Budget: b},
+	}
+	pr := e.provider(t, keys...)
+	ps := resolveAll(t, pr, keys...)
+	p1, p2, po := ps[0], ps[1], ps[2]
+	r := reserve(t, pr, p1, 60)
+	wantSnapshot(t, pr, p2, want(b, 0, 60))
+	wantSnapshot(t, pr, po, want(b, 0, 0))
+	settle(t, r, 50)
+	settle(t, reserve(t, pr, p2, 10), 10)
+	wantSnapshot(t, pr, p1, want(b, 60, 0))
+	wantSnapshot(t, pr, po, want(b, 0, 0))
+}
+
+// testSharedCap: the keys of one account share its cap over w.
+func testSharedCap(t *testing.T, e *env, w entitlements.CapWindow) {
+	b := capped(100, w)
+	keys := []KeySpec{
+		{Secret: "sk-1", Principal: principal("shared", "k1"), Budget: b},
+		{Secret: "sk-2", Principal: principal("shared", "k2"), Budget: b},
+		{Secret: "sk-other", Principal: principal("other", "other"), Budget: b},
+	}
+	pr := e.provider(t, keys...)
+	ps := resolveAll(t, pr, keys...)
+	p1, p2, po := ps[0], ps[1], ps[2]
 	r := reserve(t, pr, p1, 60)
 	_, err := pr.Reserve(t.Context(), p2, 50)
-	if be := budgetError(t, err, e.spentKind()); be.Available != 40 {
+	if be := budgetError(t, err, spentKind(w)); be.Available != 40 {
 		t.Errorf("Available = %d, want 40 (the keys share one budget)", be.Available)
 	}
-	wantSnapshot(t, pr, p2, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 60, Window: b.Window})
+	wantSnapshot(t, pr, p2, want(b, 0, 60))
 	// Another account is untouched.
-	release(t, pr, reserve(t, pr, po, 100))
-	settle(t, pr, r, 60)
-	wantSnapshot(t, pr, p2, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 60, Window: b.Window})
+	release(t, reserve(t, pr, po, 100))
+	settle(t, r, 60)
+	wantSnapshot(t, pr, p2, want(b, 60, 0))
+}
+
+// testWholeCap: what is left of a cap can be reserved to the unit, and
+// released amounts are available again.
+func testWholeCap(t *testing.T, e *env, w entitlements.CapWindow) {
+	b := capped(1000, w)
+	pr, p := e.one(t, b)
+	settle(t, reserve(t, pr, p, 300), 250)
+	release(t, reserve(t, pr, p, 750))
+	settle(t, reserve(t, pr, p, 750), 750)
+	wantSnapshot(t, pr, p, want(b, 1000, 0))
+	_, err := pr.Reserve(t.Context(), p, 1)
+	budgetError(t, err, spentKind(w))
 }
 
 func testBalanceOverCap(t *testing.T, e *env) {
@@ -410,8 +503,8 @@ func testBalanceOverCap(t *testing.T, e *env) {
 	}
 	// The refusal held nothing.
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 60, Window: b.Window})
-	settle(t, pr, r, 60)
-	settle(t, pr, reserve(t, pr, p, 40), 40)
+	settle(t, r, 60)
+	settle(t, reserve(t, pr, p, 40), 40)
 	_, err = pr.Reserve(t.Context(), p, 1)
 	if be := budgetError(t, err, entitlements.InsufficientQuota); be.Available != 0 || be.RetryAfter != 0 {
 		t.Errorf("BudgetError = %+v, want Available 0 and RetryAfter 0", be)
@@ -421,7 +514,7 @@ func testBalanceOverCap(t *testing.T, e *env) {
 func testBalanceNeverResets(t *testing.T, e *env) {
 	b := capped(100, entitlements.Balance())
 	pr, p := e.one(t, b)
-	settle(t, pr, reserve(t, pr, p, 100), 100)
+	settle(t, reserve(t, pr, p, 100), 100)
 	e.clock.Advance(400 * 24 * time.Hour)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 100, Window: b.Window})
 	_, err := pr.Reserve(t.Context(), p, 1)
@@ -444,7 +537,7 @@ func checkResetsAt(t *testing.T, s entitlements.BudgetSnapshot, now time.Time) {
 func testRollingOverCap(t *testing.T, e *env) {
 	b := capped(100, entitlements.Rolling(60))
 	pr, p := e.one(t, b)
-	settle(t, pr, reserve(t, pr, p, 100), 70)
+	settle(t, reserve(t, pr, p, 100), 70)
 	_, err := pr.Reserve(t.Context(), p, 40)
 	be := budgetError(t, err, entitlements.RateLimited)
 	if be.Requested != 40 || be.Available != 30 {
@@ -462,7 +555,7 @@ func testRollingOverCap(t *testing.T, e *env) {
 	e.clock.Advance(be.RetryAfter)
 	r := reserve(t, pr, p, 40)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 40, Window: b.Window})
-	release(t, pr, r)
+	release(t, r)
 }
 
 func testRollingRetryAfterMin(t *testing.T, e *env) {
@@ -471,20 +564,20 @@ func testRollingRetryAfterMin(t *testing.T, e *env) {
 	s := snapshot(t, pr, p)
 	// Half a second before the window ends.
 	e.clock.Advance(s.ResetsAt.Sub(e.clock.Now()) - 500*time.Millisecond)
-	settle(t, pr, reserve(t, pr, p, 10), 10)
+	settle(t, reserve(t, pr, p, 10), 10)
 	_, err := pr.Reserve(t.Context(), p, 1)
 	be := budgetError(t, err, entitlements.RateLimited)
 	if be.RetryAfter < time.Second || be.RetryAfter > time.Minute {
 		t.Fatalf("RetryAfter = %v, want within [1s, 60s]", be.RetryAfter)
 	}
 	e.clock.Advance(be.RetryAfter)
-	release(t, pr, reserve(t, pr, p, 10))
+	release(t, reserve(t, pr, p, 10))
 }
 
 func testRollingWindowResets(t *testing.T, e *env) {
 	b := capped(100, entitlements.Rolling(60))
 	pr, p := e.one(t, b)
-	settle(t, pr, reserve(t, pr, p, 100), 100)
+	settle(t, reserve(t, pr, p, 100), 100)
 	s := snapshot(t, pr, p)
 	checkResetsAt(t, s, e.clock.Now())
 	first := s.ResetsAt
@@ -498,18 +591,18 @@ func testRollingWindowResets(t *testing.T, e *env) {
 	if !s.ResetsAt.Equal(first.Add(time.Minute)) {
 		t.Errorf("ResetsAt = %v, want %v", s.ResetsAt, first.Add(time.Minute))
 	}
-	settle(t, pr, reserve(t, pr, p, 100), 30)
+	settle(t, reserve(t, pr, p, 100), 30)
 
 	// Many windows later the spend is forgotten too.
 	e.clock.Advance(90 * time.Minute)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Window: b.Window})
-	release(t, pr, reserve(t, pr, p, 100))
+	release(t, reserve(t, pr, p, 100))
 }
 
 func testRollingSettleAfterRollover(t *testing.T, e *env) {
 	b := capped(100, entitlements.Rolling(60))
 	pr, p := e.one(t, b)
-	settle(t, pr, reserve(t, pr, p, 30), 30)
+	settle(t, reserve(t, pr, p, 30), 30)
 	inflight := reserve(t, pr, p, 50)
 	e.clock.Advance(time.Minute)
 	// The reservation still holds its amount in the new window.
@@ -519,13 +612,13 @@ func testRollingSettleAfterRollover(t *testing.T, e *env) {
 		t.Errorf("Available = %d, want 50 (in-flight reservations carry over)", be.Available)
 	}
 	// Its actual spend counts in the window current at settle time.
-	settle(t, pr, inflight, 45)
+	settle(t, inflight, 45)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 45, Window: b.Window})
 
 	// The same when Settle is the first call to see the new window.
 	inflight = reserve(t, pr, p, 20)
 	e.clock.Advance(time.Minute)
-	settle(t, pr, inflight, 15)
+	settle(t, inflight, 15)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 15, Window: b.Window})
 }
 
@@ -535,8 +628,8 @@ func testUncapped(t *testing.T, e *env) {
 	r1 := reserve(t, pr, p, big)
 	r2 := reserve(t, pr, p, big)
 	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{Reserved: 2 * big})
-	settle(t, pr, r1, big)
-	release(t, pr, r2)
+	settle(t, r1, big)
+	release(t, r2)
 	s := snapshot(t, pr, p)
 	if diff := cmp.Diff(s, entitlements.BudgetSnapshot{Spent: big}); diff != "" {
 		t.Errorf("Snapshot mismatch (-got +want):\n%s", diff)
@@ -546,22 +639,20 @@ func testUncapped(t *testing.T, e *env) {
 	}
 }
 
-func settleWith(actual entitlements.Amount) func(context.Context, entitlements.Provider, entitlements.Reservation) error {
-	return func(ctx context.Context, pr entitlements.Provider, r entitlements.Reservation) error {
-		return pr.Settle(ctx, r, actual)
+func settleWith(actual entitlements.Amount) func(context.Context, entitlements.Reservation) error {
+	return func(ctx context.Context, r entitlements.Reservation) error {
+		return r.Settle(ctx, actual)
 	}
 }
 
-func releaseIt(ctx context.Context, pr entitlements.Provider, r entitlements.Reservation) error {
-	return pr.Release(ctx, r)
-}
+func releaseIt(ctx context.Context, r entitlements.Reservation) error { return r.Release(ctx) }
 
 func testConsumedOnce(t *testing.T, e *env) {
-	b := e.capped(1000)
+	b := e.budget
 	tests := []struct {
 		name         string
-		first        func(context.Context, entitlements.Provider, entitlements.Reservation) error
-		second       func(context.Context, entitlements.Provider, entitlements.Reservation) error
+		first        func(context.Context, entitlements.Reservation) error
+		second       func(context.Context, entitlements.Reservation) error
 		wantSpentNow entitlements.Amount
 	}{
 		{
@@ -592,78 +683,58 @@ func testConsumedOnce(t *testing.T, e *env) {
 			pr, p := e.one(t, b)
 			other := reserve(t, pr, p, 100) // stays open: a second call must not touch it
 			r := reserve(t, pr, p, 10)
-			if err := tt.first(t.Context(), pr, r); err != nil {
+			if err := tt.first(t.Context(), r); err != nil {
 				t.Fatalf("first call: %v", err)
 			}
-			want := entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: tt.wantSpentNow, Reserved: 100, Window: b.Window}
+			want := want(b, tt.wantSpentNow, 100)
 			wantSnapshot(t, pr, p, want)
-			if err := tt.second(t.Context(), pr, r); !errors.Is(err, entitlements.ErrReservationSettled) {
+			if err := tt.second(t.Context(), r); !errors.Is(err, entitlements.ErrReservationSettled) {
 				t.Errorf("second call = %v, want ErrReservationSettled", err)
 			}
 			wantSnapshot(t, pr, p, want)
-			release(t, pr, other)
+			release(t, other)
 		})
 	}
 }
 
-// fakeReservation is a handle no provider issued.
-type fakeReservation struct{ p entitlements.Principal }
-
-func (f fakeReservation) Principal() entitlements.Principal { return f.p }
-func (f fakeReservation) Amount() entitlements.Amount       { return 1 }
-
-func testForeignReservation(t *testing.T, e *env) {
-	b := e.capped(1000)
+// testTwoProviders: two providers built by the factory hold separate
+// ledgers, and a reservation consumes only the ledger of the provider that
+// issued it.
+func testTwoProviders(t *testing.T, e *env) {
+	b := e.budget
 	keys := []KeySpec{{Secret: "sk-one", Principal: principal("acct", "acct-key"), Budget: b}}
 	prA := e.provider(t, keys...)
 	prB := e.provider(t, keys...)
-	p, err := prA.Resolve(t.Context(), "sk-one")
-	if err != nil {
-		t.Fatalf("Resolve: %v", err)
-	}
-	if _, err := prB.Resolve(t.Context(), "sk-one"); err != nil {
-		t.Fatalf("Resolve on the second provider: %v", err)
-	}
+	p := resolveAll(t, prA, keys...)[0]
+	resolveAll(t, prB, keys...)
 	own := reserve(t, prA, p, 5)
-	foreign := reserve(t, prB, p, 10)
-
-	handles := map[string]entitlements.Reservation{
-		"other provider": foreign,
-		"foreign type":   fakeReservation{p: p},
-		"nil":            nil,
-	}
-	for name, r := range handles {
-		if err := prA.Settle(t.Context(), r, 10); !errors.Is(err, entitlements.ErrUnknownReservation) {
-			t.Errorf("%s: Settle = %v, want ErrUnknownReservation", name, err)
-		}
-		if err := prA.Release(t.Context(), r); !errors.Is(err, entitlements.ErrUnknownReservation) {
-			t.Errorf("%s: Release = %v, want ErrUnknownReservation", name, err)
-		}
-	}
-	wantSnapshot(t, prA, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 5, Window: b.Window})
-	// The foreign handle is still open on its own provider.
-	settle(t, prB, foreign, 10)
-	wantSnapshot(t, prB, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 10, Window: b.Window})
-	settle(t, prA, own, 5)
+	other := reserve(t, prB, p, 10)
+	wantSnapshot(t, prA, p, want(b, 0, 5))
+	wantSnapshot(t, prB, p, want(b, 0, 10))
+	settle(t, other, 10)
+	wantSnapshot(t, prA, p, want(b, 0, 5))
+	wantSnapshot(t, prB, p, want(b, 10, 0))
+	settle(t, own, 5)
+	wantSnapshot(t, prA, p, want(b, 5, 0))
 }
 
 func testInvalidAmount(t *testing.T, e *env) {
-	b := e.capped(100)
+	b := e.budget
 	pr, p := e.one(t, b)
 	if r, err := pr.Reserve(t.Context(), p, -1); !errors.Is(err, entitlements.ErrInvalidAmount) {
 		t.Errorf("Reserve(-1) = %v, %v; want ErrInvalidAmount", r, err)
 	}
 	r := reserve(t, pr, p, 10)
-	if err := pr.Settle(t.Context(), r, -5); !errors.Is(err, entitlements.ErrInvalidAmount) {
+	if err := r.Settle(t.Context(), -5); !errors.Is(err, entitlements.ErrInvalidAmount) {
 		t.Errorf("Settle(-5) = %v, want ErrInvalidAmount", err)
 	}
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 10, Window: b.Window})
-	settle(t, pr, r, 5) // a refused Settle does not consume the reservation
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 5, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, 0, 10))
+	settle(t, r, 5) // a refused Settle does not consume the reservation
+	wantSnapshot(t, pr, p, want(b, 5, 0))
 }
 
 func testCancelledContext(t *testing.T, e *env) {
-	b := e.capped(100)
+	b := e.budget
 	pr, p := e.one(t, b)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -675,48 +746,161 @@ func testCancelledContext(t *testing.T, e *env) {
 	if got, err := pr.Reserve(ctx, p, 20); !errors.Is(err, context.Canceled) {
 		t.Errorf("Reserve = %v, %v; want context.Canceled", got, err)
 	}
-	if err := pr.Settle(ctx, r, 10); !errors.Is(err, context.Canceled) {
+	if err := r.Settle(ctx, 10); !errors.Is(err, context.Canceled) {
 		t.Errorf("Settle = %v, want context.Canceled", err)
 	}
-	if err := pr.Release(ctx, r); !errors.Is(err, context.Canceled) {
+	if err := r.Release(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Release = %v, want context.Canceled", err)
 	}
 	if got, err := pr.Snapshot(ctx, p); !errors.Is(err, context.Canceled) {
 		t.Errorf("Snapshot = %+v, %v; want context.Canceled", got, err)
 	}
 	// Nothing changed: the cancelled Reserve holds nothing and r is open.
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: 10, Window: b.Window})
-	settle(t, pr, r, 10)
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 10, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, 0, 10))
+	settle(t, r, 10)
+	wantSnapshot(t, pr, p, want(b, 10, 0))
 }
 
+// testOverspend: a Settle above the amount reserved records the whole
+// actual spend.
 func testOverspend(t *testing.T, e *env) {
-	b := e.capped(100)
+	b := e.budget
 	pr, p := e.one(t, b)
-	settle(t, pr, reserve(t, pr, p, 10), 500)
+	settle(t, reserve(t, pr, p, 10), 500)
+	wantSnapshot(t, pr, p, want(b, 500, 0))
+}
+
+// testOverspendRefuses: an overspend past the cap shows, leaves nothing
+// to reserve, and is never hidden.
+func testOverspendRefuses(t *testing.T, e *env, w entitlements.CapWindow) {
+	b := capped(100, w)
+	pr, p := e.one(t, b)
+	settle(t, reserve(t, pr, p, 10), 500)
 	s := snapshot(t, pr, p)
 	s.ResetsAt = time.Time{} // the rolling tests check it
-	if diff := cmp.Diff(s, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: 500, Window: b.Window}); diff != "" {
+	if diff := cmp.Diff(s, want(b, 500, 0)); diff != "" {
 		t.Errorf("Snapshot mismatch (-got +want):\n%s", diff)
 	}
 	if got, ok := s.Remaining(); !ok || got != 0 {
 		t.Errorf("Remaining() = %d, %t; want 0, true", got, ok)
 	}
 	_, err := pr.Reserve(t.Context(), p, 1)
-	if be := budgetError(t, err, e.spentKind()); be.Available != 0 {
+	if be := budgetError(t, err, spentKind(w)); be.Available != 0 {
 		t.Errorf("Available = %d, want 0", be.Available)
 	}
 }
 
+// watchSnapshots takes snapshots of p until the returned func is called,
+// checking each with check; the func reports the first failure.
+func watchSnapshots(t *testing.T, pr entitlements.Provider, p entitlements.Principal, check func(entitlements.BudgetSnapshot) error) func() {
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		var n int
+		for {
+			select {
+			case <-stop:
+				if n == 0 {
+					done <- errors.New("no snapshot was taken")
+				} else {
+					done <- nil
+				}
+				return
+			default:
+			}
+			s, err := pr.Snapshot(context.Background(), p)
+			if err != nil {
+				done <- fmt.Errorf("concurrent snapshot: %w", err)
+				return
+			}
+			if err := check(s); err != nil {
+				done <- fmt.Errorf("snapshot %d: %w", n, err)
+				return
+			}
+			n++
+		}
+	}()
+	return func() {
+		t.Helper()
+		close(stop)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// testConcurrent releases 1000 goroutines together to reserve, then
+// settle or release, while snapshots are taken, and checks that the
+// accounts add up exactly.
+func testConcurrent(t *testing.T, e *env) {
+	const workers = 1000
+	b := e.budget
+	pr, p := e.one(t, b)
+	ctx := t.Context()
+	defer watchSnapshots(t, pr, p, func(s entitlements.BudgetSnapshot) error {
+		if s.Spent < 0 || s.Reserved < 0 {
+			return fmt.Errorf("spent %d, reserved %d: negative", s.Spent, s.Reserved)
+		}
+		return nil
+	})()
+
+	reservations := make([]entitlements.Reservation, workers)
+	var total entitlements.Amount
+	startGate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range workers {
+		total += entitlements.Amount(i % 7)
+		wg.Go(func() {
+			<-startGate
+			r, err := pr.Reserve(ctx, p, entitlements.Amount(i%7))
+			if err != nil {
+				t.Errorf("worker %d: Reserve: %v", i, err)
+			}
+			reservations[i] = r
+		})
+	}
+	close(startGate)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	wantSnapshot(t, pr, p, want(b, 0, total))
+
+	var spent entitlements.Amount
+	for i := range workers {
+		if i%3 != 0 {
+			spent += entitlements.Amount(i % 5)
+		}
+	}
+	startGate = make(chan struct{})
+	for i, r := range reservations {
+		wg.Go(func() {
+			<-startGate
+			var err error
+			if i%3 == 0 {
+				err = r.Release(ctx)
+			} else {
+				err = r.Settle(ctx, entitlements.Amount(i%5))
+			}
+			if err != nil {
+				t.Errorf("worker %d: settle: %v", i, err)
+			}
+		})
+	}
+	close(startGate)
+	wg.Wait()
+	wantSnapshot(t, pr, p, want(b, spent, 0))
+}
+
 // testConcurrentCap releases 1000 goroutines together to reserve random
-// amounts against one cap while snapshots are taken, then settles them
-// concurrently, and checks the cap invariant throughout.
-func testConcurrentCap(t *testing.T, e *env) {
+// amounts against one cap over w while snapshots are taken, then settles
+// them concurrently, and checks the cap invariant throughout.
+func testConcurrentCap(t *testing.T, e *env, w entitlements.CapWindow) {
 	const (
 		workers = 1000
 		hardCap = 10_000
 	)
-	b := e.capped(hardCap)
+	b := capped(hardCap, w)
 	pr, p := e.one(t, b)
 	ctx := t.Context()
 
@@ -731,39 +915,12 @@ func testConcurrentCap(t *testing.T, e *env) {
 	}
 
 	// Snapshots run concurrently with both phases.
-	stop := make(chan struct{})
-	snapDone := make(chan error)
-	go func() {
-		var n int
-		for {
-			select {
-			case <-stop:
-				if n == 0 {
-					snapDone <- errors.New("no snapshot was taken")
-				} else {
-					snapDone <- nil
-				}
-				return
-			default:
-			}
-			s, err := pr.Snapshot(ctx, p)
-			if err != nil {
-				snapDone <- fmt.Errorf("concurrent snapshot: %w", err)
-				return
-			}
-			if s.Spent+s.Reserved > hardCap || s.Spent < 0 || s.Reserved < 0 {
-				snapDone <- fmt.Errorf("snapshot %d: spent %d + reserved %d exceeds cap %d", n, s.Spent, s.Reserved, hardCap)
-				return
-			}
-			n++
+	defer watchSnapshots(t, pr, p, func(s entitlements.BudgetSnapshot) error {
+		if s.Spent+s.Reserved > hardCap || s.Spent < 0 || s.Reserved < 0 {
+			return fmt.Errorf("spent %d + reserved %d exceeds cap %d", s.Spent, s.Reserved, hardCap)
 		}
-	}()
-	defer func() {
-		close(stop)
-		if err := <-snapDone; err != nil {
-			t.Error(err)
-		}
-	}()
+		return nil
+	})()
 
 	// Phase 1: reserve only.
 	reservations := make([]entitlements.Reservation, workers)
@@ -795,8 +952,8 @@ func testConcurrentCap(t *testing.T, e *env) {
 		}
 		refused++
 		var be *entitlements.BudgetError
-		if !errors.As(err, &be) || be.Kind != e.spentKind() || be.Requested != amounts[i] {
-			t.Fatalf("worker %d: Reserve(%d) = %v, want an InsufficientQuota BudgetError", i, amounts[i], err)
+		if !errors.As(err, &be) || be.Kind != spentKind(w) || be.Requested != amounts[i] {
+			t.Fatalf("worker %d: Reserve(%d) = %v, want a %v BudgetError", i, amounts[i], err, spentKind(w))
 		}
 		// Reserved only grew during the phase, so a refusal means the
 		// amount did not fit even in what was left at the end.
@@ -807,7 +964,7 @@ func testConcurrentCap(t *testing.T, e *env) {
 	if refused == 0 {
 		t.Fatalf("no reservation was refused; the test needs demand over the cap")
 	}
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Reserved: admitted, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, 0, admitted))
 
 	// Phase 2: settle (or release) every reservation while new
 	// reservations come and go.
@@ -824,16 +981,16 @@ func testConcurrentCap(t *testing.T, e *env) {
 			if r := reservations[i]; r != nil {
 				var err error
 				if i%3 == 0 {
-					err = pr.Release(ctx, r)
+					err = r.Release(ctx)
 				} else {
-					err = pr.Settle(ctx, r, actuals[i])
+					err = r.Settle(ctx, actuals[i])
 				}
 				if err != nil {
 					t.Errorf("worker %d: settle: %v", i, err)
 				}
 			}
 			if r, err := pr.Reserve(ctx, p, extra[i]); err == nil {
-				if err := pr.Release(ctx, r); err != nil {
+				if err := r.Release(ctx); err != nil {
 					t.Errorf("worker %d: Release: %v", i, err)
 				}
 			}
@@ -841,5 +998,5 @@ func testConcurrentCap(t *testing.T, e *env) {
 	}
 	close(startGate)
 	wg.Wait()
-	wantSnapshot(t, pr, p, entitlements.BudgetSnapshot{HardCap: b.HardCap, Spent: spent, Window: b.Window})
+	wantSnapshot(t, pr, p, want(b, spent, 0))
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // TestNarrowProvider: a provider that caps keys only over rolling windows
-// (a per-minute limit, say) claims Rolling and passes the core and that
-// group; the suite never hands it a balance or an uncapped key.
+// claims Windows and passes the core and that group; the suite never hands
+// it a balance or an uncapped key.
 func TestNarrowProvider(t *testing.T) {
 	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
 		cfg := entitlements.Config{}
@@ -27,5 +27,5 @@ func TestNarrowProvider(t *testing.T) {
 			t.Fatal(err)
 		}
 		return l
-	}, entitlementstest.Rolling)
+	}, entitlementstest.Windows)
 }

@@ -108,7 +108,7 @@ func BenchmarkReserveSettleAlone(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := l.Settle(ctx, r, 0); err != nil {
+				if err := r.Settle(ctx, 0); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -138,7 +138,7 @@ func parallelPairs(b *testing.B, l *redisledger.Ledger, ps []entitlements.Princi
 					return
 				}
 				t1 := time.Now()
-				if err := l.Settle(ctx, r, 0); err != nil {
+				if err := r.Settle(ctx, 0); err != nil {
 					b.Error(err)
 					return
 				}

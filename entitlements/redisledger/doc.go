@@ -22,8 +22,9 @@
 // WithLeaseTTL, or lease_ttl in the configuration). When its gateway dies
 // before settling, the lease expires and its amount returns to the budget on
 // the next call for that account. A gateway serving a longer request renews
-// the lease through the Renewer interface. The lease id is a random 128-bit
-// value; the handle also has a LeaseID() string method for logs.
+// the lease: the reservation is an entitlements.Renewer, and the Ledger an
+// entitlements.Leaser. The lease id is a random 128-bit value; the handle
+// also has a LeaseID() string method for logs.
 //
 //   - Settle deletes the lease and applies the spend in one script: a
 //     retried Settle finds no lease and returns

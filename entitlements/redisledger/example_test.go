@@ -49,10 +49,10 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 	// A long stream renews its lease now and then.
-	if rn, ok := provider.(redisledger.Renewer); ok {
-		_ = rn.Renew(ctx, r, 2*time.Minute)
+	if rn, ok := r.(entitlements.Renewer); ok {
+		_ = rn.Renew(ctx, 2*time.Minute)
 	}
-	if err := provider.Settle(ctx, r, 1234); err != nil {
+	if err := r.Settle(ctx, 1234); err != nil {
 		log.Fatal(err)
 	}
 }

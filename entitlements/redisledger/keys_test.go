@@ -250,7 +250,7 @@ func TestTopUpAndSetCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Settle(ctx, r, 100); err != nil {
+	if err := r.Settle(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Reserve(ctx, p, 1); !isBudgetError(err) {

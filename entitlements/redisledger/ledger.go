@@ -150,7 +150,8 @@ func (l *Ledger) Ping(ctx context.Context) error {
 	return nil
 }
 
-// LeaseTTL returns the TTL of new leases and of renewals without a TTL.
+// LeaseTTL implements entitlements.Leaser: the TTL of new leases (and
+// slots) and of renewals without a TTL.
 func (l *Ledger) LeaseTTL() time.Duration { return l.ttl }
 
 // Stats are counters of a Ledger since it was built, for metrics.
@@ -325,43 +326,6 @@ const abandonTimeout = 2 * time.Second
 // retentionMS is ExpiredLeaseRetention in milliseconds.
 const retentionMS = int64(ExpiredLeaseRetention / time.Millisecond)
 
-// Settle implements entitlements.Provider: one script deletes the lease and
-// applies the spend, so a retried Settle finds no lease and returns
-// entitlements.ErrReservationSettled without counting twice. When the lease
-// had expired (its amount already returned to the budget) Settle still
-// records actual, since the work was served, and returns nil; Stats counts
-// it. An actual over MaxAmount counts as MaxAmount.
-//
-// After an *entitlements.UnavailableError or a ctx error the spend may or may
-// not have been applied; retrying is safe and a retry that answers
-// ErrReservationSettled means the first attempt was applied.
-func (l *Ledger) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	lr, err := l.own(r)
-	if err != nil {
-		return err
-	}
-	if actual < 0 {
-		return fmt.Errorf("%w: settle %d", entitlements.ErrInvalidAmount, actual)
-	}
-	return l.finish(ctx, lr, min(actual, MaxAmount), true)
-}
-
-// Release implements entitlements.Provider. When the lease had expired it
-// consumes the reservation and returns ErrLeaseExpired; Stats counts it.
-func (l *Ledger) Release(ctx context.Context, r entitlements.Reservation) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	lr, err := l.own(r)
-	if err != nil {
-		return err
-	}
-	return l.finish(ctx, lr, 0, false)
-}
-
 // own returns r as one of l's handles.
 func (l *Ledger) own(r entitlements.Reservation) (*lease, error) {
 	lr, ok := r.(*lease)
@@ -371,6 +335,7 @@ func (l *Ledger) own(r entitlements.Reservation) (*lease, error) {
 	return lr, nil
 }
 
+// finish settles (or releases) lr in one script.
 func (l *Ledger) finish(ctx context.Context, lr *lease, actual entitlements.Amount, settle bool) error {
 	if lr.unrecorded {
 		if !lr.done.CompareAndSwap(false, true) {
@@ -411,47 +376,6 @@ func (l *Ledger) finish(ctx context.Context, lr *lease, actual entitlements.Amou
 		return fmt.Errorf("%w: account %q is no longer in the ledger", entitlements.ErrUnknownReservation, lr.p.AccountID)
 	}
 	return r.unexpected("settle")
-}
-
-// Renew implements Renewer.
-func (l *Ledger) Renew(ctx context.Context, r entitlements.Reservation, ttl time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	lr, err := l.own(r)
-	if err != nil {
-		return err
-	}
-	if lr.unrecorded {
-		if lr.done.Load() {
-			return entitlements.ErrReservationSettled
-		}
-		return nil
-	}
-	if ttl <= 0 {
-		ttl = l.ttl
-	}
-	ms := max((ttl+time.Millisecond-1)/time.Millisecond, 1)
-	v, err := l.b.run(ctx, l.sc.renew, lr.keys, l.nowArg(), retentionMS, lr.id, int64(lr.amount), int64(ms)).Int64Slice()
-	if err != nil {
-		return fail(ctx, err)
-	}
-	l.reachable()
-	res, err := parseBudget(v)
-	if err != nil {
-		return err
-	}
-	switch res.code {
-	case codeOK:
-		return nil
-	case codeExpired:
-		return ErrLeaseExpired
-	case codeGone:
-		return entitlements.ErrReservationSettled
-	case codeNoAccount:
-		return fmt.Errorf("%w: account %q is no longer in the ledger", entitlements.ErrUnknownReservation, lr.p.AccountID)
-	}
-	return res.unexpected("renew")
 }
 
 // Snapshot implements entitlements.Provider. It reclaims expired leases and

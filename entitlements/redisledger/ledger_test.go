@@ -36,9 +36,37 @@ func TestConformance(t *testing.T) {
 					}
 				}
 				return l
-			})
+			}, entitlementstest.Budgets, entitlementstest.Leases, entitlementstest.Limits)
 		})
 	}
+}
+
+// TestChainConformance: a Chain over two Ledgers, its accounts split
+// between them, forwards every capability of theirs: it passes what a
+// Ledger passes, leases and per-key limits included.
+func TestChainConformance(t *testing.T) {
+	t.Parallel()
+	client := newClient(t, sharedRedis(t).addr)
+	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
+		ledgers := [2]*redisledger.Ledger{}
+		for i := range ledgers {
+			ledgers[i] = newLedger(t, client, redisledger.WithClock(clock.Now))
+		}
+		side := map[string]int{}
+		for _, k := range keys {
+			i, ok := side[k.Principal.AccountID]
+			if !ok {
+				i = len(side) % 2
+				side[k.Principal.AccountID] = i
+			}
+			addKey(t, ledgers[i], k.Secret, k.Principal, k.Budget)
+		}
+		c, err := entitlements.NewChain(ledgers[0], ledgers[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}, entitlementstest.Budgets, entitlementstest.Leases, entitlementstest.Limits)
 }
 
 // TestReplicas runs three Ledgers, each with its own client, on one Redis:
@@ -132,10 +160,10 @@ func TestReplicas(t *testing.T) {
 					}
 					admitted.Add(1)
 					if settle {
-						err = l.Settle(ctx, r, actual)
+						err = r.Settle(ctx, actual)
 						spent.Add(int64(actual))
 					} else {
-						err = l.Release(ctx, r)
+						err = r.Release(ctx)
 					}
 					if err != nil {
 						t.Errorf("worker %d: settle: %v", i, err)
@@ -235,22 +263,22 @@ func TestLeaseExpiry(t *testing.T) {
 	if a.ExpiredLeases != 2 {
 		t.Errorf("ExpiredLeases = %d, want 2", a.ExpiredLeases)
 	}
-	if err := e.live.Release(t.Context(), r3); err != nil {
+	if err := r3.Release(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 
 	// The crashed replica comes back: its late settle still records the
 	// work served, exactly once; its late release is reported.
-	if err := e.crashed.Settle(t.Context(), r1, 60); err != nil {
+	if err := r1.Settle(t.Context(), 60); err != nil {
 		t.Errorf("late Settle = %v, want nil", err)
 	}
-	if err := e.crashed.Settle(t.Context(), r1, 60); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := r1.Settle(t.Context(), 60); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("second late Settle = %v, want ErrReservationSettled", err)
 	}
-	if err := e.crashed.Release(t.Context(), r2); !errors.Is(err, redisledger.ErrLeaseExpired) {
+	if err := r2.Release(t.Context()); !errors.Is(err, redisledger.ErrLeaseExpired) {
 		t.Errorf("late Release = %v, want ErrLeaseExpired", err)
 	}
-	if err := e.crashed.Release(t.Context(), r2); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := r2.Release(t.Context()); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("second late Release = %v, want ErrReservationSettled", err)
 	}
 	e.want(t, 60, 0)
@@ -270,7 +298,7 @@ func TestLeaseRetention(t *testing.T) {
 	e.want(t, 0, 0)
 	e.clock.Advance(redisledger.ExpiredLeaseRetention)
 	e.want(t, 0, 0) // purges the expired lease
-	if err := e.crashed.Settle(t.Context(), r, 10); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := r.Settle(t.Context(), 10); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("Settle after the retention = %v, want ErrReservationSettled", err)
 	}
 	e.want(t, 0, 0)
@@ -280,33 +308,30 @@ func TestRenew(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t, time.Minute)
 	l := e.live
-	var _ redisledger.Renewer = l
+	var _ entitlements.Leaser = l
 	r := e.reserve(t, l, 10)
 	e.clock.Advance(50 * time.Second)
-	if err := l.Renew(t.Context(), r, 0); err != nil { // the default TTL
+	if err := r.(entitlements.Renewer).Renew(t.Context(), 0); err != nil { // the default TTL
 		t.Fatalf("Renew: %v", err)
 	}
 	e.clock.Advance(50 * time.Second) // 100 s after Reserve, 50 s after Renew
 	e.want(t, 0, 10)
-	if err := l.Renew(t.Context(), r, 2*time.Minute); err != nil {
+	if err := r.(entitlements.Renewer).Renew(t.Context(), 2*time.Minute); err != nil {
 		t.Fatalf("Renew(2m): %v", err)
 	}
 	e.clock.Advance(2*time.Minute - time.Millisecond)
 	e.want(t, 0, 10)
 	e.clock.Advance(time.Millisecond)
 	e.want(t, 0, 0)
-	if err := l.Renew(t.Context(), r, 0); !errors.Is(err, redisledger.ErrLeaseExpired) {
+	if err := r.(entitlements.Renewer).Renew(t.Context(), 0); !errors.Is(err, redisledger.ErrLeaseExpired) {
 		t.Errorf("Renew after expiry = %v, want ErrLeaseExpired", err)
 	}
-	if err := l.Settle(t.Context(), r, 7); err != nil {
+	if err := r.Settle(t.Context(), 7); err != nil {
 		t.Fatalf("Settle after expiry: %v", err)
 	}
 	e.want(t, 7, 0)
-	if err := l.Renew(t.Context(), r, 0); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := r.(entitlements.Renewer).Renew(t.Context(), 0); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("Renew after Settle = %v, want ErrReservationSettled", err)
-	}
-	if err := e.crashed.Renew(t.Context(), e.reserve(t, l, 1), 0); !errors.Is(err, entitlements.ErrUnknownReservation) {
-		t.Errorf("Renew on another Ledger = %v, want ErrUnknownReservation", err)
 	}
 }
 
@@ -320,7 +345,7 @@ func TestLeaseBounds(t *testing.T) {
 
 	// A renewal that shortens a lease moves the bound earlier.
 	r := e.reserve(t, l, 10)
-	if err := l.Renew(t.Context(), r, 10*time.Second); err != nil {
+	if err := r.(entitlements.Renewer).Renew(t.Context(), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(10 * time.Second)
@@ -336,7 +361,7 @@ func TestLeaseBounds(t *testing.T) {
 	e.want(t, 0, 55)
 	e.clock.Advance(time.Millisecond) // +60 s: a expires
 	e.want(t, 0, 35)
-	if err := l.Settle(t.Context(), c, 5); err != nil {
+	if err := c.Settle(t.Context(), 5); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(30 * time.Second) // +90 s: b expires
@@ -345,7 +370,7 @@ func TestLeaseBounds(t *testing.T) {
 	// Expired leases are forgotten one after another too.
 	forgotten := func(lr entitlements.Reservation) {
 		t.Helper()
-		if err := l.Settle(t.Context(), lr, 1); !errors.Is(err, entitlements.ErrReservationSettled) {
+		if err := lr.Settle(t.Context(), 1); !errors.Is(err, entitlements.ErrReservationSettled) {
 			t.Errorf("Settle of a forgotten lease = %v, want ErrReservationSettled", err)
 		}
 	}
@@ -372,7 +397,7 @@ func TestSettleIdempotent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-gate
-			errs[i] = e.live.Settle(t.Context(), r, 30)
+			errs[i] = r.Settle(t.Context(), 30)
 		})
 	}
 	close(gate)
@@ -468,14 +493,14 @@ func TestAmountLimits(t *testing.T) {
 	if _, err := l.Reserve(ctx, p, 1); !errors.Is(err, entitlements.ErrInvalidAmount) {
 		t.Errorf("Reserve over an uncapped ledger's maximum = %v, want ErrInvalidAmount", err)
 	}
-	if err := l.Settle(ctx, r, 1<<62); err != nil {
+	if err := r.Settle(ctx, 1<<62); err != nil {
 		t.Fatal(err)
 	}
 	settled, err := l.Reserve(ctx, p, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Settle(ctx, settled, 5); err != nil {
+	if err := settled.Settle(ctx, 5); err != nil {
 		t.Fatal(err)
 	}
 	s, err := l.Snapshot(ctx, p)
@@ -500,7 +525,7 @@ func TestServerClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Settle(ctx, r, 90); err != nil {
+	if err := r.Settle(ctx, 90); err != nil {
 		t.Fatal(err)
 	}
 	_, err = l.Reserve(ctx, p, 20)
@@ -594,9 +619,9 @@ func TestFailClosedServerDies(t *testing.T) {
 	wantUnavailable(t, "Resolve", err)
 	_, err = l.Reserve(ctx, p, 1)
 	wantUnavailable(t, "Reserve", err)
-	wantUnavailable(t, "Settle", l.Settle(ctx, r, 10))
-	wantUnavailable(t, "Release", l.Release(ctx, r))
-	wantUnavailable(t, "Renew", l.Renew(ctx, r, 0))
+	wantUnavailable(t, "Settle", r.Settle(ctx, 10))
+	wantUnavailable(t, "Release", r.Release(ctx))
+	wantUnavailable(t, "Renew", r.(entitlements.Renewer).Renew(ctx, 0))
 	if got := l.Stats(); got != (redisledger.Stats{}) {
 		t.Errorf("Stats = %+v, want zero", got)
 	}
@@ -655,20 +680,20 @@ func TestFailOpen(t *testing.T) {
 	if id := r.(interface{ LeaseID() string }).LeaseID(); id != "" {
 		t.Errorf("LeaseID of an unrecorded reservation = %q, want empty", id)
 	}
-	if err := l.Renew(ctx, r, 0); err != nil {
+	if err := r.(entitlements.Renewer).Renew(ctx, 0); err != nil {
 		t.Errorf("Renew of an unrecorded reservation = %v, want nil", err)
 	}
-	if err := l.Settle(ctx, r, 900); err != nil {
+	if err := r.Settle(ctx, 900); err != nil {
 		t.Errorf("Settle of an unrecorded reservation = %v, want nil", err)
 	}
-	if err := l.Release(ctx, r); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := r.Release(ctx); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("Release after Settle = %v, want ErrReservationSettled", err)
 	}
 	if _, err := l.Reserve(ctx, p, 1); err != nil {
 		t.Fatalf("second Reserve while failing open: %v", err)
 	}
 	// A recorded reservation is not silently dropped.
-	wantUnavailable(t, "Settle of a recorded reservation", l.Settle(ctx, recorded, 10))
+	wantUnavailable(t, "Settle of a recorded reservation", recorded.Settle(ctx, 10))
 	_, err = l.Snapshot(ctx, p)
 	wantUnavailable(t, "Snapshot", err)
 
@@ -757,7 +782,7 @@ func TestReserveReportsBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.live.Settle(t.Context(), r1, 4); err != nil {
+		if err := r1.Settle(t.Context(), 4); err != nil {
 			t.Fatal(err)
 		}
 		r, err := e.live.Reserve(t.Context(), p, 30)

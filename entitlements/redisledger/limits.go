@@ -70,9 +70,9 @@ func (l *Ledger) Acquire(ctx context.Context, p entitlements.Principal) (entitle
 	return nil, fmt.Errorf("redisledger: acquire: unexpected reply code %d", v[0])
 }
 
-// slot is a Slot of a Ledger: a member of a key's slots in flight, or,
-// when not counted, nothing to give back (a key without max_in_flight, or
-// one admitted while failing open).
+// slot is a Slot of a Ledger, and an entitlements.Renewer: a member of a
+// key's slots in flight, or, when not counted, nothing to give back (a key
+// without max_in_flight, or one admitted while failing open).
 type slot struct {
 	ledger  *Ledger
 	key, id string // the key's slots and this slot's member
@@ -94,10 +94,10 @@ func (s *slot) Release(ctx context.Context) error {
 	return nil
 }
 
-// Renew moves the slot's expiry to ttl from now (the ledger's lease TTL
-// when ttl <= 0), for a request that runs longer than the TTL. It returns
-// entitlements.ErrReservationSettled when the slot was released or had
-// expired.
+// Renew implements entitlements.Renewer: it moves the slot's expiry to
+// ttl from now (the ledger's lease TTL when ttl <= 0), for a request that
+// runs longer than the TTL. It returns entitlements.ErrReservationSettled
+// when the slot was released or had expired.
 func (s *slot) Renew(ctx context.Context, ttl time.Duration) error {
 	if !s.counted {
 		return nil

@@ -46,8 +46,8 @@ func (f optionFunc) apply(o *options) { f(o) }
 // WithLeaseTTL sets how long a reservation is held without being settled,
 // released or renewed; after it the reservation's amount returns to the
 // budget. Default DefaultLeaseTTL. New rejects a TTL under MinLeaseTTL. A
-// gateway serving a request that may run longer renews the lease (see
-// Renewer).
+// gateway serving a request that may run longer renews the lease (the
+// reservation is an entitlements.Renewer).
 func WithLeaseTTL(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.leaseTTL = d })
 }

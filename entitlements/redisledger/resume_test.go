@@ -37,16 +37,16 @@ func TestResumeReservation(t *testing.T) {
 	if again.Amount() != 100 || again.Principal() != p {
 		t.Errorf("resumed reservation: amount %d, principal %+v; want 100, %+v", again.Amount(), again.Principal(), p)
 	}
-	if err := second.Renew(t.Context(), again, 0); err != nil {
+	if err := again.(entitlements.Renewer).Renew(t.Context(), 0); err != nil {
 		t.Errorf("Renew(resumed): %v", err)
 	}
-	if err := second.Settle(t.Context(), again, 70); err != nil {
+	if err := again.Settle(t.Context(), 70); err != nil {
 		t.Fatalf("Settle(resumed): %v", err)
 	}
-	if err := first.Settle(t.Context(), res, 70); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := res.Settle(t.Context(), 70); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("Settle(original) after the resumed one: %v, want ErrReservationSettled", err)
 	}
-	if err := second.Settle(t.Context(), again, 70); !errors.Is(err, entitlements.ErrReservationSettled) {
+	if err := again.Settle(t.Context(), 70); !errors.Is(err, entitlements.ErrReservationSettled) {
 		t.Errorf("Settle(resumed) twice: %v, want ErrReservationSettled", err)
 	}
 	snap, err := second.Snapshot(t.Context(), p)

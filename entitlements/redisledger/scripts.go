@@ -275,8 +275,8 @@ return {1, now}
 // ARGV[4] held for ARGV[5] ms. KEYS: the key's slots (zset: id -> expiry
 // ms), the key's GCRA time (string: µs). It answers {0, 0} when admitted,
 // {1, 0} when max_in_flight refuses and {2, µs to wait} when rpm refuses;
-// a refusal changes nothing. The GCRA is the gateway's own (cortex's
-// keyLimiter): a burst of rpm, then one every minute / rpm.
+// a refusal changes nothing. The GCRA is entitlements.KeyLimiter's: a
+// burst of rpm, then one every minute / rpm.
 const luaAcquire = luaNow + `
 local S, R = KEYS[1], KEYS[2]
 local maxf, rpm, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])

@@ -20,7 +20,7 @@ func TestProviderConformance(t *testing.T) {
 			store.AddKey(k.Secret, k.Principal, k.Budget)
 		}
 		return &Provider{store: store}
-	})
+	}, entitlementstest.Budgets)
 }
 
 func TestRun(t *testing.T) {

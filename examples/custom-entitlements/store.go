@@ -49,21 +49,26 @@ func (s *Store) AddKey(secret string, p entitlements.Principal, b entitlements.B
 
 // Provider is an entitlements.Provider over a Store: what a gateway needs
 // to resolve keys and hold each account to its budget (reserve before a
-// request, settle after). It passes entitlementstest.Run.
+// request, settle the reservation after). It has the whole budget model
+// and passes entitlementstest.Run with entitlementstest.Budgets. It is no
+// entitlements.Limiter: the gateway counts its keys' limits itself.
 type Provider struct{ store *Store }
 
 var _ entitlements.Provider = (*Provider)(nil)
 
 // reservation is the handle of an amount held by Reserve.
 type reservation struct {
-	owner  *Provider
+	store  *Store
 	p      entitlements.Principal
 	amount entitlements.Amount
 	done   bool // guarded by the store's mutex
 }
 
+// Principal implements entitlements.Reservation.
 func (r *reservation) Principal() entitlements.Principal { return r.p }
-func (r *reservation) Amount() entitlements.Amount       { return r.amount }
+
+// Amount implements entitlements.Reservation.
+func (r *reservation) Amount() entitlements.Amount { return r.amount }
 
 // Resolve implements entitlements.Provider.
 func (pr *Provider) Resolve(ctx context.Context, apiKey string) (entitlements.Principal, error) {
@@ -122,42 +127,38 @@ func (pr *Provider) Reserve(ctx context.Context, p entitlements.Principal, amoun
 		}
 	}
 	a.Reserved += amount
-	return &reservation{owner: pr, p: p, amount: amount}, nil
+	return &reservation{store: s, p: p, amount: amount}, nil
 }
 
-// Settle implements entitlements.Provider.
-func (pr *Provider) Settle(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount) error {
-	return pr.finish(ctx, r, actual, true)
+// Settle implements entitlements.Reservation.
+func (r *reservation) Settle(ctx context.Context, actual entitlements.Amount) error {
+	return r.finish(ctx, actual, true)
 }
 
-// Release implements entitlements.Provider.
-func (pr *Provider) Release(ctx context.Context, r entitlements.Reservation) error {
-	return pr.finish(ctx, r, 0, false)
+// Release implements entitlements.Reservation.
+func (r *reservation) Release(ctx context.Context) error {
+	return r.finish(ctx, 0, false)
 }
 
-func (pr *Provider) finish(ctx context.Context, r entitlements.Reservation, actual entitlements.Amount, spend bool) error {
+func (r *reservation) finish(ctx context.Context, actual entitlements.Amount, spend bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	res, ok := r.(*reservation)
-	if !ok || res == nil || res.owner != pr {
-		return entitlements.ErrUnknownReservation
 	}
 	if actual < 0 {
 		return fmt.Errorf("%w: settle %d", entitlements.ErrInvalidAmount, actual)
 	}
-	s := pr.store
+	s := r.store
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if res.done {
+	if r.done {
 		return entitlements.ErrReservationSettled
 	}
-	a, _, err := s.account(res.p)
+	a, _, err := s.account(r.p)
 	if err != nil {
 		return err
 	}
-	res.done = true
-	a.Reserved -= res.amount
+	r.done = true
+	a.Reserved -= r.amount
 	if spend {
 		a.Spent += actual
 	}
