@@ -284,10 +284,8 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 	return g.loads.do(model, on[0], g.clock.Now(), func() (string, error) {
 		ctx, cancel := context.WithTimeout(g.life, g.cfg.loadTimeout)
 		defer cancel()
-		// The refreshes are I/O: paced in real time, whatever the
-		// gateway's clock.
-		tick := time.NewTicker(recoveryPoll)
-		defer tick.Stop()
+		tick, stop := g.clock.NewTicker(recoveryPoll)
+		defer stop()
 		for {
 			for _, name := range on {
 				g.refresh(ctx, name)
@@ -316,7 +314,7 @@ func (g *Gateway) awaitRecovery(model string) *flight {
 				}
 				return "", &route.RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", route.ErrModelRecovering, model, g.cfg.loadTimeout),
 					RetryAfter: g.cfg.retryAfter}
-			case <-tick.C:
+			case <-tick:
 			}
 		}
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
@@ -60,7 +61,7 @@ type settler struct {
 	leaseTTL time.Duration
 	ob       *outbox // nil: no outbox
 	log      *slog.Logger
-	now      func() time.Time      // the gateway's clock, for the records
+	clock    clock.Clock           // the gateway's: the records' times, the retry timers
 	record   func(metering.Record) // nil: no meter
 	window   time.Duration         // how long a pending settle is retried
 	base     time.Duration         // first backoff
@@ -124,7 +125,7 @@ func newSettler(g *Gateway, ob *outbox, m *settleMetrics) *settler {
 		leaseTTL: g.leaseTTL,
 		ob:       ob,
 		log:      g.log,
-		now:      g.clock.Now,
+		clock:    g.clock,
 		window:   g.cfg.settleWindow,
 		base:     g.cfg.settleBackoff,
 		maxWait:  g.cfg.settleMaxBackoff,
@@ -281,10 +282,10 @@ func (s *settler) handOff(j *settleJob, err error) metering.SettleState {
 func (s *settler) run(j *settleJob) {
 	defer s.wg.Done()
 	if j.recorded != nil {
-		t := time.NewTimer(settleTimeout) // in case the record never comes (a panic in between)
+		t := s.clock.NewTimer(settleTimeout) // in case the record never comes (a panic in between)
 		select {
 		case <-j.recorded:
-		case <-t.C:
+		case <-t.C():
 		case <-s.life.Done():
 		}
 		t.Stop()
@@ -294,13 +295,13 @@ func (s *settler) run(j *settleJob) {
 		if j.replayed && n == 1 {
 			wait = 0 // the first attempt of this process
 		}
-		t := time.NewTimer(wait)
+		t := s.clock.NewTimer(wait)
 		select {
 		case <-s.life.Done():
 			t.Stop()
 			s.left(j)
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		s.metrics.retries.Inc()
 		ctx, cancel := context.WithTimeout(s.life, settleTimeout)
@@ -378,7 +379,7 @@ func (s *settler) end(j *settleJob, state metering.SettleState) {
 		return
 	}
 	r := j.rec
-	r.Time = s.now()
+	r.Time = s.clock.Now()
 	r.Kind = metering.KindSettle
 	r.SettleState = state
 	r.SettleID = j.id
@@ -407,7 +408,7 @@ func (s *settler) left(j *settleJob) {
 	s.metrics.late.WithLabelValues(string(metering.SettleFailed)).Inc()
 	if s.record != nil {
 		r := j.rec
-		r.Time, r.Kind, r.SettleState, r.SettleID, r.Settled = s.now(), metering.KindSettle, metering.SettleFailed, j.id, 0
+		r.Time, r.Kind, r.SettleState, r.SettleID, r.Settled = s.clock.Now(), metering.KindSettle, metering.SettleFailed, j.id, 0
 		s.record(r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -101,30 +102,6 @@ type Target struct {
 	API NeuronAPI
 }
 
-// Clock is the poller's source of time: the timestamps of snapshots and
-// polls, and the ticks of Run. The default is the system clock.
-//
-// Concurrency: Now may be called from many goroutines at once.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// NewTicker returns a channel that delivers a tick every d and a
-	// function that stops it.
-	NewTicker(d time.Duration) (c <-chan time.Time, stop func())
-}
-
-// SystemClock is the Clock of the system: time.Now and time.NewTicker.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTicker returns a time.Ticker's channel and Stop.
-func (SystemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
-	t := time.NewTicker(d)
-	return t.C, t.Stop
-}
-
 // PollerOption configures NewPoller.
 type PollerOption interface {
 	applyPoller(*pollerConfig)
@@ -135,7 +112,7 @@ type pollerConfig struct {
 	callTimeout time.Duration
 	threshold   int
 	logger      *slog.Logger
-	clock       Clock
+	clock       clock.Clock
 	published   []func(*Snapshot)
 }
 
@@ -165,8 +142,11 @@ func WithLogger(l *slog.Logger) PollerOption {
 	return pollerOptionFunc(func(c *pollerConfig) { c.logger = l })
 }
 
-// WithClock sets the clock. Default SystemClock.
-func WithClock(clk Clock) PollerOption {
+// WithClock sets the poller's clock: it stamps snapshots and polls, and
+// its ticker paces Run's rounds. Each call to a neuron is bounded by
+// WithCallTimeout in real time (a context deadline), whatever the clock.
+// Default clock.System.
+func WithClock(clk clock.Clock) PollerOption {
 	return pollerOptionFunc(func(c *pollerConfig) { c.clock = clk })
 }
 
@@ -234,7 +214,7 @@ func NewPoller(targets []Target, opts ...PollerOption) (*FleetPoller, error) {
 		interval:    DefaultPollInterval,
 		callTimeout: DefaultCallTimeout,
 		threshold:   DefaultFailureThreshold,
-		clock:       SystemClock{},
+		clock:       clock.System{},
 	}
 	for _, o := range opts {
 		if o != nil {
