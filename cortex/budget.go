@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/clock"
 	"log/slog"
 	"math"
 	"net/http"
@@ -230,9 +231,9 @@ func (c *exchange) settle(u usage) {
 		return
 	}
 	if c.renewal == nil {
-		c.renewal = newRenewal(nil, nil, 0, c.g.log)
+		c.renewal = newRenewal(nil, nil, 0, c.g.clock, c.g.log)
 	}
-	j := &settleJob{id: c.settleID, res: c.reservation, release: !u.Served, renewal: c.renewal, start: time.Now(), recorded: make(chan struct{})}
+	j := &settleJob{id: c.settleID, res: c.reservation, release: !u.Served, renewal: c.renewal, start: c.g.clock.Now(), recorded: make(chan struct{})}
 	c.renewal.recorded = j.recorded
 	if u.Served {
 		c.settled = c.price(u.Prompt, u.Completion, u.Cached)
@@ -331,7 +332,7 @@ type renewal struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	slot   entitlements.Renewer // the key's slot, renewed with the reservation; nil: none
-	t      *time.Timer
+	t      clock.Timer
 	done   bool           // stopped, or the provider refused for good
 	wg     sync.WaitGroup // a renewal in progress
 }
@@ -340,12 +341,13 @@ type renewal struct {
 // the key's slot with it when that is one too.
 func (c *exchange) startRenewal() {
 	slot, _ := c.slot.(entitlements.Renewer)
-	c.renewal = newRenewal(c.reservation, slot, c.g.leaseTTL, c.g.log)
+	c.renewal = newRenewal(c.reservation, slot, c.g.leaseTTL, c.g.clock, c.g.log)
 }
 
 // newRenewal returns the renewal of res (and of the key's slot, when not
-// nil), renewing every third of ttl when res is an entitlements.Renewer.
-func newRenewal(res entitlements.Reservation, slot entitlements.Renewer, ttl time.Duration, log *slog.Logger) *renewal {
+// nil), renewing every third of ttl on clk when res is an
+// entitlements.Renewer.
+func newRenewal(res entitlements.Reservation, slot entitlements.Renewer, ttl time.Duration, clk clock.Clock, log *slog.Logger) *renewal {
 	r := &renewal{slot: slot, ttl: ttl, log: log}
 	r.lease, _ = res.(entitlements.Renewer)
 	if res != nil {
@@ -358,7 +360,7 @@ func newRenewal(res entitlements.Reservation, slot entitlements.Renewer, ttl tim
 	}
 	r.interval = max(ttl/3, time.Millisecond)
 	r.mu.Lock()
-	r.t = time.AfterFunc(r.interval, r.fire)
+	r.t = clk.AfterFunc(r.interval, r.fire)
 	r.mu.Unlock()
 	return r
 }

@@ -16,17 +16,6 @@ import (
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
 
-// tick delivers one tick of the fake clock to the gateway's waiting
-// request, failing the test when nobody takes it.
-func tick(t *testing.T, c *fakeClock) {
-	t.Helper()
-	select {
-	case c.ticks <- c.Now():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no request is waiting for a tick")
-	}
-}
-
 // postAsync sends a POST in a goroutine: with its headers held back until
 // a tick, the answer arrives on the channel only once the test ticks.
 func postAsync(s *stack, path, body string) <-chan *http.Response {
@@ -79,20 +68,19 @@ func TestStreamWaitingForAColdLoadGetsKeepAlives(t *testing.T) {
 	waitFor(t, "the load to start", func() bool { return s.fleet.Neuron("n1").Loads() == 1 })
 	// The headers come with the first keep-alive, before the model is
 	// ready.
-	clock.advance(7 * time.Second)
-	tick(t, clock)
+	waitArmed(t, clock, 1) // the keep-alive ticker
+	clock.Advance(5 * time.Second)
 	resp := <-answer
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	r := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
-	if got, want := r.event(), ": loading chat-a 7s\n"; got != want {
+	if got, want := r.event(), ": loading chat-a 5s\n"; got != want {
 		t.Errorf("first keep-alive %q, want %q", got, want)
 	}
-	clock.advance(5 * time.Second)
-	tick(t, clock)
-	if got, want := r.event(), ": loading chat-a 12s\n"; got != want {
+	clock.Advance(5 * time.Second)
+	if got, want := r.event(), ": loading chat-a 10s\n"; got != want {
 		t.Errorf("second keep-alive %q, want %q", got, want)
 	}
 
@@ -103,8 +91,8 @@ func TestStreamWaitingForAColdLoadGetsKeepAlives(t *testing.T) {
 		t.Fatal(err)
 	}
 	mresp.Body.Close()
-	if l := list.Data[0].Locations; list.Data[0].ID != "chat-a" || len(l) != 1 || l[0].Status != neuron.StatusLoading || l[0].LoadingSeconds != 12 {
-		t.Errorf("chat-a in /v1/models: %+v, want loading on n1 for 12s", list.Data[0])
+	if l := list.Data[0].Locations; list.Data[0].ID != "chat-a" || len(l) != 1 || l[0].Status != neuron.StatusLoading || l[0].LoadingSeconds != 10 {
+		t.Errorf("chat-a in /v1/models: %+v, want loading on n1 for 10s", list.Data[0])
 	}
 
 	release()
@@ -129,11 +117,12 @@ func TestStreamWhoseColdLoadFailsEndsWithAnErrorEvent(t *testing.T) {
 	defer release()
 
 	answer := postAsync(s, "/v1/chat/completions", chatBody("chat-a", `"stream":true`))
-	tick(t, clock)
+	waitArmed(t, clock, 1) // the keep-alive ticker
+	clock.Advance(5 * time.Second)
 	resp := <-answer
 	defer resp.Body.Close()
 	r := &sseReader{t: t, br: bufio.NewReader(resp.Body)}
-	if got := r.event(); resp.StatusCode != http.StatusOK || got != ": loading chat-a 0s\n" {
+	if got := r.event(); resp.StatusCode != http.StatusOK || got != ": loading chat-a 5s\n" {
 		t.Fatalf("status %d, first event %q", resp.StatusCode, got)
 	}
 	release()
@@ -173,7 +162,8 @@ func TestNonStreamingColdStartWaitIsBounded(t *testing.T) {
 	defer release()
 
 	answer := postAsync(s, "/v1/chat/completions", chatBody("fast"))
-	tick(t, clock) // the 30 s are over
+	waitArmed(t, clock, 1) // the cold-start wait
+	clock.Advance(30 * time.Second)
 	resp := <-answer
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -243,7 +233,8 @@ func TestMessagesStreamColdStartIsBounded(t *testing.T) {
 	// An Anthropic stream gets no SSE comments while it waits: its answer
 	// is translated from the engine's, so it gets a status instead.
 	answer := postAsync(s, "/v1/messages", `{"model":"fast","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-	tick(t, clock)
+	waitArmed(t, clock, 1) // the cold-start wait
+	clock.Advance(cortex.DefaultColdStartWait)
 	resp := <-answer
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

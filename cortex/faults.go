@@ -154,7 +154,6 @@ func clientBody(status int, body []byte) ([]byte, bool) {
 	return out, true
 }
 
-
 // loadBackoff holds, per (model, neuron), when a new load may start after
 // failed ones: the base after the first failure, doubling with each failure
 // in a row up to the maximum; a load that succeeds clears it.
@@ -241,10 +240,8 @@ func (g *Gateway) awaitRecovery(model, on string) *flight {
 	return g.loads.do(model, on, g.clock.Now(), func() (string, error) {
 		ctx, cancel := context.WithTimeout(g.life, g.cfg.loadTimeout)
 		defer cancel()
-		// The refreshes are I/O: paced in real time, whatever the
-		// gateway's clock.
-		tick := time.NewTicker(recoveryPoll)
-		defer tick.Stop()
+		tick, stop := g.clock.NewTicker(recoveryPoll)
+		defer stop()
 		for {
 			g.refresh(ctx, on)
 			recovering := false
@@ -267,7 +264,7 @@ func (g *Gateway) awaitRecovery(model, on string) *flight {
 				}
 				return "", &route.RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", route.ErrModelRecovering, model, g.cfg.loadTimeout),
 					RetryAfter: g.cfg.retryAfter}
-			case <-tick.C:
+			case <-tick:
 			}
 		}
 	})

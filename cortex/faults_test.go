@@ -146,7 +146,7 @@ func TestFailedLoadBacksOff(t *testing.T) {
 	}
 	// After it, the neuron decides again: the sim lists the model failed
 	// there, which the router takes for a restart in progress.
-	clock.advance(cortexBackoff)
+	clock.Advance(cortexBackoff)
 	if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":3`)); status == http.StatusOK {
 		t.Errorf("after the backoff: status %d: %s", status, body)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
@@ -62,7 +63,7 @@ type Gateway struct {
 	cfg       gatewayConfig
 	cat       *catalogue.Catalogue
 	log       *slog.Logger
-	clock     route.Clock
+	clock     clock.Clock
 	poller    route.Poller
 	refresher route.Refresher // nil when the poller cannot refresh
 	fleets    *fleetView      // the Fleets of the poller's snapshots

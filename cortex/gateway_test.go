@@ -374,7 +374,8 @@ func TestRecoveringModelIsWaitedFor(t *testing.T) {
 		gw.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(chatBody("fast"))))
 	}()
 	waitFor(t, "the recovery wait to refresh the neuron", func() bool { return p.refreshes.Load() > 0 })
-	tick(t, clock) // the cold-start wait ends
+	waitArmed(t, clock, 2) // the recovery poll's ticker and the cold-start wait
+	clock.Advance(cortex.DefaultColdStartWait)
 	<-done
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d: %s", w.Code, w.Body)

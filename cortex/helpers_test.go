@@ -1,11 +1,12 @@
 package cortex_test
 
 import (
-	"sync"
+	"context"
 	"testing"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -46,29 +47,19 @@ func model(id string, status neuron.ModelStatus, vramMB uint64) route.ModelState
 	return route.ModelState{ModelInfo: neuron.ModelInfo{ID: id, Status: status, VRAMUsedMB: vramMB}}
 }
 
-// fakeClock is a Clock whose ticks the test sends.
-type fakeClock struct {
-	ticks chan time.Time
-	mu    sync.Mutex
-	now   time.Time
-}
+// newFakeClock returns a fake clock that reads t0.
+func newFakeClock() *clocktest.Fake { return clocktest.New(t0) }
 
-func newFakeClock() *fakeClock { return &fakeClock{ticks: make(chan time.Time), now: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *fakeClock) NewTicker(time.Duration) (<-chan time.Time, func()) {
-	return c.ticks, func() {}
+// waitArmed waits until clk has at least n timers and tickers armed, so
+// that moving it fires the one the test means; it fails the test after
+// 10 s.
+func waitArmed(t *testing.T, clk *clocktest.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := clk.WaitArmed(ctx, n); err != nil {
+		t.Fatalf("waiting for %d armed timers (%d are): %v", n, clk.Armed(), err)
+	}
 }
 
 // waitFor polls cond until it holds or 10 s pass.

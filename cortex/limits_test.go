@@ -102,11 +102,11 @@ func TestRPM(t *testing.T) {
 	if n := s.fleet.Neuron("n1").Requests(); n != 2 {
 		t.Errorf("the neuron got %d requests, want 2", n)
 	}
-	clock.advance(20 * time.Second)
+	clock.Advance(20 * time.Second)
 	if status, hdr, _ := send(); status != http.StatusTooManyRequests || hdr.Get("Retry-After") != "10" {
 		t.Errorf("20 s later: status %d, Retry-After %q; want 429, 10", status, hdr.Get("Retry-After"))
 	}
-	clock.advance(10 * time.Second)
+	clock.Advance(10 * time.Second)
 	if status, _, body := send(); status != http.StatusOK {
 		t.Errorf("30 s later: status %d: %s", status, body)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/anthropic"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
@@ -83,7 +84,7 @@ func (c *exchange) target() *url.URL {
 // serveMessages serves POST /v1/messages (see the comment at the top of
 // this file).
 func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request) {
-	m := newMessagesWriter(w, g.cfg.pingInterval, g.log)
+	m := newMessagesWriter(w, g.clock, g.cfg.pingInterval, g.log)
 	defer func() {
 		p := recover()
 		m.end(p != nil)
@@ -102,7 +103,7 @@ func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serveCountTokens(w http.ResponseWriter, r *http.Request) {
 	n, err := g.countTokens(w, r)
 	if err != nil {
-		m := newMessagesWriter(w, g.cfg.pingInterval, g.log)
+		m := newMessagesWriter(w, g.clock, g.cfg.pingInterval, g.log)
 		writeError(m, err, g.cfg.retryAfter)
 		m.end(false)
 		return
@@ -162,6 +163,7 @@ const (
 // pinger.
 type messagesWriter struct {
 	w     http.ResponseWriter
+	clock clock.Clock // arms the ping timer
 	ping  time.Duration
 	log   *slog.Logger
 	req   *anthropic.Request // set by translateRequest
@@ -174,7 +176,7 @@ type messagesWriter struct {
 	over    bool   // the buffered answer exceeded maxMessageBody
 	pending []byte // stream bytes not yet a whole event
 	st      *anthropic.StreamTranslator
-	timer   *time.Timer   // fires a ping; reset by every event
+	timer   clock.Timer   // fires a ping; reset by every event
 	stop    chan struct{} // closed by end to stop the pinger
 	done    chan struct{} // closed when the pinger has returned
 	ended   bool
@@ -185,8 +187,8 @@ var (
 	_ translator          = (*messagesWriter)(nil)
 )
 
-func newMessagesWriter(w http.ResponseWriter, ping time.Duration, log *slog.Logger) *messagesWriter {
-	return &messagesWriter{w: w, ping: ping, log: log}
+func newMessagesWriter(w http.ResponseWriter, clk clock.Clock, ping time.Duration, log *slog.Logger) *messagesWriter {
+	return &messagesWriter{w: w, clock: clk, ping: ping, log: log}
 }
 
 func (m *messagesWriter) translateRequest(body []byte) ([]byte, error) {
@@ -323,7 +325,7 @@ func cutEvent(b []byte) (ev, rest []byte, ok bool) {
 // startPinger starts the goroutine that writes a ping event whenever the
 // stream has been silent for the ping interval. mu is held.
 func (m *messagesWriter) startPinger() {
-	m.timer = time.NewTimer(m.ping)
+	m.timer = m.clock.NewTimer(m.ping)
 	m.stop, m.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(m.done)
@@ -331,7 +333,7 @@ func (m *messagesWriter) startPinger() {
 			select {
 			case <-m.stop:
 				return
-			case <-m.timer.C:
+			case <-m.timer.C():
 				m.mu.Lock()
 				if !m.ended {
 					_ = m.st.Ping() // a write error is sticky: the next Write returns it

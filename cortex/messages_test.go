@@ -605,9 +605,14 @@ func (e *pingGateEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestMessagesStreamPingsWhileTheEngineIsSilent(t *testing.T) {
 	t.Parallel()
 	engine := &pingGateEngine{release: make(chan struct{})}
+	clock := newFakeClock()
 	s := newStack(t, []cortextest.Spec{{Name: "n1", Engine: engine, Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}}}, testCatalogue(t),
-		cortex.WithPingInterval(5*time.Millisecond))
-	resp := s.do(http.MethodPost, "/v1/messages", messagesBody("chat-a", `"stream":true`))
+		cortex.WithClock(clock))
+	// The headers and message_start reach the client with the first ping.
+	answer := postAsync(s, "/v1/messages", messagesBody("chat-a", `"stream":true`))
+	waitArmed(t, clock, 2) // the stream idle timer and the ping timer
+	clock.Advance(cortex.DefaultPingInterval)
+	resp := <-answer
 	defer resp.Body.Close()
 	rd := &anthReader{bufio.NewReader(resp.Body)}
 	next := func(what string) anthEvent {

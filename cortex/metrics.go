@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -70,7 +71,7 @@ type series struct {
 
 var classLabels = [6]string{"none", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
-func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock route.Clock) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock.Clock) (*metrics, error) {
 	mn := []string{labelModel, labelNeuron}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -264,7 +265,7 @@ func (m *metrics) fleetEvent(e Event) {
 // ejected now.
 type fleetCollector struct {
 	fleet    func() *route.Fleet
-	clock    route.Clock
+	clock    clock.Clock
 	healthy  *prometheus.Desc
 	inFlight *prometheus.Desc
 	queued   *prometheus.Desc
@@ -272,7 +273,7 @@ type fleetCollector struct {
 	ejected  *prometheus.Desc
 }
 
-func newFleetCollector(fleet func() *route.Fleet, clock route.Clock) *fleetCollector {
+func newFleetCollector(fleet func() *route.Fleet, clock clock.Clock) *fleetCollector {
 	return &fleetCollector{
 		fleet: fleet,
 		clock: clock,

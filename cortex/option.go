@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
@@ -82,7 +83,7 @@ type gatewayConfig struct {
 	transport    http.RoundTripper
 	registry     *prometheus.Registry
 	logger       *slog.Logger
-	clock        route.Clock
+	clock        clock.Clock
 	usage        *route.Usage
 	idleTimeout  time.Duration
 	maxBodyBytes int64
@@ -118,7 +119,7 @@ type operatorConfig struct {
 // newGatewayConfig returns the configuration of a gateway without options.
 func newGatewayConfig() gatewayConfig {
 	return gatewayConfig{
-		clock:            route.SystemClock{},
+		clock:            clock.System{},
 		idleTimeout:      DefaultStreamIdleTimeout,
 		maxBodyBytes:     DefaultMaxBodyBytes,
 		bodyTimeout:      DefaultBodyReadTimeout,
@@ -223,9 +224,17 @@ func WithLogger(l *slog.Logger) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.logger = l })
 }
 
-// WithClock sets the clock of the gateway and its default Poller. Default
-// route.SystemClock.
-func WithClock(clk route.Clock) GatewayOption {
+// WithClock sets the gateway's clock, and its default Poller's (see
+// route.WithClock). It stamps requests, events, records and the status
+// page; it times load backoff, outlier ejection, per-key limits and the
+// bucket windows; and its timers and tickers drive the keep-alives and the
+// cold-start wait of a request waiting for a load, the stream idle
+// timeout, Anthropic pings, the polls of a restarting model, and settle
+// retries. Deadlines kept in real time do not follow it: the write
+// deadline of a streaming client, the load and settle-attempt timeouts
+// (context deadlines) and the timeouts of a Redis client. Lease renewals
+// still run on real time. Default clock.System.
+func WithClock(clk clock.Clock) GatewayOption {
 	return gatewayOptionFunc(func(c *gatewayConfig) { c.clock = clk })
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -28,7 +29,7 @@ func failingEngine(status int, code string) http.Handler {
 // ejectionStack is a gateway over two neurons with chat-a loaded: n1's
 // engine answers with status and code, n2's serves. The gateway's clock is
 // fake: ejections end when the test says.
-func ejectionStack(t *testing.T, status int, code string, opts ...cortex.GatewayOption) (*stack, *fakeClock) {
+func ejectionStack(t *testing.T, status int, code string, opts ...cortex.GatewayOption) (*stack, *clocktest.Fake) {
 	t.Helper()
 	clock := newFakeClock()
 	specs := []cortextest.Spec{
@@ -146,13 +147,13 @@ func TestOutlierEjectionEndsWithItsPeriodAndGrows(t *testing.T) {
 
 	// Just before the end it is still out; at the end, the next poll
 	// brings it back.
-	clock.advance(cortex.DefaultBaseEjectionTime - time.Second)
+	clock.Advance(cortex.DefaultBaseEjectionTime - time.Second)
 	s.refresh()
 	sendChats(s, 1)
 	if got := split(s); got != [2]int{failures, 4} {
 		t.Fatalf("requests n1/n2 %v before the period's end, want [%d 4]", got, failures)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	s.refresh()
 	if m := replicaStatus(t, s, "n1"); m.Ejected {
 		t.Fatalf("n1 is still ejected after its period: %+v", m)

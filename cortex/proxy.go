@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -86,7 +87,7 @@ func (c *exchange) proxy(name string) (err error) {
 	// from the request on.
 	var idle *idleTimer
 	if c.req.Stream {
-		idle = newIdleTimer(g.cfg.idleTimeout, cancel)
+		idle = newIdleTimer(g.clock, g.cfg.idleTimeout, cancel)
 		defer idle.stop()
 	}
 	resp, err := g.transport.RoundTrip(out)
@@ -258,7 +259,7 @@ func (c *exchange) copyBody(resp *http.Response, cancel context.CancelFunc) {
 		}
 	}()
 	overflow := false
-	var gone *time.Timer // bounds the read after the client left
+	var gone clock.Timer // bounds the read after the client left
 	defer func() {
 		if gone != nil {
 			gone.Stop()
@@ -279,7 +280,7 @@ func (c *exchange) copyBody(resp *http.Response, cancel context.CancelFunc) {
 			if gone == nil {
 				if _, err := c.w.Write(buf[:n]); err != nil {
 					c.outcome, c.err = outcomeCanceled, err
-					gone = time.AfterFunc(c.g.cfg.idleTimeout, cancel)
+					gone = c.g.clock.AfterFunc(c.g.cfg.idleTimeout, cancel)
 				}
 			}
 			if gone != nil && overflow {
@@ -462,13 +463,13 @@ func (c *exchange) streamError(rc *http.ResponseController) {
 // methods accept a nil receiver (no timer).
 type idleTimer struct {
 	d       time.Duration
-	t       *time.Timer
+	t       clock.Timer
 	expired atomic.Bool
 }
 
-func newIdleTimer(d time.Duration, cancel context.CancelFunc) *idleTimer {
+func newIdleTimer(clk clock.Clock, d time.Duration, cancel context.CancelFunc) *idleTimer {
 	it := &idleTimer{d: d}
-	it.t = time.AfterFunc(d, func() {
+	it.t = clk.AfterFunc(d, func() {
 		it.expired.Store(true)
 		cancel()
 	})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
@@ -43,12 +44,6 @@ func testRedisAddr(t *testing.T) (addr string, db int) {
 	return o.Addr, o.DB
 }
 
-// manualClock is a clock the test moves; safe for concurrent use.
-type manualClock struct{ ns atomic.Int64 }
-
-func (c *manualClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *manualClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // replica is one gateway with its own ledger, served by an httptest server.
 type replica struct {
 	ledger *redisledger.Ledger
@@ -64,7 +59,7 @@ type replicaSet struct {
 	t        *testing.T
 	fleet    *cortextest.Fleet
 	replicas []*replica
-	clock    *manualClock
+	clock    *clocktest.Fake
 	ttl      time.Duration
 }
 
@@ -75,12 +70,11 @@ func newReplicaSet(t *testing.T, n int, ttl time.Duration) *replicaSet {
 	t.Helper()
 	addr, db := testRedisAddr(t)
 	prefix := "replicas:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":" + strconv.FormatInt(replicaSets.Add(1), 10) + ":"
-	rs := &replicaSet{t: t, fleet: cortextest.NewFleet(t, loadedA("n1"), loadedA("n2")), clock: new(manualClock), ttl: ttl}
-	rs.clock.ns.Store(time.Now().UnixNano())
+	rs := &replicaSet{t: t, fleet: cortextest.NewFleet(t, loadedA("n1"), loadedA("n2")), clock: clocktest.New(time.Now()), ttl: ttl}
 	for range n {
 		client := redis.NewClient(&redis.Options{Addr: addr, DB: db, PoolSize: 32})
 		t.Cleanup(func() { _ = client.Close() })
-		l, err := redisledger.New(client, redisledger.WithKeyPrefix(prefix), redisledger.WithLeaseTTL(ttl), redisledger.WithClock(rs.clock.now))
+		l, err := redisledger.New(client, redisledger.WithKeyPrefix(prefix), redisledger.WithLeaseTTL(ttl), redisledger.WithClock(rs.clock.Now))
 		if err != nil {
 			t.Fatalf("redisledger.New: %v", err)
 		}
@@ -325,12 +319,12 @@ func TestReplicaCrashReturnsQuotaAfterLeaseTTL(t *testing.T) {
 	spentHeld := snap.Spent
 
 	// The leases are still live just before the TTL...
-	rs.clock.advance(ttl - time.Second)
+	rs.clock.Advance(ttl - time.Second)
 	if s := rs.snapshot("crash"); s.Reserved != held {
 		t.Errorf("reserved %d before the lease TTL; want %d", s.Reserved, held)
 	}
 	// ...and gone after it: the quota is back.
-	rs.clock.advance(2 * time.Second)
+	rs.clock.Advance(2 * time.Second)
 	snap = rs.snapshot("crash")
 	if snap.Reserved != 0 {
 		t.Errorf("reserved %d after the lease TTL; want 0", snap.Reserved)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 	"github.com/helexa-ai/helexa-go/entitlements"
 )
@@ -43,7 +44,7 @@ type settler struct {
 	leaseTTL time.Duration        // of the renewals of resumed leases
 	ob       *outbox              // nil: no outbox
 	log      *slog.Logger
-	now      func() time.Time      // the gateway's clock, for the records
+	clock    clock.Clock           // the gateway's: the records' times, the retry timers
 	record   func(metering.Record) // nil: no meter
 	window   time.Duration         // how long a pending settle is retried
 	base     time.Duration         // first backoff
@@ -105,7 +106,7 @@ func newSettler(g *Gateway, ob *outbox, m *settleMetrics) *settler {
 		leaseTTL: g.leaseTTL,
 		ob:       ob,
 		log:      g.log,
-		now:      g.clock.Now,
+		clock:    g.clock,
 		window:   g.cfg.settleWindow,
 		base:     g.cfg.settleBackoff,
 		maxWait:  g.cfg.settleMaxBackoff,
@@ -168,7 +169,7 @@ func (s *settler) intent(res entitlements.Reservation, rec metering.Record) stri
 		return ""
 	}
 	rec.Outcome = metering.OutcomeInterrupted
-	j := &settleJob{id: rand.Text(), res: res, amount: res.Amount(), start: time.Now(), rec: rec}
+	j := &settleJob{id: rand.Text(), res: res, amount: res.Amount(), start: s.clock.Now(), rec: rec}
 	if err := s.ob.add(j.outboxLine(tok)); err != nil {
 		s.log.Error("cortex: writing a reservation to the outbox failed; an interruption would lose its settle",
 			"account", rec.AccountID, "key", rec.KeyID, "err", err)
@@ -262,10 +263,10 @@ func (s *settler) handOff(j *settleJob, err error) metering.SettleState {
 func (s *settler) run(j *settleJob) {
 	defer s.wg.Done()
 	if j.recorded != nil {
-		t := time.NewTimer(settleTimeout) // in case the record never comes (a panic in between)
+		t := s.clock.NewTimer(settleTimeout) // in case the record never comes (a panic in between)
 		select {
 		case <-j.recorded:
-		case <-t.C:
+		case <-t.C():
 		case <-s.life.Done():
 		}
 		t.Stop()
@@ -275,13 +276,13 @@ func (s *settler) run(j *settleJob) {
 		if j.replayed && n == 1 {
 			wait = 0 // the first attempt of this process
 		}
-		t := time.NewTimer(wait)
+		t := s.clock.NewTimer(wait)
 		select {
 		case <-s.life.Done():
 			t.Stop()
 			s.left(j)
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		s.metrics.retries.Inc()
 		ctx, cancel := context.WithTimeout(s.life, settleTimeout)
@@ -292,7 +293,7 @@ func (s *settler) run(j *settleJob) {
 			return
 		}
 		state, final := s.classify(j, err, true)
-		if !final && time.Since(j.start) >= s.window {
+		if !final && s.clock.Now().Sub(j.start) >= s.window {
 			state, final = metering.SettleFailed, true
 			s.log.Error("cortex: giving up a settle: its retry window is over",
 				"settle", j.id, "account", j.rec.AccountID, "key", j.rec.KeyID, "release", j.release,
@@ -359,7 +360,7 @@ func (s *settler) end(j *settleJob, state metering.SettleState) {
 		return
 	}
 	r := j.rec
-	r.Time = s.now()
+	r.Time = s.clock.Now()
 	r.Kind = metering.KindSettle
 	r.SettleState = state
 	r.SettleID = j.id
@@ -388,7 +389,7 @@ func (s *settler) left(j *settleJob) {
 	s.metrics.late.WithLabelValues(string(metering.SettleFailed)).Inc()
 	if s.record != nil {
 		r := j.rec
-		r.Time, r.Kind, r.SettleState, r.SettleID, r.Settled = s.now(), metering.KindSettle, metering.SettleFailed, j.id, 0
+		r.Time, r.Kind, r.SettleState, r.SettleID, r.Settled = s.clock.Now(), metering.KindSettle, metering.SettleFailed, j.id, 0
 		s.record(r)
 	}
 }
@@ -428,7 +429,7 @@ func (s *settler) replay(entries []outboxEntry) {
 			continue
 		}
 		if _, ok := res.(entitlements.Renewer); ok {
-			j.renewal = newRenewal(res, nil, s.leaseTTL, s.log)
+			j.renewal = newRenewal(res, nil, s.leaseTTL, s.clock, s.log)
 			j.renewal.handOff()
 		}
 		s.mu.Lock()

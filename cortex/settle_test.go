@@ -214,8 +214,9 @@ func TestSettleRetriedUntilItLands(t *testing.T) {
 	st := newLedgerState()
 	p := &ledgerFake{st: st, fail: failFirst(3)}
 	rec := new(recorder)
+	clock := newFakeClock()
 	s := newStack(t, []cortextest.Spec{loadedA("n1")}, testCatalogue(t),
-		cortex.WithProvider(p), cortex.WithMeter(rec), fastRetries)
+		cortex.WithProvider(p), cortex.WithMeter(rec), cortex.WithClock(clock))
 
 	status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":5`), "x-api-key", "sk-acct")
 	if status != http.StatusOK {
@@ -223,6 +224,14 @@ func TestSettleRetriedUntilItLands(t *testing.T) {
 	}
 	prompt, completion := usageOf(t, body)
 	used := entitlements.Amount(prompt + completion)
+	waitFor(t, "the request's record", func() bool { return len(rec.records()) == 1 })
+	// Each attempt waits for its backoff timer: the first attempt failed
+	// with the request, two retries fail, the third lands.
+	for n := int64(2); n <= 4; n++ {
+		waitArmed(t, clock, 1)
+		clock.Advance(cortex.DefaultSettleMaxBackoff)
+		waitFor(t, "the next attempt", func() bool { return p.calls.Load() >= n })
+	}
 	waitFor(t, "the settle record", func() bool { return len(settleRecords(rec.records())) == 1 })
 
 	recs := rec.records()

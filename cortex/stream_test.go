@@ -237,12 +237,15 @@ func TestUsageChunkHiddenUnlessRequested(t *testing.T) {
 func TestStreamIdleTimeout(t *testing.T) {
 	t.Parallel()
 	eng := newStepEngine(3) // stalls after the first chunk: the test never steps it
+	clock := newFakeClock()
 	s := newStack(t, []cortextest.Spec{{Name: "n1", Engine: eng, Models: []neuron.LoadSpec{loadedSpec("chat-a", 4000)}}}, testCatalogue(t),
-		cortex.WithStreamIdleTimeout(100*time.Millisecond))
+		cortex.WithStreamIdleTimeout(time.Minute), cortex.WithClock(clock))
 	resp := s.do(http.MethodPost, "/v1/chat/completions", chatBody("chat-a", `"stream":true`))
 	defer resp.Body.Close()
 	er := newEventReader(resp.Body)
 	nextWithin(t, er, 10*time.Second, "first chunk")
+	waitArmed(t, clock, 1) // the idle timer
+	clock.Advance(time.Minute)
 	type result struct {
 		events []string
 		err    error

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/clock"
 )
 
 // Admission defaults.
@@ -79,6 +81,7 @@ func (c AdmissionConfig) validate() error {
 type admission struct {
 	cfg      AdmissionConfig // defaults applied
 	maxQueue int             // cfg.MaxQueue, 0 when the queue is disabled
+	clock    clock.Clock     // times the queue's waits
 
 	mu     sync.Mutex
 	models map[string]*modelGate
@@ -99,9 +102,9 @@ type waiter struct {
 	granted bool          // under admission.mu
 }
 
-func newAdmission(cfg AdmissionConfig) *admission {
+func newAdmission(cfg AdmissionConfig, clk clock.Clock) *admission {
 	cfg = cfg.withDefaults()
-	return &admission{cfg: cfg, maxQueue: max(cfg.MaxQueue, 0), models: make(map[string]*modelGate)}
+	return &admission{cfg: cfg, maxQueue: max(cfg.MaxQueue, 0), clock: clk, models: make(map[string]*modelGate)}
 }
 
 // gateLocked returns id's gate, creating it.
@@ -153,14 +156,14 @@ func (a *admission) acquire(ctx context.Context, id, principal string) (release 
 	incPrincipal(g, principal)
 	a.mu.Unlock()
 
-	timer := time.NewTimer(a.cfg.MaxWait.Std())
+	timer := a.clock.NewTimer(a.cfg.MaxWait.Std())
 	defer timer.Stop()
 	select {
 	case <-w.ready:
 		return a.releaser(id, g, principal), nil
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-timer.C:
+	case <-timer.C():
 		err = fmt.Errorf("%w: waited %s for %s", ErrQueueTimeout, a.cfg.MaxWait.Std(), id)
 	}
 

@@ -8,11 +8,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/helexa-ai/helexa-go/clock"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 )
 
 func TestAdmission_FIFOAndHandOff(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(AdmissionConfig{MaxInFlight: 1, MaxQueue: 3, MaxWait: Duration(time.Hour)})
+	a := newAdmission(AdmissionConfig{MaxInFlight: 1, MaxQueue: 3, MaxWait: Duration(time.Hour)}, clock.System{})
 	rel, err := a.acquire(t.Context(), "m", "")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +56,7 @@ func TestAdmission_FIFOAndHandOff(t *testing.T) {
 
 func TestAdmission_CancelRacingHandOffLeaksNothing(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(AdmissionConfig{MaxInFlight: 2, MaxQueue: 64, MaxWait: Duration(time.Hour), PerPrincipal: 50})
+	a := newAdmission(AdmissionConfig{MaxInFlight: 2, MaxQueue: 64, MaxWait: Duration(time.Hour), PerPrincipal: 50}, clock.System{})
 	var wg sync.WaitGroup
 	for i := range 400 {
 		wg.Go(func() {
@@ -82,12 +85,22 @@ func TestAdmission_CancelRacingHandOffLeaksNothing(t *testing.T) {
 
 func TestAdmission_TimeoutAndUnload(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(AdmissionConfig{MaxInFlight: 1, MaxWait: Duration(time.Millisecond)})
+	clk := clocktest.New(time.Unix(0, 0))
+	a := newAdmission(AdmissionConfig{MaxInFlight: 1, MaxWait: Duration(time.Minute)}, clk)
 	rel, err := a.acquire(t.Context(), "m", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.acquire(t.Context(), "m", ""); !errors.Is(err, ErrQueueTimeout) {
+	waited := make(chan error, 1)
+	go func() {
+		_, err := a.acquire(t.Context(), "m", "")
+		waited <- err
+	}()
+	if err := clk.WaitArmed(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	if err := <-waited; !errors.Is(err, ErrQueueTimeout) {
 		t.Errorf("waiter: %v, want ErrQueueTimeout", err)
 	}
 	if err := a.beginUnload("m", false); !errors.Is(err, ErrModelBusy) {
@@ -123,7 +136,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func BenchmarkAdmission(b *testing.B) {
 	b.Run("uncontended", func(b *testing.B) {
-		a := newAdmission(AdmissionConfig{})
+		a := newAdmission(AdmissionConfig{}, clock.System{})
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
@@ -135,7 +148,7 @@ func BenchmarkAdmission(b *testing.B) {
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
-		a := newAdmission(AdmissionConfig{MaxInFlight: 4, MaxQueue: 1 << 16, MaxWait: Duration(time.Hour)})
+		a := newAdmission(AdmissionConfig{MaxInFlight: 4, MaxQueue: 1 << 16, MaxWait: Duration(time.Hour)}, clock.System{})
 		ctx := context.Background()
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {

@@ -114,7 +114,7 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		d:            d,
 		opts:         o,
 		log:          logger,
-		adm:          newAdmission(o.admission),
+		adm:          newAdmission(o.admission, o.clock),
 		created:      time.Now(),
 		tokenSum:     sha256.Sum256([]byte(o.token)),
 		activated:    make(chan struct{}),
@@ -307,12 +307,12 @@ func (a *Agent) drain(ctx context.Context) error {
 		return nil
 	default:
 	}
-	timer := time.NewTimer(a.opts.drainTimeout)
+	timer := a.opts.clock.NewTimer(a.opts.drainTimeout)
 	defer timer.Stop()
 	select {
 	case <-a.drained:
 		return nil
-	case <-timer.C:
+	case <-timer.C():
 		if n := a.inFlightCount(); n > 0 {
 			return fmt.Errorf("neuron: drain timed out after %s with %d requests in flight", a.opts.drainTimeout, n)
 		}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/clock"
 )
 
 // Agent defaults: what NewAgent uses where no option sets a value.
@@ -52,6 +54,7 @@ type agentOptions struct {
 	drainTimeout  time.Duration
 	maxBodyBytes  int64
 	bodyTimeout   time.Duration
+	clock         clock.Clock
 }
 
 // newAgentOptions returns the options of an Agent without options.
@@ -61,6 +64,7 @@ func newAgentOptions() agentOptions {
 		drainTimeout: DefaultDrainTimeout,
 		maxBodyBytes: DefaultMaxBodyBytes,
 		bodyTimeout:  DefaultBodyReadTimeout,
+		clock:        clock.System{},
 	}
 }
 
@@ -169,6 +173,20 @@ func WithVersion(v string) Option {
 // before it stops the engines. Default DefaultDrainTimeout (30 s).
 func WithDrainTimeout(d time.Duration) Option {
 	return agentOptionFunc(func(o *agentOptions) { o.drainTimeout = d })
+}
+
+// WithClock sets the agent's clock: its timers bound a request's wait in
+// an admission queue (AdmissionConfig.MaxWait) and Shutdown's drain
+// (WithDrainTimeout). The body read timeout is a connection deadline, kept
+// in real time whatever the clock, and the engine supervisor (package
+// engine) keeps its own time. Default clock.System; nil restores it.
+func WithClock(clk clock.Clock) Option {
+	return agentOptionFunc(func(o *agentOptions) {
+		if clk == nil {
+			clk = clock.System{}
+		}
+		o.clock = clk
+	})
 }
 
 // WithBodyReadTimeout bounds the time a client takes to send an inference

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // FileSink is the reference Meter: it appends each record as one JSON line
@@ -123,7 +122,7 @@ func NewFileSink(path string, opts ...Option) (*FileSink, error) {
 // full or the sink is closed. It never waits for the writer.
 func (s *FileSink) Record(r Record) {
 	if r.Time.IsZero() {
-		r.Time = s.o.now()
+		r.Time = s.o.clock.Now()
 	}
 	s.mu.RLock()
 	if !s.closed {
@@ -189,8 +188,8 @@ func (s *FileSink) run() {
 	if tick == 0 {
 		tick = DefaultFlushInterval // to retry rotations and report drops
 	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	ticks, stop := s.o.clock.NewTicker(tick)
+	defer stop()
 	for {
 		select {
 		case <-s.quit: // before more records, so that Close is prompt
@@ -204,7 +203,7 @@ func (s *FileSink) run() {
 			if s.o.flushInterval == 0 && len(s.ch) == 0 {
 				s.flush()
 			}
-		case <-t.C:
+		case <-ticks:
 			s.rotateHeld = false
 			s.flush()
 			s.reportDrops()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/cortex/metering"
 )
 
@@ -144,7 +145,7 @@ func TestFileSinkWritesLinesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := time.Date(2030, 5, 6, 7, 8, 9, 10, time.UTC)
-	s := newSink(t, path, metering.WithClock(func() time.Time { return clock }))
+	s := newSink(t, path, metering.WithClock(clocktest.New(clock)))
 	const n = 300
 	var want []metering.Record
 	for i := range n {
@@ -579,8 +580,19 @@ func TestFileSinkFlushInterval(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "meter.jsonl")
 	// Records reach the file within the interval, without Close.
-	s := newSink(t, path, metering.WithFlushInterval(10*time.Millisecond))
+	clock := clocktest.New(time.Date(2030, 5, 6, 7, 8, 9, 10, time.UTC))
+	taken := make(chan struct{})
+	s := newSink(t, path, metering.WithClock(clock), metering.WithFlushInterval(time.Minute),
+		metering.WithDequeueHook(func(metering.Record) { close(taken) }))
 	s.Record(rec(0))
+	<-taken
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		t.Fatalf("written before the interval: %q", b)
+	}
+	if err := clock.WaitArmed(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
 	waitFor(t, "the timed flush", func() bool {
 		b, err := os.ReadFile(path)
 		return err == nil && strings.Contains(string(b), rec(0).RequestID)

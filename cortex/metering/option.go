@@ -4,6 +4,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/clock"
 )
 
 // FileSink defaults.
@@ -36,7 +38,7 @@ type options struct {
 	buffer        int
 	flushInterval time.Duration
 	logger        *slog.Logger
-	now           func() time.Time
+	clock         clock.Clock
 
 	// Test hooks, set through export_test.go only.
 	dequeued func(Record)              // the writer took a record off the buffer
@@ -49,7 +51,7 @@ func defaultOptions() options {
 		maxBackups:    DefaultMaxBackups,
 		buffer:        DefaultBuffer,
 		flushInterval: DefaultFlushInterval,
-		now:           time.Now,
+		clock:         clock.System{},
 	}
 }
 
@@ -97,14 +99,15 @@ func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(o *options) { o.logger = l })
 }
 
-// WithClock sets the clock that stamps records whose Time is zero. now must
-// be safe for concurrent use and must not block. Default time.Now; nil
-// restores it.
-func WithClock(now func() time.Time) Option {
+// WithClock sets a FileSink's clock: it stamps records whose Time is zero,
+// and its ticker paces the timed flushes (WithFlushInterval), the retries
+// of a held rotation and the reports of dropped records. Default
+// clock.System; nil restores it.
+func WithClock(clk clock.Clock) Option {
 	return optionFunc(func(o *options) {
-		if now == nil {
-			now = time.Now
+		if clk == nil {
+			clk = clock.System{}
 		}
-		o.now = now
+		o.clock = clk
 	})
 }

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/clock"
 	"log/slog"
 	"time"
 )
@@ -32,7 +33,7 @@ type pollerConfig struct {
 	callTimeout time.Duration
 	threshold   int
 	logger      *slog.Logger
-	clock       Clock
+	clock       clock.Clock
 	published   []func(*Snapshot)
 }
 
@@ -42,7 +43,7 @@ func newPollerConfig() pollerConfig {
 		interval:    DefaultPollInterval,
 		callTimeout: DefaultCallTimeout,
 		threshold:   DefaultFailureThreshold,
-		clock:       SystemClock{},
+		clock:       clock.System{},
 	}
 }
 
@@ -93,8 +94,11 @@ func WithLogger(l *slog.Logger) PollerOption {
 	return pollerOptionFunc(func(c *pollerConfig) { c.logger = l })
 }
 
-// WithClock sets the clock. Default SystemClock.
-func WithClock(clk Clock) PollerOption {
+// WithClock sets the poller's clock: it stamps snapshots and polls, and
+// its ticker paces Run's rounds. Each call to a neuron is bounded by
+// WithCallTimeout in real time (a context deadline), whatever the clock.
+// Default clock.System.
+func WithClock(clk clock.Clock) PollerOption {
 	return pollerOptionFunc(func(c *pollerConfig) { c.clock = clk })
 }
 

@@ -90,30 +90,6 @@ type Target struct {
 	API NeuronAPI
 }
 
-// Clock is the poller's source of time: the timestamps of snapshots and
-// polls, and the ticks of Run. The default is the system clock.
-//
-// Concurrency: Now may be called from many goroutines at once.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// NewTicker returns a channel that delivers a tick every d and a
-	// function that stops it.
-	NewTicker(d time.Duration) (c <-chan time.Time, stop func())
-}
-
-// SystemClock is the Clock of the system: time.Now and time.NewTicker.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTicker returns a time.Ticker's channel and Stop.
-func (SystemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
-	t := time.NewTicker(d)
-	return t.C, t.Stop
-}
-
 // FleetPoller is the default Poller: it polls every target's management
 // API concurrently, GET /models and GET /health on every round and GET
 // /discovery until it has been fetched once, and publishes a new

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -55,31 +56,6 @@ func (f *fakeNeuron) Models(ctx context.Context) ([]neuron.ModelInfo, error) {
 		return f.models(ctx)
 	}
 	return nil, nil
-}
-
-// fakeClock is a Clock whose ticks the test sends.
-type fakeClock struct {
-	ticks chan time.Time
-	mu    sync.Mutex
-	now   time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{ticks: make(chan time.Time), now: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *fakeClock) NewTicker(time.Duration) (<-chan time.Time, func()) {
-	return c.ticks, func() {}
 }
 
 // targetsOf returns targets named n0..n(k-1) polling the given fakes.
@@ -135,7 +111,7 @@ func (p *polled) Refresh(ctx context.Context, name string) (*route.Fleet, error)
 }
 
 // newPoller builds a poller over fakes with a fake clock.
-func newPoller(t *testing.T, cat *catalogue.Catalogue, clock *fakeClock, fakes []*fakeNeuron, opts ...route.PollerOption) *polled {
+func newPoller(t *testing.T, cat *catalogue.Catalogue, clock *clocktest.Fake, fakes []*fakeNeuron, opts ...route.PollerOption) *polled {
 	t.Helper()
 	p, err := route.NewPoller(targetsOf(fakes...), append([]route.PollerOption{route.WithClock(clock)}, opts...)...)
 	if err != nil {
@@ -159,7 +135,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestPollerInitialFleet(t *testing.T) {
 	t.Parallel()
 	fakes := []*fakeNeuron{{}, {}, {}}
-	p := newPoller(t, nil, newFakeClock(), fakes)
+	p := newPoller(t, nil, clocktest.New(t0), fakes)
 	f := p.Fleet()
 	if f == nil {
 		t.Fatal("Fleet() = nil before any poll")
@@ -196,7 +172,7 @@ func TestPollerHealthTransitions(t *testing.T) {
 			return []neuron.ModelInfo{{ID: fmt.Sprintf("m%d", version.Load()), Status: neuron.StatusLoaded}}, nil
 		},
 	}
-	clock := newFakeClock()
+	clock := clocktest.New(t0)
 	p := newPoller(t, nil, clock, []*fakeNeuron{fk}, route.WithFailureThreshold(3))
 	steps := []struct {
 		name         string
@@ -217,7 +193,7 @@ func TestPollerHealthTransitions(t *testing.T) {
 	for i, st := range steps {
 		fail.Store(st.fail)
 		version.Store(int32(i))
-		clock.advance(time.Second)
+		clock.Advance(time.Second)
 		f, err := p.Refresh(t.Context(), "n0")
 		if (err != nil) != st.fail {
 			t.Fatalf("step %q: Refresh error %v, want failure %v", st.name, err, st.fail)
@@ -261,7 +237,7 @@ func TestPollerDiscoveryFetchedUntilCached(t *testing.T) {
 			return *gpus(24576, 24576), nil
 		},
 	}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk})
 	f, err := p.Refresh(t.Context(), "n0")
 	if err == nil || f.Neuron("n0").Healthy || f.Neuron("n0").Discovery != nil {
 		t.Fatalf("failed discovery: err %v, neuron %+v", err, f.Neuron("n0"))
@@ -311,7 +287,7 @@ func TestPollerSnapshotContent(t *testing.T) {
 	}
 	u := route.NewUsage()
 	u.Touch("n0", "llama", t0)
-	p := newPoller(t, cat, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, cat, clocktest.New(t0), []*fakeNeuron{fk})
 	p.usage = u // the gateway's: the poller never sees it
 	f, err := p.Refresh(t.Context(), "n0")
 	if err != nil {
@@ -353,7 +329,7 @@ func TestPollerDrainingNeuronIsNotAvailable(t *testing.T) {
 	fk := &fakeNeuron{health: func(context.Context) (neuron.Health, error) {
 		return neuron.Health{Status: "shutting_down"}, nil
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk})
 	f, err := p.Refresh(t.Context(), "n0")
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +361,7 @@ func TestPollerPollsNeuronsConcurrently(t *testing.T) {
 			}
 		}}
 	}
-	p := newPoller(t, nil, newFakeClock(), fakes, route.WithCallTimeout(time.Minute))
+	p := newPoller(t, nil, clocktest.New(t0), fakes, route.WithCallTimeout(time.Minute))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -399,7 +375,7 @@ func TestPollerPollsNeuronsConcurrently(t *testing.T) {
 func TestPollerRunPollsAtOnceThenOnTicks(t *testing.T) {
 	t.Parallel()
 	fk := &fakeNeuron{}
-	clock := newFakeClock()
+	clock := clocktest.New(t0)
 	p := newPoller(t, nil, clock, []*fakeNeuron{fk})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -409,8 +385,7 @@ func TestPollerRunPollsAtOnceThenOnTicks(t *testing.T) {
 	if got := fk.modelsCalls.Load(); got != 1 {
 		t.Errorf("models calls after the first round = %d, want 1", got)
 	}
-	clock.advance(time.Second)
-	clock.ticks <- clock.Now() // received only once Run waits for it
+	clock.Advance(route.DefaultPollInterval) // Run's ticker was armed before the first round
 	waitFor(t, "the second round", func() bool { return p.Fleet() != first })
 	if got := fk.modelsCalls.Load(); got != 2 {
 		t.Errorf("models calls after one tick = %d, want 2", got)
@@ -432,7 +407,7 @@ func TestPollerRunDiscardsTheRoundCutByCancel(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithCallTimeout(time.Minute))
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk}, route.WithCallTimeout(time.Minute))
 	before := p.Fleet()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -451,7 +426,7 @@ func TestPollerRunDiscardsTheRoundCutByCancel(t *testing.T) {
 func TestPollerRunOnCancelledContext(t *testing.T) {
 	t.Parallel()
 	fk := &fakeNeuron{}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := p.Run(ctx); err != nil {
@@ -465,7 +440,7 @@ func TestPollerRunOnCancelledContext(t *testing.T) {
 func TestPollerRefreshErrors(t *testing.T) {
 	t.Parallel()
 	fk := &fakeNeuron{}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk})
 	if _, err := p.Refresh(t.Context(), "nope"); !errors.Is(err, route.ErrUnknownNeuron) {
 		t.Errorf("Refresh(nope) = %v, want ErrUnknownNeuron", err)
 	}
@@ -486,7 +461,7 @@ func TestPollerCallTimeout(t *testing.T) {
 		<-ctx.Done() // a neuron that never answers
 		return neuron.Health{}, ctx.Err()
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithCallTimeout(time.Millisecond))
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk}, route.WithCallTimeout(time.Millisecond))
 	f, err := p.Refresh(t.Context(), "n0")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Refresh = %v, want a deadline error", err)
@@ -508,7 +483,7 @@ func TestPollerLaterPollWins(t *testing.T) {
 		}
 		return []neuron.ModelInfo{{ID: "fresh", Status: neuron.StatusLoaded}}, nil
 	}}
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk})
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk})
 	done := make(chan error, 1)
 	go func() {
 		_, err := p.Refresh(t.Context(), "n0")
@@ -540,7 +515,7 @@ func TestPollerLogsTransitions(t *testing.T) {
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
-	p := newPoller(t, nil, newFakeClock(), []*fakeNeuron{fk}, route.WithLogger(logger), route.WithFailureThreshold(1))
+	p := newPoller(t, nil, clocktest.New(t0), []*fakeNeuron{fk}, route.WithLogger(logger), route.WithFailureThreshold(1))
 	if _, err := p.Refresh(t.Context(), "n0"); err != nil {
 		t.Fatal(err)
 	}
@@ -597,7 +572,7 @@ func TestNewPollerErrors(t *testing.T) {
 
 func TestPollerWithoutNeurons(t *testing.T) {
 	t.Parallel()
-	p, err := route.NewPoller(nil, route.WithClock(newFakeClock()))
+	p, err := route.NewPoller(nil, route.WithClock(clocktest.New(t0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +591,7 @@ func TestPollerPublishes(t *testing.T) {
 	t.Parallel()
 	var got []*route.Snapshot
 	var mu sync.Mutex
-	p, err := route.NewPoller(targetsOf(&fakeNeuron{}), route.WithClock(newFakeClock()),
+	p, err := route.NewPoller(targetsOf(&fakeNeuron{}), route.WithClock(clocktest.New(t0)),
 		route.WithPublished(func(s *route.Snapshot) { mu.Lock(); got = append(got, s); mu.Unlock() }))
 	if err != nil {
 		t.Fatal(err)

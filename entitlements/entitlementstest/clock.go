@@ -1,38 +1,16 @@
 package entitlementstest
 
 import (
-	"sync"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 )
 
-// Clock is a manual clock: it stands still until Advance moves it. It is
-// safe for concurrent use. The suite gives one to the provider factory, which
-// must make the provider read time from Clock.Now only.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// Clock is the manual clock the suite gives each provider factory: the
+// one fake clock of the module, which stands still until Advance or Set
+// moves it and is safe for concurrent use. The factory must make the
+// provider read time from Clock.Now only (and arm any timers on it).
+type Clock = clocktest.Fake
 
 // NewClock returns a Clock that reads start.
-func NewClock(start time.Time) *Clock { return &Clock{now: start} }
-
-// Now returns the clock's current time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d (backward when d < 0).
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
+func NewClock(start time.Time) *Clock { return clocktest.New(start) }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -83,13 +84,21 @@ func TestEngineKilledMidStream(t *testing.T) {
 	})
 }
 
-// manualClock is a route.Clock whose ticker the test drives: each tick
-// is one polling round.
-type manualClock struct{ tick chan time.Time }
+// manualClock is the system clock but for the poller's ticker, which the
+// test drives: each tick is one polling round. The gateway's other timers
+// and tickers (the recovery poll among them) run in real time, as the
+// processes around them do.
+type manualClock struct {
+	clock.System
+	tick chan time.Time
+}
 
-func (manualClock) Now() time.Time { return time.Now() }
-
-func (c manualClock) NewTicker(time.Duration) (<-chan time.Time, func()) { return c.tick, func() {} }
+func (c manualClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
+	if d != pollEvery {
+		return c.System.NewTicker(d)
+	}
+	return c.tick, func() {}
+}
 
 // pollRound makes the gateway's poller run one round and waits for the
 // snapshot it publishes.
