@@ -127,7 +127,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
-	g.limits = entitlements.NewKeyLimiter(g.clock.Now)
+	g.limits = entitlements.NewKeyLimiter(g.clock)
 	if g.usage == nil {
 		g.usage = route.NewUsage()
 	}

@@ -74,7 +74,7 @@ func newReplicaSet(t *testing.T, n int, ttl time.Duration) *replicaSet {
 	for range n {
 		client := redis.NewClient(&redis.Options{Addr: addr, DB: db, PoolSize: 32})
 		t.Cleanup(func() { _ = client.Close() })
-		l, err := redisledger.New(client, redisledger.WithKeyPrefix(prefix), redisledger.WithLeaseTTL(ttl), redisledger.WithClock(rs.clock.Now))
+		l, err := redisledger.New(client, redisledger.WithKeyPrefix(prefix), redisledger.WithLeaseTTL(ttl), redisledger.WithClock(rs.clock))
 		if err != nil {
 			t.Fatalf("redisledger.New: %v", err)
 		}

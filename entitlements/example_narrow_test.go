@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/clock"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"math"
 	"sync"
 	"testing"
@@ -32,10 +34,10 @@ type quota struct {
 type usage struct{ spent, reserved entitlements.Amount }
 
 // newQuota returns a quota over keys (secret -> principal, whose
-// Limits.RPM is the quota), reading time from now.
-func newQuota(now func() time.Time, keys map[string]entitlements.Principal) *quota {
+// Limits.RPM is the quota), reading time from clk.
+func newQuota(clk clock.Clock, keys map[string]entitlements.Principal) *quota {
 	q := &quota{
-		KeyLimiter: entitlements.NewKeyLimiter(now),
+		KeyLimiter: entitlements.NewKeyLimiter(clk),
 		keys:       make(map[[sha256.Size]byte]entitlements.Principal),
 		accounts:   make(map[string]*usage),
 	}
@@ -134,8 +136,7 @@ func (r *held) finish(ctx context.Context, actual entitlements.Amount) error {
 // groups it claims.
 func Example_narrowProvider() {
 	ctx := context.Background()
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	q := newQuota(func() time.Time { return now }, map[string]entitlements.Principal{
+	q := newQuota(clocktest.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)), map[string]entitlements.Principal{
 		"sk-demo": {AccountID: "demo", KeyID: "demo", Limits: entitlements.Limits{RPM: 2}},
 	})
 	var provider entitlements.Provider = q
@@ -185,6 +186,6 @@ func TestQuotaConformance(t *testing.T) {
 			}
 			m[k.Secret] = k.Principal
 		}
-		return newQuota(clock.Now, m)
+		return newQuota(clock, m)
 	}, entitlementstest.Uncapped, entitlementstest.KeyDetails, entitlementstest.Limits)
 }

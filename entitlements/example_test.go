@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/entitlements"
@@ -66,8 +67,8 @@ hard_cap = 1000
 // A rolling window refuses with RateLimited and says when to retry; the
 // spend is forgotten when the next window begins.
 func ExampleWithClock() {
-	now := time.Date(2026, 1, 1, 12, 0, 45, 0, time.UTC)
-	ledger, err := entitlements.NewLocal(entitlements.Config{}, entitlements.WithClock(func() time.Time { return now }))
+	clk := clocktest.New(time.Date(2026, 1, 1, 12, 0, 45, 0, time.UTC))
+	ledger, err := entitlements.NewLocal(entitlements.Config{}, entitlements.WithClock(clk))
 	if err != nil {
 		panic(err)
 	}
@@ -90,7 +91,7 @@ func ExampleWithClock() {
 		fmt.Println(be.Kind, "retry after", be.RetryAfter)
 	}
 
-	now = now.Add(be.RetryAfter)
+	clk.Advance(be.RetryAfter)
 	s, _ := ledger.Snapshot(ctx, p)
 	fmt.Println("next window: spent", s.Spent, "resets at", s.ResetsAt.Format(time.TimeOnly))
 	// Output:

@@ -2,6 +2,7 @@ package entitlements
 
 import (
 	"context"
+	"github.com/helexa-ai/helexa-go/clock"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,13 +60,13 @@ type keyState struct {
 // minSweep is the fewest operations between two sweeps.
 const minSweep = 64
 
-// NewKeyLimiter returns a KeyLimiter reading time from now (time.Now when
-// nil), which must be safe for concurrent use.
-func NewKeyLimiter(now func() time.Time) *KeyLimiter {
-	if now == nil {
-		now = time.Now
+// NewKeyLimiter returns a KeyLimiter reading time from clk
+// (clock.System when nil), as the gateway does from its own clock.
+func NewKeyLimiter(clk clock.Clock) *KeyLimiter {
+	if clk == nil {
+		clk = clock.System{}
 	}
-	return &KeyLimiter{now: now, keys: make(map[keyRef]*keyState)}
+	return &KeyLimiter{now: clk.Now, keys: make(map[keyRef]*keyState)}
 }
 
 // Limited reports whether p has a per-key limit to count: it is not

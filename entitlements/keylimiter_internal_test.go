@@ -3,6 +3,7 @@ package entitlements
 import (
 	"context"
 	"errors"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"strconv"
 	"testing"
 	"time"
@@ -21,8 +22,8 @@ func (l *KeyLimiter) len() int {
 func TestKeyLimiterForgetsIdleKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	l := NewKeyLimiter(func() time.Time { return now })
+	clk := clocktest.New(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
+	l := NewKeyLimiter(clk)
 	key := func(i int, lim Limits) Principal {
 		return Principal{AccountID: "a", KeyID: strconv.Itoa(i), Limits: lim}
 	}
@@ -56,7 +57,7 @@ func TestKeyLimiterForgetsIdleKeys(t *testing.T) {
 
 	// Half a minute on, every rpm-60 bucket is full again, but the rpm-1
 	// key's is not: it must still be refused, and the busy key too.
-	now = now.Add(30 * time.Second)
+	clk.Advance(30 * time.Second)
 	for range keys + minSweep {
 		use(key(0, Limits{RPM: 1 << 20}))
 	}

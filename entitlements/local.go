@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/helexa-ai/helexa-go/clock"
 	"io"
 	"log/slog"
 	"math"
@@ -92,12 +93,12 @@ type optionFunc func(*Local)
 func (f optionFunc) apply(l *Local) { f(l) }
 
 // WithClock sets the clock that places calls in rolling windows. Default
-// (and when now is nil): time.Now. The clock is called without any lock held
-// and must be safe for concurrent use.
-func WithClock(now func() time.Time) Option {
+// (and when clk is nil): clock.System. Its Now is called without any lock
+// held.
+func WithClock(clk clock.Clock) Option {
 	return optionFunc(func(l *Local) {
-		if now != nil {
-			l.now = now
+		if clk != nil {
+			l.now = clk.Now
 		}
 	})
 }

@@ -34,7 +34,7 @@ func openFile(t testing.TB, path string, cfg entitlements.Config, opts ...entitl
 func TestLocalFileConformance(t *testing.T) {
 	t.Parallel()
 	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
-		l := openFile(t, filepath.Join(t.TempDir(), "ledger"), entitlements.Config{}, entitlements.WithClock(clock.Now))
+		l := openFile(t, filepath.Join(t.TempDir(), "ledger"), entitlements.Config{}, entitlements.WithClock(clock))
 		for _, k := range keys {
 			if err := l.AddKey(entitlements.Key{Digest: entitlements.KeyDigest(k.Secret), Principal: k.Principal, Budget: k.Budget}); err != nil {
 				t.Fatalf("AddKey(%+v): %v", k.Principal, err)
@@ -74,7 +74,7 @@ func TestLocalRestart(t *testing.T) {
 	clock := entitlementstest.NewClock(time.Date(2026, 3, 1, 10, 15, 0, 0, time.UTC))
 	ctx := t.Context()
 	cfg := restartConfig()
-	l := openFile(t, path, cfg, entitlements.WithClock(clock.Now))
+	l := openFile(t, path, cfg, entitlements.WithClock(clock))
 	pr := func(id string) entitlements.Principal {
 		p, _ := l.Resolve(ctx, "sk-"+id)
 		return p
@@ -113,7 +113,7 @@ func TestLocalRestart(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	l2 := openFile(t, path, cfg, entitlements.WithClock(clock.Now))
+	l2 := openFile(t, path, cfg, entitlements.WithClock(clock))
 	for id, w := range want {
 		got, err := l2.Account(ctx, id)
 		if err != nil {
@@ -140,7 +140,7 @@ func TestLocalRestart(t *testing.T) {
 
 	// The rolling window ends at 11:00: its spend is forgotten then.
 	clock.Advance(45 * time.Minute)
-	l3 := openFile(t, path, cfg, entitlements.WithClock(clock.Now))
+	l3 := openFile(t, path, cfg, entitlements.WithClock(clock))
 	s, err := l3.Snapshot(ctx, pr("roll"))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // newLocal builds a Local seeded through AddKey, as the suite asks.
 func newLocal(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) *entitlements.Local {
 	t.Helper()
-	l, err := entitlements.NewLocal(entitlements.Config{}, entitlements.WithClock(clock.Now))
+	l, err := entitlements.NewLocal(entitlements.Config{}, entitlements.WithClock(clock))
 	if err != nil {
 		t.Fatalf("NewLocal: %v", err)
 	}

@@ -22,7 +22,7 @@ func TestNarrowProvider(t *testing.T) {
 				HardCap: (*int64)(k.Budget.HardCap), Window: entitlements.WindowConfig{Kind: "rolling", Seconds: k.Budget.Window.Seconds},
 			})
 		}
-		l, err := entitlements.NewLocal(cfg, entitlements.WithClock(clock.Now))
+		l, err := entitlements.NewLocal(cfg, entitlements.WithClock(clock))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 func mgmtLedger(t *testing.T) (*redisledger.Ledger, *entitlementstest.Clock) {
 	t.Helper()
 	clock := entitlementstest.NewClock(time.Date(2026, 2, 1, 9, 0, 0, 0, time.UTC))
-	return newLedger(t, newClient(t, sharedRedis(t).addr), redisledger.WithClock(clock.Now)), clock
+	return newLedger(t, newClient(t, sharedRedis(t).addr), redisledger.WithClock(clock)), clock
 }
 
 func TestCreateKey(t *testing.T) {

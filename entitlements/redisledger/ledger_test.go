@@ -28,7 +28,7 @@ func TestConformance(t *testing.T) {
 	for _, n := range []int{redisledger.DefaultPipelines, 0} {
 		t.Run(fmt.Sprintf("pipelines=%d", n), func(t *testing.T) {
 			entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
-				l := newLedger(t, client, redisledger.WithClock(clock.Now), redisledger.WithPipelines(n))
+				l := newLedger(t, client, redisledger.WithClock(clock), redisledger.WithPipelines(n))
 				for _, k := range keys {
 					err := l.AddKey(t.Context(), entitlements.Key{Digest: entitlements.KeyDigest(k.Secret), Principal: k.Principal, Budget: k.Budget})
 					if err != nil {
@@ -50,7 +50,7 @@ func TestChainConformance(t *testing.T) {
 	entitlementstest.Run(t, func(t *testing.T, clock *entitlementstest.Clock, keys []entitlementstest.KeySpec) entitlements.Provider {
 		ledgers := [2]*redisledger.Ledger{}
 		for i := range ledgers {
-			ledgers[i] = newLedger(t, client, redisledger.WithClock(clock.Now))
+			ledgers[i] = newLedger(t, client, redisledger.WithClock(clock))
 		}
 		side := map[string]int{}
 		for _, k := range keys {
@@ -97,7 +97,7 @@ func TestReplicas(t *testing.T) {
 			opts = append(opts, redisledger.WithKeyPrefix(prefix))
 			if tt.clock {
 				clock := entitlementstest.NewClock(time.Date(2026, 1, 1, 0, 20, 0, 0, time.UTC))
-				opts = append(opts, redisledger.WithClock(clock.Now))
+				opts = append(opts, redisledger.WithClock(clock))
 			}
 			var replicas [3]*redisledger.Ledger
 			for i := range replicas {
@@ -209,7 +209,7 @@ func newLeaseEnv(t *testing.T, ttl time.Duration, opts ...redisledger.Option) *l
 	e := &leaseEnv{clock: entitlementstest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
 	opts = append([]redisledger.Option{
 		redisledger.WithKeyPrefix(uniquePrefix(t)),
-		redisledger.WithClock(e.clock.Now),
+		redisledger.WithClock(e.clock),
 		redisledger.WithLeaseTTL(ttl),
 	}, opts...)
 	e.crashed = newLedger(t, newClient(t, addr), opts...)

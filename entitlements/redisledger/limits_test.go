@@ -25,7 +25,7 @@ func newLimitsEnv(t *testing.T, lim entitlements.Limits) *limitsEnv {
 	e := &limitsEnv{clock: entitlementstest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
 	opts := []redisledger.Option{
 		redisledger.WithKeyPrefix(uniquePrefix(t)),
-		redisledger.WithClock(e.clock.Now),
+		redisledger.WithClock(e.clock),
 		redisledger.WithLeaseTTL(time.Minute),
 	}
 	e.a = newLedger(t, newClient(t, addr), opts...)

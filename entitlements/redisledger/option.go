@@ -1,6 +1,7 @@
 package redisledger
 
 import (
+	"github.com/helexa-ai/helexa-go/clock"
 	"log/slog"
 	"time"
 )
@@ -62,9 +63,14 @@ func WithLeaseTTL(d time.Duration) Option {
 // synchronised clock (NTP): a replica whose clock runs ahead expires other
 // replicas' leases early and rolls windows early; one running behind is
 // counted in the current window (windows never move back). It is meant for
-// tests, which need a manual clock. now must be safe for concurrent use.
-func WithClock(now func() time.Time) Option {
-	return optionFunc(func(o *options) { o.now = now })
+// tests, which need a manual clock. A nil clk restores the server's.
+func WithClock(clk clock.Clock) Option {
+	return optionFunc(func(o *options) {
+		o.now = nil
+		if clk != nil {
+			o.now = clk.Now
+		}
+	})
 }
 
 // WithFailOpen makes Reserve succeed while Redis is unreachable. UNSAFE:
