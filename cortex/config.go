@@ -67,6 +67,35 @@ type Config struct {
 	//	base_ejection_time = "10s"
 	//	max_ejection_time = "5m"
 	OutlierDetection OutlierConfig `toml:"outlier_detection"`
+	// Routing is the [routing] table: the default Router's prefix
+	// affinity (route.PrefixAffinity).
+	//
+	//	[routing]
+	//	prefix_affinity = true
+	//	affinity_depth = 8      # blocks of 256 bytes of prompt text
+	//	affinity_bound = 1.25   # × the mean work of the model's replicas
+	Routing RoutingConfig `toml:"routing"`
+}
+
+// RoutingConfig is the [routing] table of cortex.toml.
+type RoutingConfig struct {
+	// PrefixAffinity sends requests that share a prompt prefix to the same
+	// replica (route.WithPrefixAffinity). Default false.
+	PrefixAffinity bool `toml:"prefix_affinity"`
+	// AffinityDepth is the prefix, in blocks of route.PrefixBlockBytes,
+	// that decides the replica. Default route.DefaultAffinityDepth (8).
+	AffinityDepth int `toml:"affinity_depth"`
+	// AffinityBound caps a replica's work at this multiple of the mean.
+	// Default route.DefaultAffinityBound (1.25).
+	AffinityBound float64 `toml:"affinity_bound"`
+}
+
+// routerOptions returns the default Router's options the table sets.
+func (r RoutingConfig) routerOptions() []route.RouterOption {
+	if !r.PrefixAffinity {
+		return nil
+	}
+	return []route.RouterOption{route.WithPrefixAffinity(route.PrefixAffinity{Depth: r.AffinityDepth, Bound: r.AffinityBound})}
 }
 
 // MeteringConfig is the [metering] table: where the gateway meters every
@@ -324,6 +353,13 @@ func (c Config) validate(at *configLines) error {
 	for _, msg := range c.Metering.validate() {
 		bad(at.table("metering"), "metering", "%s", msg)
 	}
+	if c.Routing.AffinityDepth != 0 || c.Routing.AffinityBound != 0 || c.Routing.PrefixAffinity {
+		if _, err := route.NewRouter(c.Routing.routerOptions()...); err != nil {
+			bad(at.table("routing"), "routing", "%s", strings.TrimPrefix(err.Error(), "route: router: "))
+		} else if !c.Routing.PrefixAffinity {
+			bad(at.table("routing"), "routing", "affinity_depth and affinity_bound need prefix_affinity = true")
+		}
+	}
 	if err := c.OutlierDetection.Validate(); err != nil {
 		for _, e := range flatten(err) {
 			bad(at.table("outlier_detection"), "outlier_detection", "%v", e)
@@ -353,8 +389,9 @@ func (c Config) validate(at *configLines) error {
 // GatewayOptions returns the options the [gateway] table sets: the stream
 // idle timeout, the body limit and read timeout, the load timeout, the poll interval and
 // failure threshold of the default poller, the settle outbox and retry
-// window, outlier ejection ([outlier_detection]), and whether auth is
-// required ([entitlements] require_auth).
+// window, outlier ejection ([outlier_detection]), the default Router's
+// prefix affinity ([routing]), and whether auth is required
+// ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
 	opts := []GatewayOption{
@@ -388,6 +425,9 @@ func (c Config) GatewayOptions() []GatewayOption {
 	}
 	opts = append(opts, c.statusOptions()...)
 	opts = append(opts, WithOutlierDetection(c.OutlierDetection))
+	if ropts := c.Routing.routerOptions(); len(ropts) > 0 {
+		opts = append(opts, WithRouterOptions(ropts...))
+	}
 	return append(opts, WithPollerOptions(popts...))
 }
 

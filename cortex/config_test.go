@@ -98,6 +98,18 @@ func TestParseConfigErrors(t *testing.T) {
 			msg:  []string{`unknown key "gateway.listen_addr"`},
 		},
 		{
+			name: "prefix affinity too deep",
+			in:   neuronOK + "[routing]\nprefix_affinity = true\naffinity_depth = 17\n",
+			want: []cortex.ConfigError{{Line: 4, Entry: "routing"}},
+			msg:  []string{"depth 17 is not in [1, 16]"},
+		},
+		{
+			name: "affinity knobs without affinity",
+			in:   neuronOK + "[routing]\naffinity_bound = 2.0\n",
+			want: []cortex.ConfigError{{Line: 4, Entry: "routing"}},
+			msg:  []string{"need prefix_affinity = true"},
+		},
+		{
 			name: "wrong type",
 			in:   neuronOK + "\n[gateway]\nmax_body_bytes = \"lots\"\n",
 			want: []cortex.ConfigError{{Line: 6}},

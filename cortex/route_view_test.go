@@ -1,16 +1,19 @@
 package cortex_test
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // viewRouter records what the Router is shown of each request, and
@@ -88,5 +91,78 @@ func TestRouterSeesTheRequest(t *testing.T) {
 	}
 	if got := vr.views[1].tried; len(got) != 1 || got[0].Neuron != "n1" || got[0].Failure != route.FailedUnreachable {
 		t.Errorf("the retry saw attempts %v, want n1 unreachable", got)
+	}
+}
+
+// With prefix affinity from cortex.toml's [routing], requests that share a
+// long system prompt go to one replica, turn after turn, and other prompts
+// spread over the rest.
+func TestPrefixAffinityThroughTheGateway(t *testing.T) {
+	t.Parallel()
+	cfg, err := cortex.ParseConfig([]byte("[[neurons]]\nname = \"x\"\nendpoint = \"http://x:1\"\n[routing]\nprefix_affinity = true\naffinity_depth = 4\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, []cortextest.Spec{loadedA("n1"), loadedA("n2"), loadedA("n3"), loadedA("n4")}, testCatalogue(t), cfg.GatewayOptions()...)
+	ask := func(system, user string) {
+		t.Helper()
+		body := `{"model":"chat-a","max_tokens":1,"messages":[{"role":"system","content":"` + system +
+			`"},{"role":"user","content":"` + user + `"}]}`
+		if status, _, answer := s.post("/v1/chat/completions", body); status != http.StatusOK {
+			t.Fatalf("status %d: %s", status, answer)
+		}
+	}
+	served := func() map[string]int {
+		m := map[string]int{}
+		for _, n := range s.fleet.Neurons() {
+			m[n.Name()] = n.Requests()
+		}
+		return m
+	}
+	// A system prompt whose replica is not n1, which the least busy
+	// replica would be (ties go to the first name): the replica the
+	// default Router with the same affinity picks over the same names.
+	r, err := route.NewRouter(route.WithPrefixAffinity(route.PrefixAffinity{Depth: 4}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []route.NeuronState
+	for _, n := range s.fleet.Neurons() {
+		names = append(names, route.NeuronState{Name: n.Name(), Healthy: true, Models: []route.ModelState{{ModelInfo: neuron.ModelInfo{ID: "chat-a", Status: neuron.StatusLoaded}}}})
+	}
+	f, err := route.NewFleet(nil, nil, time.Now(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var system, want string
+	for v := 0; want == "" || want == "n1"; v++ {
+		system = strings.Repeat(fmt.Sprintf("You are the support assistant of shop %d. ", v), 30)
+		d, err := r.Route(f, &route.Request{Model: "chat-a", Prefix: route.PrefixOf([]byte(system))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = d.Neuron
+	}
+	before := served()
+	for i := range 12 {
+		ask(system, fmt.Sprintf("Question %d?", i))
+	}
+	after := served()
+	var got []string
+	for n, c := range after {
+		if c-before[n] > 0 {
+			got = append(got, fmt.Sprintf("%s:%d", n, c-before[n]))
+		}
+	}
+	if len(got) != 1 || !strings.HasPrefix(got[0], want+":") {
+		t.Fatalf("12 turns behind one system prompt went to %v, want all to %s", got, want)
+	}
+	for i := range 40 {
+		ask(strings.Repeat(fmt.Sprintf("Tenant %d's own instructions. ", i), 40), "Hi")
+	}
+	for n, c := range served() {
+		if c == after[n] {
+			t.Errorf("%s served none of 40 other prefixes", n)
+		}
 	}
 }

@@ -115,6 +115,7 @@ type NeuronState struct {
 	totalMB   uint64
 	freeMB    uint64
 	available bool
+	nameHash  uint64 // FNV-1a of Name: the neuron's side of rendezvous hashing
 }
 
 // ModelState is one model on one neuron in a Fleet.
@@ -211,6 +212,7 @@ func (n *NeuronState) FreeVRAMMB() uint64 { return n.freeMB }
 
 // derive computes the values the methods report.
 func (n *NeuronState) derive() {
+	n.nameHash = fnv64(n.Name)
 	n.deviceMB, n.totalMB, n.freeMB = nil, 0, 0
 	if n.Discovery != nil {
 		n.deviceMB = make([]uint64, len(n.Discovery.Devices))

@@ -187,6 +187,7 @@ type DefaultRouter struct {
 	filters    []Filter
 	replicas   scoring
 	placements scoring
+	affinity   *PrefixAffinity // nil: off
 }
 
 var _ Router = (*DefaultRouter)(nil)
@@ -214,6 +215,11 @@ func NewRouter(opts ...RouterOption) (*DefaultRouter, error) {
 	for i, f := range r.filters {
 		if f == nil {
 			return nil, fmt.Errorf("route: router: filter %d is nil", i)
+		}
+	}
+	if r.affinity != nil {
+		if err := r.affinity.validate(); err != nil {
+			return nil, fmt.Errorf("route: router: %w", err)
 		}
 	}
 	for _, s := range [2]scoring{r.replicas, r.placements} {
@@ -308,11 +314,18 @@ func (r *DefaultRouter) route(f *Fleet, req *Request) (Decision, error) {
 // ejected, the best of them serves rather than none (Envoy's panic mode).
 // Its answer, or a success that brings it back, is the neuron's.
 func (r *DefaultRouter) serve(f *Fleet, req *Request, mi *modelIndex) (Decision, bool) {
-	var best, ejected *readyReplica
-	if len(r.filters) == 0 && len(req.Tried) == 0 && r.replicas.leastLoaded {
+	var best, ejected, preferred *readyReplica
+	if r.affinity != nil {
+		preferred = r.prefer(f, req, mi)
+	}
+	switch {
+	case preferred != nil && r.replicas.leastLoaded && r.affinity.Weight >= r.replicas.max:
+		// Nothing the other scorer gives can outweigh it.
+		best = preferred
+	case preferred == nil && len(r.filters) == 0 && len(req.Tried) == 0 && r.replicas.leastLoaded:
 		best, ejected = r.leastLoaded(f, mi)
-	} else {
-		best, ejected = r.bestReplica(f, req, mi)
+	default:
+		best, ejected = r.bestReplica(f, req, mi, preferred)
 	}
 	if best == nil {
 		best = ejected
@@ -348,9 +361,14 @@ func (r *DefaultRouter) leastLoaded(f *Fleet, mi *modelIndex) (best, ejected *re
 }
 
 // bestReplica returns the ready replica, not ejected, that the filters
-// keep with the highest score, and the best ejected one.
-func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex) (best, ejected *readyReplica) {
+// keep with the highest score, and the best ejected one. The replica the
+// prefix affinity prefers, when not nil, scores its weight more.
+func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex, preferred *readyReplica) (best, ejected *readyReplica) {
 	bestScore, ejectedScore := 0.0, 0.0
+	most := r.replicas.max
+	if preferred != nil {
+		most += r.affinity.Weight
+	}
 	for i := range mi.ready {
 		rr := &mi.ready[i]
 		if _, t := req.tried(rr.n.Name); t {
@@ -365,6 +383,9 @@ func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex) (bes
 			continue
 		}
 		score := r.replicas.score(f, req, c)
+		if rr == preferred {
+			score += r.affinity.Weight
+		}
 		if isEjected {
 			if ejected == nil || score > ejectedScore {
 				ejected, ejectedScore = rr, score
@@ -373,7 +394,7 @@ func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex) (bes
 		}
 		if best == nil || score > bestScore {
 			best, bestScore = rr, score
-			if score >= r.replicas.max {
+			if score >= most {
 				break // nothing scores higher, and ties go to the first
 			}
 		}

@@ -1,0 +1,173 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Prefix affinity defaults.
+const (
+	// DefaultAffinityDepth is the default PrefixAffinity.Depth: 8 blocks,
+	// 2 KiB of prompt text, about 512 tokens.
+	DefaultAffinityDepth = 8
+	// DefaultAffinityBound is the default PrefixAffinity.Bound.
+	DefaultAffinityBound = 1.25
+	// DefaultAffinityWeight is the default PrefixAffinity.Weight.
+	DefaultAffinityWeight = 2.0
+)
+
+// PrefixAffinity sends requests whose prompts share a prefix to the same
+// replica, whose engine then finds the prefix in its KV cache and skips
+// most of its prefill (llama-server's cache_prompt, vLLM's automatic
+// prefix caching, SGLang's radix cache).
+//
+// The replica is chosen by rendezvous hashing: each loaded replica of the
+// model weighs hash(prefix, neuron name), and the heaviest wins. It needs
+// no shared state, so every cortex replica in front of the same fleet
+// picks the same replica for the same prefix, and a replica that comes or
+// goes moves only the prefixes it wins. Loads are bounded, as in
+// consistent hashing with bounded loads (Mirrokni, Thorup and
+// Zadimoghaddam, 2016): a replica whose work would pass Bound × the mean
+// work of the model's replicas is full, and the prefix spills to the next
+// replica in its order, so a hot prefix spreads instead of melting one
+// GPU.
+//
+// The chosen replica scores Weight among the replica scorers (WithScorers);
+// the others score 0, so with the default weights it wins over the
+// least-loaded score, and the other scorers rank the rest when it cannot
+// serve (tried, filtered, ejected). A request with fewer than Depth whole
+// blocks of prompt has no prefix worth keeping: it is routed without
+// affinity.
+type PrefixAffinity struct {
+	// Depth is the prefix, in blocks of PrefixBlockBytes, that decides the
+	// replica: prompts that share their first Depth blocks go to the same
+	// replica. About the length of a shared system prompt groups requests
+	// by it; longer separates conversations that share one. At most
+	// MaxPrefixBlocks. Default DefaultAffinityDepth (8).
+	Depth int
+	// Bound caps a replica's work at Bound × the mean of the model's
+	// replicas (at least 1). Default DefaultAffinityBound (1.25).
+	Bound float64
+	// Weight is the chosen replica's score. Default DefaultAffinityWeight
+	// (2), above LeastLoaded's 1.
+	Weight float64
+}
+
+// WithPrefixAffinity turns prefix affinity on (see PrefixAffinity); zero
+// fields take their defaults. Default off.
+func WithPrefixAffinity(a PrefixAffinity) RouterOption {
+	return routerOptionFunc(func(r *DefaultRouter) {
+		if a.Depth == 0 {
+			a.Depth = DefaultAffinityDepth
+		}
+		if a.Bound == 0 {
+			a.Bound = DefaultAffinityBound
+		}
+		if a.Weight == 0 {
+			a.Weight = DefaultAffinityWeight
+		}
+		r.affinity = &a
+	})
+}
+
+func (a *PrefixAffinity) validate() error {
+	var errs []error
+	if a.Depth < 1 || a.Depth > MaxPrefixBlocks {
+		errs = append(errs, fmt.Errorf("prefix affinity depth %d is not in [1, %d]", a.Depth, MaxPrefixBlocks))
+	}
+	if !(a.Bound >= 1) || math.IsInf(a.Bound, 0) {
+		errs = append(errs, fmt.Errorf("prefix affinity bound %v is not at least 1", a.Bound))
+	}
+	if !(a.Weight > 0) || math.IsInf(a.Weight, 0) {
+		errs = append(errs, fmt.Errorf("prefix affinity weight %v is not positive", a.Weight))
+	}
+	return errors.Join(errs...)
+}
+
+// prefer returns the replica the request's prefix goes to, or nil when
+// the request has no prefix worth keeping or no replica it may go to. One
+// walk over the ready replicas finds the heaviest and the mean work; a
+// second, only when the heaviest is full, finds the heaviest that is not.
+// It does not allocate.
+func (r *DefaultRouter) prefer(f *Fleet, req *Request, mi *modelIndex) *readyReplica {
+	a := r.affinity
+	if req.Prefix.Len() < a.Depth {
+		return nil
+	}
+	key := req.Prefix.Block(a.Depth - 1)
+	plain := len(r.filters) == 0 && len(req.Tried) == 0
+	var top, least *readyReplica
+	var topWeight uint64
+	topLoad, leastLoad, total, n := 0, 0, 0, 0
+	for i := range mi.ready {
+		rr := &mi.ready[i]
+		if rr.ej.Active(f.at) || !plain && !r.eligible(f, req, rr) {
+			continue
+		}
+		load := rr.base + rr.live.InFlight()
+		total += load
+		n++
+		if least == nil || load < leastLoad {
+			least, leastLoad = rr, load
+		}
+		if w := rendezvous(key, rr.n.nameHash); top == nil || w > topWeight {
+			top, topWeight, topLoad = rr, w, load
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// A replica may take the request while its work, this request
+	// included, stays within the bound of the mean.
+	capacity := int(math.Ceil(a.Bound * float64(total+1) / float64(n)))
+	if topLoad+1 <= capacity {
+		return top
+	}
+	var best *readyReplica
+	var bestWeight uint64
+	for i := range mi.ready {
+		rr := &mi.ready[i]
+		if rr.ej.Active(f.at) || !plain && !r.eligible(f, req, rr) {
+			continue
+		}
+		if rr.base+rr.live.InFlight()+1 > capacity {
+			continue
+		}
+		if w := rendezvous(key, rr.n.nameHash); best == nil || w > bestWeight {
+			best, bestWeight = rr, w
+		}
+	}
+	if best == nil {
+		best = least // every replica full: the least busy one
+	}
+	return best
+}
+
+// eligible reports whether the request may be served by rr, ejections
+// aside: not tried, and kept by the filters.
+func (r *DefaultRouter) eligible(f *Fleet, req *Request, rr *readyReplica) bool {
+	if _, t := req.tried(rr.n.Name); t {
+		return false
+	}
+	return len(r.filters) == 0 || r.keep(f, req, Candidate{Neuron: rr.n, Model: rr.m, Action: ActionServe, Profile: &rr.m.Profile})
+}
+
+// rendezvous is the weight of a neuron for a prefix: a 64-bit mix of the
+// two hashes (the finaliser of splitmix64), so that every neuron's order
+// for a prefix is independent of the others'.
+func rendezvous(key, neuron uint64) uint64 {
+	z := key ^ (neuron * 0x9e3779b97f4a7c15)
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// fnv64 is the 64-bit FNV-1a hash of s.
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return h
+}
