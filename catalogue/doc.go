@@ -42,7 +42,11 @@
 // cost in micro-dollars is tokens times that price, exactly (one token at
 // $1 per 1M is one micro-dollar), with any fraction rounded up so a budget
 // is never under-charged. cache_read and cache_write default to the input
-// price.
+// price. cortex charges the prompt tokens an engine reports it read from
+// its prompt (KV) cache (usage.prompt_tokens_details.cached_tokens, as
+// OpenAI, vLLM and llama-server report them) at cache_read, the rest of
+// the prompt at input; OpenAI-compatible engines report no cache writes,
+// so cache_write is for providers that do.
 //
 // Aliases resolve in one hop: an alias names a model id, never another
 // alias, so Resolve is a single map lookup and a chain cannot loop.

@@ -145,7 +145,11 @@
 //     the client left or stopped reading, or that broke or was cut; a
 //     non-streaming answer with none or over 4 MiB), the whole reservation
 //     is settled: what the engine generated beyond what reached the
-//     gateway is unknown, and only the reservation bounds it. A client that
+//     gateway is unknown, and only the reservation bounds it. The prompt
+//     tokens the engine's usage reports read from its prompt cache (see
+//     Prompt cache) are priced at the model's cache_read; they are
+//     clamped to the prompt tokens it reported, so that no report can
+//     discount more than the whole prompt at the cache price. A client that
 //     leaves a stream early therefore pays what it reserved: it should set
 //     max_tokens to what it needs. A client that leaves before any byte of
 //     the answer is released (the engine's request is cancelled with it). A
@@ -192,6 +196,12 @@
 // A key whose unit is "usd" is charged the resolved model's catalogue
 // price in integer micro-dollars, rounded up; a model without a cost is a
 // 400 model_not_priced (ErrModelNotPriced) before anything is reserved.
+// The reservation prices the whole prompt at the input price (the worst
+// case: whether the engine will find the prompt in its cache is unknown
+// before it runs); the settle prices the prompt tokens the engine reports
+// cached at cost.cache_read (the input price when the model has none) and
+// the rest at the input price. A "tokens" key is charged every prompt
+// token, cached or not.
 //
 // Settle is given the usage in the key's unit (tokens: prompt plus
 // completion), as The budget invariant describes.
@@ -290,12 +300,29 @@
 // GET /v1/me answers the calling key's MeReport: principal, unit, limits
 // and budget (401 without a valid key when auth is required).
 //
+// # Prompt cache
+//
+// Engines keep the KV of the prompts they processed and reuse it for a
+// prompt that shares its prefix (llama-server's cache_prompt, vLLM's
+// automatic prefix caching, SGLang's radix cache), and report the tokens
+// they reused in their usage, which the neuron relays untouched:
+// prompt_tokens_details.cached_tokens on chat and text completions,
+// input_tokens_details.cached_tokens on /v1/responses. The gateway reads
+// them with the rest of the usage (the usage object's own members; of
+// duplicates the last, as a client's decoder does), clamps them to the
+// prompt tokens, and carries them to the settle, the meter record
+// (cached_tokens), the metrics, the status page and, on /v1/messages,
+// Anthropic's cache_read_input_tokens (input_tokens is the rest of the
+// prompt). A request settled without the engine's usage has none. A "usd"
+// key pays them at the model's cost.cache_read (see Budgets and limits).
+//
 // # Metering
 //
 // WithMeter receives one metering.Record per finished inference request
 // that got past auth, anonymous callers included, after its settle: the
-// account and key id (never the key), model, neuron, route, tokens,
-// reserved and settled amounts, duration, time to first byte of the
+// account and key id (never the key), model, neuron, route, tokens
+// (prompt, completion, and the prompt tokens read from the engine's
+// prompt cache), reserved and settled amounts, duration, time to first byte of the
 // answer, status, outcome and settle state (what the ledger recorded:
 // settled, released, pending or failed; Settled is 0 unless settled). A
 // request whose settle was pending is followed by one settle record
@@ -403,7 +430,8 @@
 //
 // GET /status is a server-rendered page (embedded html/template, no
 // JavaScript, refreshing itself) of every neuron, GPU, resident model and
-// recent load, eviction and failure; GET /status.json has the same data
+// recent load, eviction and failure, and each model's prompt cache hits
+// (StatusModel.PromptCache); GET /status.json has the same data
 // for `cortex status`. It needs a key whenever /v1/models does, unless
 // WithPublicStatus; budgets per key appear only for the admin keys of
 // WithAdminKeys.
@@ -416,6 +444,13 @@
 // helexa_time_to_first_token_seconds and helexa_tokens_per_second
 // (histograms from 5 ms to 5 min, and from 1 to 2048 tokens per second),
 // helexa_prompt_tokens_total, helexa_completion_tokens_total,
+// helexa_cached_prompt_tokens_total (the prompt tokens the engines read
+// from their prompt cache), helexa_prompt_cache_hit_ratio{model} (cached
+// over prompt tokens since the gateway started, over the requests whose
+// usage the engine reported, embeddings excluded; over a window,
+// sum by (model) (rate(helexa_cached_prompt_tokens_total[5m])) /
+// sum by (model) (rate(helexa_prompt_tokens_total[5m])) is close, though
+// its denominator also counts estimated usage and embeddings),
 // helexa_cold_starts_total, helexa_model_loads_total{result},
 // helexa_evictions_total, helexa_settles_total{state} (what the ledger
 // recorded when each request ended), helexa_settle_retries_total,

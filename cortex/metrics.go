@@ -44,6 +44,7 @@ type metrics struct {
 	tps        *prometheus.HistogramVec
 	prompt     *prometheus.CounterVec
 	completion *prometheus.CounterVec
+	cached     *prometheus.CounterVec
 	coldStarts *prometheus.CounterVec
 	loads      *prometheus.CounterVec
 	evictions  *prometheus.CounterVec
@@ -54,6 +55,49 @@ type metrics struct {
 	neuronDowns    *prometheus.CounterVec
 
 	series sync.Map // seriesKey -> *series
+	caches sync.Map // model id -> *cacheCounts
+}
+
+// cacheCounts are the prompt tokens of a model's requests whose usage the
+// engine reported, and those of them that it read from its prompt cache:
+// their ratio is the model's cache hit ratio. Only generating routes
+// count (an embedding has no prompt cache to hit).
+type cacheCounts struct {
+	prompt, cached atomic.Int64
+}
+
+// PromptCache is a model's prompt cache hits since the gateway started,
+// over the requests whose usage its engines reported (chat, completions,
+// responses and messages; embeddings have none).
+type PromptCache struct {
+	// PromptTokens are the prompt tokens of those requests, and
+	// CachedTokens the part of them the engines read from their prompt
+	// (KV) cache, as their usage reported it.
+	PromptTokens int64 `json:"prompt_tokens"`
+	CachedTokens int64 `json:"cached_tokens"`
+	// HitRatio is CachedTokens / PromptTokens; 0 without prompt tokens.
+	HitRatio float64 `json:"hit_ratio"`
+}
+
+// promptCache returns the cache hits of model; false when none of its
+// requests reported usage.
+func (m *metrics) promptCache(model string) (PromptCache, bool) {
+	v, ok := m.caches.Load(model)
+	if !ok {
+		return PromptCache{}, false
+	}
+	return v.(*cacheCounts).snapshot()
+}
+
+func (cc *cacheCounts) snapshot() (PromptCache, bool) {
+	// cached is added after prompt: read it first, so that the ratio of
+	// a snapshot taken between the two adds stays at most 1.
+	cached := cc.cached.Load()
+	prompt := cc.prompt.Load()
+	if prompt <= 0 {
+		return PromptCache{}, false
+	}
+	return PromptCache{PromptTokens: prompt, CachedTokens: cached, HitRatio: float64(cached) / float64(prompt)}, true
 }
 
 type seriesKey struct{ model, neuron string }
@@ -65,6 +109,8 @@ type series struct {
 	classes             [6]atomic.Pointer[prometheus.Counter] // by status / 100; 0: none
 	duration, ttft, tps prometheus.Observer
 	prompt, completion  prometheus.Counter
+	cached              prometheus.Counter
+	cache               *cacheCounts // of the model, shared by its neurons
 	coldStarts          prometheus.Counter
 	errorKinds          sync.Map // kind -> prometheus.Counter
 }
@@ -105,6 +151,10 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 			Name: "helexa_completion_tokens_total",
 			Help: "Completion tokens of the requests served.",
 		}, mn),
+		cached: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_cached_prompt_tokens_total",
+			Help: "Prompt tokens of the requests served that the engine read from its prompt cache, as its usage reported them (part of helexa_prompt_tokens_total).",
+		}, mn),
 		coldStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "helexa_cold_starts_total",
 			Help: "Requests that waited for their model to load.",
@@ -134,9 +184,9 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 			Help: "Times the neuron went down: its polls failed failure_threshold times in a row.",
 		}, []string{labelNeuron}),
 	}
-	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion,
+	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion, m.cached,
 		m.coldStarts, m.loads, m.evictions, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
-		newFleetCollector(fleet, clock)); err != nil {
+		newFleetCollector(fleet, clock), newCacheCollector(&m.caches)); err != nil {
 		return nil, err
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
@@ -166,8 +216,11 @@ func (m *metrics) seriesFor(model, neuron string) *series {
 		tps:        m.tps.WithLabelValues(model, neuron),
 		prompt:     m.prompt.WithLabelValues(model, neuron),
 		completion: m.completion.WithLabelValues(model, neuron),
+		cached:     m.cached.WithLabelValues(model, neuron),
 		coldStarts: m.coldStarts.WithLabelValues(model, neuron),
 	}
+	cc, _ := m.caches.LoadOrStore(model, &cacheCounts{})
+	s.cache = cc.(*cacheCounts)
 	actual, _ := m.series.LoadOrStore(k, s)
 	return actual.(*series)
 }
@@ -211,6 +264,11 @@ func (m *metrics) observe(c *exchange, end time.Time, u usage) {
 	}
 	s.prompt.Add(float64(u.Prompt))
 	s.completion.Add(float64(u.Completion))
+	s.cached.Add(float64(u.Cached))
+	if u.Reported && c.kind != routeEmbeddings {
+		s.cache.prompt.Add(u.Prompt)
+		s.cache.cached.Add(u.Cached)
+	}
 	from := c.start
 	if c.req.Stream && !c.firstToken.IsZero() {
 		s.ttft.Observe(c.firstToken.Sub(c.start).Seconds())
@@ -322,4 +380,33 @@ func (fc *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(fc.ejected, prometheus.GaugeValue, ej, m.ID, n.Name)
 		}
 	}
+}
+
+// cacheCollector reports each model's prompt cache hit ratio at scrape
+// time, from its cacheCounts.
+type cacheCollector struct {
+	caches *sync.Map
+	ratio  *prometheus.Desc
+}
+
+func newCacheCollector(caches *sync.Map) *cacheCollector {
+	return &cacheCollector{
+		caches: caches,
+		ratio: prometheus.NewDesc("helexa_prompt_cache_hit_ratio",
+			"Share of the model's prompt tokens that its engines read from their prompt cache since the gateway started, over the requests whose usage they reported (embeddings excluded).",
+			[]string{labelModel}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (cc *cacheCollector) Describe(ch chan<- *prometheus.Desc) { ch <- cc.ratio }
+
+// Collect implements prometheus.Collector.
+func (cc *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	cc.caches.Range(func(k, v any) bool {
+		if pc, ok := v.(*cacheCounts).snapshot(); ok {
+			ch <- prometheus.MustNewConstMetric(cc.ratio, prometheus.GaugeValue, pc.HitRatio, k.(string))
+		}
+		return true
+	})
 }

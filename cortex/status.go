@@ -54,6 +54,7 @@ var templateFS embed.FS
 // statusTemplates are the status page's templates; immutable once parsed.
 var statusTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"pct":     pct,
+	"ratio":   formatRatio,
 	"mib":     formatMiB,
 	"ago":     ago,
 	"seconds": formatSeconds,
@@ -247,6 +248,10 @@ type StatusModel struct {
 	Locations []ModelLocation `json:"locations"`
 	// FeasibleOn lists the neurons whose hardware can hold it.
 	FeasibleOn []string `json:"feasible_on"`
+	// PromptCache is how much of its prompts its engines read from their
+	// prompt cache since the gateway started; absent until a request of
+	// the model reported usage.
+	PromptCache *PromptCache `json:"prompt_cache,omitempty"`
 }
 
 // StatusBudget is the budget of one principal in the admin view.
@@ -302,6 +307,9 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 			m.InCatalogue, m.VRAMMB = true, p.VRAMMB
 		}
 		m.State = modelState(f, m)
+		if pc, ok := g.metrics.promptCache(e.ID); ok {
+			m.PromptCache = &pc
+		}
 		s.Models = append(s.Models, m)
 	}
 	if admin {
@@ -607,6 +615,12 @@ func pct(used, total uint64) int {
 		return 0
 	}
 	return int(min(used*100/total, 100))
+}
+
+// formatRatio formats a ratio in [0, 1] as a percentage with one
+// decimal: "93.8%".
+func formatRatio(r float64) string {
+	return strconv.FormatFloat(r*100, 'f', 1, 64) + "%"
 }
 
 // formatMiB formats MiB as "512 MiB" or "23.5 GiB".

@@ -125,7 +125,7 @@ func printStatus(w io.Writer, st cortex.Status) error {
 			orDash(strings.Join(models, ",")), since(st.GeneratedAt, n.LastSuccess))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tFEASIBLE ON\tIN FLIGHT\tALIASES\n")
+	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tFEASIBLE ON\tIN FLIGHT\tPROMPT CACHE\tALIASES\n")
 	inFlight := map[string]int{}
 	ejected := map[[2]string]bool{}
 	for _, n := range st.Neurons {
@@ -149,8 +149,8 @@ func printStatus(w io.Writer, st cortex.Status) error {
 			}
 			locs = append(locs, s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.State, orDash(strings.Join(locs, ",")),
-			orDash(strings.Join(m.FeasibleOn, ",")), inFlight[m.ID], orDash(strings.Join(m.Aliases, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, orDash(strings.Join(locs, ",")),
+			orDash(strings.Join(m.FeasibleOn, ",")), inFlight[m.ID], promptCache(m.PromptCache), orDash(strings.Join(m.Aliases, ",")))
 	}
 	if st.Admin {
 		fmt.Fprintln(tw)
@@ -185,6 +185,15 @@ func printStatus(w io.Writer, st cortex.Status) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// promptCache formats a model's prompt cache hits: the hit ratio and the
+// prompt tokens it is of, "62.5% of 1200"; "-" without any.
+func promptCache(pc *cortex.PromptCache) string {
+	if pc == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(pc.HitRatio*100, 'f', 1, 64) + "% of " + strconv.FormatInt(pc.PromptTokens, 10)
 }
 
 // residentModel formats a model of a neuron for the neurons table: its id,

@@ -147,6 +147,7 @@ func TestPrintStatus(t *testing.T) {
 		},
 		Models: []cortex.StatusModel{
 			{ID: "llama", State: cortex.ModelLoaded, Aliases: []string{"fast"}, FeasibleOn: []string{"gpu-01"},
+				PromptCache: &cortex.PromptCache{PromptTokens: 1200, CachedTokens: 750, HitRatio: 0.625},
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true},
 					{Neuron: "gpu-02", Status: neuron.StatusLoaded}}},
 			{ID: "qwen", State: cortex.ModelLoading, FeasibleOn: []string{"gpu-01"},
@@ -178,11 +179,11 @@ func TestPrintStatus(t *testing.T) {
 gpu-01   ok       2      4.0Gi/48.0Gi        20.0Gi   llama,qwen(loading),tiny(ejected 20s)   1s
 gpu-02   down     1      4.0Gi/24.0Gi        -        llama(stale)                            3h
 
-MODEL   STATUS           LOCATIONS                                  FEASIBLE ON   IN FLIGHT   ALIASES
-llama   loaded           gpu-01:loaded,gpu-02:loaded(neuron down)   gpu-01        3           fast
-qwen    loading          gpu-01:loading(42s)                        gpu-01        0           -
-tiny    loaded           gpu-01:loaded(ejected)                     gpu-01        0           -
-huge    not_deployable   -                                          -             0           -
+MODEL   STATUS           LOCATIONS                                  FEASIBLE ON   IN FLIGHT   PROMPT CACHE    ALIASES
+llama   loaded           gpu-01:loaded,gpu-02:loaded(neuron down)   gpu-01        3           62.5% of 1200   fast
+qwen    loading          gpu-01:loading(42s)                        gpu-01        0           -               -
+tiny    loaded           gpu-01:loaded(ejected)                     gpu-01        0           -               -
+huge    not_deployable   -                                          -             0           -               -
 
 ACCOUNT   KEY   UNIT     WINDOW    HARD CAP   SPENT   RESERVED   REMAINING
 acme      ci    tokens   balance   1000       10      0          990

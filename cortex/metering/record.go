@@ -127,8 +127,12 @@ type Record struct {
 	Route string
 	// Stream reports whether the answer was streamed.
 	Stream bool
-	// PromptTokens, CompletionTokens and CachedTokens are the usage counts;
-	// cached tokens are the part of the prompt served from a cache.
+	// PromptTokens, CompletionTokens and CachedTokens are the usage counts.
+	// CachedTokens are the part of PromptTokens the engine read from its
+	// prompt (KV) cache, as its usage reported them (clamped to
+	// PromptTokens); 0 when the engine reported none or the usage was
+	// estimated. They are what a "usd" key was charged at the model's
+	// cache_read price.
 	PromptTokens, CompletionTokens, CachedTokens int64
 	// Reserved is what was held before routing and Settled what the
 	// ledger recorded as spent with this record (see SettleState), both

@@ -298,10 +298,17 @@ func realChatBody(model string, maxTokens int, stream bool) string {
 
 // realUsage is the usage of an answer or of a stream's usage chunk.
 type realUsage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	TotalTokens         int64 `json:"total_tokens"`
+	PromptTokensDetails struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
 }
+
+// cached returns the prompt tokens llama-server read from its prompt
+// cache (prompt_tokens_details.cached_tokens; 0 when absent).
+func (u realUsage) cached() int64 { return u.PromptTokensDetails.CachedTokens }
 
 // usageOf returns the usage of a JSON answer, failing the test without one.
 func usageOf(t *testing.T, body []byte) realUsage {
@@ -483,9 +490,17 @@ func TestRealEngineServes(t *testing.T) {
 		t.Fatalf("at start the neuron lists %+v (%v) and runs engines %v; want nothing", ms, err, r.n.engines())
 	}
 	var usage realUsage // the sum of the usage of every answer
+	// chats are the prompt tokens and cached prompt tokens of the chat
+	// answers of realModel: what the gateway's hit ratio is made of.
+	var chats cortex.PromptCache
 	add := func(u realUsage) {
 		usage.PromptTokens += u.PromptTokens
 		usage.CompletionTokens += u.CompletionTokens
+	}
+	addChat := func(u realUsage) {
+		add(u)
+		chats.PromptTokens += u.PromptTokens
+		chats.CachedTokens += u.cached()
 	}
 
 	t.Run("cold load", func(t *testing.T) {
@@ -494,7 +509,7 @@ func TestRealEngineServes(t *testing.T) {
 			t.Fatalf("status %d: %s", a.status, a.body)
 		}
 		u := usageOf(t, a.body)
-		add(u)
+		addChat(u)
 		if u.CompletionTokens != 8 {
 			t.Errorf("completion tokens %d, want 8 (the tiny model runs to max_tokens)", u.CompletionTokens)
 		}
@@ -528,7 +543,7 @@ func TestRealEngineServes(t *testing.T) {
 			t.Errorf("the answer names the model %q, want %q", v.Model, realModel)
 		}
 		u := usageOf(t, a.body)
-		add(u)
+		addChat(u)
 		t.Logf("warm chat: status %d in %v, usage %+v", a.status, a.took.Round(time.Millisecond), u)
 	})
 
@@ -548,8 +563,49 @@ func TestRealEngineServes(t *testing.T) {
 		if st.usage.CompletionTokens != 16 {
 			t.Errorf("streamed usage %+v: want 16 completion tokens", *st.usage)
 		}
-		add(*st.usage)
+		addChat(*st.usage)
 		t.Logf("stream: %d tokens and usage %+v in %v", st.tokens, *st.usage, time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("prompt cache", func(t *testing.T) {
+		// llama-server keeps the slot's KV (cache_prompt): the same
+		// prompt again is read from it, all but its last token, which it
+		// reports as prompt_tokens_details.cached_tokens, streamed or
+		// not; the gateway's hit ratio adds up what it reported.
+		for _, stream := range []bool{false, true} {
+			var u realUsage
+			if stream {
+				resp := realSend(t, s, "/v1/chat/completions", realChatBody(realModel, 4, true))
+				st := readRealStream(t, readEvents(resp.Body), 20*time.Second)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || st.usage == nil {
+					t.Fatalf("stream: status %d, usage %v, ended by %v", resp.StatusCode, st.usage, st.err)
+				}
+				u = *st.usage
+			} else {
+				a := realPost(t, s, "/v1/chat/completions", realChatBody(realModel, 4, false))
+				if a.status != http.StatusOK {
+					t.Fatalf("status %d: %s", a.status, a.body)
+				}
+				u = usageOf(t, a.body)
+			}
+			addChat(u)
+			if c := u.cached(); c <= 0 || c >= u.PromptTokens {
+				t.Errorf("stream %v: the same prompt again reports usage %+v, cached %d: want between 0 and the %d prompt tokens",
+					stream, u, c, u.PromptTokens)
+			}
+		}
+		var got *cortex.PromptCache
+		for _, m := range s.gw.Status(t.Context(), false).Models {
+			if m.ID == realModel {
+				got = m.PromptCache
+			}
+		}
+		if got == nil || got.PromptTokens != chats.PromptTokens || got.CachedTokens != chats.CachedTokens {
+			t.Fatalf("the gateway's prompt cache of %s is %+v; llama-server reported %d cached of %d prompt tokens",
+				realModel, got, chats.CachedTokens, chats.PromptTokens)
+		}
+		t.Logf("prompt cache: %d of %d prompt tokens cached, hit ratio %.3f", got.CachedTokens, got.PromptTokens, got.HitRatio)
 	})
 
 	t.Run("embeddings", func(t *testing.T) {

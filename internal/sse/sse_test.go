@@ -108,6 +108,22 @@ func TestInspect(t *testing.T) {
 			want: sse.Chunk{}},
 		{name: "last usage of duplicates", in: `{"choices":[],"usage":{"completion_tokens":1},"usage":{"completion_tokens":50}}`,
 			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Completion: 50}}},
+		{name: "llama-server answer with a cache hit", in: `{"choices":[{"finish_reason":"length","index":0,"message":{"role":"assistant","content":"x"}}],"object":"chat.completion","usage":{"completion_tokens":4,"prompt_tokens":63,"total_tokens":67,"prompt_tokens_details":{"cached_tokens":62}},"timings":{"cache_n":62,"prompt_n":1}}`,
+			want: sse.Chunk{Content: true, HasUsage: true, Usage: sse.Usage{Prompt: 63, Completion: 4, Cached: 62}, Outputs: 1, Choices: 1, LengthChoices: 1}},
+		{name: "cached tokens clamped to the prompt", in: `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1000000}}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Prompt: 10, Completion: 2, Cached: 10}}},
+		{name: "cached tokens without prompt tokens", in: `{"choices":[],"usage":{"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":5}}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Completion: 2}}},
+		{name: "negative and non-numeric cached tokens", in: `{"choices":[],"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":-5}},"x":{"usage":{"prompt_tokens_details":{"cached_tokens":"7"}}}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Prompt: 10}}},
+		{name: "null details", in: `{"choices":[],"usage":{"prompt_tokens":10,"prompt_tokens_details":null}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Prompt: 10}}},
+		{name: "cached tokens nested deeper are not read", in: `{"choices":[],"usage":{"prompt_tokens":10,"extra":{"cached_tokens":9,"prompt_tokens":1},"prompt_tokens_details":{"audio":{"cached_tokens":8}}}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Prompt: 10}}},
+		{name: "last of duplicate counts", in: `{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":10,"completion_tokens":9,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":6},"prompt_tokens_details":{"cached_tokens":4,"cached_tokens":8}}}`,
+			want: sse.Chunk{HasUsage: true, UsageOnly: true, Usage: sse.Usage{Prompt: 10, Completion: 3, Cached: 8}}},
+		{name: "responses cached tokens clamped", in: `{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":6,"input_tokens_details":{"cached_tokens":50}}}}`,
+			want: sse.Chunk{HasUsage: true, Usage: sse.Usage{Prompt: 5, Completion: 6, Cached: 5}}},
 		{name: "choices of many", in: `{"choices":[{"index":0,"text":"a","finish_reason":"length"},{"index":1,"text":"","finish_reason":"stop"},{"index":2,"delta":{"tool_calls":[{"id":"t"}]}},{"index":3,"delta":{"role":"assistant","content":""}}]}`,
 			want: sse.Chunk{Content: true, Outputs: 2, Choices: 4, LengthChoices: 1}},
 		{name: "empty", in: ``, want: sse.Chunk{}},
@@ -125,10 +141,14 @@ func TestInspect(t *testing.T) {
 func FuzzInspect(f *testing.F) {
 	f.Add([]byte(`{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34}}`))
 	f.Add([]byte(`{"type":"response.completed","response":{"usage":{"input_tokens":5}}}`))
+	f.Add([]byte(`{"choices":[],"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":9}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := sse.Inspect(data)
 		if c.Usage.Prompt < 0 || c.Usage.Completion < 0 || c.Usage.Cached < 0 {
 			t.Fatalf("negative usage %+v", c.Usage)
+		}
+		if c.Usage.Cached > c.Usage.Prompt {
+			t.Fatalf("usage %+v: more cached than prompt tokens", c.Usage)
 		}
 		sr := sse.NewReader(strings.NewReader(string(data)))
 		for {

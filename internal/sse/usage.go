@@ -6,6 +6,11 @@ import "bytes"
 type Usage struct {
 	// Prompt, Completion and Cached tokens. The Responses API's
 	// input_tokens / output_tokens are read into Prompt / Completion.
+	// Cached are the prompt tokens the engine read from its prompt (KV)
+	// cache: prompt_tokens_details.cached_tokens (chat and text
+	// completions: OpenAI, vLLM, llama-server) or
+	// input_tokens_details.cached_tokens (the Responses API). They are part
+	// of Prompt, never more: Inspect clamps them to it.
 	Prompt, Completion, Cached int64
 }
 
@@ -60,15 +65,7 @@ func Inspect(data []byte) Chunk {
 	}
 	if len(usage) > 0 && usage[0] == '{' {
 		c.HasUsage = true
-		c.Usage.Prompt = intField(usage, "prompt_tokens")
-		if c.Usage.Prompt == 0 {
-			c.Usage.Prompt = intField(usage, "input_tokens")
-		}
-		c.Usage.Completion = intField(usage, "completion_tokens")
-		if c.Usage.Completion == 0 {
-			c.Usage.Completion = intField(usage, "output_tokens")
-		}
-		c.Usage.Cached = intField(usage, "cached_tokens")
+		c.Usage = readUsage(usage)
 	}
 	if hasChoices {
 		empty := isEmptyArray(choices)
@@ -197,43 +194,6 @@ func elements(arr []byte, fn func([]byte)) {
 	}
 }
 
-// valueOf finds the value of the first "key": member anywhere in data and
-// returns it (for an object or array, up to its closing bracket; for a
-// scalar, up to the next delimiter). A key inside a string never matches:
-// inside JSON strings quotes are escaped.
-func valueOf(data []byte, key string) ([]byte, bool) {
-	for off := 0; off < len(data); {
-		i := indexKey(data[off:], key)
-		if i < 0 {
-			return nil, false
-		}
-		j := off + i + len(key) + 2
-		j = skipWS(data, j)
-		if j < len(data) && data[j] == ':' {
-			j = skipWS(data, j+1)
-			end := valueEnd(data, j)
-			return data[j:end], true
-		}
-		off = j
-	}
-	return nil, false
-}
-
-// indexKey finds `"key"` in data.
-func indexKey(data []byte, key string) int {
-	for off := 0; ; {
-		i := bytes.Index(data[off:], []byte(key))
-		if i < 0 {
-			return -1
-		}
-		i += off
-		if i > 0 && data[i-1] == '"' && i+len(key) < len(data) && data[i+len(key)] == '"' {
-			return i - 1
-		}
-		off = i + 1
-	}
-}
-
 func skipWS(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
@@ -294,12 +254,59 @@ func isEmptyArray(v []byte) bool {
 	return skipWS(v, 1) == len(v)-1
 }
 
-// intField reads a non-negative integer member anywhere inside obj.
-func intField(obj []byte, key string) int64 {
-	v, ok := valueOf(obj, key)
+// readUsage reads the counts of a usage object. Like the rest of
+// Inspect it reads the object's own members (and the own members of its
+// *_tokens_details objects), never anything nested deeper, and of
+// duplicates the last wins, as the JSON decoders of clients do. A count
+// that is not a non-negative integer reads as 0; the cached tokens are
+// clamped to the prompt tokens, so that an engine cannot report more of
+// the prompt cached than the prompt it counted.
+func readUsage(obj []byte) Usage {
+	var u Usage
+	var input, output, inputCached int64
+	walk(obj, func(k, v []byte) {
+		switch string(k) {
+		case "prompt_tokens":
+			u.Prompt = count(v)
+		case "input_tokens":
+			input = count(v)
+		case "completion_tokens":
+			u.Completion = count(v)
+		case "output_tokens":
+			output = count(v)
+		case "prompt_tokens_details":
+			u.Cached = cachedOf(v)
+		case "input_tokens_details":
+			inputCached = cachedOf(v)
+		}
+	})
+	if u.Prompt == 0 {
+		u.Prompt = input
+	}
+	if u.Completion == 0 {
+		u.Completion = output
+	}
+	if u.Cached == 0 {
+		u.Cached = inputCached
+	}
+	u.Cached = min(u.Cached, u.Prompt)
+	return u
+}
+
+// cachedOf reads the cached_tokens member of a *_tokens_details object;
+// 0 when it has none or is not an object (null).
+func cachedOf(details []byte) int64 {
+	v, ok := member(details, "cached_tokens")
 	if !ok {
 		return 0
 	}
+	return count(v)
+}
+
+// count reads a token count: the leading digits of a JSON number, so that
+// 12 and 12.0 read 12 and anything negative or not a number reads 0,
+// saturating near 2^62.
+func count(v []byte) int64 {
 	var n int64
 	for _, c := range v {
 		if c < '0' || c > '9' {
