@@ -115,7 +115,7 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		opts:         o,
 		log:          logger,
 		adm:          newAdmission(o.admission, o.clock),
-		created:      time.Now(),
+		created:      o.clock.Now(),
 		tokenSum:     sha256.Sum256([]byte(o.token)),
 		activated:    make(chan struct{}),
 		reservations: make(map[string]*reservation),
@@ -511,7 +511,7 @@ func (a *Agent) Health(ctx context.Context) Health {
 	a.mu.Unlock()
 	return Health{
 		Status:        status,
-		UptimeSeconds: time.Since(a.created).Seconds(),
+		UptimeSeconds: a.opts.clock.Now().Sub(a.created).Seconds(),
 		Devices:       samples,
 		Models:        loads,
 		Activation:    act,
@@ -527,7 +527,7 @@ func (a *Agent) handleModels(w http.ResponseWriter, r *http.Request) {
 	if models == nil {
 		models = []ModelInfo{}
 	}
-	now := time.Now()
+	now := a.opts.clock.Now()
 	for i := range models {
 		if since := models[i].LoadingSince; !since.IsZero() {
 			models[i].LoadingSeconds = now.Sub(since).Round(time.Millisecond).Seconds()

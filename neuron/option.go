@@ -177,9 +177,12 @@ func WithDrainTimeout(d time.Duration) Option {
 
 // WithClock sets the agent's clock: its timers bound a request's wait in
 // an admission queue (AdmissionConfig.MaxWait) and Shutdown's drain
-// (WithDrainTimeout). The body read timeout is a connection deadline, kept
-// in real time whatever the clock, and the engine supervisor (package
-// engine) keeps its own time. Default clock.System; nil restores it.
+// (WithDrainTimeout), and it tells the uptime in GET /health and the
+// loading_seconds of GET /models (the time since a model's LoadingSince,
+// which the Harness reads on its own clock: give both the same one). The
+// body read timeout is a connection deadline, kept in real time whatever
+// the clock. The engine supervisors of package engine take their clock
+// through engine.WithClock. Default clock.System; nil restores it.
 func WithClock(clk clock.Clock) Option {
 	return agentOptionFunc(func(o *agentOptions) {
 		if clk == nil {

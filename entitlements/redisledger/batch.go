@@ -33,8 +33,6 @@ type batcher struct {
 	mu    sync.Mutex
 	busy  int     // pipelines in flight
 	queue []*call // waiting for a pipeline, in arrival order
-
-	queued func() // tests: called after a call queues; nil otherwise
 }
 
 // call is one script run through a batcher.
@@ -81,9 +79,6 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 	c.wake = make(chan struct{}, 1)
 	b.queue = append(b.queue, c)
 	b.mu.Unlock()
-	if b.queued != nil {
-		b.queued()
-	}
 	return b.await(c)
 }
 

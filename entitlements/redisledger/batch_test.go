@@ -85,13 +85,32 @@ func newTestBatcher(t *testing.T, max int, h *holdHook) *batcher {
 	return &batcher{client: c, max: max}
 }
 
-// notifyQueued makes b report each call that queues, for waitQueued. The
-// calls queue without blocking on anything the test controls, so this is
-// the one way to know.
-func notifyQueued(b *batcher) chan struct{} {
+// queuedCtx is a ctx that reports on queued when a call made with it has
+// queued: a queued call's first use of its ctx is the Done of its wait
+// (run only keeps the ctx of a call until then, and Reserve only asks its
+// Err), while a call that is sent at once never waits. The calls queue
+// without blocking on anything the test controls, so this is the way to
+// know.
+type queuedCtx struct {
+	context.Context
+	once   sync.Once
+	queued chan<- struct{}
+}
+
+func (c *queuedCtx) Done() <-chan struct{} {
+	c.once.Do(func() { c.queued <- struct{}{} })
+	return c.Context.Done()
+}
+
+// notifyQueued returns a channel for waitQueued and a function that makes
+// a ctx of parent that reports on it when its call queues. The ctx must
+// be the call's own, not the parent of another ctx: context.WithCancel
+// asks its parent's Done at once.
+func notifyQueued() (chan struct{}, func(parent context.Context) context.Context) {
 	ch := make(chan struct{}, 64)
-	b.queued = func() { ch <- struct{}{} }
-	return ch
+	return ch, func(parent context.Context) context.Context {
+		return &queuedCtx{Context: parent, queued: ch}
+	}
 }
 
 // waitQueued waits until n more calls have queued.
@@ -117,18 +136,18 @@ var (
 func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
 	h := newHoldHook()
 	b := newTestBatcher(t, 1, h)
-	notified := notifyQueued(b)
+	notified, queuing := notifyQueued()
 	const queued = 10
 	got := make([]string, queued+1)
 	errs := make([]error, queued+1)
 	var wg sync.WaitGroup
-	call := func(i int) {
-		got[i], errs[i] = b.run(t.Context(), echo, []string{"k"}, strconv.Itoa(i)).Text()
+	call := func(ctx context.Context, i int) {
+		got[i], errs[i] = b.run(ctx, echo, []string{"k"}, strconv.Itoa(i)).Text()
 	}
-	wg.Go(func() { call(0) })
+	wg.Go(func() { call(t.Context(), 0) })
 	<-h.entered
 	for i := 1; i <= queued; i++ {
-		wg.Go(func() { call(i) })
+		wg.Go(func() { call(queuing(t.Context()), i) })
 	}
 	waitQueued(t, notified, queued)
 	close(h.release)
@@ -152,15 +171,15 @@ func TestBatcherSendsQueuedCallsAsOnePipeline(t *testing.T) {
 func TestBatcherQueuedCallLeavesOnCancel(t *testing.T) {
 	h := newHoldHook()
 	b := newTestBatcher(t, 1, h)
-	notified := notifyQueued(b)
+	notified, queuing := notifyQueued()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
 	<-h.entered
 
 	ctx, cancel := context.WithCancel(t.Context())
 	left := make(chan error, 1)
-	go func() { left <- b.run(ctx, incr, []string{"n"}).Err() }()
-	wg.Go(func() { _ = b.run(t.Context(), incr, []string{"n"}).Err() })
+	go func() { left <- b.run(queuing(ctx), incr, []string{"n"}).Err() }()
+	wg.Go(func() { _ = b.run(queuing(t.Context()), incr, []string{"n"}).Err() })
 	waitQueued(t, notified, 2)
 	cancel()
 	if err := <-left; !errors.Is(err, context.Canceled) || !errors.Is(err, errUnsent) {
@@ -276,7 +295,7 @@ func TestReserveLeavingQueueSendsNothing(t *testing.T) {
 	}
 	h := newHoldHook()
 	c.AddHook(h)
-	queued := notifyQueued(l.b)
+	queued, queuing := notifyQueued()
 
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -288,7 +307,7 @@ func TestReserveLeavingQueueSendsNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	left := make(chan error, 1)
 	go func() {
-		_, err := l.Reserve(ctx, p, 2)
+		_, err := l.Reserve(queuing(ctx), p, 2)
 		left <- err
 	}()
 	waitQueued(t, queued, 1)

@@ -95,6 +95,11 @@
 // forks, and is tied to the OS thread that started it, so it is a safety
 // net, not a substitute for Close.
 //
+// The backoff, the start, stop and liveness timers and the times in
+// ModelInfo run on the harness's clock (WithClock, default the system's),
+// so that a test can move them with a clocktest.Fake; the polling of a
+// loading engine and the timeout of each probe stay in real time.
+//
 // Every model is owned by one supervisor goroutine that starts its
 // process, waits on it, probes it and restarts it; the Harness methods talk
 // to it through channels and a mutex and never block on a load in progress,

@@ -14,10 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
-// probeInterval is how often a loading engine's ready path is polled.
+// probeInterval is how often a loading engine's ready path is polled, in
+// real time (see WithClock).
 const probeInterval = 250 * time.Millisecond
 
 // Harness runs one engine child process per model. Build it with New; the
@@ -33,6 +35,7 @@ type Harness struct {
 	backoffMax    time.Duration
 	log           *slog.Logger
 	client        *http.Client
+	clock         clock.Clock
 
 	mu     sync.Mutex
 	models map[string]*model
@@ -85,6 +88,7 @@ func New(engines []neuron.EngineConfig, opts ...Option) (*Harness, error) {
 		backoffMin: o.backoffMin,
 		backoffMax: o.backoffMax,
 		log:        o.logger,
+		clock:      o.clock,
 		models:     make(map[string]*model),
 	}
 	for _, c := range engines {
@@ -260,7 +264,7 @@ func (h *Harness) startLocked(spec neuron.LoadSpec, t *template) *model {
 			VRAMUsedMB:   spec.VRAMMB,
 			Limit:        limit,
 			Capabilities: spec.Capabilities,
-			LoadingSince: time.Now(),
+			LoadingSince: h.clock.Now(),
 		},
 	}
 	h.models[m.id] = m

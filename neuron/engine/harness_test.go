@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/helexa-ai/helexa-go/clock/clocktest"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/engine"
 )
@@ -68,6 +69,24 @@ func newHarness(t *testing.T, engines []neuron.EngineConfig, opts ...engine.Opti
 		}
 	})
 	return h
+}
+
+// newFakeHarness is newHarness on a fake clock: its backoffs, start and
+// stop timeouts and liveness probes wait until the test moves the clock.
+func newFakeHarness(t *testing.T, engines []neuron.EngineConfig, opts ...engine.Option) (*engine.Harness, *clocktest.Fake) {
+	t.Helper()
+	clk := clocktest.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	return newHarness(t, engines, append([]engine.Option{engine.WithClock(clk)}, opts...)...), clk
+}
+
+// armed waits until n timers and tickers are armed on clk.
+func armed(t *testing.T, clk *clocktest.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if err := clk.WaitArmed(ctx, n); err != nil {
+		t.Fatalf("waiting for %d armed timers (%d are): %v", n, clk.Armed(), err)
+	}
 }
 
 // waitFor polls cond until it holds or a deadline passes.
@@ -235,8 +254,9 @@ func TestLoadInferUnload(t *testing.T) {
 // recorder is a slog.Handler that keeps the messages and attributes it
 // sees.
 type recorder struct {
-	mu   sync.Mutex
-	recs []string // "msg key=value ..."
+	mu      sync.Mutex
+	recs    []string      // "msg key=value ..."
+	changed chan struct{} // closed and replaced on each record
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
@@ -251,8 +271,42 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	})
 	r.mu.Lock()
 	r.recs = append(r.recs, b.String())
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
 	r.mu.Unlock()
 	return nil
+}
+
+// await waits until n records have message msg: the supervisor has got
+// that far.
+func (r *recorder) await(t *testing.T, msg string, n int) {
+	t.Helper()
+	guard := time.NewTimer(15 * time.Second)
+	defer guard.Stop()
+	for {
+		r.mu.Lock()
+		got := 0
+		for _, s := range r.recs {
+			if s == msg || strings.HasPrefix(s, msg+" ") {
+				got++
+			}
+		}
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("%d records %q, want %d; all: %q", got, msg, n, r.messages())
+		}
+	}
 }
 
 // messages returns the logged messages (without attributes).
@@ -299,11 +353,17 @@ func (r *recorder) find(prefix string) string {
 func TestCrashRestart(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
+	dir := t.TempDir()
+	mark, gate := filepath.Join(dir, "mark"), filepath.Join(dir, "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The engine prints its pid, then crashes after streaming 2 tokens of
-	// any request. The backoff (200ms) and load time (300ms) are long
-	// enough to watch "failed" and then "recovering".
-	h := newHarness(t,
-		[]neuron.EngineConfig{shellEngine("sim", `echo "pid=$$"; `+simCmd("--load-time 300ms --crash-after 2"))},
+	// any request. A restarted one waits for a line on gate before it
+	// starts, so that the test sees it recovering.
+	script := `echo "pid=$$"; if [ -e ` + mark + ` ]; then read _ < ` + gate + `; fi; touch ` + mark + `; ` + simCmd("--crash-after 2")
+	h, clk := newFakeHarness(t,
+		[]neuron.EngineConfig{shellEngine("sim", script)},
 		engine.WithBackoff(200*time.Millisecond, time.Second),
 		engine.WithLogger(slog.New(rec)))
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
@@ -316,26 +376,27 @@ func TestCrashRestart(t *testing.T) {
 	// matter.
 	_, _ = chat(t.Context(), h, "m", 16, true)
 
-	var seen []neuron.ModelStatus
-	waitFor(t, "the model to be loaded again", func() bool {
-		mi, ok := info(h, "m")
-		if !ok {
-			t.Fatal("model forgotten after a crash")
-		}
-		if len(seen) == 0 || seen[len(seen)-1] != mi.Status {
-			seen = append(seen, mi.Status)
-		}
-		return mi.Status == neuron.StatusLoaded && mi.Restarts > 0
-	})
-	// The harness may not have seen the exit yet when the request ends.
-	if seen[0] == neuron.StatusLoaded {
-		seen = seen[1:]
+	// Failed while the harness waits out the backoff...
+	rec.await(t, "engine crashed", 1)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusFailed || mi.Restarts != 0 {
+		t.Errorf("after the crash: status %s, restarts %d; want failed, 0", mi.Status, mi.Restarts)
 	}
-	want := []neuron.ModelStatus{neuron.StatusFailed, neuron.StatusRecovering, neuron.StatusLoaded}
-	if diff := cmp.Diff(seen, want); diff != "" {
-		t.Errorf("statuses seen (-got +want):\n%s", diff)
+	armed(t, clk, 1)
+	clk.Advance(200 * time.Millisecond)
+	// ... recovering from the restart until the engine is ready...
+	rec.await(t, "engine restarting", 1)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusRecovering || mi.Restarts != 1 {
+		t.Errorf("after the backoff: status %s, restarts %d; want recovering, 1", mi.Status, mi.Restarts)
 	}
+	if err := os.WriteFile(gate, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// ... and loaded once it is.
+	rec.await(t, "engine ready", 2)
 	mi, _ := info(h, "m")
+	if mi.Status != neuron.StatusLoaded {
+		t.Errorf("after the restart: status %s, want loaded", mi.Status)
+	}
 	if mi.Restarts != 1 {
 		t.Errorf("Restarts = %d, want 1", mi.Restarts)
 	}
@@ -364,7 +425,7 @@ func TestCrashRestart(t *testing.T) {
 func TestCrashKilled(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	h := newHarness(t, []neuron.EngineConfig{shellEngine("sim", `echo "pid=$$"; `+simCmd(""))}, engine.WithLogger(slog.New(rec)))
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{shellEngine("sim", `echo "pid=$$"; `+simCmd(""))}, engine.WithLogger(slog.New(rec)))
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -372,26 +433,32 @@ func TestCrashKilled(t *testing.T) {
 	if err := syscall.Kill(pidFrom(t, logs, "pid"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a restart", func() bool {
-		mi, _ := info(h, "m")
-		return mi.Status == neuron.StatusLoaded && mi.Restarts == 1
-	})
+	rec.await(t, "engine crashed", 1)
+	armed(t, clk, 1)
+	clk.Advance(50 * time.Millisecond)
+	rec.await(t, "engine ready", 2)
 	mi, _ := info(h, "m")
+	if mi.Status != neuron.StatusLoaded || mi.Restarts != 1 {
+		t.Errorf("after a restart: status %s, restarts %d; want loaded, 1", mi.Status, mi.Restarts)
+	}
 	if !strings.HasPrefix(mi.LastError, "signal: killed") {
 		t.Errorf("LastError = %q, want signal: killed", mi.LastError)
 	}
 
 	// Once the engine has stayed ready for the maximum backoff (200ms),
 	// the next crash waits the minimum again.
-	waitFor(t, "the engine to stay up", func() bool { return time.Since(mi.LoadedAt) > 300*time.Millisecond })
+	clk.Advance(200 * time.Millisecond)
 	logs, _ = h.Logs("m")
 	if err := syscall.Kill(pidFrom(t, logs, "pid"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a second restart", func() bool {
-		mi, _ := info(h, "m")
-		return mi.Status == neuron.StatusLoaded && mi.Restarts == 2
-	})
+	rec.await(t, "engine crashed", 2)
+	armed(t, clk, 1)
+	clk.Advance(50 * time.Millisecond)
+	rec.await(t, "engine ready", 3)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusLoaded || mi.Restarts != 2 {
+		t.Errorf("after a second restart: status %s, restarts %d; want loaded, 2", mi.Status, mi.Restarts)
+	}
 	if diff := cmp.Diff(rec.values("engine crashed", "restart_in"), []string{"50ms", "50ms"}); diff != "" {
 		t.Errorf("restart delays (-got +want):\n%s", diff)
 	}
@@ -403,7 +470,7 @@ func TestRestartBackoff(t *testing.T) {
 	mark := filepath.Join(t.TempDir(), "mark")
 	// The first engine loads; every later one fails at once.
 	script := `if [ -e ` + mark + ` ]; then echo "pid=$$ failing"; exit 1; fi; touch ` + mark + `; echo "pid=$$"; ` + simCmd("")
-	h := newHarness(t, []neuron.EngineConfig{shellEngine("sim", script)}, engine.WithLogger(slog.New(rec)))
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{shellEngine("sim", script)}, engine.WithLogger(slog.New(rec)))
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -411,17 +478,20 @@ func TestRestartBackoff(t *testing.T) {
 	if err := syscall.Kill(pidFrom(t, logs, "pid"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "five crashes", func() bool { return len(rec.values("engine crashed", "restart_in")) >= 5 })
-	if diff := cmp.Diff(rec.values("engine crashed", "restart_in")[:5], []string{"50ms", "100ms", "200ms", "200ms", "200ms"}); diff != "" {
+	for i := 1; i <= 5; i++ {
+		rec.await(t, "engine crashed", i)
+		if mi, _ := info(h, "m"); mi.Status != neuron.StatusFailed || mi.Restarts != i-1 {
+			t.Errorf("after crash %d: status %s, restarts %d; want failed, %d", i, mi.Status, mi.Restarts, i-1)
+		}
+		if i < 5 {
+			armed(t, clk, 1)
+			clk.Advance(200 * time.Millisecond) // the longest backoff
+		}
+	}
+	if diff := cmp.Diff(rec.values("engine crashed", "restart_in"), []string{"50ms", "100ms", "200ms", "200ms", "200ms"}); diff != "" {
 		t.Errorf("restart delays (-got +want):\n%s", diff)
 	}
 	mi, _ := info(h, "m")
-	if mi.Status != neuron.StatusFailed && mi.Status != neuron.StatusRecovering {
-		t.Errorf("status = %s, want failed or recovering", mi.Status)
-	}
-	if mi.Restarts < 4 {
-		t.Errorf("Restarts = %d, want at least 4", mi.Restarts)
-	}
 	if !strings.HasPrefix(mi.LastError, "exit status 1") || !strings.Contains(mi.LastError, "failing") {
 		t.Errorf("LastError = %q, want the failed restart", mi.LastError)
 	}
@@ -461,28 +531,47 @@ func TestLoadWhileUnloading(t *testing.T) {
 	// stop timeout.
 	cfg := shellEngine("sim", `trap '' TERM; echo start >> `+starts+`; `+simBin+` --host {host} --port {port} --model {id} & while :; do sleep 0.1; done`)
 	cfg.StopTimeout = neuron.Duration(300 * time.Millisecond)
-	h := newHarness(t, []neuron.EngineConfig{cfg})
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{cfg})
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- h.Unload(t.Context(), "m") }()
-	waitFor(t, "unloading", func() bool {
-		mi, _ := info(h, "m")
-		return mi.Status == neuron.StatusUnloading
-	})
+	unload := func() chan error {
+		errc := make(chan error, 1)
+		go func() { errc <- h.Unload(t.Context(), "m") }()
+		armed(t, clk, 2) // the liveness ticker and the stop timer
+		return errc
+	}
+	errc := unload()
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusUnloading {
+		t.Errorf("status %s while the stop timer runs, want unloading", mi.Status)
+	}
 	if _, err := h.Endpoint("m"); !errors.Is(err, neuron.ErrNotReady) {
 		t.Errorf("Endpoint while unloading: %v, want ErrNotReady", err)
 	}
-	mi, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
-	if err != nil || mi.Status != neuron.StatusLoaded {
-		t.Fatalf("Load while unloading = %s, %v; want a new load", mi.Status, err)
+	type loaded struct {
+		mi  neuron.ModelInfo
+		err error
+	}
+	loadc := make(chan loaded, 1)
+	go func() {
+		mi, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
+		loadc <- loaded{mi, err}
+	}()
+	clk.Advance(300 * time.Millisecond)
+	if got := <-loadc; got.err != nil || got.mi.Status != neuron.StatusLoaded {
+		t.Fatalf("Load while unloading = %s, %v; want a new load", got.mi.Status, got.err)
 	}
 	if err := <-errc; err != nil {
 		t.Errorf("Unload: %v", err)
 	}
 	if got := countLines(t, starts); got != 2 {
 		t.Errorf("%d engines started, want 2", got)
+	}
+	// The new engine ignores SIGTERM too.
+	errc = unload()
+	clk.Advance(300 * time.Millisecond)
+	if err := <-errc; err != nil {
+		t.Errorf("second Unload: %v", err)
 	}
 }
 
@@ -519,13 +608,23 @@ func TestUnloadEscalatesToKill(t *testing.T) {
 	// The group leader, a shell, ignores SIGTERM and outlives the sim.
 	cfg := shellEngine("sim", `trap '' TERM; echo "pid=$$"; `+simBin+` --host {host} --port {port} --model {id} & while :; do sleep 0.1; done`)
 	cfg.StopTimeout = neuron.Duration(100 * time.Millisecond)
-	h := newHarness(t, []neuron.EngineConfig{cfg}, engine.WithLogger(slog.New(rec)))
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{cfg}, engine.WithLogger(slog.New(rec)))
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	logs, _ := h.Logs("m")
 	pid := pidFrom(t, logs, "pid")
-	if err := h.Unload(t.Context(), "m"); err != nil {
+	errc := make(chan error, 1)
+	go func() { errc <- h.Unload(t.Context(), "m") }()
+	armed(t, clk, 2) // the liveness ticker and the stop timer
+	if !alive(pid) {
+		t.Errorf("engine %d died of SIGTERM, which it ignores", pid)
+	}
+	if rec.find("engine ignored SIGTERM") != "" {
+		t.Error("SIGKILL before the stop timeout")
+	}
+	clk.Advance(100 * time.Millisecond)
+	if err := <-errc; err != nil {
 		t.Fatalf("Unload: %v", err)
 	}
 	if alive(pid) {
@@ -543,8 +642,21 @@ func TestStartTimeout(t *testing.T) {
 	t.Parallel()
 	cfg := shellEngine("sim", `echo "pid=$$"; `+simCmd("--load-time 1m"))
 	cfg.StartTimeout = neuron.Duration(500 * time.Millisecond)
-	h := newHarness(t, []neuron.EngineConfig{cfg})
-	_, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
+	rec := &recorder{}
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{cfg}, engine.WithLogger(slog.New(rec)))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
+		errc <- err
+	}()
+	rec.await(t, "engine started", 1)
+	armed(t, clk, 1) // the start timeout
+	clk.Advance(499 * time.Millisecond)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusLoading {
+		t.Errorf("status %s before the start timeout, want loading", mi.Status)
+	}
+	clk.Advance(time.Millisecond)
+	err := <-errc
 	if !errors.Is(err, neuron.ErrLoadFailed) {
 		t.Fatalf("Load error = %v, want ErrLoadFailed", err)
 	}
@@ -555,7 +667,8 @@ func TestStartTimeout(t *testing.T) {
 	if le.Reason != "not ready after 500ms" || le.ExitCode != -1 || le.ModelID != "m" || le.Engine != "sim" {
 		t.Errorf("LoadError = %+v, want a start timeout of m on sim", le)
 	}
-	if pid := pidFrom(t, le.Output, "pid"); alive(pid) {
+	pid, _ := strconv.Atoi(rec.values("engine started", "pid")[0])
+	if alive(pid) {
 		t.Errorf("engine %d survived its start timeout", pid)
 	}
 	if got := h.Models(); len(got) != 0 {

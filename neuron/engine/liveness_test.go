@@ -13,13 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/engine"
 )
 
 // liveEngine is a helexa-sim engine that prints its pid, probed for
-// liveness every 100ms with a 250ms timeout, taken for hung after
-// failures probes in a row.
+// liveness every 100ms of the harness's clock with a 250ms timeout (in
+// real time), taken for hung after failures probes in a row.
 func liveEngine(failures int) neuron.EngineConfig {
 	cfg := shellEngine("sim", `echo "pid=$$"; `+simCmd(""))
 	cfg.LivenessInterval = neuron.Duration(100 * time.Millisecond)
@@ -34,8 +35,9 @@ func liveEngine(failures int) neuron.EngineConfig {
 func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	h := newHarness(t, []neuron.EngineConfig{liveEngine(3)}, engine.WithLogger(slog.New(rec)))
-	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{liveEngine(3)}, engine.WithLogger(slog.New(rec)))
+	loaded, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"})
+	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	logs, _ := h.Logs("m")
@@ -43,7 +45,6 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	stopped := time.Now()
 	// A request sent to the stopped engine waits for it.
 	held := make(chan error, 1)
 	go func() {
@@ -53,11 +54,18 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 		held <- err
 	}()
 
-	waitFor(t, "the model to be marked failed", func() bool {
-		mi, _ := info(h, "m")
-		return mi.Status != neuron.StatusLoaded
-	})
-	failedAfter := time.Since(stopped)
+	// One probe per liveness interval, each timing out.
+	for i := 1; i <= 3; i++ {
+		clk.Advance(100 * time.Millisecond)
+		rec.await(t, "engine liveness probe failed", i)
+		if mi, _ := info(h, "m"); i < 3 && (mi.Status != neuron.StatusLoaded || mi.LivenessFailures != i) {
+			t.Errorf("after %d failed probes: status %s, liveness failures %d; want loaded, %d", i, mi.Status, mi.LivenessFailures, i)
+		}
+	}
+	rec.await(t, "engine unresponsive, killed", 1)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusFailed {
+		t.Errorf("status %s after the kill, want failed", mi.Status)
+	}
 	select {
 	case err := <-held:
 		if err == nil {
@@ -69,25 +77,25 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request to the hung engine still waits after it was killed")
 	}
-	heldFor := time.Since(stopped)
 	if alive(pid) {
 		// SIGKILL reaches a stopped process; give the reaper a moment.
 		waitFor(t, "the hung engine to die", func() bool { return !alive(pid) })
 	}
-	waitFor(t, "the model to be loaded again", func() bool {
-		mi, _ := info(h, "m")
-		return mi.Status == neuron.StatusLoaded && mi.Restarts >= 1
-	})
-	t.Logf("SIGSTOP to failed: %v; to the held request's error: %v; to loaded again: %v",
-		failedAfter.Round(time.Millisecond), heldFor.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
-	// Three probes of at most 250ms, every 100ms: under a second.
-	if failedAfter > 5*time.Second {
-		t.Errorf("the hung engine was found after %v", failedAfter)
-	}
-
 	mi, _ := info(h, "m")
-	if mi.Failures < 1 || mi.LastFailure != neuron.FailureUnresponsive || mi.LastFailureAt.IsZero() || mi.LivenessFailures != 0 {
-		t.Errorf("failure fields = failures %d, last %q at %v, liveness %d; want 1 or more, unresponsive, a time, 0",
+	// Three probes, one each 100ms of the clock: found after 300ms.
+	if got := mi.LastFailureAt.Sub(loaded.LoadedAt); got != 300*time.Millisecond {
+		t.Errorf("the hung engine was found %v after it was loaded, want 300ms", got)
+	}
+	armed(t, clk, 1) // the restart backoff
+	clk.Advance(50 * time.Millisecond)
+	rec.await(t, "engine ready", 2)
+
+	mi, _ = info(h, "m")
+	if mi.Status != neuron.StatusLoaded || mi.Restarts != 1 {
+		t.Errorf("after the restart: status %s, restarts %d; want loaded, 1", mi.Status, mi.Restarts)
+	}
+	if mi.Failures != 1 || mi.LastFailure != neuron.FailureUnresponsive || mi.LastFailureAt.IsZero() || mi.LivenessFailures != 0 {
+		t.Errorf("failure fields = failures %d, last %q at %v, liveness %d; want 1, unresponsive, a time, 0",
 			mi.Failures, mi.LastFailure, mi.LastFailureAt, mi.LivenessFailures)
 	}
 	if want := "3 liveness probes failed in a row (the last: timed out after 250ms)"; mi.LastFailureReason != want {
@@ -99,8 +107,8 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	if newPid := pidFrom(t, func() []string { l, _ := h.Logs("m"); return l }(), "pid"); newPid == pid {
 		t.Errorf("restarted engine has the old pid %d", pid)
 	}
-	if got := rec.values("engine liveness probe failed", "failed"); len(got) < 3 || got[2] != "3" {
-		t.Errorf("liveness failures logged: %v, want 1 2 3", got)
+	if diff := cmp.Diff(rec.values("engine liveness probe failed", "failed"), []string{"1", "2", "3"}); diff != "" {
+		t.Errorf("liveness failures logged (-got +want):\n%s", diff)
 	}
 	if s := rec.find("engine unresponsive, killed"); !strings.Contains(s, "failures=1") {
 		t.Errorf("kill log line = %q", s)
@@ -111,7 +119,11 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 // is counted, then forgiven: nothing is restarted.
 func TestLivenessProbeRecovers(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []neuron.EngineConfig{liveEngine(1000)})
+	rec := &recorder{}
+	cfg := liveEngine(1000)
+	// Time enough for the engine to answer at once after SIGCONT.
+	cfg.LivenessTimeout = neuron.Duration(time.Second)
+	h, clk := newFakeHarness(t, []neuron.EngineConfig{cfg}, engine.WithLogger(slog.New(rec)))
 	if _, err := h.Load(t.Context(), neuron.LoadSpec{ModelID: "m"}); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -120,24 +132,22 @@ func TestLivenessProbeRecovers(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a failed liveness probe", func() bool {
-		mi, _ := info(h, "m")
-		return mi.LivenessFailures > 0
-	})
-	if mi, _ := info(h, "m"); mi.Status != neuron.StatusLoaded {
-		t.Errorf("status %s after one failed probe, want loaded", mi.Status)
+	// Should the test stop early, the engine must take Close's SIGTERM.
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	clk.Advance(100 * time.Millisecond)
+	rec.await(t, "engine liveness probe failed", 1)
+	if mi, _ := info(h, "m"); mi.Status != neuron.StatusLoaded || mi.LivenessFailures != 1 {
+		t.Errorf("after one failed probe: status %s, liveness failures %d; want loaded, 1", mi.Status, mi.LivenessFailures)
 	}
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the probes to pass again", func() bool {
-		mi, _ := info(h, "m")
-		return mi.LivenessFailures == 0
-	})
+	clk.Advance(100 * time.Millisecond)
+	rec.await(t, "engine answers its liveness probe again", 1)
 	mi, _ := info(h, "m")
-	if mi.Status != neuron.StatusLoaded || mi.Failures != 0 || mi.Restarts != 0 || !alive(pid) {
-		t.Errorf("after recovering: status %s, failures %d, restarts %d, alive %t; want loaded, 0, 0, true",
-			mi.Status, mi.Failures, mi.Restarts, alive(pid))
+	if mi.Status != neuron.StatusLoaded || mi.LivenessFailures != 0 || mi.Failures != 0 || mi.Restarts != 0 || !alive(pid) {
+		t.Errorf("after recovering: status %s, liveness failures %d, failures %d, restarts %d, alive %t; want loaded, 0, 0, 0, true",
+			mi.Status, mi.LivenessFailures, mi.Failures, mi.Restarts, alive(pid))
 	}
 }
 

@@ -3,6 +3,8 @@ package engine
 import (
 	"log/slog"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/clock"
 )
 
 // Option configures a Harness built by New.
@@ -21,6 +23,7 @@ type options struct {
 	backoffMin    time.Duration
 	backoffMax    time.Duration
 	host          string
+	clock         clock.Clock
 }
 
 func defaultOptions() options {
@@ -29,6 +32,7 @@ func defaultOptions() options {
 		backoffMin: time.Second,
 		backoffMax: 30 * time.Second,
 		host:       "127.0.0.1",
+		clock:      clock.System{},
 	}
 }
 
@@ -64,4 +68,26 @@ func WithBackoff(lo, hi time.Duration) Option {
 // 127.0.0.1.
 func WithHost(host string) Option {
 	return optionFunc(func(o *options) { o.host = host })
+}
+
+// WithClock sets the clock of the engine supervisors: the restart backoff
+// (WithBackoff) and the time an engine must stay ready to reset it, the
+// start timeout (the stall of a load), the interval of the liveness probes
+// of a loaded engine, and the stop timeout before SIGKILL, as well as the
+// times in ModelInfo (LoadingSince, LoadedAt, LastFailureAt). With a
+// clocktest.Fake these wait until the test moves the time.
+//
+// What stays in real time, whatever the clock: the polling of a loading
+// engine's ready path (every 250ms, so that a load ends when the process is
+// ready without the clock being moved), the timeout of each probe (an HTTP
+// request's deadline: EngineConfig.LivenessTimeout), and the grace an
+// exited engine's output has to drain. The engine processes themselves run
+// in real time. Default clock.System; nil restores it.
+func WithClock(clk clock.Clock) Option {
+	return optionFunc(func(o *options) {
+		if clk == nil {
+			clk = clock.System{}
+		}
+		o.clock = clk
+	})
 }

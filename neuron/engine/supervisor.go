@@ -76,10 +76,10 @@ func (s *supervisor) run() {
 		}
 
 		// A crash, a hung engine, or a restart that did not become ready.
-		if res.ready && time.Since(res.readyAt) >= h.backoffMax {
+		now := h.clock.Now()
+		if res.ready && now.Sub(res.readyAt) >= h.backoffMax {
 			delay = h.backoffMin
 		}
-		now := time.Now()
 		kind := neuron.FailureCrash
 		if res.hung {
 			kind = neuron.FailureUnresponsive
@@ -103,13 +103,13 @@ func (s *supervisor) run() {
 		}
 		h.log.Warn(msg, "model", m.id, "engine", m.tmpl.name, "pid", res.pid, "status", res.reason,
 			"failures", failures, "restart_in", delay)
-		t := time.NewTimer(delay)
+		t := h.clock.NewTimer(delay)
 		select {
 		case <-m.stop:
 			t.Stop()
 			s.finish(nil)
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		delay = min(2*delay, h.backoffMax)
 		restarts := 0
@@ -117,7 +117,7 @@ func (s *supervisor) run() {
 			i.Status = neuron.StatusRecovering
 			i.Restarts++
 			restarts = i.Restarts
-			i.LoadingSince = time.Now()
+			i.LoadingSince = h.clock.Now()
 		})
 		h.log.Info("engine restarting", "model", m.id, "engine", m.tmpl.name, "restarts", restarts)
 	}
@@ -223,7 +223,8 @@ func (s *supervisor) runOnce() result {
 	res := s.watch(cmd.Process, port, exited)
 	res.pid = pid
 
-	// Whatever the engine spawned dies with it, then its output drains.
+	// Whatever the engine spawned dies with it, then its output drains
+	// (in real time: this waits on the operating system, not on a clock).
 	if err := kill(cmd.Process); err != nil {
 		h.log.Warn("engine group kill failed", "model", m.id, "pid", pid, "err", err)
 	}
@@ -252,9 +253,12 @@ func (s *supervisor) runOnce() result {
 // probing it every liveness interval: after the template's number of
 // failed probes in a row the engine is marked failed and killed, and watch
 // returns a hung result.
+//
+// The ready probes of a loading engine are paced in real time, the start
+// timeout and the liveness probes by the harness's clock (WithClock).
 func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result {
 	h, m, t := s.h, s.m, s.m.tmpl
-	started := time.Now()
+	started := h.clock.Now()
 	probeURL := "http://" + net.JoinHostPort(h.dialHost, strconv.Itoa(port)) + t.readyPath
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -267,12 +271,16 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 			<-probes
 		}
 	}()
-	tick := time.NewTicker(probeInterval)
-	defer tick.Stop()
-	tickC := tick.C
-	stall := time.NewTimer(t.startTimeout)
+	// One of the two tickers runs: poll while loading, live once ready.
+	// tickC is the running one's channel, nil while a probe is out.
+	poll := time.NewTicker(probeInterval)
+	defer poll.Stop()
+	liveC, stopLive := (<-chan time.Time)(nil), func() {}
+	defer func() { stopLive() }()
+	tickC := poll.C
+	stall := h.clock.NewTimer(t.startTimeout)
 	defer stall.Stop()
-	stallC := stall.C
+	stallC := stall.C()
 	var readyAt time.Time
 	failed := 0 // liveness probes failed in a row
 
@@ -303,23 +311,28 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 
 		case err := <-probes:
 			probing = false
-			tickC = tick.C
 			switch {
 			case readyAt.IsZero() && err != nil:
 				// Still loading.
+				tickC = poll.C
 			case readyAt.IsZero():
-				readyAt = time.Now()
-				tick.Reset(t.liveInterval)
+				readyAt = h.clock.Now()
+				poll.Stop()
+				stall.Stop()
 				stallC = nil
+				liveC, stopLive = h.clock.NewTicker(t.liveInterval)
+				tickC = liveC
 				s.markReady(readyAt)
 				h.log.Info("engine ready", "model", m.id, "engine", t.name, "pid", p.Pid, "port", port, "took", readyAt.Sub(started).Round(time.Millisecond))
 			case err == nil:
+				tickC = liveC
 				if failed > 0 {
 					failed = 0
 					s.setLiveness(0)
 					h.log.Info("engine answers its liveness probe again", "model", m.id, "engine", t.name, "pid", p.Pid)
 				}
 			default:
+				tickC = liveC
 				failed++
 				s.setLiveness(failed)
 				h.log.Warn("engine liveness probe failed", "model", m.id, "engine", t.name, "pid", p.Pid,
@@ -353,18 +366,18 @@ func (s *supervisor) watch(p *os.Process, port int, exited <-chan error) result 
 	}
 }
 
-// stop sends SIGTERM to the engine's group, SIGKILL after the stop timeout,
-// and waits for the engine to exit.
+// stop sends SIGTERM to the engine's group, SIGKILL after the stop timeout
+// (on the harness's clock), and waits for the engine to exit.
 func (s *supervisor) stop(p *os.Process, exited <-chan error) result {
 	if err := terminate(p); err != nil {
 		s.h.log.Warn("engine terminate failed", "model", s.m.id, "pid", p.Pid, "err", err)
 	}
-	t := time.NewTimer(s.m.tmpl.stopTimeout)
+	t := s.h.clock.NewTimer(s.m.tmpl.stopTimeout)
 	defer t.Stop()
 	var err error
 	select {
 	case err = <-exited:
-	case <-t.C:
+	case <-t.C():
 		s.h.log.Warn("engine ignored SIGTERM, killing", "model", s.m.id, "pid", p.Pid, "stop_timeout", s.m.tmpl.stopTimeout)
 		_ = kill(p)
 		err = <-exited
