@@ -34,7 +34,7 @@ type Engine struct {
 	crash   func()
 	gpu     *replica // the GPU model of cfg; nil without one
 	backend backend  // where models are looked up; nil: every id uses cfg
-	created int64   // reported as the models' creation time
+	created int64    // reported as the models' creation time
 	salt    uint64
 	seq     atomic.Uint64
 	pool    sync.Pool // *reqState
