@@ -316,6 +316,36 @@
 // prompt). A request settled without the engine's usage has none. A "usd"
 // key pays them at the model's cost.cache_read (see Budgets and limits).
 //
+// # Prefix affinity
+//
+// The prompt cache pays only when a request lands on the replica that
+// holds its prefix. The default Router sends each request to the least
+// busy replica, which scatters the requests that share a long system
+// prompt, or the turns of one conversation, over every replica; each then
+// prefills them again. With prefix affinity on (route.WithPrefixAffinity,
+// or in cortex.toml:
+//
+//	[routing]
+//	prefix_affinity = true
+//	affinity_depth = 8     # blocks of 256 bytes of prompt text (2 KiB)
+//	affinity_bound = 1.25  # a replica's most work, × the mean
+//
+// ), requests whose prompts share their first affinity_depth blocks go to
+// the replica that rendezvous hashing of that prefix over the neuron names
+// picks, unless its work would pass affinity_bound times the mean of the
+// model's replicas, when the prefix spills to the next replica in its
+// order (consistent hashing with bounded loads). Several cortex replicas
+// pick the same replica for the same prefix without talking to each other.
+// Shorter prompts, with nothing worth keeping, are routed as without it.
+//
+// Choose affinity_depth near the length of the prefix your requests share:
+// about a shared system prompt's length groups requests by it (a tenant, an
+// application); longer separates the conversations that share one, so each
+// conversation keeps its own replica. A lower affinity_bound spreads a hot
+// prefix sooner, at the cost of cache hits. The fleet benchmark
+// (go run ./bench/fleet, in make bench) measures the policy against
+// least-loaded and round-robin routing on a simulated fleet of 8 replicas.
+//
 // # Metering
 //
 // WithMeter receives one metering.Record per finished inference request
