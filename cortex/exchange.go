@@ -3,6 +3,7 @@ package cortex
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"runtime/debug"
@@ -282,6 +283,7 @@ func (c *exchange) dispatch() {
 		Key:     c.principal.KeyID,
 		Header:  c.r.Header,
 		Prefix:  route.NewPrefix(c.req.Prefix.Sums[:c.req.Prefix.N]),
+		Seed:    rand.Uint64() | 1, // never 0: ties spread
 	}
 	for attempt := 1; ; attempt++ {
 		name, err := c.place()

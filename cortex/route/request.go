@@ -30,6 +30,14 @@ type Request struct {
 	// (a model loading is not yet a replica in the Fleet until the next
 	// poll). Shared between requests: do not modify it.
 	Loads []Load
+	// Seed is a random value the gateway draws for each request. The
+	// default Router breaks ties between equally good replicas by it
+	// (rendezvous hashing of Seed and the neuron names), so that ties
+	// spread over the replicas, whichever gateway routes them. Zero, as in
+	// tests, breaks ties by neuron name order. Placements and joins break
+	// ties by name order whatever the seed, so that gateways agree on where
+	// a model loads.
+	Seed uint64
 	// Backoff lists the neurons where a load of the model failed recently
 	// and no new load may start yet, with when one may
 	// (cortex.WithLoadBackoff).

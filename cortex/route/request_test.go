@@ -3,6 +3,7 @@ package route_test
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -252,5 +253,41 @@ func TestPrefix(t *testing.T) {
 	}
 	if short := route.PrefixOf(bytes.Repeat([]byte("x"), route.PrefixBlockBytes-1)); short.Len() != 0 {
 		t.Errorf("a prompt shorter than a block has %d blocks", short.Len())
+	}
+}
+
+// A request's Seed breaks ties between equally good replicas, on the
+// least-loaded fast path and on the scored path alike; without one, ties
+// go to the first name.
+func TestSeedBreaksTies(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, routerCatalogue(t), nil,
+		host("n1", gpus(24000), loaded("mid", 10000)), host("n2", gpus(24000), loaded("mid", 10000)),
+		host("n3", gpus(24000), loaded("mid", 10000)), host("n4", gpus(24000), busy(loaded("mid", 10000), 1, 0)))
+	def, err := route.NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scored, err := route.NewRouter(route.WithScorers(route.Weighted{Scorer: route.LeastLoaded, Weight: 1}, route.Weighted{Scorer: route.Pinned, Weight: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]route.Router{"least-loaded": def, "scored": scored} {
+		if n := routeTo(t, r, f, &route.Request{Model: "mid"}); n != "n1" {
+			t.Errorf("%s, no seed: %s, want the first name", name, n)
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		counts := map[string]int{}
+		for range 3000 {
+			counts[routeTo(t, r, f, &route.Request{Model: "mid", Seed: rng.Uint64() | 1})]++
+		}
+		if counts["n4"] != 0 {
+			t.Errorf("%s: the busier n4 won %d ties it was not in", name, counts["n4"])
+		}
+		for _, n := range []string{"n1", "n2", "n3"} {
+			if c := counts[n]; c < 900 || c > 1100 {
+				t.Errorf("%s: %s won %d of 3000 ties among 3, want about 1000: %v", name, n, c, counts)
+			}
+		}
 	}
 }

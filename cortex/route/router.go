@@ -323,7 +323,7 @@ func (r *DefaultRouter) serve(f *Fleet, req *Request, mi *modelIndex) (Decision,
 		// Nothing the other scorer gives can outweigh it.
 		best = preferred
 	case preferred == nil && len(r.filters) == 0 && len(req.Tried) == 0 && r.replicas.leastLoaded:
-		best, ejected = r.leastLoaded(f, mi)
+		best, ejected = r.leastLoaded(f, mi, req.Seed)
 	default:
 		best, ejected = r.bestReplica(f, req, mi, preferred)
 	}
@@ -338,13 +338,23 @@ func (r *DefaultRouter) serve(f *Fleet, req *Request, mi *modelIndex) (Decision,
 
 // leastLoaded is bestReplica with no filter, no attempt tried and the
 // default scorer: it compares loads, and stops at an idle replica.
-func (r *DefaultRouter) leastLoaded(f *Fleet, mi *modelIndex) (best, ejected *readyReplica) {
+func (r *DefaultRouter) leastLoaded(f *Fleet, mi *modelIndex, seed uint64) (best, ejected *readyReplica) {
 	bestLoad, ejectedLoad := 0, 0
+	var bestTie uint64
 	for i := range mi.ready {
 		rr := &mi.ready[i]
 		load := rr.base + rr.live.InFlight()
-		if best != nil && load >= bestLoad {
+		if best != nil && load > bestLoad {
 			continue
+		}
+		var tie uint64
+		if best != nil && load == bestLoad {
+			if seed == 0 {
+				continue // ties go to the first
+			}
+			if tie = rendezvous(seed, rr.n.nameHash); tie <= bestTie {
+				continue
+			}
 		}
 		if rr.ej.Active(f.at) {
 			if ejected == nil || load < ejectedLoad {
@@ -352,8 +362,11 @@ func (r *DefaultRouter) leastLoaded(f *Fleet, mi *modelIndex) (best, ejected *re
 			}
 			continue
 		}
-		best, bestLoad = rr, load
-		if load == 0 {
+		if tie == 0 && seed != 0 {
+			tie = rendezvous(seed, rr.n.nameHash)
+		}
+		best, bestLoad, bestTie = rr, load, tie
+		if load == 0 && seed == 0 {
 			break // nothing beats an idle replica, and ties go to the first
 		}
 	}
@@ -365,6 +378,7 @@ func (r *DefaultRouter) leastLoaded(f *Fleet, mi *modelIndex) (best, ejected *re
 // prefix affinity prefers, when not nil, scores its weight more.
 func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex, preferred *readyReplica) (best, ejected *readyReplica) {
 	bestScore, ejectedScore := 0.0, 0.0
+	var bestTie uint64
 	most := r.replicas.max
 	if preferred != nil {
 		most += r.affinity.Weight
@@ -392,9 +406,13 @@ func (r *DefaultRouter) bestReplica(f *Fleet, req *Request, mi *modelIndex, pref
 			}
 			continue
 		}
-		if best == nil || score > bestScore {
-			best, bestScore = rr, score
-			if score >= most {
+		var tie uint64
+		if req.Seed != 0 {
+			tie = rendezvous(req.Seed, rr.n.nameHash)
+		}
+		if best == nil || score > bestScore || score == bestScore && tie > bestTie {
+			best, bestScore, bestTie = rr, score, tie
+			if score >= most && req.Seed == 0 {
 				break // nothing scores higher, and ties go to the first
 			}
 		}
