@@ -283,7 +283,7 @@ func (c *exchange) dispatch() {
 		Key:     c.principal.KeyID,
 		Header:  c.r.Header,
 		Prefix:  route.NewPrefix(c.req.Prefix.Sums[:c.req.Prefix.N]),
-		Seed:    rand.Uint64() | 1, // never 0: ties spread
+		Seed:    c.g.routeSeed(),
 	}
 	for attempt := 1; ; attempt++ {
 		name, err := c.place()
@@ -310,6 +310,14 @@ func (c *exchange) dispatch() {
 		}
 		c.route.Tried = append(c.route.Tried, route.Attempt{Neuron: name, Failure: how})
 	}
+}
+
+// routeSeed draws a request's route.Request.Seed (WithRouteSeeds).
+func (g *Gateway) routeSeed() uint64 {
+	if g.cfg.seed != nil {
+		return g.cfg.seed()
+	}
+	return rand.Uint64() | 1 // never 0: ties spread
 }
 
 // failWith ends the request with err: a kept neuron answer is relayed as it

@@ -37,14 +37,18 @@ type stack struct {
 }
 
 // newStack starts the fleet and a gateway over it (failure threshold 1),
-// and polls every neuron once. The per-call timeout is generous: tests
+// and polls every neuron once. Routing ties go to the first neuron name
+// unless opts say otherwise (WithRouteSeeds). The per-call timeout is generous: tests
 // drive polls themselves, and a loaded machine must not turn a slow first
 // poll into an unhealthy neuron (a stopped neuron fails at once).
 func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, opts ...cortex.GatewayOption) *stack {
 	t.Helper()
 	fleet := cortextest.NewFleet(t, specs...)
+	// Ties go to the first neuron name, as the tests that expect one
+	// replica want; a test of the spread sets its own seeds.
 	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(
-		route.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second))}, opts...)
+		route.WithFailureThreshold(1), route.WithCallTimeout(30*time.Second)),
+		cortex.WithRouteSeeds(func() uint64 { return 0 })}, opts...)
 	gw, err := cortex.NewGateway(fleet.Configs(), cat, opts...)
 	if err != nil {
 		t.Fatalf("NewGateway: %v", err)

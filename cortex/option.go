@@ -85,6 +85,7 @@ type gatewayConfig struct {
 	logger       *slog.Logger
 	clock        clock.Clock
 	usage        *route.Usage
+	seed         func() uint64 // nil: random
 	idleTimeout  time.Duration
 	maxBodyBytes int64
 	bodyTimeout  time.Duration
@@ -210,6 +211,16 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 type gatewayOptionFunc func(*gatewayConfig)
 
 func (f gatewayOptionFunc) applyGateway(c *gatewayConfig) { f(c) }
+
+// WithRouteSeeds sets where the gateway draws each request's
+// route.Request.Seed, by which the default Router breaks ties between
+// equally good replicas. Default: a random value per request, so that ties
+// spread over the replicas. A function that returns 0 makes ties go to the
+// first neuron name, as tests that expect one replica want; nil restores
+// the default. It is called from many goroutines at once.
+func WithRouteSeeds(next func() uint64) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.seed = next })
+}
 
 // WithUsage sets the live per-replica state (in-flight counts, last uses,
 // ejections) that the gateway keeps and links every Fleet to. Default: a

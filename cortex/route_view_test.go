@@ -177,7 +177,9 @@ func TestPrefixAffinityThroughTheGateway(t *testing.T) {
 // the bound a 4-sigma event.
 func TestTiesSpreadOverReplicas(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, []cortextest.Spec{loadedA("n1"), loadedA("n2"), loadedA("n3"), loadedA("n4")}, testCatalogue(t))
+	// The gateways' own random seeds, not the stack's first-name ties.
+	s := newStack(t, []cortextest.Spec{loadedA("n1"), loadedA("n2"), loadedA("n3"), loadedA("n4")}, testCatalogue(t),
+		cortex.WithRouteSeeds(nil))
 	urls := []string{s.srv.URL}
 	for range 2 {
 		gw, err := cortex.NewGateway(s.fleet.Configs(), testCatalogue(t))

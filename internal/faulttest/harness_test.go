@@ -283,6 +283,9 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		cortex.WithPollerOptions(route.WithInterval(pollEvery)),
+		// Ties go to the first neuron name: the scenarios know which
+		// replica a request tries first.
+		cortex.WithRouteSeeds(func() uint64 { return 0 }),
 	}, opts...)
 	gw, err := cortex.NewGateway(configs, cat, opts...)
 	if err != nil {
