@@ -258,7 +258,8 @@ type StatusModel struct {
 type StatusBudget struct {
 	AccountID string `json:"account_id"`
 	KeyID     string `json:"key_id"`
-	// Unit is "tokens" or "usd" (micro-dollars in the amounts).
+	// Unit is "tokens" or "usd" (micro-dollars in the amounts; FormatAmount
+	// shows them as dollars and cents).
 	Unit string `json:"unit"`
 	// Window is "balance" or "rolling(Ns)".
 	Window string `json:"window"`
@@ -271,6 +272,32 @@ type StatusBudget struct {
 	ResetsAt time.Time `json:"resets_at,omitzero"`
 	// Error is set when the Provider could not answer.
 	Error string `json:"error,omitempty"`
+}
+
+// FormatAmount formats an amount of b's unit for people to read: tokens
+// as an integer, usd (micro-dollars) as dollars and cents (FormatUSD).
+func (b StatusBudget) FormatAmount(v int64) string {
+	if b.Unit == entitlements.UnitMicroUSD.String() {
+		return FormatUSD(v)
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+// FormatUSD formats micro-dollars as dollars and cents, rounded to the
+// nearest cent: "$12.35", "-$0.50", "$0.00"; an amount that is not zero
+// but rounds to no cent is "<$0.01" (or "-<$0.01"), so that a small spend
+// does not read as none.
+func FormatUSD(micro int64) string {
+	sign := ""
+	u := uint64(micro)
+	if micro < 0 {
+		sign, u = "-", uint64(-(micro+1))+1 // no overflow at math.MinInt64
+	}
+	cents := (u + 5_000) / 10_000
+	if cents == 0 && u != 0 {
+		return sign + "<$0.01"
+	}
+	return fmt.Sprintf("%s$%d.%02d", sign, cents/100, cents%100)
 }
 
 // Status returns the fleet as the status page shows it; admin adds the

@@ -34,6 +34,14 @@ const (
 	devLedger = "helexa-dev-ledger"
 )
 
+// devSim is the simulated engine of dev mode: a half-second load, then
+// 400 tokens a second (a small model on one GPU: the 1B model of the curl
+// command does more on any recent GPU) after 50 ms to the first token.
+// Answers end by themselves at realistic chat lengths (sim.Config's
+// AnswerTokens), so that the printed curl, whose answer is 401 tokens,
+// answers in about a second.
+var devSim = sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 400}
+
 // devConfig is what "cortex dev" starts.
 type devConfig struct {
 	listen, metricsListen string
@@ -72,13 +80,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	hup.Log(logger, "cortex")
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
-		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},
+		sim: devSim,
 	})
 	if err != nil {
 		return err
 	}
 	d.printIntro(stdout)
-	return serveUntil(ctx, d.failed(), d.shutdown, logger)
+	err = serveUntil(ctx, d.failed(), func(ctx context.Context) error {
+		fmt.Fprintln(stdout, "cortex dev: shutting down: draining the requests in flight, then stopping the neuron")
+		return d.shutdown(ctx)
+	}, logger)
+	if err != nil {
+		fmt.Fprintln(stdout, "cortex dev: stopped with an error")
+		return err
+	}
+	fmt.Fprintln(stdout, "cortex dev: stopped")
+	return nil
 }
 
 // startDev starts the dev stack. Call shutdown to stop it.
@@ -90,6 +107,12 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 	if cat.Len() == 0 {
 		return nil, fmt.Errorf("%s has no models", cfg.models)
 	}
+	// Bind before starting the neuron, so that a busy port fails at once.
+	lns, err := listen(cfg.listen, cfg.metricsListen)
+	if err != nil {
+		return nil, err
+	}
+	defer lns.close() // a no-op once the servers own them
 	harness, err := sim.NewHarness(cfg.sim)
 	if err != nil {
 		return nil, err
@@ -143,11 +166,7 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 	if err != nil {
 		return d, err
 	}
-	srv, err := startServers(gw, cfg.listen, cfg.metricsListen, cfg.logger)
-	if err != nil {
-		return d, errors.Join(err, gw.Shutdown(context.Background()))
-	}
-	d.servers = srv
+	d.servers = startServers(gw, lns, cfg.logger)
 	d.model = devModel(cat)
 	return d, nil
 }

@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/entitlements/redisledger"
 	"github.com/helexa-ai/helexa-go/internal/config"
@@ -87,7 +88,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	c := &keysCmd{fs: flag.NewFlagSet("cortex keys "+args[0], flag.ContinueOnError), stdout: stdout}
 	c.fs.SetOutput(stderr)
-	c.fs.Usage = func() { fmt.Fprintln(stderr, keysUsage) }
+	c.fs.Usage = func() {
+		fmt.Fprintln(stderr, keysUsage)
+		fmt.Fprintf(stderr, "\nflags of cortex keys %s:\n", args[0])
+		c.fs.PrintDefaults()
+	}
 	c.config = c.fs.String("config", "cortex.toml", "path of the cortex.toml whose [entitlements.redis] or [entitlements.local] names the ledger")
 	c.redisURL = c.fs.String("redis-url", "", "Redis URL of the ledger (instead of --config)")
 	c.ledger = c.fs.String("ledger", "", "path of a ledger file (instead of --config)")
@@ -597,16 +602,12 @@ func findKey(ctx context.Context, l keyStore, s string) (entitlements.KeyInfo, e
 	return entitlements.KeyInfo{}, fmt.Errorf("%d keys have digests starting with %s: give more digits", len(found), s)
 }
 
-// amountString formats an amount of unit u: tokens, or dollars.
+// amountString formats an amount of unit u: tokens, or dollars and cents.
 func amountString(u entitlements.Unit, a entitlements.Amount) string {
 	if u != entitlements.UnitMicroUSD {
 		return strconv.FormatInt(int64(a), 10)
 	}
-	sign := ""
-	if a < 0 {
-		sign, a = "-", -a
-	}
-	return fmt.Sprintf("%s$%d.%06d", sign, a/1e6, a%1e6)
+	return cortex.FormatUSD(int64(a))
 }
 
 // capString formats a cap, "none" when uncapped.

@@ -295,7 +295,7 @@ func TestKeysUSD(t *testing.T) {
 	if s.HardCap == nil || *s.HardCap != 2_500_000 || s.Window != entitlements.Rolling(3600) {
 		t.Errorf("budget: cap %v over %s; want 2500000 over rolling(3600s)", s.HardCap, s.Window)
 	}
-	if !strings.Contains(e.must("show", "dollars"), "$2.500000") {
+	if !strings.Contains(e.must("show", "dollars"), "$2.50") {
 		t.Errorf("show does not print the cap in dollars")
 	}
 	e.must("set-cap", "--account", "dollars", "--cap-usd", "4")

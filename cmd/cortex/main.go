@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
@@ -57,14 +58,36 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "cortex:", err)
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		stop()
 		os.Exit(1)
 	}
 }
 
-// run dispatches a subcommand; each serves until ctx ends.
+// errorLine is the line cortex prints for err: the error with one
+// "cortex: " prefix. The errors of package cortex already carry it (a
+// package's errors name their package, which is this command's name), so
+// it is added only to the others.
+func errorLine(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "cortex: ") {
+		return msg
+	}
+	return "cortex: " + msg
+}
+
+// run dispatches a subcommand; each serves until ctx ends. --help or -h on
+// any of them prints its usage and is no error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// dispatch runs the subcommand of args[0].
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return errors.New("no command")
@@ -109,6 +132,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Bind before anything starts (the ledger, the metering, a poll of
+	// the neurons), so that a busy port fails at once.
+	lns, err := listen(cfg.Gateway.Listen, cfg.Gateway.MetricsListen)
+	if err != nil {
+		return err
+	}
+	defer lns.close() // a no-op once the servers own them
 	var cat *catalogue.Catalogue
 	if cfg.ModelsConfig != "" {
 		if cat, err = catalogue.Load(cfg.ModelsConfig); err != nil {
@@ -133,10 +163,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := startServers(gw, cfg.Gateway.Listen, cfg.Gateway.MetricsListen, logger)
-	if err != nil {
-		return errors.Join(err, gw.Shutdown(context.Background()))
-	}
+	srv := startServers(gw, lns, logger)
 	logger.Info("cortex: serving", "listen", srv.apiAddr.String(), "metrics", srv.metAddr.String(),
 		"neurons", len(cfg.Neurons), "models", cat.Len(), "version", version)
 	return serveUntil(ctx, srv.failed(), srv.shutdown, logger)

@@ -38,20 +38,44 @@ type servers struct {
 // warmUpTimeout bounds the first poll of the neurons before serving.
 const warmUpTimeout = 5 * time.Second
 
-// startServers polls every neuron once, then listens on both addresses and
-// serves the gateway's API and metrics, and runs its poller, until
-// shutdown. Polling first means the first requests do not find every
-// neuron unhealthy because none was polled yet.
-func startServers(gw *cortex.Gateway, apiAddr, metricsAddr string, logger *slog.Logger) (*servers, error) {
-	warmUp(gw, logger)
-	apiLn, err := net.Listen("tcp", apiAddr)
+// listeners are the bound addresses of a gateway, before it serves.
+type listeners struct {
+	api, metrics net.Listener
+	served       bool // startServers took them
+}
+
+// listen binds the API and metrics addresses. A daemon binds them before
+// it starts any background work, so that an address in use fails at once,
+// with the address in the error.
+func listen(apiAddr, metricsAddr string) (*listeners, error) {
+	api, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	metLn, err := net.Listen("tcp", metricsAddr)
+	metrics, err := net.Listen("tcp", metricsAddr)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("metrics_listen: %w", err), apiLn.Close())
+		return nil, errors.Join(fmt.Errorf("metrics_listen: %w", err), api.Close())
 	}
+	return &listeners{api: api, metrics: metrics}, nil
+}
+
+// close closes the listeners unless startServers took them.
+func (l *listeners) close() {
+	if !l.served {
+		_ = l.api.Close()
+		_ = l.metrics.Close()
+	}
+}
+
+// startServers polls every neuron once, then serves the gateway's API and
+// metrics on lns, and runs its poller, until shutdown. Polling first means
+// the first requests do not find every neuron unhealthy because none was
+// polled yet; connections that arrive meanwhile wait in the listen
+// backlog.
+func startServers(gw *cortex.Gateway, lns *listeners, logger *slog.Logger) *servers {
+	warmUp(gw, logger)
+	lns.served = true
+	apiLn, metLn := lns.api, lns.metrics
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gw.MetricsHandler())
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
@@ -80,7 +104,7 @@ func startServers(gw *cortex.Gateway, apiAddr, metricsAddr string, logger *slog.
 			}
 		})
 	}
-	return s, nil
+	return s
 }
 
 // failed delivers the first error of a server or the poller.

@@ -99,8 +99,15 @@ func (d *daemon) String() string {
 // runDaemon starts the daemon with args; it is killed when the test ends.
 func runDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return runDaemonIn(t, "", args...)
+}
+
+// runDaemonIn is runDaemon in the working directory dir ("": the test's).
+func runDaemonIn(t *testing.T, dir string, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{done: make(chan struct{})}
 	d.cmd = exec.Command(os.Args[0], "-test.run=^TestDaemon$")
+	d.cmd.Dir = dir
 	d.cmd.Env = append(os.Environ(), daemonEnv+"="+strings.Join(args, "\x1f"))
 	d.cmd.Stdout, d.cmd.Stderr = d, d
 	if err := d.cmd.Start(); err != nil {

@@ -47,29 +47,51 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	body, err := fetchStatus(ctx, *endpoint, key)
-	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		var out bytes.Buffer
-		if err := json.Indent(&out, body, "", "  "); err != nil {
-			return fmt.Errorf("status: the gateway answered something else than JSON: %w", err)
+	body, err := fetchStatus(ctx, *endpoint, key, key != "")
+	refused, isRefused := errors.AsType[*keyRefusedError](err)
+	if isRefused {
+		// The key is unknown or no admin key: say so, and show what the
+		// gateway shows without it.
+		if body, err = fetchStatus(ctx, *endpoint, "", false); err != nil {
+			return fmt.Errorf("status: the gateway refused the key: %w", refused)
 		}
-		out.WriteByte('\n')
-		_, err := stdout.Write(out.Bytes())
+		fmt.Fprintf(stderr, "cortex status: the gateway refused the key (%s); showing the public view, without budgets\n", refused)
+	}
+	if err != nil {
 		return err
 	}
 	var st cortex.Status
 	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("status: decoding the answer: %w", err)
+		return fmt.Errorf("status: the gateway answered something else than the JSON of a status: %w", err)
+	}
+	if key != "" && !isRefused && !st.Admin {
+		fmt.Fprintln(stderr, "cortex status: the key is not an admin key of this gateway: no budgets shown")
+	}
+	if *output == "json" {
+		var out bytes.Buffer
+		_ = json.Indent(&out, body, "", "  ") // valid: it was decoded
+		out.WriteByte('\n')
+		_, err := stdout.Write(out.Bytes())
+		return err
 	}
 	return printStatus(stdout, st)
 }
 
-// fetchStatus returns the body of GET <endpoint>/status.json.
-func fetchStatus(ctx context.Context, endpoint, key string) ([]byte, error) {
-	u, err := url.Parse(strings.TrimSuffix(endpoint, "/") + "/status.json")
+// keyRefusedError is the gateway's 401 to the admin view for a key: the
+// key is unknown, revoked or not an admin key.
+type keyRefusedError struct{ code, msg string }
+
+func (e *keyRefusedError) Error() string { return "401 " + e.code + ": " + e.msg }
+
+// fetchStatus returns the body of GET <endpoint>/status.json; admin asks
+// for the admin view (?admin=1), which the gateway refuses with a
+// *keyRefusedError unless key is an admin key.
+func fetchStatus(ctx context.Context, endpoint, key string, admin bool) ([]byte, error) {
+	path := "/status.json"
+	if admin {
+		path += "?admin=1"
+	}
+	u, err := url.Parse(strings.TrimSuffix(endpoint, "/") + path)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("status: --endpoint %q is not an http(s) URL", endpoint)
 	}
@@ -92,6 +114,9 @@ func fetchStatus(ctx context.Context, endpoint, key string) ([]byte, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		if e, ok := oaierr.Read(bytes.NewReader(body)); ok {
+			if admin && resp.StatusCode == http.StatusUnauthorized {
+				return nil, &keyRefusedError{code: e.Code, msg: e.Message}
+			}
 			hint := ""
 			if resp.StatusCode == http.StatusUnauthorized {
 				hint = " (give a key with --api-key or HELEXA_API_KEY)"
@@ -160,8 +185,8 @@ func printStatus(w io.Writer, st cortex.Status) error {
 				fmt.Fprintf(tw, "%s\t%s\t%s\terror: %s\n", b.AccountID, b.KeyID, b.Unit, b.Error)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", b.AccountID, b.KeyID, b.Unit, b.Window,
-				optInt(b.HardCap, "uncapped"), b.Spent, b.Reserved, optInt(b.Remaining, "-"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.AccountID, b.KeyID, b.Unit, b.Window,
+				optAmount(b, b.HardCap, "uncapped"), b.FormatAmount(b.Spent), b.FormatAmount(b.Reserved), optAmount(b, b.Remaining, "-"))
 		}
 	}
 	if len(st.Events) > 0 {
@@ -266,9 +291,10 @@ func orDash(s string) string {
 	return s
 }
 
-func optInt(v *int64, none string) string {
+// optAmount formats an amount of b's unit, none when absent.
+func optAmount(b cortex.StatusBudget, v *int64, none string) string {
 	if v == nil {
 		return none
 	}
-	return strconv.FormatInt(*v, 10)
+	return b.FormatAmount(*v)
 }

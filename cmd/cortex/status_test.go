@@ -158,6 +158,8 @@ func TestPrintStatus(t *testing.T) {
 		},
 		Budgets: []cortex.StatusBudget{
 			{AccountID: "acme", KeyID: "ci", Unit: "tokens", Window: "balance", HardCap: ptr(int64(1000)), Spent: 10, Remaining: ptr(int64(990))},
+			{AccountID: "shop", KeyID: "web", Unit: "usd", Window: "balance", HardCap: ptr(int64(2_500_000)), Spent: 1_234_567,
+				Reserved: 3_000, Remaining: ptr(int64(1_262_433))},
 			{AccountID: "gone", KeyID: "old", Unit: "tokens", Error: "invalid API key"},
 		},
 		Events: []cortex.Event{
@@ -187,6 +189,7 @@ huge    not_deployable   -                                          -           
 
 ACCOUNT   KEY   UNIT     WINDOW    HARD CAP   SPENT   RESERVED   REMAINING
 acme      ci    tokens   balance   1000       10      0          990
+shop      web   usd      balance   $2.50      $1.23   <$0.01     $1.26
 gone      old   tokens   error: invalid API key
 
 AGE   EVENT         MODEL   NEURON   DETAIL

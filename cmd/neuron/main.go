@@ -23,6 +23,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,18 +41,44 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "neuron:", err)
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		stop()
 		os.Exit(1)
 	}
 }
 
+// errorLine is the line neuron prints for err: the error with one
+// "neuron: " prefix. The errors of package neuron already carry it (a
+// package's errors name their package, which is this command's name), so
+// it is added only to the others.
+func errorLine(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "neuron: ") {
+		return msg
+	}
+	return "neuron: " + msg
+}
+
 // run is the daemon: it serves until ctx ends, then shuts down gracefully.
+// --help or -h prints the usage and is no error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := serve(ctx, args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// serve parses args and runs the daemon.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hup := hangup.Catch()
 	defer hup.Stop()
 	fs := flag.NewFlagSet("neuron", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: neuron [--config neuron.toml] [--log-format text|json] [--version]")
+		fs.PrintDefaults()
+	}
 	configPath := fs.String("config", "neuron.toml", "path of the neuron.toml configuration")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -76,6 +103,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Bind before anything starts (NVML, the engines of default_models),
+	// so that a busy port fails at once.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close() // the server's, once it serves: then a no-op
 
 	var disc neuron.Discoverer
 	if cfg.Discovery.Kind == neuron.DiscoveryStatic {
@@ -94,13 +128,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return errors.Join(err, harness.Close(context.Background()))
 	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return errors.Join(err, agent.Shutdown(context.Background()))
-	}
 	if err := agent.Start(ctx); err != nil {
-		return errors.Join(err, ln.Close(), agent.Shutdown(context.Background()))
+		return errors.Join(err, agent.Shutdown(context.Background()))
 	}
 	srv := httpx.NewServer(agent, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 	logger.Info("neuron: serving", "listen", ln.Addr().String(), "version", version, "discovery", cfg.Discovery.Kind)

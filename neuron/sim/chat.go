@@ -120,6 +120,11 @@ func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int,
 		longest = max(longest, p.tokens)
 	}
 	j.budget = min(budget, t.cfg.ContextLength-longest)
+	// Without a natural end every answer runs to the budget.
+	eos := !t.cfg.IgnoreEOS && !req.IgnoreEOS
+	if !eos {
+		j.steps = j.budget
+	}
 	total := len(st.prompts) * candidates
 	if total > maxChoices {
 		return job{}, badParam("n", "%d prompts times %d choices = %d is over %d choices", len(st.prompts), candidates, total, maxChoices)
@@ -137,7 +142,12 @@ func (e *Engine) prepareGeneration(st *reqState, promptParam string, budget int,
 			if k < n {
 				index = pi*n + k
 			}
-			st.choices[i].reset(index, choiceSeed(p.seed, k))
+			c := &st.choices[i]
+			c.reset(index, choiceSeed(p.seed, k))
+			if eos {
+				c.eos = t.cfg.answerLength(c.seed)
+			}
+			j.steps = max(j.steps, min(c.eos, j.budget))
 		}
 	}
 	j.choices = st.choices

@@ -14,8 +14,15 @@ const (
 	// DefaultEmbeddingDimensions is the embedding size when
 	// Config.EmbeddingDimensions is 0 and the request sets no "dimensions".
 	DefaultEmbeddingDimensions = 32
-	// DefaultMaxTokens is the answer length when a request sets no token limit.
+	// DefaultMaxTokens is the token limit of a request that sets none.
 	DefaultMaxTokens = 16
+	// DefaultAnswerTokens is the median length of the answers the simulated
+	// model ends by itself when Config.AnswerTokens is 0. See AnswerTokens
+	// for where it comes from.
+	DefaultAnswerTokens = 150
+	// DefaultAnswerSpread is the spread of those lengths when
+	// Config.AnswerSpread is 0.
+	DefaultAnswerSpread = 0.85
 	// MessageOverhead is the number of prompt tokens counted per chat
 	// message on top of the estimate of its text.
 	MessageOverhead = 4
@@ -55,6 +62,31 @@ type Config struct {
 	// Hang makes a request send its first token and then nothing more,
 	// holding the connection open until the client goes away.
 	Hang bool
+	// AnswerTokens is the median length, in tokens, of the answers the
+	// simulated model ends by itself, as a model does when it generates its
+	// end-of-sequence token: each answer (each choice) has a natural length
+	// drawn from a log-normal distribution of median AnswerTokens and
+	// spread AnswerSpread, deterministically from its seed (so from the
+	// prompt, like its text), and ends there with finish_reason "stop"
+	// unless its token limit is lower (then "length"). Default
+	// DefaultAnswerTokens (150): with DefaultAnswerSpread (0.85), a mean of
+	// about 215 tokens, the mean answer length of the 1M real conversations
+	// of LMSYS-Chat-1M (Zheng et al., 2023: 214.5 tokens per response); the
+	// log-normal shape is the usual model of such lengths, long-tailed
+	// (10% of answers over 450 tokens, 10% under 50). A request with
+	// "ignore_eos": true (as vLLM and llama-server accept it) runs to its
+	// token limit regardless, and so does every request with IgnoreEOS.
+	AnswerTokens int
+	// AnswerSpread is the standard deviation of the natural logarithm of
+	// the answer lengths: 0.85 (the default, DefaultAnswerSpread) puts
+	// the middle 80% of answers between a third of AnswerTokens and three
+	// times it. A negative spread is invalid.
+	AnswerSpread float64
+	// IgnoreEOS turns the natural end off: every answer runs to its token
+	// limit (or the end of the context), as if each request set
+	// "ignore_eos": true. Benchmarks that want answers of a fixed length
+	// set it, or send ignore_eos.
+	IgnoreEOS bool
 	// GPU, when set, paces the generation requests by a model of one
 	// engine replica on one GPU (a prefix cache, prefill, continuous
 	// batching; see GPU) instead of by TTFT and TokensPerSecond, which
@@ -83,6 +115,12 @@ func (c Config) Validate() error {
 	if c.EmbeddingDimensions < 0 || c.EmbeddingDimensions > maxDimensions {
 		errs = append(errs, fmt.Errorf("EmbeddingDimensions %d out of range [0, %d]", c.EmbeddingDimensions, maxDimensions))
 	}
+	if c.AnswerTokens < 0 {
+		errs = append(errs, fmt.Errorf("negative AnswerTokens %d", c.AnswerTokens))
+	}
+	if c.AnswerSpread < 0 || math.IsNaN(c.AnswerSpread) || math.IsInf(c.AnswerSpread, 0) {
+		errs = append(errs, fmt.Errorf("invalid AnswerSpread %v", c.AnswerSpread))
+	}
 	if c.CrashAfterTokens < 0 {
 		errs = append(errs, fmt.Errorf("negative CrashAfterTokens %d", c.CrashAfterTokens))
 	}
@@ -108,7 +146,28 @@ func (c Config) withDefaults() Config {
 	if c.EmbeddingDimensions == 0 {
 		c.EmbeddingDimensions = DefaultEmbeddingDimensions
 	}
+	if c.AnswerTokens == 0 {
+		c.AnswerTokens = DefaultAnswerTokens
+	}
+	if c.AnswerSpread == 0 {
+		c.AnswerSpread = DefaultAnswerSpread
+	}
 	return c
+}
+
+// answerLength returns the natural length of the answer seeded by seed: a
+// draw from the log-normal distribution of median c.AnswerTokens and
+// spread c.AnswerSpread, at least 1. c must have its defaults.
+func (c *Config) answerLength(seed uint64) int {
+	// A uniform in (0, 1), from bits of the seed that the words do not
+	// use, turned into a standard normal by the inverse of its CDF.
+	u := (float64(mix(seed^0x5851f42d4c957f2d)>>11) + 0.5) / (1 << 53)
+	z := math.Sqrt2 * math.Erfinv(2*u-1)
+	n := math.Round(float64(c.AnswerTokens) * math.Exp(c.AnswerSpread*z))
+	if n > unbounded {
+		return unbounded
+	}
+	return max(int(n), 1)
 }
 
 // interval is the time between two tokens after the first.

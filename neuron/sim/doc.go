@@ -7,8 +7,9 @@
 //     benchmarks);
 //   - Harness, an in-process neuron.Harness that "loads" models after a
 //     simulated load time and serves them all from one loopback listener;
-//   - the helexa-sim command (cmd/helexa-sim), a real child process for the
-//     process harness of package neuron/engine.
+//   - the helexa-sim command (neuron/sim/cmd/helexa-sim; go install
+//     ./neuron/sim/cmd/helexa-sim puts it on PATH), a real child process
+//     for the process harness of package neuron/engine.
 //
 // # Routes
 //
@@ -31,7 +32,17 @@
 // with 400 context_length_exceeded; otherwise the answer is at most
 // max_completion_tokens (chat), max_tokens (chat, completions) or
 // max_output_tokens (responses) tokens, default DefaultMaxTokens, and never
-// runs past the context length. As in llama-server, n_predict (any
+// runs past the context length.
+//
+// Like a real model reaching its end-of-sequence token, the simulated model
+// ends each answer by itself: each choice has a natural length, a function
+// of its seed (so of the prompt, like its words) drawn from a log-normal
+// distribution of realistic chat answer lengths (Config.AnswerTokens, a
+// median of 150 tokens by default, and Config.AnswerSpread), and ends there
+// with finish_reason "stop" when its limit is not lower. A request with
+// "ignore_eos": true (vLLM's and llama-server's parameter) runs to its limit
+// regardless, as benchmarks of fixed-length answers need, and so does every
+// request with Config.IgnoreEOS. As in llama-server, n_predict (any
 // generation route) takes precedence over all of them: a negative value is
 // unbounded (so the answer runs to the end of the context) and 0 generates
 // nothing. max_new_tokens (SGLang's and TGI's native name) applies when no
@@ -62,11 +73,11 @@
 // whatever the answers reported), the prompt tokens it was sent and those
 // its GPU model found cached, the requests, the requests in flight and the
 // last request URI with its query. The helexa-sim command serves them
-// at GET /sim/stats, beside the OpenAI routes. finish_reason is "stop" when a stop sequence
-// ended the answer (the stop text is not returned, and a stream holds back
-// text that may be the start of a stop sequence) and "length" otherwise. The
-// simulated model never stops on its own, so a Responses API answer always
-// ends with status "completed".
+// at GET /sim/stats, beside the OpenAI routes. finish_reason is "stop" when
+// the answer reached its natural length or a stop sequence ended it (the
+// stop text is not returned, and a stream holds back text that may be the
+// start of a stop sequence) and "length" when its limit did. A Responses
+// API answer always ends with status "completed".
 //
 // Usage is in every non-streaming body. A chat or completions stream carries
 // it in one extra final chunk (choices: []) only when the request sets

@@ -388,6 +388,7 @@ type request struct {
 	MaxOutputTokens     optInt        `json:"max_output_tokens"`
 	NPredict            optInt        `json:"n_predict"`      // llama-server
 	MaxNewTokens        optInt        `json:"max_new_tokens"` // SGLang's and TGI's native name
+	IgnoreEOS           bool          `json:"ignore_eos"`     // vLLM, llama-server: run to the limit
 	Stop                rawJSON       `json:"stop"`
 	N                   optInt        `json:"n"`
 	NCmpl               optInt        `json:"n_cmpl"` // llama-server's n, which it takes precedence over

@@ -101,6 +101,7 @@ type choice struct {
 	text   []byte // the answer so far; truncated at a stop sequence
 	sent   int    // bytes of text already handed out by next
 	tokens int    // tokens generated
+	eos    int    // the natural length: "stop" after this many tokens; 0: none
 	finish string // "" while generating, then "stop" or "length"
 }
 

@@ -33,7 +33,8 @@ type job struct {
 	t            target
 	f            format
 	stream       bool
-	budget       int // tokens per choice
+	budget       int // tokens per choice at most
+	steps        int // tokens of the longest answer: budget, or less when the answers end by themselves
 	promptTokens int
 	n            int      // choices shown per prompt
 	choices      []choice // best_of candidates per prompt: n unless best_of is set
@@ -58,7 +59,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 	p.init(e.clock, cfg)
 	defer p.stop()
 	e.prompted.Add(uint64(j.promptTokens))
-	if s := e.submit(st, j, j.budget); s != nil {
+	if s := e.submit(st, j, j.steps); s != nil {
 		defer j.t.gpu.leave(s)
 		p.initSeq(s, &e.cached)
 	}
@@ -96,7 +97,10 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 			from := c.sent
 			c.next(j.stops, j.maxStop)
 			made++
-			if c.finish == "" && c.tokens >= j.budget {
+			if c.finish == "" && c.tokens == c.eos {
+				c.finish = "stop" // the model's end of sequence
+				c.flush()
+			} else if c.finish == "" && c.tokens >= j.budget {
 				c.finish = "length"
 				c.flush()
 			}

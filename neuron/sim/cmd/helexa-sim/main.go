@@ -3,6 +3,11 @@
 //
 //	helexa-sim --port 40123 --model demo --load-time 2s --ttft 200ms --tps 50
 //
+// Answers end by themselves at a length drawn from the prompt (finish_reason
+// "stop"; --answer-tokens and --answer-spread set the distribution), unless
+// the token limit is lower, the request sets "ignore_eos": true, or
+// --ignore-eos is given.
+//
 // With --gpu, or any --gpu-* flag or --time-scale, the engine is paced by
 // the GPU model of package sim (a prefix cache, chunked prefill and
 // continuous batching of one replica on one GPU) instead of by --ttft and
@@ -60,6 +65,9 @@ func run(args []string) int {
 	fs.IntVar(&cfg.ContextLength, "context", sim.DefaultContextLength, "context length in tokens")
 	fs.IntVar(&cfg.EmbeddingDimensions, "dimensions", sim.DefaultEmbeddingDimensions, "embedding dimensions")
 	fs.IntVar(&cfg.CrashAfterTokens, "crash-after", 0, "exit with status 1 after streaming this many tokens of a request (0: never)")
+	fs.IntVar(&cfg.AnswerTokens, "answer-tokens", 0, "median length of the answers the model ends by itself (0: 150)")
+	fs.Float64Var(&cfg.AnswerSpread, "answer-spread", 0, "spread (log-normal sigma) of those lengths (0: 0.85)")
+	fs.BoolVar(&cfg.IgnoreEOS, "ignore-eos", false, "never end an answer by itself: run every answer to its token limit")
 	fs.BoolVar(&cfg.FailLoad, "fail-load", false, "fail the load: exit with status 3 after --load-time")
 	fs.BoolVar(&cfg.Hang, "hang", false, "send the first token of each answer, then nothing")
 	var headers headerFlag
