@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
@@ -208,7 +209,9 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	switch {
 	case errors.As(err, &reload):
 		// An admin's own request: the whole error, lines and all.
-		if _, bad := errors.AsType[*ConfigError](reload.err); bad {
+		_, badConfig := errors.AsType[*ConfigError](reload.err)
+		_, badCatalogue := errors.AsType[*catalogue.Error](reload.err)
+		if badConfig || badCatalogue {
 			return e(http.StatusBadRequest, CodeInvalidConfig)
 		}
 		return e(http.StatusInternalServerError, CodeReloadFailed)

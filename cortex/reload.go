@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
@@ -297,4 +299,82 @@ func sameNeurons(a, b []NeuronConfig) bool {
 		}
 	}
 	return true
+}
+
+// ReloadOptions returns the options of c that SetOptions and Reload
+// change on a serving gateway: require_auth and strict_caps of
+// [entitlements]; stream_idle_timeout, max_body_bytes, body_read_timeout,
+// load_timeout, cold_start_wait, admin_keys_sha256 and public_status of
+// [gateway]; and the budgets of the status page (the accounts of the
+// keys). With the neurons, the catalogue (models_config) and the keys of
+// [entitlements], that is what a reload changes; RestartNeeded names the
+// rest.
+func (c Config) ReloadOptions() []GatewayOption {
+	g := c.Gateway
+	opts := []GatewayOption{
+		WithRequireAuth(c.Entitlements.RequireAuth),
+		WithStrictCaps(c.Entitlements.StrictCaps),
+	}
+	if g.StreamIdleTimeout > 0 {
+		opts = append(opts, WithStreamIdleTimeout(g.StreamIdleTimeout.Std()))
+	}
+	if g.MaxBodyBytes > 0 {
+		opts = append(opts, WithMaxBodyBytes(g.MaxBodyBytes))
+	}
+	if g.BodyReadTimeout > 0 {
+		opts = append(opts, WithBodyReadTimeout(g.BodyReadTimeout.Std()))
+	}
+	if g.LoadTimeout > 0 {
+		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))
+	}
+	return append(opts, c.statusOptions()...)
+}
+
+// RestartNeeded names the settings that differ between c, the
+// configuration a gateway was started with, and next, and that a reload
+// does not change: they take effect at the next start. Names are the
+// TOML keys ("gateway.listen", "metering", "entitlements.redis"); nil
+// when there are none. Everything a reload does not change is compared,
+// so a table added to Config later is reported until Reload learns it.
+func (c Config) RestartNeeded(next Config) []string {
+	return diffFields("", reflect.ValueOf(c.restartOnly()), reflect.ValueOf(next.restartOnly()))
+}
+
+// restartOnly returns c without what a reload changes.
+func (c Config) restartOnly() Config {
+	c.ModelsConfig, c.Neurons = "", nil
+	c.Entitlements.Keys, c.Entitlements.RequireAuth, c.Entitlements.StrictCaps = nil, false, false
+	g := &c.Gateway
+	g.StreamIdleTimeout, g.MaxBodyBytes, g.BodyReadTimeout, g.LoadTimeout = 0, 0, 0, 0
+	g.ColdStartWait, g.AdminKeysSHA256, g.PublicStatus = 0, nil, false
+	return c
+}
+
+// diffFields names the fields of structs a and b (of one type) that
+// differ, by their TOML keys under prefix, going into nested structs (not
+// into pointers, slices or maps, which are named whole).
+func diffFields(prefix string, a, b reflect.Value) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			name = f.Name
+		}
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		switch {
+		case f.Type.Kind() == reflect.Struct && f.Type.NumField() > 0 && !f.Anonymous:
+			out = append(out, diffFields(name, fa, fb)...)
+		case !reflect.DeepEqual(fa.Interface(), fb.Interface()):
+			out = append(out, name)
+		}
+	}
+	return out
 }
