@@ -178,18 +178,6 @@ func (d *daemon) wait(t *testing.T, re *regexp.Regexp) []string {
 	}
 }
 
-// health returns the status of the daemon's answer to GET /health.
-func (d *daemon) health(t *testing.T, addr string) int {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/health")
-	if err != nil {
-		t.Fatalf("GET /health: %v\n%s", err, d)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // exit waits for the daemon to exit and returns its exit error.
 func (d *daemon) exit(t *testing.T) error {
 	t.Helper()
