@@ -33,7 +33,7 @@ func (g *Gateway) principal(r *http.Request) (entitlements.Principal, error) {
 	}
 	key := apiKey(r)
 	if key == "" {
-		if g.cfg.requireAuth {
+		if g.settings().requireAuth {
 			return entitlements.Anonymous(), ErrUnauthorized
 		}
 		return entitlements.Anonymous(), nil
@@ -48,7 +48,7 @@ func (g *Gateway) principal(r *http.Request) (entitlements.Principal, error) {
 		return p, nil
 	}
 	if errors.Is(err, entitlements.ErrInvalidKey) {
-		if g.cfg.requireAuth {
+		if g.settings().requireAuth {
 			return entitlements.Anonymous(), ErrUnauthorized
 		}
 		return entitlements.Anonymous(), nil

@@ -24,6 +24,7 @@ type upstream struct {
 	cfg   NeuronConfig
 	base  *url.URL // the configured endpoint
 	admin NeuronAdmin
+	poll  route.NeuronAPI // the default Poller's client of the neuron
 
 	mu        sync.RWMutex
 	endpoints map[string]endpointEntry // by model id

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/httpx"
@@ -42,6 +43,8 @@ const (
 	CodeNotFound              = "not_found"                  // 404: no such route
 	CodeMethodNotAllowed      = "method_not_allowed"         // 405
 	CodeInternal              = "internal_error"             // 500
+	CodeInvalidConfig         = "invalid_config"             // 400: POST /admin/reload
+	CodeReloadFailed          = "reload_failed"              // 500: POST /admin/reload
 )
 
 // Errors of the request path. Route errors are in router.go.
@@ -202,7 +205,16 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 	)
 	var rerr *routeError
 	var refusal *route.Refusal
+	var reload *reloadError
 	switch {
+	case errors.As(err, &reload):
+		// An admin's own request: the whole error, lines and all.
+		_, badConfig := errors.AsType[*ConfigError](reload.err)
+		_, badCatalogue := errors.AsType[*catalogue.Error](reload.err)
+		if badConfig || badCatalogue {
+			return e(http.StatusBadRequest, CodeInvalidConfig)
+		}
+		return e(http.StatusInternalServerError, CodeReloadFailed)
 	case errors.As(err, &refusal):
 		h := httpError{status: refusal.Status, code: refusal.Code, msg: refusal.Message, retryAfter: refusal.RetryAfter}
 		if h.status < 400 || h.status > 599 {

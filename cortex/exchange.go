@@ -164,7 +164,7 @@ func (c *exchange) serve() {
 // wraps httpx.ErrBodyTimeout (408), and any other read failure is a
 // *reqscan.Error (400).
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := httpx.ReadBody(w, r, g.cfg.maxBodyBytes, g.cfg.bodyTimeout)
+	body, err := httpx.ReadBody(w, r, g.settings().maxBodyBytes, g.settings().bodyTimeout)
 	var mbe *http.MaxBytesError
 	if err != nil && !errors.As(err, &mbe) && !errors.Is(err, httpx.ErrBodyTimeout) {
 		return nil, &reqscan.Error{Msg: err.Error()}
@@ -240,7 +240,7 @@ func (c *exchange) resolve() error {
 		c.estimate = c.tr.promptEstimate()
 	}
 	c.promptRes = c.estimate
-	if c.g.cfg.strictCaps {
+	if c.g.settings().strictCaps {
 		c.promptRes = max(c.req.PromptBound(len(c.body)), c.estimate)
 	}
 	limit := int64(p.Limit.Input)
@@ -305,7 +305,9 @@ func (c *exchange) dispatch() {
 		if how == route.FailedGone || how == route.FailedNotReady {
 			// The snapshot said the model was ready there: let the Router
 			// see the neuron as it is now.
-			c.g.upstreams[name].forget(c.model.ID)
+			if up := c.g.upstream(name); up != nil {
+				up.forget(c.model.ID)
+			}
 			c.g.refresh(c.r.Context(), name)
 		}
 		c.route.Tried = append(c.route.Tried, route.Attempt{Neuron: name, Failure: how})

@@ -238,7 +238,7 @@ const recoveryPoll = time.Second
 // longer recovering there (an error), or the load timeout passes.
 func (g *Gateway) awaitRecovery(model, on string) *flight {
 	return g.loads.do(model, on, g.clock.Now(), func() (string, error) {
-		ctx, cancel := context.WithTimeout(g.life, g.cfg.loadTimeout)
+		ctx, cancel := context.WithTimeout(g.life, g.settings().loadTimeout)
 		defer cancel()
 		tick, stop := g.clock.NewTicker(recoveryPoll)
 		defer stop()
@@ -262,7 +262,7 @@ func (g *Gateway) awaitRecovery(model, on string) *flight {
 				if g.life.Err() != nil {
 					return "", ErrShuttingDown
 				}
-				return "", &route.RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", route.ErrModelRecovering, model, g.cfg.loadTimeout),
+				return "", &route.RetryError{Err: fmt.Errorf("%w: %q still recovering after %v", route.ErrModelRecovering, model, g.settings().loadTimeout),
 					RetryAfter: g.cfg.retryAfter}
 			case <-tick:
 			}

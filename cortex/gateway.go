@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,7 +60,6 @@ type AdminFactory func(NeuronConfig) (NeuronAdmin, error)
 // Gateway is safe for concurrent use.
 type Gateway struct {
 	cfg       gatewayConfig
-	cat       *catalogue.Catalogue
 	log       *slog.Logger
 	clock     clock.Clock
 	poller    route.Poller
@@ -71,7 +69,6 @@ type Gateway struct {
 	usage     *route.Usage
 	transport http.RoundTripper
 	ownsTrans bool // the transport is the default one: close its idle connections
-	upstreams map[string]*upstream
 	metrics   *metrics
 	mux       *http.ServeMux
 
@@ -86,6 +83,15 @@ type Gateway struct {
 	events  eventLog    // recent loads and evictions, for the status page
 	// outliers ejects the replicas that keep failing: outlier.go.
 	outliers *outliers
+
+	// Reload: reload.go. The neurons, the catalogue (in fleets) and the
+	// live settings are replaced whole, never changed in place.
+	ups      atomic.Pointer[map[string]*upstream] // by neuron name
+	live     atomic.Pointer[liveConfig]
+	newAdmin AdminFactory
+	newAPI   func(NeuronConfig) (route.NeuronAPI, error) // the default poller's client of a neuron
+	reloadMu sync.Mutex                                  // serialises reloads
+	reloadFn ReloadFunc                                  // POST /admin/reload; nil: no such route
 
 	// life ends when Shutdown has drained: loads in progress stop.
 	life     context.Context
@@ -115,12 +121,11 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	}
 	g := &Gateway{
 		cfg:       cfg,
-		cat:       cat,
 		log:       cfg.logger,
 		clock:     cfg.clock,
 		usage:     cfg.usage,
 		transport: cfg.transport,
-		upstreams: make(map[string]*upstream, len(neurons)),
+		reloadFn:  cfg.reload,
 		drained:   make(chan struct{}),
 		backoff:   loadBackoff{base: cfg.loadBackoff, max: cfg.loadBackoffMax},
 	}
@@ -145,35 +150,21 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		g.ownsTrans = true
 	}
 	httpClient := &http.Client{Transport: g.transport}
-	adminFactory := cfg.adminFactory
-	if adminFactory == nil {
-		adminFactory = func(nc NeuronConfig) (NeuronAdmin, error) { return newNeuronClient(nc, httpClient) }
+	g.live.Store(&cfg.live)
+	g.newAdmin = cfg.adminFactory
+	if g.newAdmin == nil {
+		g.newAdmin = func(nc NeuronConfig) (NeuronAdmin, error) { return newNeuronClient(nc, httpClient) }
 	}
-	for _, nc := range neurons {
-		base, err := url.Parse(nc.Endpoint)
-		if err != nil { // Validate parsed it already
-			return nil, fmt.Errorf("cortex: neuron %q: %w", nc.Name, err)
-		}
-		admin, err := adminFactory(nc)
-		if err != nil {
-			return nil, fmt.Errorf("cortex: neuron %q: admin client: %w", nc.Name, err)
-		}
-		if admin == nil {
-			return nil, fmt.Errorf("cortex: neuron %q: admin factory returned nil", nc.Name)
-		}
-		g.upstreams[nc.Name] = newUpstream(nc, base, admin)
+	g.newAPI = func(nc NeuronConfig) (route.NeuronAPI, error) { return newNeuronClient(nc, httpClient) }
+	ups, err := g.buildUpstreams(neurons, nil)
+	if err != nil {
+		return nil, err
 	}
+	g.ups.Store(&ups)
 
 	g.poller = cfg.poller
 	if g.poller == nil {
-		targets := make([]route.Target, len(neurons))
-		for i, nc := range neurons {
-			api, err := newNeuronClient(nc, httpClient)
-			if err != nil {
-				return nil, fmt.Errorf("cortex: neuron %q: %w", nc.Name, err)
-			}
-			targets[i] = route.Target{Name: nc.Name, Endpoint: nc.Endpoint, API: api}
-		}
+		targets := g.targets(neurons, ups)
 		popts := []route.PollerOption{
 			route.WithLogger(g.log),
 			route.WithClock(g.clock),
@@ -188,7 +179,8 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		g.poller = p
 	}
 	g.refresher, _ = g.poller.(route.Refresher)
-	g.fleets = &fleetView{poller: g.poller, cat: cat, usage: g.usage, log: g.log, observe: g.observeFleet}
+	g.fleets = &fleetView{poller: g.poller, usage: g.usage, log: g.log, observe: g.observeFleet}
+	g.fleets.cat.Store(cat)
 	g.outliers.fleet, g.outliers.notify = g.Fleet, g.outlierChanged
 	g.router = cfg.router
 	if g.router == nil {
@@ -386,6 +378,9 @@ func (g *Gateway) routes() {
 	m.HandleFunc("GET /health", g.serveHealth)
 	m.HandleFunc("GET /status", g.serveStatus)
 	m.HandleFunc("GET /status.json", g.serveStatusJSON)
+	if g.reloadFn != nil {
+		m.HandleFunc("POST /admin/reload", g.serveReload)
+	}
 	g.mux = m
 }
 

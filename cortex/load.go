@@ -144,7 +144,7 @@ func (g *Gateway) startLoad(d route.Decision) *flight {
 				name, err = "", fmt.Errorf("cortex: panic in the load of %s: %v", d.Model.ID, p)
 			}
 		}()
-		lctx, cancel := context.WithTimeout(g.life, g.cfg.loadTimeout)
+		lctx, cancel := context.WithTimeout(g.life, g.settings().loadTimeout)
 		defer cancel()
 		return g.runLoad(lctx, d)
 	})
@@ -153,7 +153,7 @@ func (g *Gateway) startLoad(d route.Decision) *flight {
 // runLoad unloads the victims of d, in order, loads the model, and
 // refreshes the neuron in the fleet snapshot.
 func (g *Gateway) runLoad(ctx context.Context, d route.Decision) (string, error) {
-	up := g.upstreams[d.Neuron]
+	up := g.upstream(d.Neuron)
 	if up == nil {
 		return "", fmt.Errorf("cortex: the router chose neuron %q, which is not configured", d.Neuron)
 	}
@@ -341,7 +341,7 @@ func (c *exchange) waitLoad(f *flight) (string, error) {
 			}
 		}
 	}
-	wait := g.cfg.ops.coldStartWait
+	wait := g.settings().ops.coldStartWait
 	tick, stop := g.clock.NewTicker(wait)
 	defer stop()
 	select {

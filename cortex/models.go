@@ -73,7 +73,7 @@ func (g *Gateway) Models() ModelList {
 	f := g.Fleet()
 	cat := f.Catalogue()
 	if cat == nil {
-		cat = g.cat
+		cat = g.fleets.catalogue()
 	}
 	byTarget := make(map[string][]string)
 	aliases := cat.Aliases()

@@ -86,17 +86,11 @@ type gatewayConfig struct {
 	clock        clock.Clock
 	usage        *route.Usage
 	seed         func() uint64 // nil: random
-	idleTimeout  time.Duration
-	maxBodyBytes int64
-	bodyTimeout  time.Duration
-	loadTimeout  time.Duration
 	// loadBackoff and loadBackoffMax: the backoff of failed loads (faults.go).
 	loadBackoff, loadBackoffMax time.Duration
 	provider                    entitlements.Provider
-	requireAuth                 bool
 	retryAfter                  time.Duration
 	defaultOutput               int64
-	strictCaps                  bool
 	meter                       metering.Meter // entitlements: meter.go
 	leaseTTL                    time.Duration  // entitlements: budget.go
 	// Settles: settle.go, outbox.go.
@@ -104,9 +98,35 @@ type gatewayConfig struct {
 	settleWindow     time.Duration
 	settleBackoff    time.Duration
 	settleMaxBackoff time.Duration
-	pingInterval     time.Duration  // Anthropic Messages streams: messages.go
-	outlier          OutlierConfig  // outlier ejection: outlier.go
-	ops              operatorConfig // status page and cold starts: status.go, load.go
+	pingInterval     time.Duration // Anthropic Messages streams: messages.go
+	outlier          OutlierConfig // outlier ejection: outlier.go
+	live             liveConfig    // what Reload can change: reload.go
+	reload           ReloadFunc    // POST /admin/reload: reload.go
+}
+
+// liveConfig is the part of a gateway's configuration that SetOptions (and
+// Reload) can change while it serves: the request limits and timeouts, the
+// auth policy and the status page. A request reads it through
+// Gateway.settings.
+type liveConfig struct {
+	requireAuth  bool
+	strictCaps   bool
+	idleTimeout  time.Duration
+	maxBodyBytes int64
+	bodyTimeout  time.Duration
+	loadTimeout  time.Duration
+	ops          operatorConfig // status page and cold starts: status.go, load.go
+}
+
+// newLiveConfig returns the live settings of a gateway without options.
+func newLiveConfig() liveConfig {
+	return liveConfig{
+		idleTimeout:  DefaultStreamIdleTimeout,
+		maxBodyBytes: DefaultMaxBodyBytes,
+		bodyTimeout:  DefaultBodyReadTimeout,
+		loadTimeout:  DefaultLoadTimeout,
+		ops:          operatorConfig{coldStartWait: DefaultColdStartWait},
+	}
 }
 
 // operatorConfig holds the options of the status page and of cold starts.
@@ -121,10 +141,6 @@ type operatorConfig struct {
 func newGatewayConfig() gatewayConfig {
 	return gatewayConfig{
 		clock:            clock.System{},
-		idleTimeout:      DefaultStreamIdleTimeout,
-		maxBodyBytes:     DefaultMaxBodyBytes,
-		bodyTimeout:      DefaultBodyReadTimeout,
-		loadTimeout:      DefaultLoadTimeout,
 		loadBackoff:      DefaultLoadBackoff,
 		loadBackoffMax:   DefaultLoadBackoffMax,
 		retryAfter:       route.DefaultRetryAfter,
@@ -133,7 +149,7 @@ func newGatewayConfig() gatewayConfig {
 		settleBackoff:    DefaultSettleBackoff,
 		settleMaxBackoff: DefaultSettleMaxBackoff,
 		pingInterval:     DefaultPingInterval,
-		ops:              operatorConfig{coldStartWait: DefaultColdStartWait},
+		live:             newLiveConfig(),
 	}
 }
 
@@ -151,17 +167,17 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 	if c.clock == nil {
 		bad("nil Clock")
 	}
-	if c.idleTimeout <= 0 {
-		bad("stream idle timeout %v is not positive", c.idleTimeout)
+	if c.live.idleTimeout <= 0 {
+		bad("stream idle timeout %v is not positive", c.live.idleTimeout)
 	}
-	if c.maxBodyBytes <= 0 {
-		bad("max body bytes %d is not positive", c.maxBodyBytes)
+	if c.live.maxBodyBytes <= 0 {
+		bad("max body bytes %d is not positive", c.live.maxBodyBytes)
 	}
-	if c.bodyTimeout < 0 {
-		bad("body read timeout %v is negative", c.bodyTimeout)
+	if c.live.bodyTimeout < 0 {
+		bad("body read timeout %v is negative", c.live.bodyTimeout)
 	}
-	if c.loadTimeout <= 0 {
-		bad("load timeout %v is not positive", c.loadTimeout)
+	if c.live.loadTimeout <= 0 {
+		bad("load timeout %v is not positive", c.live.loadTimeout)
 	}
 	if c.loadBackoff <= 0 || c.loadBackoffMax < c.loadBackoff {
 		bad("load backoff %v..%v: want 0 < first <= most", c.loadBackoff, c.loadBackoffMax)
@@ -175,7 +191,7 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 	if c.pingInterval <= 0 {
 		bad("ping interval %v is not positive", c.pingInterval)
 	}
-	if c.requireAuth && c.provider == nil {
+	if c.live.requireAuth && c.provider == nil {
 		bad("require auth needs an entitlements Provider (WithProvider)")
 	}
 	if c.leaseTTL < 0 {
@@ -187,10 +203,10 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 	if c.settleBackoff < time.Millisecond || c.settleMaxBackoff < c.settleBackoff {
 		bad("settle backoff %v..%v: want 1ms <= first <= most", c.settleBackoff, c.settleMaxBackoff)
 	}
-	if c.ops.coldStartWait <= 0 {
-		bad("cold start wait %v is not positive", c.ops.coldStartWait)
+	if c.live.ops.coldStartWait <= 0 {
+		bad("cold start wait %v is not positive", c.live.ops.coldStartWait)
 	}
-	for _, p := range c.ops.budgets {
+	for _, p := range c.live.ops.budgets {
 		if p.IsAnonymous() {
 			bad("WithStatusBudgets: a principal without an account")
 			break
@@ -314,13 +330,13 @@ func WithRegistry(r *prometheus.Registry) GatewayOption {
 // from the neuron, measured from the request for the first one) before the
 // gateway cuts it. It is not a limit on the whole stream. Default 5m.
 func WithStreamIdleTimeout(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.idleTimeout = d })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.idleTimeout = d })
 }
 
 // WithMaxBodyBytes bounds a request body; a larger one is refused with 413
 // request_too_large. Default 16 MiB.
 func WithMaxBodyBytes(n int64) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.maxBodyBytes = n })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.maxBodyBytes = n })
 }
 
 // WithBodyReadTimeout bounds the time a client takes to send a request body
@@ -328,13 +344,13 @@ func WithMaxBodyBytes(n int64) GatewayOption {
 // its connection closed. 0 waits as long as the client likes. Default
 // DefaultBodyReadTimeout (1m).
 func WithBodyReadTimeout(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.bodyTimeout = d })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.bodyTimeout = d })
 }
 
 // WithLoadTimeout bounds a cold load: unloading its victims, loading the
 // model and refreshing the neuron. Default 10m.
 func WithLoadTimeout(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.loadTimeout = d })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.loadTimeout = d })
 }
 
 // WithProvider sets the entitlements Provider that resolves API keys and
@@ -348,7 +364,7 @@ func WithProvider(p entitlements.Provider) GatewayOption {
 // on the /v1 routes. It needs a Provider. Default false: such callers are
 // served as entitlements.Anonymous, without a budget.
 func WithRequireAuth(required bool) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.requireAuth = required })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.requireAuth = required })
 }
 
 // WithRetryAfter sets the Retry-After the gateway sends with its own 503s
@@ -391,7 +407,7 @@ func WithLeaseTTL(ttl time.Duration) GatewayOption {
 // a nearly spent key is refused earlier. Default false;
 // [entitlements] strict_caps in cortex.toml.
 func WithStrictCaps(on bool) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.strictCaps = on })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.strictCaps = on })
 }
 
 // WithDefaultMaxOutput sets the output reserved for a request that sets no
@@ -449,7 +465,7 @@ func WithOutlierDetection(c OutlierConfig) GatewayOption {
 // non-streaming request. d must be positive. Default DefaultColdStartWait
 // (60 s).
 func WithColdStartWait(d time.Duration) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.coldStartWait = d })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.ops.coldStartWait = d })
 }
 
 // WithLoadBackoff sets how long the gateway starts no new load of a model
@@ -476,7 +492,7 @@ func WithPingInterval(d time.Duration) GatewayOption {
 // the SHA-256 digest of each key (entitlements.KeyDigest); an admin key
 // need not be known to the Provider. Later calls add keys. Default none.
 func WithAdminKeys(digests ...[sha256.Size]byte) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.adminKeys = append(c.ops.adminKeys, digests...) })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.ops.adminKeys = append(c.live.ops.adminKeys, digests...) })
 }
 
 // WithPublicStatus shows the fleet view of the status page to callers
@@ -484,7 +500,7 @@ func WithAdminKeys(digests ...[sha256.Size]byte) GatewayOption {
 // private network); the admin view still needs an admin key. Default
 // false: the status page asks for a key exactly when GET /v1/models does.
 func WithPublicStatus(public bool) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.publicStatus = public })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.ops.publicStatus = public })
 }
 
 // WithStatusBudgets lists the principals whose budgets the admin view of
@@ -492,5 +508,5 @@ func WithPublicStatus(public bool) GatewayOption {
 // account. Config.GatewayOptions passes the keys of [entitlements]. Later
 // calls add principals. Default none.
 func WithStatusBudgets(principals ...entitlements.Principal) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.ops.budgets = append(c.ops.budgets, principals...) })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.ops.budgets = append(c.live.ops.budgets, principals...) })
 }

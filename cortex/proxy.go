@@ -50,9 +50,10 @@ const scanPoolMax = 64 << 10
 // error) was relayed, completely or not.
 func (c *exchange) proxy(name string) (err error) {
 	g := c.g
-	up := g.upstreams[name]
+	up := g.upstream(name)
 	if up == nil {
-		return fmt.Errorf("cortex: the router chose neuron %q, which is not configured", name)
+		// Removed by a reload since the route was chosen: try another.
+		return &UpstreamError{Neuron: name, Err: errNeuronRemoved}
 	}
 	c.neuron = name
 	id := c.model.ID
@@ -87,7 +88,7 @@ func (c *exchange) proxy(name string) (err error) {
 	// from the request on.
 	var idle *idleTimer
 	if c.req.Stream {
-		idle = newIdleTimer(g.clock, g.cfg.idleTimeout, cancel)
+		idle = newIdleTimer(g.clock, g.settings().idleTimeout, cancel)
 		defer idle.stop()
 	}
 	resp, err := g.transport.RoundTrip(out)
@@ -96,7 +97,7 @@ func (c *exchange) proxy(name string) (err error) {
 		case c.r.Context().Err() != nil:
 			return c.r.Context().Err()
 		case idle.fired():
-			return &UpstreamError{Neuron: name, Err: fmt.Errorf("%w (%v)", errStreamIdle, g.cfg.idleTimeout)}
+			return &UpstreamError{Neuron: name, Err: fmt.Errorf("%w (%v)", errStreamIdle, g.settings().idleTimeout)}
 		}
 		up.forget(id)
 		return &UpstreamError{Neuron: name, Err: err}
@@ -280,7 +281,7 @@ func (c *exchange) copyBody(resp *http.Response, cancel context.CancelFunc) {
 			if gone == nil {
 				if _, err := c.w.Write(buf[:n]); err != nil {
 					c.outcome, c.err = outcomeCanceled, err
-					gone = c.g.clock.AfterFunc(c.g.cfg.idleTimeout, cancel)
+					gone = c.g.clock.AfterFunc(c.g.settings().idleTimeout, cancel)
 				}
 			}
 			if gone != nil && overflow {
@@ -381,7 +382,7 @@ func (c *exchange) stream(resp *http.Response, idle *idleTimer) {
 func (c *exchange) writeDeadline(rc *http.ResponseController) {
 	// The connection's deadline is in real time, whatever the gateway's
 	// clock.
-	_ = rc.SetWriteDeadline(time.Now().Add(c.g.cfg.idleTimeout))
+	_ = rc.SetWriteDeadline(time.Now().Add(c.g.settings().idleTimeout))
 }
 
 // flushStream flushes the stream to the client under the write deadline,
@@ -400,7 +401,7 @@ func (c *exchange) flushStream(rc *http.ResponseController) error {
 func (c *exchange) clientStopped(err error) {
 	c.outcome, c.err = outcomeCanceled, err
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		c.err = fmt.Errorf("the client accepted nothing for %v: %w", c.g.cfg.idleTimeout, err)
+		c.err = fmt.Errorf("the client accepted nothing for %v: %w", c.g.settings().idleTimeout, err)
 		c.abort = true
 	}
 }
@@ -425,7 +426,7 @@ func (c *exchange) brokeOff(err error, idle *idleTimer) {
 		c.outcome = outcomeCanceled
 	case idle.fired():
 		c.outcome = outcomeTimeout
-		c.err = fmt.Errorf("stream idle for %v: %w", c.g.cfg.idleTimeout, err)
+		c.err = fmt.Errorf("stream idle for %v: %w", c.g.settings().idleTimeout, err)
 		c.abort = true
 	default:
 		c.outcome = outcomeBroken

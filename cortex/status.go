@@ -323,7 +323,7 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 	}
 	cat := f.Catalogue()
 	if cat == nil {
-		cat = g.cat
+		cat = g.fleets.catalogue()
 	}
 	for _, e := range g.Models().Data {
 		if e.AliasOf != "" {
@@ -466,7 +466,7 @@ func modelState(f *route.Fleet, m StatusModel) string {
 
 // budgets returns the budgets of the principals of WithStatusBudgets.
 func (g *Gateway) budgets(ctx context.Context) []StatusBudget {
-	ps := g.cfg.ops.budgets
+	ps := g.settings().ops.budgets
 	if len(ps) == 0 {
 		return nil
 	}
@@ -506,10 +506,10 @@ func (g *Gateway) statusAccess(r *http.Request) (admin bool, err error) {
 	if key != "" && g.isAdminKey(key) {
 		return true, nil
 	}
-	if r.URL.Query().Get("admin") != "" && len(g.cfg.ops.adminKeys) > 0 {
+	if r.URL.Query().Get("admin") != "" && len(g.settings().ops.adminKeys) > 0 {
 		return false, ErrUnauthorized
 	}
-	if g.cfg.ops.publicStatus || g.cfg.provider == nil || !g.cfg.requireAuth {
+	if g.settings().ops.publicStatus || g.cfg.provider == nil || !g.settings().requireAuth {
 		return false, nil
 	}
 	if key == "" {
@@ -549,7 +549,7 @@ func statusKey(r *http.Request) string {
 func (g *Gateway) isAdminKey(key string) bool {
 	d := entitlements.KeyDigest(key)
 	found := 0
-	for _, a := range g.cfg.ops.adminKeys {
+	for _, a := range g.settings().ops.adminKeys {
 		found |= subtle.ConstantTimeCompare(d[:], a[:])
 	}
 	return found == 1
@@ -615,7 +615,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 			refresh = min(n, 3600)
 		}
 	}
-	page := statusPage{Status: g.Status(r.Context(), admin), Refresh: refresh, AdminLink: !admin && len(g.cfg.ops.adminKeys) > 0}
+	page := statusPage{Status: g.Status(r.Context(), admin), Refresh: refresh, AdminLink: !admin && len(g.settings().ops.adminKeys) > 0}
 	g.renderStatus(w, http.StatusOK, "status.html", page)
 }
 

@@ -79,12 +79,12 @@ func (c AdmissionConfig) validate() error {
 // requests with those in flight, and an unload drains a model's gate. The
 // Weighted semaphore has no queue bound and no view of its waiters.
 type admission struct {
-	cfg      AdmissionConfig // defaults applied
-	maxQueue int             // cfg.MaxQueue, 0 when the queue is disabled
-	clock    clock.Clock     // times the queue's waits
+	clock clock.Clock // times the queue's waits
 
-	mu     sync.Mutex
-	models map[string]*modelGate
+	mu       sync.Mutex
+	cfg      AdmissionConfig // defaults applied; replaced by set
+	maxQueue int             // cfg.MaxQueue, 0 when the queue is disabled
+	models   map[string]*modelGate
 }
 
 // modelGate is the admission state of one model. A gate with nothing in
@@ -105,6 +105,40 @@ type waiter struct {
 func newAdmission(cfg AdmissionConfig, clk clock.Clock) *admission {
 	cfg = cfg.withDefaults()
 	return &admission{cfg: cfg, maxQueue: max(cfg.MaxQueue, 0), clock: clk, models: make(map[string]*modelGate)}
+}
+
+// set replaces the limits (a reload). Requests in flight and queued stay;
+// a higher max_in_flight admits queued requests at once, a lower one
+// admits none until the count is below it; a queue over a lower max_queue
+// drains as slots free up. A per_principal cap that was off counts, at a
+// model busy when it is turned on, only the requests admitted from then
+// on.
+func (a *admission) set(cfg AdmissionConfig) {
+	cfg = cfg.withDefaults()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cfg, a.maxQueue = cfg, max(cfg.MaxQueue, 0)
+	for _, g := range a.models {
+		if cfg.PerPrincipal > 0 && g.principal == nil {
+			g.principal = make(map[string]int)
+		}
+		for g.inFlight < cfg.MaxInFlight && len(g.waiters) > 0 {
+			w := g.waiters[0]
+			g.waiters[0] = nil
+			g.waiters = g.waiters[1:]
+			g.inFlight++
+			w.granted = true
+			close(w.ready)
+		}
+	}
+}
+
+// limits returns the limits in force: the configuration and the queue
+// bound.
+func (a *admission) limits() (AdmissionConfig, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg, a.maxQueue
 }
 
 // gateLocked returns id's gate, creating it.
@@ -134,29 +168,31 @@ func (a *admission) dropIfIdleLocked(id string, g *modelGate) {
 // queue (and passes on a slot it was handed in the same instant).
 func (a *admission) acquire(ctx context.Context, id, principal string) (release func(), err error) {
 	a.mu.Lock()
+	cfg := a.cfg
 	g := a.gateLocked(id)
 	switch {
 	case g.unloading:
 		a.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s is being unloaded", ErrNotReady, id)
-	case a.cfg.PerPrincipal > 0 && g.principal[principal] >= a.cfg.PerPrincipal:
+	case cfg.PerPrincipal > 0 && g.principal[principal] >= cfg.PerPrincipal:
 		a.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d requests for %s", ErrRateLimited, a.cfg.PerPrincipal, id)
-	case g.inFlight < a.cfg.MaxInFlight && len(g.waiters) == 0:
+		return nil, fmt.Errorf("%w: %d requests for %s", ErrRateLimited, cfg.PerPrincipal, id)
+	case g.inFlight < cfg.MaxInFlight && len(g.waiters) == 0:
 		g.inFlight++
 		incPrincipal(g, principal)
 		a.mu.Unlock()
 		return a.releaser(id, g, principal), nil
 	case len(g.waiters) >= a.maxQueue:
+		n := a.maxQueue
 		a.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d waiting for %s", ErrQueueFull, a.maxQueue, id)
+		return nil, fmt.Errorf("%w: %d waiting for %s", ErrQueueFull, n, id)
 	}
 	w := &waiter{ready: make(chan struct{})}
 	g.waiters = append(g.waiters, w)
 	incPrincipal(g, principal)
 	a.mu.Unlock()
 
-	timer := a.clock.NewTimer(a.cfg.MaxWait.Std())
+	timer := a.clock.NewTimer(cfg.MaxWait.Std())
 	defer timer.Stop()
 	select {
 	case <-w.ready:
@@ -164,7 +200,7 @@ func (a *admission) acquire(ctx context.Context, id, principal string) (release 
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-timer.C():
-		err = fmt.Errorf("%w: waited %s for %s", ErrQueueTimeout, a.cfg.MaxWait.Std(), id)
+		err = fmt.Errorf("%w: waited %s for %s", ErrQueueTimeout, cfg.MaxWait.Std(), id)
 	}
 
 	a.mu.Lock()
@@ -266,4 +302,18 @@ func (a *admission) endUnload(id string) {
 		g.unloading = false
 		a.dropIfIdleLocked(id, g)
 	}
+}
+
+// SetAdmission replaces the admission limits of a serving Agent (a
+// reload of neuron.toml's [admission]): requests in flight and queued
+// stay admitted, a higher max_in_flight admits queued requests at once,
+// and a lower one admits no more until fewer are in flight. A per_principal
+// cap turned on counts, at a model busy at that moment, only the requests
+// admitted from then on. An invalid configuration changes nothing.
+func (a *Agent) SetAdmission(cfg AdmissionConfig) error {
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("neuron: admission: %w", err)
+	}
+	a.adm.set(cfg)
+	return nil
 }

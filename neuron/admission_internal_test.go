@@ -245,3 +245,38 @@ func TestAPIErrorFor(t *testing.T) {
 		})
 	}
 }
+
+// A reload that raises max_in_flight admits the queued requests at once;
+// the request in flight keeps its slot.
+func TestAdmission_SetRaisesLimit(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(AdmissionConfig{MaxInFlight: 1, MaxQueue: 8, MaxWait: Duration(time.Hour)}, clock.System{})
+	rel, err := a.acquire(t.Context(), "m", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := make(chan func(), 2)
+	for range 2 {
+		go func() {
+			r, err := a.acquire(context.Background(), "m", "")
+			if err != nil {
+				t.Errorf("queued request: %v", err)
+				admitted <- func() {}
+				return
+			}
+			admitted <- r
+		}()
+	}
+	waitFor(t, func() bool { _, q := a.counts("m"); return q == 2 })
+	a.set(AdmissionConfig{MaxInFlight: 3, MaxQueue: 8, MaxWait: Duration(time.Hour)})
+	r1, r2 := <-admitted, <-admitted
+	if n, q := a.counts("m"); n != 3 || q != 0 {
+		t.Errorf("after raising the limit: in flight %d, queued %d; want 3, 0", n, q)
+	}
+	rel()
+	r1()
+	r2()
+	if n, q := a.counts("m"); n != 0 || q != 0 || len(a.models) != 0 {
+		t.Errorf("after all released: in flight %d, queued %d, gates %d", n, q, len(a.models))
+	}
+}

@@ -490,13 +490,13 @@ func (a *Agent) Health(ctx context.Context) Health {
 	if samples == nil {
 		samples = []DeviceSample{}
 	}
-	cfg := a.adm.cfg
+	cfg, maxQueue := a.adm.limits()
 	models := a.h.Models()
 	loads := make([]ModelLoad, 0, len(models))
 	for _, m := range models {
 		n, q := a.adm.counts(m.ID)
 		loads = append(loads, ModelLoad{ID: m.ID, Status: m.Status, InFlight: n, QueueDepth: q,
-			MaxInFlight: cfg.MaxInFlight, MaxQueue: a.adm.maxQueue})
+			MaxInFlight: cfg.MaxInFlight, MaxQueue: maxQueue})
 	}
 	a.mu.Lock()
 	status := "ok"

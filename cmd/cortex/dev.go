@@ -77,7 +77,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	hup.Log(logger, "cortex")
+	hup.Handle(func() { logger.Warn("cortex: SIGHUP ignored: dev mode has no configuration file to reload") })
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
 		sim: devSim,

@@ -10,7 +10,9 @@
 //	cortex version
 //
 // serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains;
-// SIGHUP is logged and ignored (configuration reload does not exist yet).
+// SIGHUP, or POST /admin/reload with an admin key, reads cortex.toml again
+// and applies its keys, catalogue, neurons and operator settings without a
+// restart (see the README's "Reload without restart").
 // Budgets live in memory, in a ledger file with an [entitlements.local]
 // table (they survive a restart), or in Redis with an [entitlements.redis]
 // table (shared by every replica); the keys of the file are seeded into
@@ -127,7 +129,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hup.Log(logger, "cortex")
 	cfg, err := cortex.LoadConfig(*configPath)
 	if err != nil {
 		return err
@@ -150,22 +151,23 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeMeter()
-	opts := append(append(cfg.GatewayOptions(), cortex.WithLogger(logger)), mopts...)
-	provider, closer, err := newProvider(cfg.Entitlements, filepath.Dir(*configPath), logger)
+	provider, closer, keys, err := newProvider(cfg.Entitlements, filepath.Dir(*configPath), logger)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
-	if provider != nil {
-		opts = append(opts, cortex.WithProvider(provider))
-	}
+	rl := &reloader{path: *configPath, started: cfg, keys: keys, log: logger}
+	opts := append(append(cfg.GatewayOptions(), cortex.WithLogger(logger), cortex.WithProvider(provider),
+		cortex.WithReloadFunc(rl.reload)), mopts...)
 	gw, err := cortex.NewGateway(cfg.Neurons, cat, opts...)
 	if err != nil {
 		return err
 	}
+	rl.gw = gw
 	srv := startServers(gw, lns, logger)
 	logger.Info("cortex: serving", "listen", srv.apiAddr.String(), "metrics", srv.metAddr.String(),
 		"neurons", len(cfg.Neurons), "models", cat.Len(), "version", version)
+	hup.Handle(rl.hangup)
 	return serveUntil(ctx, srv.failed(), srv.shutdown, logger)
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 // daemonEnv names the arguments with which the test binary, run again by
-// TestSIGHUPIsLoggedAndIgnored, is cortex serve (main) instead of
+// TestSIGHUPReloads, is cortex serve (main) instead of
 // running tests.
 const daemonEnv = "HELEXA_CORTEX_TEST_DAEMON_ARGS"
 
@@ -27,45 +27,69 @@ const daemonEnv = "HELEXA_CORTEX_TEST_DAEMON_ARGS"
 func TestDaemon(t *testing.T) {
 	args := os.Getenv(daemonEnv)
 	if args == "" {
-		t.Skip("the daemon of TestSIGHUPIsLoggedAndIgnored")
+		t.Skip("the daemon of TestSIGHUPReloads")
 	}
 	os.Args = append([]string{"cortex"}, strings.Split(args, "\x1f")...)
 	main()
 }
 
-// SIGHUP, whose default action ends a process, is logged and ignored by
-// the running daemon: it keeps serving, and stops on SIGTERM as usual.
-func TestSIGHUPIsLoggedAndIgnored(t *testing.T) {
+// SIGHUP reloads cortex.toml into the running daemon: a key added to the
+// file is accepted, a settings change that needs a restart is logged as
+// such, and an invalid file is refused with its line while the
+// configuration in force stays. The daemon keeps serving, and stops on
+// SIGTERM as usual.
+func TestSIGHUPReloads(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	config := `[gateway]
+	config := func(extra string) string {
+		return `[gateway]
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
+` + extra + `
 [[neurons]]
 name = "gpu-01"
 endpoint = "http://127.0.0.1:1"
+[entitlements]
+require_auth = true
+[[entitlements.keys]]
+key = "sk-a"
+account_id = "a"
 `
-	path := filepath.Join(dir, "cortex.toml")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
 	}
+	path := filepath.Join(dir, "cortex.toml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(config(""))
 	logs := runDaemon(t, "serve", "--config", path)
 	addr := logs.wait(t, regexp.MustCompile(`msg="cortex: serving" listen=(\S+)`))[1]
-	before := logs.health(t, addr)
-	for i := range 2 {
+	if got := logs.me(t, addr, "sk-b"); got != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/me with a key not yet configured: %d, want 401", got)
+	}
+
+	write(config(`settle_retry_window = "1h"`) + `[[entitlements.keys]]
+key = "sk-b"
+account_id = "b"
+`)
+	hup := func() {
 		if err := logs.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		// The line of this SIGHUP, not the one of the first again: a
-		// second signal sent while the first is still pending is
-		// coalesced with it.
-		logs.wait(t, regexp.MustCompile(fmt.Sprintf(`(?s)(?:SIGHUP ignored.*?){%d}`, i+1)))
 	}
-	if after := logs.health(t, addr); after != before {
-		t.Errorf("GET /health answered %d after SIGHUP, %d before", after, before)
+	hup()
+	logs.wait(t, regexp.MustCompile(`msg="cortex: configuration reloaded"`))
+	logs.wait(t, regexp.MustCompile(`take effect only after a restart" settings=\[gateway.settle_retry_window\]`))
+	if got := logs.me(t, addr, "sk-b"); got != http.StatusOK {
+		t.Errorf("GET /v1/me with the key added by the reload: %d, want 200", got)
 	}
-	if n := strings.Count(logs.String(), "SIGHUP ignored"); n != 2 {
-		t.Errorf("%d SIGHUP lines for two SIGHUPs:\n%s", n, logs)
+
+	write(config("unknown_setting = 1"))
+	hup()
+	logs.wait(t, regexp.MustCompile(`msg="cortex: reload refused; the configuration in force is unchanged".*cortex.toml:4: unknown key`))
+	if got := logs.me(t, addr, "sk-b"); got != http.StatusOK {
+		t.Errorf("GET /v1/me after a refused reload: %d, want 200", got)
 	}
 	if err := logs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -73,6 +97,23 @@ endpoint = "http://127.0.0.1:1"
 	if err := logs.exit(t); err != nil {
 		t.Errorf("the daemon ended with %v after SIGTERM:\n%s", err, logs)
 	}
+}
+
+// me returns the status of the daemon's answer to GET /v1/me with key.
+func (d *daemon) me(t *testing.T, addr, key string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/me", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/me: %v\n%s", err, d)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // daemon is the test binary run as the daemon, and its output.
@@ -142,18 +183,6 @@ func (d *daemon) wait(t *testing.T, re *regexp.Regexp) []string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// health returns the status of the daemon's answer to GET /health.
-func (d *daemon) health(t *testing.T, addr string) int {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/health")
-	if err != nil {
-		t.Fatalf("GET /health: %v\n%s", err, d)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // exit waits for the daemon to exit and returns its exit error.

@@ -1,8 +1,11 @@
 // Command neuron is the reference helexa neuron daemon: it reads
 // neuron.toml, discovers the GPUs (NVML, or a static list), runs engines as
 // child processes and serves the neuron API (package neuron) until SIGINT
-// or SIGTERM, then drains and stops every engine. SIGHUP is logged and
-// ignored: configuration reload does not exist yet.
+// or SIGTERM, then drains and stops every engine. SIGHUP reads neuron.toml
+// again and applies its [admission] limits and its [[engines]] templates
+// (and default_engine) without a restart; engines already running are
+// untouched, and the other settings take a restart (the log names those
+// that changed). An invalid file changes nothing, and is logged.
 //
 // Usage:
 //
@@ -98,7 +101,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
-	hup.Log(logger, "neuron")
 	cfg, err := neuron.LoadConfig(*configPath)
 	if err != nil {
 		return err
@@ -133,6 +135,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	srv := httpx.NewServer(agent, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 	logger.Info("neuron: serving", "listen", ln.Addr().String(), "version", version, "discovery", cfg.Discovery.Kind)
+	hup.Handle(func() { reload(*configPath, cfg, agent, harness, logger) })
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 

@@ -18,7 +18,7 @@ import (
 )
 
 // daemonEnv names the arguments with which the test binary, run again by
-// TestSIGHUPIsLoggedAndIgnored, is the neuron daemon (main) instead of
+// TestSIGHUPReloads, is the neuron daemon (main) instead of
 // running tests.
 const daemonEnv = "HELEXA_NEURON_TEST_DAEMON_ARGS"
 
@@ -27,19 +27,24 @@ const daemonEnv = "HELEXA_NEURON_TEST_DAEMON_ARGS"
 func TestDaemon(t *testing.T) {
 	args := os.Getenv(daemonEnv)
 	if args == "" {
-		t.Skip("the daemon of TestSIGHUPIsLoggedAndIgnored")
+		t.Skip("the daemon of TestSIGHUPReloads")
 	}
 	os.Args = append([]string{"neuron"}, strings.Split(args, "\x1f")...)
 	main()
 }
 
-// SIGHUP, whose default action ends a process, is logged and ignored by
-// the running daemon: it keeps serving, and stops on SIGTERM as usual.
-func TestSIGHUPIsLoggedAndIgnored(t *testing.T) {
+// SIGHUP reloads neuron.toml into the running daemon: an engine template
+// added to the file can be loaded from then on, new admission limits are
+// in force, a settings change that needs a restart is logged as such, and
+// an invalid file is refused with its line while the configuration in
+// force stays. The daemon keeps serving, and stops on SIGTERM as usual.
+func TestSIGHUPReloads(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	config := `listen = "127.0.0.1:0"
+	config := func(extra string) string {
+		return `listen = "127.0.0.1:0"
 drain_timeout = "1s"
+` + extra + `
 [discovery]
 kind = "static"
 [[discovery.devices]]
@@ -49,27 +54,43 @@ total_mb = 1000
 name = "sim"
 command = ["helexa-sim", "--port", "{port}"]
 `
-	path := filepath.Join(dir, "neuron.toml")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
 	}
+	path := filepath.Join(dir, "neuron.toml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(config(""))
 	logs := runDaemon(t, "--config", path)
 	addr := logs.wait(t, regexp.MustCompile(`msg="neuron: serving" listen=(\S+)`))[1]
-	before := logs.health(t, addr)
-	for i := range 2 {
+	if status := logs.load(t, addr, "other"); status != http.StatusBadRequest {
+		t.Fatalf("loading with an engine not yet configured: %d, want 400 unknown_engine", status)
+	}
+
+	write(strings.Replace(config(""), `drain_timeout = "1s"`, `drain_timeout = "2s"`, 1) + `[admission]
+max_in_flight = 7
+[[engines]]
+name = "other"
+command = ["no-such-engine-binary-for-this-test", "{port}"]
+`)
+	hup := func() {
 		if err := logs.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		// The line of this SIGHUP, not the one of the first again: a
-		// second signal sent while the first is still pending is
-		// coalesced with it.
-		logs.wait(t, regexp.MustCompile(fmt.Sprintf(`(?s)(?:SIGHUP ignored.*?){%d}`, i+1)))
 	}
-	if after := logs.health(t, addr); after != before {
-		t.Errorf("GET /health answered %d after SIGHUP, %d before", after, before)
+	hup()
+	logs.wait(t, regexp.MustCompile(`msg="neuron: configuration reloaded" engines=2 admission="\{MaxInFlight:7 `))
+	logs.wait(t, regexp.MustCompile(`take effect only after a restart" settings=\[drain_timeout\]`))
+	if status := logs.load(t, addr, "other"); status == http.StatusBadRequest {
+		t.Errorf("loading with the engine added by the reload: still 400 unknown_engine")
 	}
-	if n := strings.Count(logs.String(), "SIGHUP ignored"); n != 2 {
-		t.Errorf("%d SIGHUP lines for two SIGHUPs:\n%s", n, logs)
+
+	write(config("unknown_setting = 1"))
+	hup()
+	logs.wait(t, regexp.MustCompile(`msg="neuron: reload refused; the configuration in force is unchanged".*neuron.toml:3: unknown key`))
+	if after := logs.health(t, addr); after != http.StatusOK {
+		t.Errorf("GET /health answered %d after a refused reload", after)
 	}
 	if err := logs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -77,6 +98,20 @@ command = ["helexa-sim", "--port", "{port}"]
 	if err := logs.exit(t); err != nil {
 		t.Errorf("the daemon ended with %v after SIGTERM:\n%s", err, logs)
 	}
+}
+
+// load returns the status of the daemon's answer to a POST /models/load of
+// a model with the named engine.
+func (d *daemon) load(t *testing.T, addr, engine string) int {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	body := `{"model_id":"m","engine":"` + engine + `","vram_mb":10}`
+	resp, err := c.Post("http://"+addr+"/models/load", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST /models/load: %v\n%s", err, d)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // daemon is the test binary run as the daemon, and its output.

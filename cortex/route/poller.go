@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,10 +106,9 @@ type Target struct {
 // called from any goroutine. When polls of one neuron overlap (a round and
 // a Refresh), the result of the one started last wins.
 type FleetPoller struct {
-	cfg     pollerConfig
-	log     *slog.Logger
-	targets []*target // in configuration order
-	byName  map[string]*target
+	cfg pollerConfig
+	log *slog.Logger
+	set atomic.Pointer[targetSet] // replaced whole by SetTargets
 
 	snap atomic.Pointer[Snapshot]
 
@@ -116,12 +116,36 @@ type FleetPoller struct {
 }
 
 var (
-	_ Poller    = (*FleetPoller)(nil)
-	_ Refresher = (*FleetPoller)(nil)
+	_ Poller     = (*FleetPoller)(nil)
+	_ Refresher  = (*FleetPoller)(nil)
+	_ Retargeter = (*FleetPoller)(nil)
 )
+
+// Retargeter is an optional Poller capability: change the neurons it
+// polls while it runs. FleetPoller has it; the gateway's Reload needs it to
+// add or remove neurons.
+//
+// Concurrency: SetTargets may be called from any goroutine, also while Run
+// and Refresh run; calls are serialised.
+type Retargeter interface {
+	// SetTargets makes targets the neurons polled from now on, and
+	// publishes a snapshot of them. A neuron whose name, endpoint and API
+	// are unchanged keeps its state; a new or changed one starts unhealthy
+	// and never polled, as in NewPoller; a removed one leaves the
+	// snapshots. It validates targets as NewPoller does, and changes
+	// nothing when they are invalid.
+	SetTargets(targets []Target) error
+}
+
+// targetSet is the neurons a FleetPoller polls: immutable once published.
+type targetSet struct {
+	list   []*target // in configuration order
+	byName map[string]*target
+}
 
 // target is one polled neuron.
 type target struct {
+	endpoint   string
 	api        NeuronAPI
 	started    atomic.Uint64 // polls started
 	discovered atomic.Bool   // Discovery is cached
@@ -146,34 +170,76 @@ func NewPoller(targets []Target, opts ...PollerOption) (*FleetPoller, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	p := &FleetPoller{
-		cfg:     cfg,
-		log:     cfg.logger,
-		targets: make([]*target, len(targets)),
-		byName:  make(map[string]*target, len(targets)),
-	}
+	p := &FleetPoller{cfg: cfg, log: cfg.logger}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	for i, tg := range targets {
-		switch {
-		case tg.Name == "":
-			return nil, fmt.Errorf("route: poller: target %d has no name", i)
-		case p.byName[tg.Name] != nil:
-			return nil, fmt.Errorf("route: poller: duplicate target %q", tg.Name)
-		case tg.API == nil:
-			return nil, fmt.Errorf("route: poller: target %q has no API", tg.Name)
-		}
-		t := &target{api: tg.API}
-		t.state = NeuronState{Name: tg.Name, Endpoint: tg.Endpoint}
-		p.targets[i] = t
-		p.byName[tg.Name] = t
+	set, err := newTargetSet(targets, nil)
+	if err != nil {
+		return nil, err
 	}
+	p.set.Store(set)
 	now := cfg.clock.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.publishLocked(now)
 	return p, nil
+}
+
+// newTargetSet validates targets and builds their set, keeping the target
+// of prev (nil: none) whose name, endpoint and API are unchanged.
+func newTargetSet(targets []Target, prev *targetSet) (*targetSet, error) {
+	set := &targetSet{list: make([]*target, len(targets)), byName: make(map[string]*target, len(targets))}
+	for i, tg := range targets {
+		switch {
+		case tg.Name == "":
+			return nil, fmt.Errorf("route: poller: target %d has no name", i)
+		case set.byName[tg.Name] != nil:
+			return nil, fmt.Errorf("route: poller: duplicate target %q", tg.Name)
+		case tg.API == nil:
+			return nil, fmt.Errorf("route: poller: target %q has no API", tg.Name)
+		}
+		t := prev.lookup(tg.Name)
+		if t == nil || t.endpoint != tg.Endpoint || !sameAPI(t.api, tg.API) {
+			t = &target{endpoint: tg.Endpoint, api: tg.API}
+			t.state = NeuronState{Name: tg.Name, Endpoint: tg.Endpoint}
+		}
+		set.list[i] = t
+		set.byName[tg.Name] = t
+	}
+	return set, nil
+}
+
+// sameAPI reports whether a and b are the same API value; false when
+// their type cannot be compared.
+func sameAPI(a, b NeuronAPI) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
+// lookup returns the named target; nil when there is none (or s is nil).
+func (s *targetSet) lookup(name string) *target {
+	if s == nil {
+		return nil
+	}
+	return s.byName[name]
+}
+
+// SetTargets implements Retargeter. Polls in progress of a removed or
+// replaced neuron are discarded when they end.
+func (p *FleetPoller) SetTargets(targets []Target) error {
+	now := p.cfg.clock.Now()
+	p.mu.Lock()
+	set, err := newTargetSet(targets, p.set.Load())
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	p.set.Store(set)
+	s := p.publishLocked(now)
+	p.mu.Unlock()
+	p.published(s)
+	return nil
 }
 
 // Snapshot returns the latest snapshot. It never blocks and never returns
@@ -205,7 +271,7 @@ func (p *FleetPoller) Run(ctx context.Context) error {
 // It returns ErrUnknownNeuron for a name that is not configured, and
 // ctx.Err() without changing anything when ctx ends first.
 func (p *FleetPoller) Refresh(ctx context.Context, name string) (*Snapshot, error) {
-	t := p.byName[name]
+	t := p.set.Load().lookup(name)
 	if t == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownNeuron, name)
 	}
@@ -233,9 +299,10 @@ func (p *FleetPoller) published(s *Snapshot) {
 
 // round polls every neuron concurrently and publishes one snapshot.
 func (p *FleetPoller) round(ctx context.Context) {
-	results := make([]pollResult, len(p.targets))
+	targets := p.set.Load().list
+	results := make([]pollResult, len(targets))
 	var wg sync.WaitGroup
-	for i, t := range p.targets {
+	for i, t := range targets {
 		wg.Go(func() { results[i] = p.poll(ctx, t) })
 	}
 	wg.Wait()
@@ -377,8 +444,9 @@ func (p *FleetPoller) applyLocked(res pollResult) pollEvent {
 // publishLocked builds a snapshot from every target's state and publishes
 // it. p.mu is held.
 func (p *FleetPoller) publishLocked(now time.Time) *Snapshot {
-	s := &Snapshot{At: now, Neurons: make([]NeuronState, len(p.targets))}
-	for i, t := range p.targets {
+	targets := p.set.Load().list
+	s := &Snapshot{At: now, Neurons: make([]NeuronState, len(targets))}
+	for i, t := range targets {
 		s.Neurons[i] = t.state
 		s.Neurons[i].Models = modelStates(t.models, t.state.Health)
 	}

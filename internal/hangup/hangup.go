@@ -1,10 +1,9 @@
-// Package hangup keeps SIGHUP from ending a daemon, as its default action
-// would. Configuration reload does not exist yet: each SIGHUP is logged and
-// otherwise ignored. cmd/cortex and cmd/neuron use it.
+// Package hangup turns SIGHUP, whose default action ends a process, into a
+// call: the daemons reload their configuration on it (cortex serve and
+// neuron). cmd/cortex and cmd/neuron use it.
 package hangup
 
 import (
-	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
@@ -18,22 +17,23 @@ type Catcher struct {
 	wg   sync.WaitGroup
 }
 
-// Catch catches SIGHUP from now until Stop. The signals caught before Log
-// is called wait for it (one is kept).
+// Catch catches SIGHUP from now until Stop, so that none ends the
+// process. The signals caught before Handle is called wait for it (one is
+// kept).
 func Catch() *Catcher {
 	h := &Catcher{c: make(chan os.Signal, 1), done: make(chan struct{})}
 	signal.Notify(h.c, syscall.SIGHUP)
 	return h
 }
 
-// Log writes one line on logger for each SIGHUP, until Stop; daemon names
-// the program in the line ("cortex", "neuron").
-func (h *Catcher) Log(logger *slog.Logger, daemon string) {
+// Handle calls f for each SIGHUP, one call at a time, until Stop. SIGHUPs
+// that arrive while f runs are coalesced into one more call.
+func (h *Catcher) Handle(f func()) {
 	h.wg.Go(func() {
 		for {
 			select {
 			case <-h.c:
-				logger.Warn(daemon + ": SIGHUP ignored: configuration reload is not supported, restart to apply a new configuration")
+				f()
 			case <-h.done:
 				return
 			}
@@ -41,7 +41,8 @@ func (h *Catcher) Log(logger *slog.Logger, daemon string) {
 	})
 }
 
-// Stop stops catching SIGHUP and waits for the logging to end.
+// Stop stops catching SIGHUP and waits for a call of Handle's function in
+// progress to return.
 func (h *Catcher) Stop() {
 	signal.Stop(h.c)
 	close(h.done)

@@ -40,11 +40,12 @@ func (h *Harness) Check(ctx context.Context, spec neuron.LoadSpec) error {
 
 // template returns the engine template of spec.
 func (h *Harness) template(spec neuron.LoadSpec) (*template, error) {
+	ts := h.tmpls.Load()
 	name := spec.Engine
 	if name == "" {
-		name = h.defaultEngine
+		name = ts.defaultEngine
 	}
-	t, ok := h.engines[name]
+	t, ok := ts.byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", neuron.ErrUnknownEngine, name)
 	}

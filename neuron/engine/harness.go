@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/clock"
@@ -26,16 +27,15 @@ const probeInterval = 250 * time.Millisecond
 // zero value is not usable. All methods may be called concurrently; Models,
 // Endpoint and Logs never block on a load in progress.
 type Harness struct {
-	engines       map[string]*template
-	defaultEngine string
-	host          string // what {host} expands to
-	dialHost      string // where the harness reaches engines
-	logLines      int
-	backoffMin    time.Duration
-	backoffMax    time.Duration
-	log           *slog.Logger
-	client        *http.Client
-	clock         clock.Clock
+	tmpls      atomic.Pointer[templates] // replaced whole by SetEngines
+	host       string                    // what {host} expands to
+	dialHost   string                    // where the harness reaches engines
+	logLines   int
+	backoffMin time.Duration
+	backoffMax time.Duration
+	log        *slog.Logger
+	client     *http.Client
+	clock      clock.Clock
 
 	mu     sync.Mutex
 	models map[string]*model
@@ -82,7 +82,6 @@ func New(engines []neuron.EngineConfig, opts ...Option) (*Harness, error) {
 		return nil, errors.New("engine: no engine templates")
 	}
 	h := &Harness{
-		engines:    make(map[string]*template, len(engines)),
 		host:       o.host,
 		logLines:   o.logLines,
 		backoffMin: o.backoffMin,
@@ -91,23 +90,11 @@ func New(engines []neuron.EngineConfig, opts ...Option) (*Harness, error) {
 		clock:      o.clock,
 		models:     make(map[string]*model),
 	}
-	for _, c := range engines {
-		t, err := newTemplate(c)
-		if err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
-		if _, dup := h.engines[t.name]; dup {
-			return nil, fmt.Errorf("engine: duplicate engine name %q", t.name)
-		}
-		h.engines[t.name] = t
+	ts, err := newTemplates(engines, o.defaultEngine)
+	if err != nil {
+		return nil, err
 	}
-	h.defaultEngine = o.defaultEngine
-	if h.defaultEngine == "" {
-		h.defaultEngine = engines[0].Name
-	}
-	if _, ok := h.engines[h.defaultEngine]; !ok {
-		return nil, fmt.Errorf("engine: default engine %q is not a template", h.defaultEngine)
-	}
+	h.tmpls.Store(ts)
 	if o.logLines <= 0 {
 		return nil, fmt.Errorf("engine: log lines must be positive, got %d", o.logLines)
 	}
@@ -127,6 +114,53 @@ func New(engines []neuron.EngineConfig, opts ...Option) (*Harness, error) {
 		DisableKeepAlives: true,
 	}}
 	return h, nil
+}
+
+// templates are the engine templates of a Harness and the default one.
+type templates struct {
+	byName        map[string]*template
+	defaultEngine string
+}
+
+// newTemplates validates engines and builds their templates; an empty
+// defaultEngine is the first.
+func newTemplates(engines []neuron.EngineConfig, defaultEngine string) (*templates, error) {
+	if len(engines) == 0 {
+		return nil, errors.New("engine: no engine templates")
+	}
+	ts := &templates{byName: make(map[string]*template, len(engines)), defaultEngine: defaultEngine}
+	for _, c := range engines {
+		t, err := newTemplate(c)
+		if err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		if _, dup := ts.byName[t.name]; dup {
+			return nil, fmt.Errorf("engine: duplicate engine name %q", t.name)
+		}
+		ts.byName[t.name] = t
+	}
+	if ts.defaultEngine == "" {
+		ts.defaultEngine = engines[0].Name
+	}
+	if _, ok := ts.byName[ts.defaultEngine]; !ok {
+		return nil, fmt.Errorf("engine: default engine %q is not a template", ts.defaultEngine)
+	}
+	return ts, nil
+}
+
+// SetEngines replaces the engine templates, and the default one (empty:
+// the first), as New validates them: the loads that start from now on use
+// them. Engines already running, or loading, are untouched, and so are
+// their restarts (a model keeps the template it was loaded with until it
+// is unloaded). An invalid set changes nothing. It is safe to call at any
+// time.
+func (h *Harness) SetEngines(engines []neuron.EngineConfig, defaultEngine string) error {
+	ts, err := newTemplates(engines, defaultEngine)
+	if err != nil {
+		return err
+	}
+	h.tmpls.Store(ts)
+	return nil
 }
 
 // dialHost checks host and returns where to reach an engine listening on it.
