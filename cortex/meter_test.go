@@ -109,7 +109,8 @@ func TestPanickingMeter(t *testing.T) {
 	s.checkBudget(local, "acct", 2*(helloEstimate+2))
 }
 
-// A record carries the client's X-Request-Id, cut to 128 bytes, and the
+// A record carries the request id (the client's X-Request-Id, cut to 128
+// bytes, or the one the gateway made for a request without one) and the
 // neuron that served the request: an embedder's Meter learns in process
 // where each request went.
 func TestMeterRecordNamesTheRequest(t *testing.T) {
@@ -121,14 +122,21 @@ func TestMeterRecordNamesTheRequest(t *testing.T) {
 	for _, tt := range []struct{ sent, want string }{
 		{"req-1", "req-1"},
 		{long, long[:128]},
-		{"", ""},
+		{"", ""}, // a new one: the answer's X-Request-Id
 	} {
 		var header []string
 		if tt.sent != "" {
 			header = []string{"X-Request-Id", tt.sent}
 		}
-		if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), header...); status != http.StatusOK {
+		status, h, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), header...)
+		if status != http.StatusOK {
 			t.Fatalf("status %d: %s", status, body)
+		}
+		if tt.want == "" {
+			tt.want = h.Get("X-Request-Id")
+			if !strings.HasPrefix(tt.want, "req_") {
+				t.Errorf("X-Request-Id of a request without one = %q, want a new req_ id", tt.want)
+			}
 		}
 		var r metering.Record
 		select {

@@ -106,6 +106,7 @@ type gatewayConfig struct {
 	pingInterval     time.Duration  // Anthropic Messages streams: messages.go
 	outlier          OutlierConfig  // outlier ejection: outlier.go
 	ops              operatorConfig // status page and cold starts: status.go, load.go
+	web              webConfig      // access log and CORS: accesslog.go, cors.go
 }
 
 // operatorConfig holds the options of the status page and of cold starts.
@@ -194,6 +195,9 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 			bad("WithStatusBudgets: a principal without an account")
 			break
 		}
+	}
+	for _, err := range checkOrigins(c.web.corsOrigins) {
+		bad("WithCORSOrigins: %w", err)
 	}
 	if err := c.outlier.Validate(); err != nil {
 		bad("outlier detection: %w", err)
