@@ -73,11 +73,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	hup.Log(logger, "cortex")
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
+		sim: sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},
+
 		// The access log is at info while the rest of dev mode's log
 		// stays at warn: a line per request, from the gateway and from
 		// the neuron, with the request id that ties them together.
 		access: slog.New(slog.NewTextHandler(stderr, nil)),
-		sim:    sim.Config{LoadTime: 500 * time.Millisecond, TTFT: 50 * time.Millisecond, TokensPerSecond: 100},
 	})
 	if err != nil {
 		return err
