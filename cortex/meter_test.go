@@ -73,6 +73,9 @@ func TestMeterFile(t *testing.T) {
 		if r.Time.IsZero() || r.Duration <= 0 || (r.Status == http.StatusOK) != (r.TTFT > 0) {
 			t.Errorf("record %+v: want a time, a duration, and a TTFT when served", r)
 		}
+		if !strings.HasPrefix(r.RequestID, "req_") {
+			t.Errorf("record %+v: want the request id the gateway made", r)
+		}
 		got = append(got, r)
 	}
 	const prompt = helloEstimate
@@ -88,7 +91,7 @@ func TestMeterFile(t *testing.T) {
 		{Model: "chat-a", Neuron: "n1", Route: "completions", PromptTokens: 1, CompletionTokens: 2,
 			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine},
 	}
-	if diff := cmp.Diff(got, want, cmpopts.IgnoreFields(metering.Record{}, "Time", "Duration", "TTFT")); diff != "" {
+	if diff := cmp.Diff(got, want, cmpopts.IgnoreFields(metering.Record{}, "Time", "Duration", "TTFT", "RequestID")); diff != "" {
 		t.Errorf("meter file (-got +want):\n%s", diff)
 	}
 }

@@ -132,7 +132,7 @@ func TestAccessLogOffKeepsRequestIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, opts := range map[string][]neuron.Option{
-		"WithAccessLog(nil)":  {neuron.WithAccessLog(nil)},
+		"WithAccessLog(nil)": {neuron.WithAccessLog(nil)},
 		"access_log = false": cfg.AgentOptions(),
 	} {
 		t.Run(name, func(t *testing.T) {
