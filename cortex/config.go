@@ -202,6 +202,13 @@ type GatewayConfig struct {
 	// SettleRetryWindow is how long a settle that failed is retried before
 	// it is given up (WithSettleRetryWindow). Default (and 0) 24h.
 	SettleRetryWindow neuron.Duration `toml:"settle_retry_window"`
+	// AccessLog = false turns off the access log, one line per request
+	// (WithAccessLog). Default true.
+	AccessLog *bool `toml:"access_log"`
+	// CORSAllowedOrigins are the origins whose web pages may call the
+	// gateway from a browser (WithCORSOrigins): "https://app.example.com",
+	// or "*" alone for any. Default none: no CORS header at all.
+	CORSAllowedOrigins []string `toml:"cors_allowed_origins"`
 }
 
 // ConfigError is one problem in cortex.toml: a syntax or type error, an
@@ -331,6 +338,9 @@ func (c Config) validate(at *configLines) error {
 			bad(gl, "gateway", "admin_keys_sha256[%d]: %v", i, err)
 		}
 	}
+	for _, err := range checkOrigins(g.CORSAllowedOrigins) {
+		bad(gl, "gateway", "cors_allowed_origins: %v", err)
+	}
 	if len(c.Neurons) == 0 {
 		bad(0, "", "no [[neurons]]: the gateway needs at least one neuron")
 	}
@@ -389,7 +399,7 @@ func (c Config) validate(at *configLines) error {
 // GatewayOptions returns the options the [gateway] table sets: the stream
 // idle timeout, the body limit and read timeout, the load timeout, the poll interval and
 // failure threshold of the default poller, the settle outbox and retry
-// window, outlier ejection ([outlier_detection]), the default Router's
+// window, the access log and the CORS origins, outlier ejection ([outlier_detection]), the default Router's
 // prefix affinity ([routing]), and whether auth is required
 // ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
@@ -415,6 +425,12 @@ func (c Config) GatewayOptions() []GatewayOption {
 	}
 	if g.SettleRetryWindow > 0 {
 		opts = append(opts, WithSettleRetryWindow(g.SettleRetryWindow.Std()))
+	}
+	if g.AccessLog != nil && !*g.AccessLog {
+		opts = append(opts, WithAccessLog(nil))
+	}
+	if len(g.CORSAllowedOrigins) > 0 {
+		opts = append(opts, WithCORSOrigins(g.CORSAllowedOrigins...))
 	}
 	var popts []route.PollerOption
 	if g.PollInterval > 0 {

@@ -76,13 +76,14 @@
 //     (neuron.HeaderMaxOutputTokens), which the neuron enforces on streams.
 //     The answer streams back (see Streaming). A neuron's own error answer
 //     reaches the client with its status and body; of the headers of any
-//     answer only Content-Type, Content-Length, Retry-After, X-Request-Id
-//     and Openai-Processing-Ms pass, so that an engine's own (Server, its
-//     CORS headers) stay in the fleet.
+//     answer only Content-Type, Content-Length, Retry-After and
+//     Openai-Processing-Ms pass, so that an engine's own (Server, its CORS
+//     headers, its request id) stay in the fleet.
 //  8. Finish, exactly once on every exit path (panics included), before
 //     the handler returns: the reservation is settled with the usage
 //     observed, or released when nothing was served; the key's in-flight
-//     slot is freed; the metrics and the meter record are recorded. The
+//     slot is freed; the metrics, the meter record and the access line
+//     (WithAccessLog) are recorded. The
 //     usage is the engine's (the top-level usage of the body or of the
 //     last chunk that has one), raised to what the gateway and the neuron
 //     counted; when it never came, the whole reservation. See The budget
@@ -367,8 +368,10 @@
 // # Neurons: tokens, headers and endpoints
 //
 // Only an allowlist of the client's headers reaches a neuron: Accept,
-// Content-Type, User-Agent, X-Request-Id, traceparent, tracestate and
-// OpenAI-Beta. The client's Authorization and x-api-key never do, nor its
+// Content-Type, User-Agent, traceparent, tracestate and OpenAI-Beta, and
+// the request id: the client's X-Request-Id when it is printable ASCII
+// (cut to 128 bytes), else one the gateway made, which every answer
+// carries and the access log names (WithAccessLog). The client's Authorization and x-api-key never do, nor its
 // cookies, Accept-Encoding (answers must arrive uncompressed for the usage
 // scan) or any X-Helexa-Account-Id or X-Helexa-Key-Id it sent: the gateway
 // sends the neuron's own token (NeuronConfig.Token) and stamps its own

@@ -352,6 +352,27 @@ func loadCause(err error) string {
 	return "the neuron could not be reached"
 }
 
+// HeaderShouldRetry tells a client whether retrying the request can help:
+// the gateway sends "false" with the answers that retrying cannot change
+// (see httpError.retryable). The official OpenAI and Anthropic clients obey
+// it; without it they retry every 408, 409, 429 and 5xx.
+const HeaderShouldRetry = "X-Should-Retry"
+
+// retryable reports whether a client may retry the answer as it is: the
+// 5xx answers, 408 (a body that came too slowly), 409, and a 429 with
+// Retry-After (a rate limit). Every other 4xx of the gateway, an
+// insufficient_quota 429 among them, says something of the request or the
+// key that the same request cannot change.
+func (h httpError) retryable() bool {
+	switch {
+	case h.status >= 500, h.status == http.StatusRequestTimeout, h.status == http.StatusConflict:
+		return true
+	case h.status == http.StatusTooManyRequests:
+		return h.retryAfter > 0
+	}
+	return h.status < 400
+}
+
 // writeError writes err as an OpenAI error envelope.
 func writeError(w http.ResponseWriter, err error, retryHint time.Duration) httpError {
 	h := httpErrorFor(err, retryHint)
@@ -360,6 +381,9 @@ func writeError(w http.ResponseWriter, err error, retryHint time.Duration) httpE
 }
 
 func writeHTTPError(w http.ResponseWriter, h httpError) {
+	if !h.retryable() {
+		w.Header().Set(HeaderShouldRetry, "false")
+	}
 	body := oaierr.Body{Message: h.msg, Type: oaierr.TypeForStatus(h.status), Code: h.code}
 	switch h.code {
 	case CodeInsufficientQuota:

@@ -477,8 +477,9 @@ func (c *exchange) observed() usage {
 
 // finish closes the request with the usage observed, exactly once on
 // every exit path: it settles or releases the reservation, frees the
-// key's in-flight slot, records the metrics, the meter record and the log
-// line. It runs before the handler returns.
+// key's in-flight slot, records the metrics, the meter record and the
+// access line (the line from the record: accesslog.go). It runs before the
+// handler returns.
 func (c *exchange) finish(u usage) {
 	if c.done {
 		return
@@ -488,15 +489,9 @@ func (c *exchange) finish(u usage) {
 	c.settle(u)
 	c.releaseSlot()
 	c.g.metrics.observe(c, end, u)
-	c.meter(end, u)
-	lvl := c.g.log.Debug
-	if c.outcome == outcomeUnavailable || c.outcome == outcomeBroken || c.outcome == outcomePanic || c.outcome == outcomeTimeout {
-		lvl = c.g.log.Warn
-	}
-	lvl("cortex: request", "path", c.r.URL.Path, "model", c.model.ID, "neuron", c.neuron, "status", c.status,
-		"outcome", c.outcome.kind(), "cold", c.cold, "prompt_tokens", u.Prompt, "completion_tokens", u.Completion,
-		"usage_reported", u.Reported, "account", c.principal.AccountID, "key", c.principal.KeyID,
-		"took", end.Sub(c.start), "err", c.err)
+	rec := c.record(end, u)
+	c.meter(rec)
+	c.logAccess(rec)
 }
 
 // isAmbiguous reports whether err is a body that decoders could read

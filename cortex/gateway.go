@@ -71,6 +71,8 @@ type Gateway struct {
 	ownsTrans bool // the transport is the default one: close its idle connections
 	metrics   *metrics
 	mux       *http.ServeMux
+	access    *slog.Logger // the access log; nil: off (accesslog.go)
+	cors      *corsPolicy  // nil: no origin allowed (cors.go)
 
 	// Entitlements: budget.go, meter.go.
 	limits   *entitlements.KeyLimiter // the limits of keys whose provider is no Limiter
@@ -132,6 +134,7 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.access, g.cors = cfg.accessLogger(), newCORSPolicy(cfg.web.corsOrigins)
 	g.limits = entitlements.NewKeyLimiter(g.clock)
 	if g.usage == nil {
 		g.usage = route.NewUsage()
@@ -372,29 +375,44 @@ func (g *Gateway) routes() {
 		m.HandleFunc("POST "+r.path, func(w http.ResponseWriter, req *http.Request) { g.serveInference(w, req, kind) })
 	}
 	m.HandleFunc("POST /v1/messages", g.serveMessages)
-	m.HandleFunc("POST /v1/messages/count_tokens", g.serveCountTokens)
-	m.HandleFunc("GET /v1/models", g.serveModels)
-	m.HandleFunc("GET /v1/me", g.serveMe)
-	m.HandleFunc("GET /health", g.serveHealth)
-	m.HandleFunc("GET /status", g.serveStatus)
-	m.HandleFunc("GET /status.json", g.serveStatusJSON)
+	// The inference routes log their access line as they finish; the
+	// others through logged.
+	info := slog.LevelInfo
+	m.HandleFunc("POST /v1/messages/count_tokens", g.logged(info, g.serveCountTokens))
+	m.HandleFunc("GET /v1/models", g.logged(info, g.serveModels))
+	m.HandleFunc("GET /v1/me", g.logged(info, g.serveMe))
+	m.HandleFunc("GET /health", g.logged(slog.LevelDebug, g.serveHealth))
+	m.HandleFunc("GET /status", g.logged(info, g.serveStatus))
+	m.HandleFunc("GET /status.json", g.logged(info, g.serveStatusJSON))
 	if g.reloadFn != nil {
-		m.HandleFunc("POST /admin/reload", g.serveReload)
+		m.HandleFunc("POST /admin/reload", g.logged(info, g.serveReload))
 	}
 	g.mux = m
 }
 
-// ServeHTTP serves the gateway's routes. An unknown route answers 404 and a
-// known route with the wrong method 405, both as OpenAI error envelopes.
+// ServeHTTP serves the gateway's routes. Every request gets its request
+// id (the client's X-Request-Id, or a new one), which its answer carries;
+// CORS preflights of allowed origins are answered (WithCORSOrigins). An
+// unknown route answers 404 and a known route with the wrong method 405,
+// both as OpenAI error envelopes.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	httpx.RequestID(w, r)
+	if g.cors.serve(w, r) {
+		g.logRoute(slog.LevelInfo, r, http.StatusNoContent, g.clock.Now())
+		return
+	}
 	h, status, allow := httpx.Lookup(g.mux, r)
 	switch status {
 	case http.StatusMethodNotAllowed:
+		start := g.clock.Now()
 		w.Header().Set("Allow", allow)
 		writeError(w, &routeError{method: true, msg: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)}, 0)
+		g.logRoute(slog.LevelInfo, r, status, start)
 		return
 	case http.StatusNotFound:
+		start := g.clock.Now()
 		writeError(w, &routeError{msg: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)}, 0)
+		g.logRoute(slog.LevelInfo, r, status, start)
 		return
 	}
 	h.ServeHTTP(w, r)

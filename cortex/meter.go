@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex/metering"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
 // meter hands the request's record to the gateway's Meter (WithMeter):
@@ -13,12 +14,12 @@ import (
 // callers included. Requests refused before (401, an unavailable budget
 // authority, shutting down) are not metered: they name no one who could
 // be billed.
-func (c *exchange) meter(end time.Time, u usage) {
+func (c *exchange) meter(rec metering.Record) {
 	defer c.renewal.recordDone() // a pending settle's record comes after this one
 	if c.g.meter == nil || !c.authed {
 		return
 	}
-	c.g.record(c.record(end, u))
+	c.g.record(rec)
 }
 
 // record returns the meter record of the finished request.
@@ -57,7 +58,7 @@ func (c *exchange) record(end time.Time, u usage) metering.Record {
 // which its settle record repeats: who, what, where, how it ended.
 func (c *exchange) settleRecord() metering.Record {
 	r := metering.Record{
-		RequestID: requestID(c.r),
+		RequestID: c.r.Header.Get(httpx.HeaderRequestID),
 		AccountID: c.principal.AccountID,
 		KeyID:     c.principal.KeyID,
 		Model:     c.model.ID,
@@ -72,21 +73,6 @@ func (c *exchange) settleRecord() metering.Record {
 		r.Reserved = c.reservation.Amount()
 	}
 	return r
-}
-
-// maxRequestID bounds the X-Request-Id a record carries, so that a caller
-// cannot make the meter's lines as long as its headers.
-const maxRequestID = 128
-
-// requestID returns the request's X-Request-Id for its record: the
-// client's, which the gateway also forwards to the neuron, cut to
-// maxRequestID bytes.
-func requestID(r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
-	if len(id) > maxRequestID {
-		id = id[:maxRequestID]
-	}
-	return id
 }
 
 // meterRoute names the API of a request path: "/v1/chat/completions" is

@@ -73,6 +73,9 @@ func TestMeterFile(t *testing.T) {
 		if r.Time.IsZero() || r.Duration <= 0 || (r.Status == http.StatusOK) != (r.TTFT > 0) {
 			t.Errorf("record %+v: want a time, a duration, and a TTFT when served", r)
 		}
+		if !strings.HasPrefix(r.RequestID, "req_") {
+			t.Errorf("record %+v: want the request id the gateway made", r)
+		}
 		got = append(got, r)
 	}
 	const prompt = helloEstimate
@@ -88,7 +91,7 @@ func TestMeterFile(t *testing.T) {
 		{Model: "chat-a", Neuron: "n1", Route: "completions", PromptTokens: 1, CompletionTokens: 2,
 			Status: 200, Outcome: metering.OutcomeOK, UsageSource: metering.UsageEngine},
 	}
-	if diff := cmp.Diff(got, want, cmpopts.IgnoreFields(metering.Record{}, "Time", "Duration", "TTFT")); diff != "" {
+	if diff := cmp.Diff(got, want, cmpopts.IgnoreFields(metering.Record{}, "Time", "Duration", "TTFT", "RequestID")); diff != "" {
 		t.Errorf("meter file (-got +want):\n%s", diff)
 	}
 }
@@ -109,7 +112,8 @@ func TestPanickingMeter(t *testing.T) {
 	s.checkBudget(local, "acct", 2*(helloEstimate+2))
 }
 
-// A record carries the client's X-Request-Id, cut to 128 bytes, and the
+// A record carries the request id (the client's X-Request-Id, cut to 128
+// bytes, or the one the gateway made for a request without one) and the
 // neuron that served the request: an embedder's Meter learns in process
 // where each request went.
 func TestMeterRecordNamesTheRequest(t *testing.T) {
@@ -121,14 +125,21 @@ func TestMeterRecordNamesTheRequest(t *testing.T) {
 	for _, tt := range []struct{ sent, want string }{
 		{"req-1", "req-1"},
 		{long, long[:128]},
-		{"", ""},
+		{"", ""}, // a new one: the answer's X-Request-Id
 	} {
 		var header []string
 		if tt.sent != "" {
 			header = []string{"X-Request-Id", tt.sent}
 		}
-		if status, _, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), header...); status != http.StatusOK {
+		status, h, body := s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`), header...)
+		if status != http.StatusOK {
 			t.Fatalf("status %d: %s", status, body)
+		}
+		if tt.want == "" {
+			tt.want = h.Get("X-Request-Id")
+			if !strings.HasPrefix(tt.want, "req_") {
+				t.Errorf("X-Request-Id of a request without one = %q, want a new req_ id", tt.want)
+			}
 		}
 		var r metering.Record
 		select {

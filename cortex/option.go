@@ -102,6 +102,7 @@ type gatewayConfig struct {
 	outlier          OutlierConfig // outlier ejection: outlier.go
 	live             liveConfig    // what Reload can change: reload.go
 	reload           ReloadFunc    // POST /admin/reload: reload.go
+	web              webConfig     // access log and CORS: accesslog.go, cors.go
 }
 
 // liveConfig is the part of a gateway's configuration that SetOptions (and
@@ -211,6 +212,9 @@ func (c *gatewayConfig) validate(neurons []NeuronConfig) error {
 			bad("WithStatusBudgets: a principal without an account")
 			break
 		}
+	}
+	for _, err := range checkOrigins(c.web.corsOrigins) {
+		bad("WithCORSOrigins: %w", err)
 	}
 	if err := c.outlier.Validate(); err != nil {
 		bad("outlier detection: %w", err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/clock"
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 	"github.com/helexa-ai/helexa-go/neuron"
@@ -153,22 +154,25 @@ func targetURL(base *url.URL, client *url.URL) string {
 // forwardHeaders are the only client headers sent on to a neuron, in
 // canonical form. It is an allowlist: a header the gateway does not know
 // never reaches the fleet. They are the body's type, what the client
-// accepts, its user agent, and request ids and trace context for
-// correlating logs. Credentials never pass (the gateway sends the
-// neuron's own token and its own principal headers), nor does
-// Accept-Encoding, so that answers arrive uncompressed for the usage scan.
-var forwardHeaders = []string{"Accept", "Content-Type", "User-Agent", "X-Request-Id", "Traceparent", "Tracestate", "Openai-Beta"}
+// accepts, its user agent, and trace context for correlating logs.
+// Credentials never pass (the gateway sends the neuron's own token and its
+// own principal headers), nor does Accept-Encoding, so that answers arrive
+// uncompressed for the usage scan. The request id is the gateway's
+// (httpx.RequestID), sent by outboundHeader.
+var forwardHeaders = []string{"Accept", "Content-Type", "User-Agent", "Traceparent", "Tracestate", "Openai-Beta"}
 
 // relayHeaders are the only response headers of a neuron relayed to the
 // client, in canonical form: the answer's type and length, when to retry,
-// and the ids that correlate logs. It is an allowlist: what an engine adds
-// (Server: llama.cpp, its own CORS headers, its timing headers) stays
-// inside the fleet.
-var relayHeaders = []string{"Content-Type", "Content-Length", "Retry-After", "X-Request-Id", "Openai-Processing-Ms"}
+// and the engine's processing time. It is an allowlist: what an engine adds
+// (Server: llama.cpp, its own CORS headers, its timing headers, its own
+// request id) stays inside the fleet; the answer carries the gateway's
+// request id.
+var relayHeaders = []string{"Content-Type", "Content-Length", "Retry-After", "Openai-Processing-Ms"}
 
 // outboundHeader fills h, the header of the request to a neuron: the
 // client's forwardHeaders (less any its Connection header names as
-// hop-by-hop), the neuron's token and the principal headers.
+// hop-by-hop), the request id, the neuron's token and the principal
+// headers.
 func (c *exchange) outboundHeader(h http.Header, token string) {
 	src := c.r.Header
 	var connTokens []string
@@ -186,6 +190,9 @@ func (c *exchange) outboundHeader(h http.Header, token string) {
 	}
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
+	}
+	if id := src[httpx.HeaderRequestID]; len(id) > 0 {
+		h[httpx.HeaderRequestID] = id[:1]
 	}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)

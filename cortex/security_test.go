@@ -172,8 +172,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 // every kind: credentials, cookies, forged principal headers, proxy and
 // hop-by-hop headers, compression and headers the gateway has never heard
 // of. The neuron gets the allowlist (less what Connection names as
-// hop-by-hop), the neuron's token and the gateway's principal headers,
-// and nothing else.
+// hop-by-hop), the request id, the neuron's token and the gateway's
+// principal headers, and nothing else.
 func TestOnlyAllowlistedHeadersReachTheNeuron(t *testing.T) {
 	t.Parallel()
 	local := newLocal(t, entitlements.KeyConfig{Key: canaryKey, AccountID: "acct", KeyID: "key-1"})
@@ -191,8 +191,9 @@ func TestOnlyAllowlistedHeadersReachTheNeuron(t *testing.T) {
 		"X-Real-Ip", "10.9.8.7",
 		"Accept-Encoding", "gzip, br",
 		"Te", "trailers",
-		"Connection", "X-Request-Id",
-		"X-Request-Id", "hop-by-hop-by-request",
+		"Connection", "Tracestate",
+		"Tracestate", "hop-by-hop-by-request",
+		"X-Request-Id", "req-7",
 		"Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"Openai-Beta", "assistants=v2",
 		"Accept", "application/json",
@@ -219,6 +220,7 @@ func TestOnlyAllowlistedHeadersReachTheNeuron(t *testing.T) {
 		"User-Agent":           "security-test/1.0",
 		"Traceparent":          "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"Openai-Beta":          "assistants=v2",
+		"X-Request-Id":         "req-7",
 		// The output allowance: one sequence of the 2 tokens reserved.
 		neuron.HeaderMaxOutputTokens: "2",
 	}
@@ -226,15 +228,15 @@ func TestOnlyAllowlistedHeadersReachTheNeuron(t *testing.T) {
 		t.Errorf("headers at the neuron (-got +want):\n%s", diff)
 	}
 
-	// Without the Connection header, the request id passes.
+	// Without the Connection header, the trace state passes.
 	status, _, body = s.post("/v1/chat/completions", chatBody("chat-a", `"max_tokens":2`),
-		"X-Api-Key", canaryKey, "X-Request-Id", "req-42")
+		"X-Api-Key", canaryKey, "Tracestate", "vendor=42")
 	if status != http.StatusOK {
 		t.Fatalf("status %d: %s", status, body)
 	}
 	hdr, _ = s.fleet.Neuron("n1").LastRequest()
-	if got := hdr.Get("X-Request-Id"); got != "req-42" {
-		t.Errorf("X-Request-Id at the neuron = %q, want req-42", got)
+	if got := hdr.Get("Tracestate"); got != "vendor=42" {
+		t.Errorf("Tracestate at the neuron = %q, want vendor=42", got)
 	}
 }
 

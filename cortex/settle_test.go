@@ -241,8 +241,11 @@ func TestSettleRetriedUntilItLands(t *testing.T) {
 	if recs[0].SettleID == "" || recs[0].SettleID != recs[1].SettleID {
 		t.Errorf("settle ids %q and %q: want one id, set", recs[0].SettleID, recs[1].SettleID)
 	}
+	if recs[0].RequestID == "" || recs[0].RequestID != recs[1].RequestID {
+		t.Errorf("request ids %q and %q: want the request's, in both", recs[0].RequestID, recs[1].RequestID)
+	}
 	base := metering.Record{AccountID: "acct", KeyID: "acct", Model: "chat-a", Neuron: "n1", Route: "chat.completions",
-		Reserved: helloEstimate + 5, Status: 200, Outcome: metering.OutcomeOK}
+		Reserved: helloEstimate + 5, Status: 200, Outcome: metering.OutcomeOK, RequestID: recs[0].RequestID}
 	req := base
 	req.PromptTokens, req.CompletionTokens, req.UsageSource, req.SettleState = prompt, completion, metering.UsageEngine, metering.SettlePending
 	late := base

@@ -60,6 +60,7 @@ type Agent struct {
 	d       Discoverer
 	opts    agentOptions
 	log     *slog.Logger
+	access  *slog.Logger // nil: off (accesslog.go)
 	mux     *http.ServeMux
 	adm     *admission
 	proxies *proxyCache
@@ -120,6 +121,10 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		activated:    make(chan struct{}),
 		reservations: make(map[string]*reservation),
 		drained:      make(chan struct{}),
+	}
+	a.access = logger
+	if o.accessLogSet {
+		a.access = o.accessLog
 	}
 	a.proxies = newProxyCache(slog.NewLogLogger(logger.Handler(), slog.LevelWarn), a.proxyError)
 	a.life, a.stopLife = context.WithCancel(context.Background())
@@ -370,8 +375,21 @@ func (a *Agent) inFlightCount() int {
 	return a.inFlight
 }
 
-// ServeHTTP serves the management API and the inference routes.
+// ServeHTTP serves the management API and the inference routes. Every
+// request gets its request id (its X-Request-Id, which cortex sends, or a
+// new one): the answer carries it, an engine receives it with the request,
+// and the access log names it (WithAccessLog).
 func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	httpx.RequestID(w, r)
+	if a.access != nil {
+		a.serveLogged(w, r)
+		return
+	}
+	a.serve(w, r)
+}
+
+// serve serves r once it has its request id.
+func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	if !a.authorized(r) {
 		if a.liveness(r) {
 			a.handleLiveness(w, r)

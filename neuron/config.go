@@ -56,6 +56,9 @@ type Config struct {
 	// DrainTimeout bounds the wait for requests in flight at shutdown.
 	// Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// AccessLog = false turns off the access log, one line per request
+	// (WithAccessLog). Default true.
+	AccessLog *bool `toml:"access_log"`
 }
 
 // DiscoveryConfig is the [discovery] table.
@@ -237,9 +240,10 @@ func (c Config) Validate() error {
 }
 
 // AgentOptions returns the Agent options the configuration sets: token,
-// advertise URL, hostname, admission, default models and drain timeout.
+// advertise URL, hostname, admission, default models, drain timeout and
+// whether the access log is on.
 func (c Config) AgentOptions() []Option {
-	return []Option{
+	opts := []Option{
 		WithToken(c.Token),
 		WithAdvertiseURL(c.AdvertiseURL),
 		WithHostname(c.Discovery.Hostname),
@@ -247,6 +251,10 @@ func (c Config) AgentOptions() []Option {
 		WithDefaultModels(c.DefaultModels),
 		WithDrainTimeout(c.DrainTimeout.Std()),
 	}
+	if c.AccessLog != nil && !*c.AccessLog {
+		opts = append(opts, WithAccessLog(nil))
+	}
+	return opts
 }
 
 // StaticDiscovery returns the Discovery of a static [discovery] table.

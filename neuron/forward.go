@@ -67,6 +67,9 @@ func (a *Agent) handleInference(w http.ResponseWriter, r *http.Request) {
 		a.inferenceError(w, r, err)
 		return
 	}
+	if e := accessOf(r.Context()); e != nil {
+		e.model = id
+	}
 	ctx := context.WithValue(context.WithValue(r.Context(), allowanceKey{}, allow), modelKey{}, id)
 	out := r.WithContext(ctx)
 	out.Header = r.Header.Clone()

@@ -55,6 +55,8 @@ type agentOptions struct {
 	maxBodyBytes  int64
 	bodyTimeout   time.Duration
 	clock         clock.Clock
+	accessLog     *slog.Logger // accesslog.go
+	accessLogSet  bool
 }
 
 // newAgentOptions returns the options of an Agent without options.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/helexa-ai/helexa-go/internal/httpx"
 	"github.com/helexa-ai/helexa-go/internal/sse"
 )
 
@@ -13,8 +14,10 @@ import (
 // streamed answer is relayed through an outputCounter, which counts its
 // output, cuts it past the request's allowance and reports its count in
 // the trailers TrailerOutputTokens and TrailerOutputCut (see
-// HeaderMaxOutputTokens).
+// HeaderMaxOutputTokens), and in the request's access line. The engine's
+// own X-Request-Id is dropped: the answer carries the request's.
 func countOutput(resp *http.Response) error {
+	resp.Header.Del(httpx.HeaderRequestID)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil
 	}
@@ -30,7 +33,11 @@ func countOutput(resp *http.Response) error {
 	resp.Trailer[TrailerOutputCut] = nil
 	resp.Header.Del("Content-Length")
 	resp.ContentLength = -1
-	resp.Body = &outputCounter{body: resp.Body, rd: sse.NewReader(resp.Body), allow: allow, trailer: resp.Trailer}
+	e := accessOf(resp.Request.Context())
+	if e != nil {
+		e.streamed = true
+	}
+	resp.Body = &outputCounter{body: resp.Body, rd: sse.NewReader(resp.Body), allow: allow, trailer: resp.Trailer, access: e}
 	return nil
 }
 
@@ -44,6 +51,7 @@ type outputCounter struct {
 	rd      *sse.Reader
 	allow   int64
 	trailer http.Header
+	access  *accessEntry // nil: the access log is off
 
 	pending []byte // the rest of the event being relayed
 	count   int64
@@ -62,7 +70,9 @@ func (o *outputCounter) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if data := sse.Data(ev); data != nil && !sse.IsDone(data) {
-			o.count += sse.Inspect(data).Outputs
+			ch := sse.Inspect(data)
+			o.count += ch.Outputs
+			o.observe(ch)
 			if o.allow > 0 && o.count > o.allow {
 				o.count, o.cut = o.allow, true
 				o.end()
@@ -77,12 +87,33 @@ func (o *outputCounter) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// end sets the trailers, once.
+// observe notes an event in the access entry: the output so far (the
+// count survives a client that leaves before the end), the time of the
+// first output, and the engine's usage.
+func (o *outputCounter) observe(ch sse.Chunk) {
+	e := o.access
+	if e == nil {
+		return
+	}
+	e.output = o.count
+	if ch.Outputs > 0 && e.firstOutput.IsZero() {
+		e.firstOutput = e.now()
+	}
+	if ch.HasUsage {
+		e.hasUsage = true
+		e.prompt, e.completion, e.cached = ch.Usage.Prompt, ch.Usage.Completion, ch.Usage.Cached
+	}
+}
+
+// end sets the trailers and the access entry's counts, once.
 func (o *outputCounter) end() {
 	if o.ended {
 		return
 	}
 	o.ended = true
+	if o.access != nil {
+		o.access.output, o.access.cut = o.count, o.cut
+	}
 	o.trailer.Set(TrailerOutputTokens, strconv.FormatInt(o.count, 10))
 	o.trailer.Set(TrailerOutputCut, strconv.FormatBool(o.cut))
 }

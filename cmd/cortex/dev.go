@@ -49,6 +49,7 @@ type devConfig struct {
 	ledger                string // path of the ledger file; "": in memory
 	sim                   sim.Config
 	logger                *slog.Logger
+	access                *slog.Logger // both daemons' access log; nil: none
 }
 
 // devStack is a running dev stack: an in-process neuron over the simulated
@@ -81,6 +82,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	d, err := startDev(devConfig{
 		listen: *listen, metricsListen: *metrics, models: *models, ledger: *ledger, logger: logger,
 		sim: devSim,
+
+		// The access log is at info while the rest of dev mode's log
+		// stays at warn: a line per request, from the gateway and from
+		// the neuron, with the request id that ties them together.
+		access: slog.New(slog.NewTextHandler(stderr, nil)),
 	})
 	if err != nil {
 		return err
@@ -121,7 +127,8 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 		{Index: 0, Name: "Simulated GPU", UUID: "GPU-dev-0", TotalMB: devGPUMB},
 		{Index: 1, Name: "Simulated GPU", UUID: "GPU-dev-1", TotalMB: devGPUMB},
 	}})
-	agent, err := neuron.NewAgent(harness, disc, neuron.WithLogger(cfg.logger), neuron.WithDrainTimeout(5*time.Second))
+	agent, err := neuron.NewAgent(harness, disc, neuron.WithLogger(cfg.logger), neuron.WithAccessLog(cfg.access),
+		neuron.WithDrainTimeout(5*time.Second))
 	if err != nil {
 		return nil, errors.Join(err, harness.Close(context.Background()))
 	}
@@ -159,7 +166,7 @@ func startDev(cfg devConfig) (d *devStack, err error) {
 	// The status page is public in dev mode; the demo key is also the
 	// admin key, which shows its budget there.
 	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: devNeuron, Endpoint: d.neuronURL}}, cat,
-		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithLogger(cfg.logger),
+		cortex.WithProvider(local), cortex.WithRequireAuth(true), cortex.WithLogger(cfg.logger), cortex.WithAccessLog(cfg.access),
 		cortex.WithPublicStatus(true), cortex.WithAdminKeys(entitlements.KeyDigest(devKey)),
 		cortex.WithStatusBudgets(entitlements.Principal{AccountID: devAccount, KeyID: devAccount}),
 		cortex.WithPollerOptions(route.WithInterval(time.Second)))

@@ -59,6 +59,9 @@ type Spec struct {
 	// states stay simulated). Tests use it for engines that answer in a
 	// controlled way. It must return when its request's context ends.
 	Engine http.Handler
+	// AgentOptions are more options of the neuron's Agent, after the
+	// Fleet's own (such as neuron.WithAccessLog).
+	AgentOptions []neuron.Option
 }
 
 // Named returns a Spec with default settings for each name.
@@ -164,8 +167,8 @@ func startNeuron(t testing.TB, s Spec) *Neuron {
 		adm = neuron.AdmissionConfig{MaxInFlight: 1024, MaxQueue: 4096}
 	}
 	disc := neuron.NewStaticDiscoverer(neuron.Discovery{Hostname: s.Name, Devices: devices})
-	agent, err := neuron.NewAgent(h, disc, neuron.WithToken(s.Token), neuron.WithAdmission(adm),
-		neuron.WithDrainTimeout(5*time.Second), neuron.WithHostname(s.Name))
+	agent, err := neuron.NewAgent(h, disc, append([]neuron.Option{neuron.WithToken(s.Token), neuron.WithAdmission(adm),
+		neuron.WithDrainTimeout(5 * time.Second), neuron.WithHostname(s.Name)}, s.AgentOptions...)...)
 	if err != nil {
 		_ = sh.Close(context.Background())
 		t.Fatalf("cortextest: neuron %s: %v", s.Name, err)
