@@ -53,7 +53,7 @@ type AdminFactory func(NeuronConfig) (NeuronAdmin, error)
 // path). Routes: POST /v1/chat/completions, /v1/completions,
 // /v1/embeddings and /v1/responses, the Anthropic Messages API (POST
 // /v1/messages and /v1/messages/count_tokens, see WithPingInterval), GET
-// /v1/models, GET /v1/me (the calling key's MeReport), the public GET
+// /v1/models and GET /v1/models/{id} (models.go), GET /v1/me (the calling key's MeReport), the public GET
 // /health, and the status page, GET /status and GET /status.json (see
 // Status). Metrics are served separately, by MetricsHandler.
 //
@@ -382,6 +382,7 @@ func (g *Gateway) routes() {
 	m.HandleFunc("POST /v1/messages", g.serveMessages)
 	m.HandleFunc("POST /v1/messages/count_tokens", g.serveCountTokens)
 	m.HandleFunc("GET /v1/models", g.serveModels)
+	m.HandleFunc("GET /v1/models/{id...}", g.serveModel)
 	m.HandleFunc("GET /v1/me", g.serveMe)
 	m.HandleFunc("GET /health", g.serveHealth)
 	m.HandleFunc("GET /status", g.serveStatus)
