@@ -269,9 +269,22 @@ func newTransport() *http.Transport {
 	}
 }
 
-// Run runs the Poller until ctx ends, keeping the fleet snapshot fresh;
-// it returns what the Poller's Run returns (nil when ctx ends).
-func (g *Gateway) Run(ctx context.Context) error { return g.poller.Run(ctx) }
+// Run runs the Poller until ctx ends, keeping the fleet snapshot fresh,
+// and beside it the idle loop, which unloads the models idle past their
+// catalogue idle_unload (idle.go), on the gateway's Clock. It returns what
+// the Poller's Run returns (nil when ctx ends), once both have stopped.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		g.runIdle(ctx)
+	}()
+	err := g.poller.Run(ctx)
+	cancel()
+	<-idle
+	return err
+}
 
 // Fleet returns the Fleet the gateway routes over: the Poller's latest
 // Snapshot joined with the gateway's catalogue and Usage. It never blocks
