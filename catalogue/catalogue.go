@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -19,6 +20,9 @@ const (
 	// DefaultPinnedResidencyPriority is the priority of a pinned model.
 	DefaultPinnedResidencyPriority = 1000
 )
+
+// MinIdleUnload is the shortest Model.IdleUnload a catalogue accepts.
+const MinIdleUnload = 10 * time.Second
 
 // Catalogue is a validated set of models and aliases, built by Parse,
 // Load or New.
@@ -138,6 +142,12 @@ func build(models []Model, aliases map[string]string, at *lines) (*Catalogue, []
 			if f.v < 0 {
 				add(line(f.name), entry, ErrNegative, "negative %s", f.name)
 			}
+		}
+		switch {
+		case m.IdleUnload < 0:
+			add(line("idle_unload"), entry, ErrNegative, "negative idle_unload")
+		case m.IdleUnload > 0 && m.IdleUnload < MinIdleUnload:
+			add(line("idle_unload"), entry, ErrInvalidValue, "idle_unload %v is under %v: a model would be unloaded between two requests", m.IdleUnload, MinIdleUnload)
 		}
 		for k, s := range m.PinnedOn {
 			if !validName(s) {

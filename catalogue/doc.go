@@ -19,6 +19,7 @@
 //	pinned_on = ["gpu-01"]             # neuron names
 //	residency_priority = 1000          # default 100, 1000 when pinned_on is set
 //	capabilities = ["chat", "tools"]
+//	idle_unload = "10m"                # cortex unloads it after 10m unused
 //	limit = { context = 32768, input = 0, output = 8192 }  # tokens; 0 = unknown
 //	cost = { input = 0.40, output = 1.20, cache_read = 0.10, cache_write = 0.50 }
 //

@@ -1,6 +1,9 @@
 package catalogue
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Model is one [[models]] entry of models.toml.
 //
@@ -38,6 +41,12 @@ type Model struct {
 	Limit Limit `toml:"limit" json:"limit,omitzero"`
 	// Cost is the price in USD per 1M tokens; nil means "not priced".
 	Cost *Cost `toml:"cost" json:"cost,omitempty"`
+	// IdleUnload, when positive, has cortex unload the model from a
+	// neuron where it has served nothing for that long (counted from its
+	// load when it has served nothing yet); never on a neuron where it is
+	// pinned. Written idle_unload = "10m" in models.toml; 0 (the default)
+	// keeps the model loaded until something evicts it.
+	IdleUnload time.Duration `toml:"-" json:"idle_unload_ns,omitempty"`
 }
 
 // Limit holds a model's token limits. Zero means unknown.

@@ -62,6 +62,8 @@ type fileModel struct {
 	Capabilities      []string `toml:"capabilities"`
 	Limit             Limit    `toml:"limit"`
 	Cost              *Cost    `toml:"cost"`
+	// IdleUnload is a Duration: a bare number is an error with its line.
+	IdleUnload config.Duration `toml:"idle_unload"`
 }
 
 func parse(data []byte) (*Catalogue, []*Error) {
@@ -111,6 +113,7 @@ func parse(data []byte) (*Catalogue, []*Error) {
 			Capabilities:      fm.Capabilities,
 			Limit:             fm.Limit,
 			Cost:              fm.Cost,
+			IdleUnload:        fm.IdleUnload.Std(),
 		}
 	}
 	c, more := build(models, f.Aliases, at)

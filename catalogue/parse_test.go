@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -77,6 +78,7 @@ func TestLoadExample(t *testing.T) {
 			ResidencyPriority: 50,
 			Capabilities:      []string{"chat", "completions"},
 			Limit:             catalogue.Limit{Context: 32768, Output: 8192},
+			IdleUnload:        10 * time.Minute,
 		},
 	}
 	if diff := cmp.Diff(c.Models(), want); diff != "" {
@@ -116,6 +118,31 @@ func TestParseErrors(t *testing.T) {
 		want    []string // every line of the error
 		wantErr error    // a sentinel the error matches
 	}{
+		{
+			name: "idle_unload not a duration",
+			in: `[[models]]
+id = "a"
+idle_unload = 600
+
+[[models]]
+id = "b"
+idle_unload = "-1m"
+`,
+			want: []string{
+				`line 3: models[0] (a): idle_unload: 600 has no unit: write a string such as "600s"`,
+				`line 7: models[1] (b): idle_unload: negative duration "-1m"`,
+			},
+			wantErr: catalogue.ErrSyntax,
+		},
+		{
+			name: "idle_unload too short",
+			in: `[[models]]
+id = "c"
+idle_unload = "5s"
+`,
+			want:    []string{`line 3: models[0] (c): idle_unload 5s is under 10s: a model would be unloaded between two requests`},
+			wantErr: catalogue.ErrInvalidValue,
+		},
 		{
 			name: "typo'd field",
 			in: `[[models]]

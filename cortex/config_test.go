@@ -151,6 +151,12 @@ func TestParseConfigErrors(t *testing.T) {
 			want: []cortex.ConfigError{{Line: 6, Entry: "entitlements.keys[0] (account a)"}},
 			msg:  []string{"neither key nor key_sha256"},
 		},
+		{
+			name: "bad model pattern",
+			in:   neuronOK + "[entitlements]\n[[entitlements.keys]]\nkey = \"sk-a\"\naccount_id = \"a\"\n\n[[entitlements.keys]]\nkey = \"sk-b\"\naccount_id = \"b\"\nmodels = [\"llama-[78]b\"]\n",
+			want: []cortex.ConfigError{{Line: 9, Entry: "entitlements.keys[1] (account b)"}},
+			msg:  []string{`models[0] "llama-[78]b": '[', ']' and '\' are not supported`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

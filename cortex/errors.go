@@ -20,31 +20,33 @@ import (
 // Error codes in the envelopes the gateway writes. A neuron's own error
 // answers reach the client unchanged, with the neuron's codes.
 const (
-	CodeInvalidAPIKey         = "invalid_api_key"            // 401
-	CodeRateLimitExceeded     = "rate_limit_exceeded"        // 429 + Retry-After
-	CodeInsufficientQuota     = "insufficient_quota"         // 429
-	CodeExceedsBudgetCap      = "request_exceeds_budget_cap" // 400
-	CodeModelNotPriced        = "model_not_priced"           // 400
-	CodeContextLengthExceeded = "context_length_exceeded"    // 400
-	CodeMissingModel          = "missing_model_field"        // 400
-	CodeInvalidBody           = "invalid_request_body"       // 400
-	CodeAmbiguousRequest      = "ambiguous_request"          // 400: decoders could read the body differently
-	CodeModelNotDeployable    = "model_not_deployable"       // 400
-	CodeModelNotFound         = "model_not_found"            // 404
-	CodeRequestTimeout        = "request_timeout"            // 408: the body came too slowly
-	CodeRequestTooLarge       = "request_too_large"          // 413
-	CodeUnsupportedMediaType  = "unsupported_media_type"     // 415
-	CodeServiceUnavailable    = "service_unavailable"        // 503 + Retry-After
-	CodeShuttingDown          = "shutting_down"              // 503 + Retry-After
-	CodeUpstreamConnection    = "upstream_connection_error"  // 502
-	CodeUpstreamError         = "upstream_error"             // a neuron's answer that was not an error envelope
-	CodeUpstreamTimeout       = "upstream_timeout"           // 504
-	CodeModelLoadFailed       = "model_load_failed"          // 502
-	CodeNotFound              = "not_found"                  // 404: no such route
-	CodeMethodNotAllowed      = "method_not_allowed"         // 405
-	CodeInternal              = "internal_error"             // 500
-	CodeInvalidConfig         = "invalid_config"             // 400: POST /admin/reload
-	CodeReloadFailed          = "reload_failed"              // 500: POST /admin/reload
+	CodeInvalidAPIKey         = "invalid_api_key"              // 401
+	CodeRateLimitExceeded     = "rate_limit_exceeded"          // 429 + Retry-After
+	CodeInsufficientQuota     = "insufficient_quota"           // 429
+	CodeExceedsBudgetCap      = "request_exceeds_budget_cap"   // 400
+	CodeModelNotPriced        = "model_not_priced"             // 400
+	CodeContextLengthExceeded = "context_length_exceeded"      // 400
+	CodeMissingModel          = "missing_model_field"          // 400
+	CodeInvalidBody           = "invalid_request_body"         // 400
+	CodeAmbiguousRequest      = "ambiguous_request"            // 400: decoders could read the body differently
+	CodeModelNotDeployable    = "model_not_deployable"         // 400
+	CodeCapabilityUnsupported = "model_capability_unsupported" // 400: the route is not among the model's capabilities
+	CodeModelNotAllowed       = "model_not_allowed"            // 403: the key's allow-list does not include the model
+	CodeModelNotFound         = "model_not_found"              // 404
+	CodeRequestTimeout        = "request_timeout"              // 408: the body came too slowly
+	CodeRequestTooLarge       = "request_too_large"            // 413
+	CodeUnsupportedMediaType  = "unsupported_media_type"       // 415
+	CodeServiceUnavailable    = "service_unavailable"          // 503 + Retry-After
+	CodeShuttingDown          = "shutting_down"                // 503 + Retry-After
+	CodeUpstreamConnection    = "upstream_connection_error"    // 502
+	CodeUpstreamError         = "upstream_error"               // a neuron's answer that was not an error envelope
+	CodeUpstreamTimeout       = "upstream_timeout"             // 504
+	CodeModelLoadFailed       = "model_load_failed"            // 502
+	CodeNotFound              = "not_found"                    // 404: no such route
+	CodeMethodNotAllowed      = "method_not_allowed"           // 405
+	CodeInternal              = "internal_error"               // 500
+	CodeInvalidConfig         = "invalid_config"               // 400: POST /admin/reload
+	CodeReloadFailed          = "reload_failed"                // 500: POST /admin/reload
 )
 
 // Errors of the request path. Route errors are in router.go.
@@ -291,6 +293,10 @@ func httpErrorFor(err error, retryHint time.Duration) httpError {
 		return h
 	case errors.Is(err, ErrContextLength):
 		return e(http.StatusBadRequest, CodeContextLengthExceeded)
+	case errors.Is(err, ErrModelNotAllowed):
+		return e(http.StatusForbidden, CodeModelNotAllowed)
+	case errors.Is(err, ErrCapabilityUnsupported):
+		return e(http.StatusBadRequest, CodeCapabilityUnsupported)
 	case errors.Is(err, route.ErrModelNotFound):
 		return e(http.StatusNotFound, CodeModelNotFound)
 	case errors.Is(err, route.ErrNoFeasibleNeuron):

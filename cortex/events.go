@@ -31,6 +31,10 @@ const (
 	EventLoadFailed EventKind = "load_failed"
 	// EventEvict: a model was unloaded to make room for another.
 	EventEvict EventKind = "evict"
+	// EventIdleUnload: a model was unloaded from a neuron where it had
+	// served nothing for its catalogue idle_unload; Reason says for how
+	// long.
+	EventIdleUnload EventKind = "idle_unload"
 	// EventEject: a replica (the model on the neuron) kept failing and is
 	// out of rotation until Until (see OutlierConfig).
 	EventEject EventKind = "eject"

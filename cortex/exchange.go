@@ -227,12 +227,16 @@ func checkJSON(h http.Header) error {
 }
 
 // resolve resolves the model name through the catalogue's aliases (or the
-// fleet, for a resident model the catalogue does not know), and checks the
+// fleet, for a resident model the catalogue does not know), checks the
+// key's allow-list and the model's capabilities (allow.go), and checks the
 // prompt estimate against the model's limit.
 func (c *exchange) resolve() error {
-	p, ok := c.g.Fleet().Resolve(c.req.Model)
-	if !ok {
-		return fmt.Errorf("%w: %q", route.ErrModelNotFound, c.req.Model)
+	p, err := modelFor(c.g.Fleet(), c.principal, c.req.Model)
+	if err != nil {
+		return err
+	}
+	if err := checkCapability(p, c.kind, c.r.URL.Path); err != nil {
+		return err
 	}
 	c.model = p
 	c.estimate = c.req.PromptEstimate(len(c.body))

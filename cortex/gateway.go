@@ -52,7 +52,7 @@ type AdminFactory func(NeuronConfig) (NeuronAdmin, error)
 // path). Routes: POST /v1/chat/completions, /v1/completions,
 // /v1/embeddings and /v1/responses, the Anthropic Messages API (POST
 // /v1/messages and /v1/messages/count_tokens, see WithPingInterval), GET
-// /v1/models, GET /v1/me (the calling key's MeReport), the public GET
+// /v1/models and GET /v1/models/{id} (models.go), GET /v1/me (the calling key's MeReport), the public GET
 // /health, and the status page, GET /status and GET /status.json (see
 // Status). Metrics are served separately, by MetricsHandler.
 //
@@ -264,9 +264,22 @@ func newTransport() *http.Transport {
 	}
 }
 
-// Run runs the Poller until ctx ends, keeping the fleet snapshot fresh;
-// it returns what the Poller's Run returns (nil when ctx ends).
-func (g *Gateway) Run(ctx context.Context) error { return g.poller.Run(ctx) }
+// Run runs the Poller until ctx ends, keeping the fleet snapshot fresh,
+// and beside it the idle loop, which unloads the models idle past their
+// catalogue idle_unload (idle.go), on the gateway's Clock. It returns what
+// the Poller's Run returns (nil when ctx ends), once both have stopped.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	idle := make(chan struct{})
+	go func() {
+		defer close(idle)
+		g.runIdle(ctx)
+	}()
+	err := g.poller.Run(ctx)
+	cancel()
+	<-idle
+	return err
+}
 
 // Fleet returns the Fleet the gateway routes over: the Poller's latest
 // Snapshot joined with the gateway's catalogue and Usage. It never blocks
@@ -380,6 +393,7 @@ func (g *Gateway) routes() {
 	info := slog.LevelInfo
 	m.HandleFunc("POST /v1/messages/count_tokens", g.logged(info, g.serveCountTokens))
 	m.HandleFunc("GET /v1/models", g.logged(info, g.serveModels))
+	m.HandleFunc("GET /v1/models/{id...}", g.logged(info, g.serveModel))
 	m.HandleFunc("GET /v1/me", g.logged(info, g.serveMe))
 	m.HandleFunc("GET /health", g.logged(slog.LevelDebug, g.serveHealth))
 	m.HandleFunc("GET /status", g.logged(info, g.serveStatus))

@@ -156,7 +156,7 @@ func answerModel(t *testing.T, body string) string {
 // 24 GiB GPUs unless a test says otherwise.
 func testCatalogue(t testing.TB) *catalogue.Catalogue {
 	return newCatalogue(t, []catalogue.Model{
-		{ID: "chat-a", VRAMMB: 4000, Limit: catalogue.Limit{Context: 4096, Output: 64}, Capabilities: []string{"chat"},
+		{ID: "chat-a", VRAMMB: 4000, Limit: catalogue.Limit{Context: 4096, Output: 64}, Capabilities: []string{"chat", "completions"},
 			Cost: &catalogue.Cost{Input: 1, Output: 2}},
 		{ID: "chat-b", VRAMMB: 4000},
 		{ID: "tiny-context", VRAMMB: 1000, Limit: catalogue.Limit{Context: 16}},

@@ -37,6 +37,8 @@ type MeLimits struct {
 	ClampMaxTokens bool `json:"clamp_max_tokens"`
 	MaxInFlight    int  `json:"max_in_flight"`
 	RPM            int  `json:"rpm"`
+	// Models are the key's allow-list patterns; absent: every model.
+	Models []string `json:"models,omitempty"`
 }
 
 // MeBudget is an account's budget in a MeReport.
@@ -75,7 +77,7 @@ func (g *Gateway) me(ctx context.Context, p entitlements.Principal) (MeReport, *
 		AccountID: p.AccountID,
 		KeyID:     p.KeyID,
 		Unit:      p.Unit.String(),
-		Limits:    MeLimits{ClampMaxTokens: p.Limits.ClampMaxTokens, MaxInFlight: p.Limits.MaxInFlight, RPM: p.Limits.RPM},
+		Limits:    MeLimits{ClampMaxTokens: p.Limits.ClampMaxTokens, MaxInFlight: p.Limits.MaxInFlight, RPM: p.Limits.RPM, Models: p.Limits.Models.Patterns()},
 	}
 	if p.IsAnonymous() || g.cfg.provider == nil {
 		return r, nil, nil

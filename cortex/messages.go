@@ -3,7 +3,6 @@ package cortex
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/clock"
-	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/internal/anthropic"
 	"github.com/helexa-ai/helexa-go/internal/reqscan"
 	"github.com/helexa-ai/helexa-go/internal/sse"
@@ -114,7 +112,8 @@ func (g *Gateway) serveCountTokens(w http.ResponseWriter, r *http.Request) {
 // countTokens authenticates r, reads and checks its body and returns the
 // estimate.
 func (g *Gateway) countTokens(w http.ResponseWriter, r *http.Request) (int64, error) {
-	if _, err := g.principal(r); err != nil {
+	p, err := g.principal(r)
+	if err != nil {
 		return 0, err
 	}
 	body, err := g.readBody(w, r)
@@ -125,8 +124,8 @@ func (g *Gateway) countTokens(w http.ResponseWriter, r *http.Request) (int64, er
 	if err != nil {
 		return 0, bodyError(err)
 	}
-	if _, ok := g.Fleet().Resolve(req.Model); !ok {
-		return 0, fmt.Errorf("%w: %q", route.ErrModelNotFound, req.Model)
+	if _, err := modelFor(g.Fleet(), p, req.Model); err != nil {
+		return 0, err
 	}
 	return anthropic.CountTokens(req), nil
 }

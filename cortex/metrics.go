@@ -36,18 +36,19 @@ var (
 // per-request metrics are resolved once per (model, neuron) and cached, so
 // that recording a request takes no lock and no label lookup.
 type metrics struct {
-	handler    http.Handler
-	requests   *prometheus.CounterVec
-	errors     *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	ttft       *prometheus.HistogramVec
-	tps        *prometheus.HistogramVec
-	prompt     *prometheus.CounterVec
-	completion *prometheus.CounterVec
-	cached     *prometheus.CounterVec
-	coldStarts *prometheus.CounterVec
-	loads      *prometheus.CounterVec
-	evictions  *prometheus.CounterVec
+	handler     http.Handler
+	requests    *prometheus.CounterVec
+	errors      *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	ttft        *prometheus.HistogramVec
+	tps         *prometheus.HistogramVec
+	prompt      *prometheus.CounterVec
+	completion  *prometheus.CounterVec
+	cached      *prometheus.CounterVec
+	coldStarts  *prometheus.CounterVec
+	loads       *prometheus.CounterVec
+	evictions   *prometheus.CounterVec
+	idleUnloads *prometheus.CounterVec
 	// Fleet events: outlier.go, events.go.
 	ejections      *prometheus.CounterVec
 	engineFailures *prometheus.CounterVec
@@ -167,6 +168,10 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 			Name: "helexa_evictions_total",
 			Help: "Models unloaded to make room for another, by evicted model.",
 		}, mn),
+		idleUnloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_idle_unloads_total",
+			Help: "Models unloaded from a neuron where they had served nothing for their idle_unload.",
+		}, mn),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "helexa_replica_ejections_total",
 			Help: "Times a replica (the model on the neuron) was taken out of rotation for failing again and again.",
@@ -185,7 +190,7 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 		}, []string{labelNeuron}),
 	}
 	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion, m.cached,
-		m.coldStarts, m.loads, m.evictions, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
+		m.coldStarts, m.loads, m.evictions, m.idleUnloads, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
 		newFleetCollector(fleet, clock), newCacheCollector(&m.caches)); err != nil {
 		return nil, err
 	}
@@ -286,6 +291,11 @@ func (m *metrics) loaded(model, neuron string, ok bool) {
 		result = "error"
 	}
 	m.loads.WithLabelValues(model, neuron, result).Inc()
+}
+
+// idleUnloaded records a model unloaded for being idle.
+func (m *metrics) idleUnloaded(model, neuron string) {
+	m.idleUnloads.WithLabelValues(model, neuron).Inc()
 }
 
 // evicted records a model unloaded to make room.

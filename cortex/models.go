@@ -2,13 +2,16 @@ package cortex
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/route"
+	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -174,12 +177,119 @@ func wholeSeconds(d time.Duration) float64 {
 	return float64(max(d, 0) / time.Second)
 }
 
+// ModelsFor returns Models as the key of p sees it: only the models and
+// aliases its allow-list lets it use. A model entry is listed when the
+// allow-list allows its id, an alias entry when it allows the alias or the
+// model it points to (as the request path does).
+func (g *Gateway) ModelsFor(p entitlements.Principal) ModelList {
+	list := g.Models()
+	allow := p.Limits.Models
+	if allow.IsZero() {
+		return list
+	}
+	list.Data = slices.DeleteFunc(list.Data, func(e ModelEntry) bool {
+		return !allow.Allows(e.ID) && (e.AliasOf == "" || !allow.Allows(e.AliasOf))
+	})
+	return list
+}
+
+// serveModels answers GET /v1/models, in Anthropic's shape when the
+// request carries anthropic-version.
 func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
-	if _, err := g.principal(r); err != nil {
+	p, err := g.principal(r)
+	if err != nil {
+		g.writeModelsError(w, r, err)
+		return
+	}
+	list := g.ModelsFor(p)
+	if isAnthropic(r) {
+		writeJSON(w, http.StatusOK, anthropicModelList(list))
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// serveModel answers GET /v1/models/{id}: the entry of ModelsFor with that
+// id (a model or an alias), in OpenAI's shape with the fleet's fields, or
+// in Anthropic's when the request carries anthropic-version. A model the
+// key may not use answers 404 model_not_found, as one that does not
+// exist: OpenAI does the same, and it keeps a key from probing the
+// catalogue. Ids may hold slashes ("org/model").
+func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
+	p, err := g.principal(r)
+	if err != nil {
+		g.writeModelsError(w, r, err)
+		return
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/v1/models/") // unescaped: %2F is a slash
+	for _, e := range g.ModelsFor(p).Data {
+		if e.ID != id {
+			continue
+		}
+		if isAnthropic(r) {
+			writeJSON(w, http.StatusOK, anthropicModel(e))
+			return
+		}
+		writeJSON(w, http.StatusOK, e)
+		return
+	}
+	g.writeModelsError(w, r, fmt.Errorf("%w: %q", route.ErrModelNotFound, id))
+}
+
+// writeModelsError writes err in the envelope of the request's API.
+func (g *Gateway) writeModelsError(w http.ResponseWriter, r *http.Request, err error) {
+	if !isAnthropic(r) {
 		writeError(w, err, g.cfg.retryAfter)
 		return
 	}
-	writeJSON(w, http.StatusOK, g.Models())
+	m := newMessagesWriter(w, g.clock, g.cfg.pingInterval, g.log)
+	writeError(m, err, g.cfg.retryAfter)
+	m.end(false)
+}
+
+// isAnthropic reports whether r comes from an Anthropic client: it carries
+// the anthropic-version header, which Anthropic's SDKs always send.
+func isAnthropic(r *http.Request) bool { return r.Header.Get("anthropic-version") != "" }
+
+// AnthropicModel is a model in Anthropic's shape (GET /v1/models/{id}
+// with anthropic-version).
+type AnthropicModel struct {
+	// Type is "model".
+	Type string `json:"type"`
+	// ID is the model id, or the alias.
+	ID string `json:"id"`
+	// DisplayName is the id: the catalogue has no other name.
+	DisplayName string `json:"display_name"`
+	// CreatedAt is ModelEntry.Created in RFC 3339 (the Unix epoch for a
+	// model loaded nowhere).
+	CreatedAt string `json:"created_at"`
+}
+
+// AnthropicModelList is GET /v1/models in Anthropic's shape. It is always
+// one page: HasMore is false, and the paging parameters are ignored.
+type AnthropicModelList struct {
+	Data    []AnthropicModel `json:"data"`
+	HasMore bool             `json:"has_more"`
+	// FirstID and LastID are the ids of the first and last entries; null
+	// when the list is empty.
+	FirstID *string `json:"first_id"`
+	LastID  *string `json:"last_id"`
+}
+
+func anthropicModel(e ModelEntry) AnthropicModel {
+	return AnthropicModel{Type: "model", ID: e.ID, DisplayName: e.ID,
+		CreatedAt: time.Unix(e.Created, 0).UTC().Format(time.RFC3339)}
+}
+
+func anthropicModelList(l ModelList) AnthropicModelList {
+	out := AnthropicModelList{Data: make([]AnthropicModel, len(l.Data))}
+	for i, e := range l.Data {
+		out.Data[i] = anthropicModel(e)
+	}
+	if n := len(out.Data); n > 0 {
+		out.FirstID, out.LastID = &out.Data[0].ID, &out.Data[n-1].ID
+	}
+	return out
 }
 
 // Health statuses of GET /health.

@@ -47,7 +47,7 @@ func TestModelsJoinsCatalogueAndFleet(t *testing.T) {
 		FeasibleOn:   []string{"n1"},
 		Limit:        &catalogue.Limit{Context: 4096, Output: 64},
 		Cost:         &catalogue.Cost{Input: 1, Output: 2},
-		Capabilities: []string{"chat"},
+		Capabilities: []string{"chat", "completions"},
 		Aliases:      []string{"fast"},
 	}
 	fast := chatA

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/internal/config"
@@ -24,6 +25,7 @@ import (
 //	hard_cap = 1_000_000          # tokens per window; absent = uncapped
 //	window = { kind = "rolling", seconds = 86400 }
 //	max_in_flight = 8
+//	models = ["llama-*", "qwen/*"]  # absent = every model
 //
 //	[[keys]]
 //	key = "sk-dev"
@@ -104,6 +106,10 @@ type KeyConfig struct {
 	ClampMaxTokens bool `toml:"clamp_max_tokens"`
 	MaxInFlight    int  `toml:"max_in_flight"`
 	RPM            int  `toml:"rpm"`
+	// Models lists the models the key may use, as glob patterns over
+	// model ids and aliases ("llama-*", "org/*"; see ModelAllowList for
+	// the glob). Absent: every model. An empty list is an error.
+	Models *[]string `toml:"models"`
 }
 
 // WindowConfig is a key's window table: {kind = "balance"} or
@@ -286,6 +292,13 @@ func (kc KeyConfig) resolve() (Key, []string) {
 	}
 	if k.Principal.KeyID == "" {
 		k.Principal.KeyID = kc.AccountID
+	}
+	if kc.Models != nil {
+		allow, err := NewModelAllowList(*kc.Models...)
+		if err != nil {
+			problems = append(problems, strings.TrimPrefix(err.Error(), "entitlements: bad model pattern: "))
+		}
+		k.Principal.Limits.Models = allow
 	}
 	if kc.MaxInFlight < 0 {
 		problems = append(problems, "max_in_flight must not be negative")

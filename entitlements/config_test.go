@@ -36,6 +36,7 @@ window = { kind = "rolling", seconds = 86400 }
 clamp_max_tokens = true
 max_in_flight = 8
 rpm = 600
+models = ["llama-*", "org/*", "llama-*"]
 
 [[keys]]
 key_sha256 = "` + hexDigest("sk-bob") + `"
@@ -64,7 +65,7 @@ fail_open = true
 			{
 				Key: "sk-alice", AccountID: "acme", KeyID: "alice", HardCap: ptr[int64](1_000_000),
 				Window:         entitlements.WindowConfig{Kind: "rolling", Seconds: 86400},
-				ClampMaxTokens: true, MaxInFlight: 8, RPM: 600,
+				ClampMaxTokens: true, MaxInFlight: 8, RPM: 600, Models: &[]string{"llama-*", "org/*", "llama-*"},
 			},
 			{KeySHA256: hexDigest("sk-bob"), AccountID: "globex", Unit: "usd", HardCapUSD: ptr(12.5)},
 			{Key: "sk-free", AccountID: "initech", Window: entitlements.WindowConfig{Kind: "balance"}},
@@ -87,7 +88,7 @@ fail_open = true
 			Digest: entitlements.KeyDigest("sk-alice"),
 			Principal: entitlements.Principal{
 				AccountID: "acme", KeyID: "alice",
-				Limits: entitlements.Limits{ClampMaxTokens: true, MaxInFlight: 8, RPM: 600},
+				Limits: entitlements.Limits{ClampMaxTokens: true, MaxInFlight: 8, RPM: 600, Models: allowList(t, "org/*", "llama-*")},
 			},
 			Budget: entitlements.Budget{HardCap: entitlements.Cap(1_000_000), Window: entitlements.Rolling(86400)},
 		},
@@ -285,6 +286,27 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{
+			name: "model patterns",
+			in: entitlements.Config{Keys: []entitlements.KeyConfig{
+				with(ok("a"), func(k *entitlements.KeyConfig) { k.Models = &[]string{} }),
+				with(ok("b"), func(k *entitlements.KeyConfig) { k.Models = &[]string{"ok-*", "llama-[78]b"} }),
+				with(ok("c"), func(k *entitlements.KeyConfig) { k.Models = &[]string{"a b"} }),
+			}},
+			wantErr: []string{
+				"entitlements config: keys[0] (account a): the list is empty: it would allow no model (leave it out to allow every model)",
+				`entitlements config: keys[1] (account b): models[1] "llama-[78]b": '[', ']' and '\' are not supported: use '*' (any run of characters) and '?' (one character)`,
+				`entitlements config: keys[2] (account c): models[0] "a b": has white space or control characters`,
+			},
+		},
+		{
+			name: "key id with other models",
+			in: entitlements.Config{Keys: []entitlements.KeyConfig{
+				with(ok("a"), func(k *entitlements.KeyConfig) { k.Models = &[]string{"x"} }),
+				with(ok("a"), func(k *entitlements.KeyConfig) { k.Key, k.Models = "sk-a2", &[]string{"y"} }),
+			}},
+			wantErr: []string{`entitlements config: keys[1] (account a): limits differ from keys[0], which has the same key_id "a"`},
+		},
+		{
 			name:    "missing account",
 			in:      entitlements.Config{Keys: []entitlements.KeyConfig{{Key: "sk"}}},
 			wantErr: []string{"entitlements config: keys[0]: account_id is required"},
@@ -479,4 +501,13 @@ func TestDurationText(t *testing.T) {
 	if back != d || string(b) != "1m30s" {
 		t.Errorf("round trip = %q -> %v, want 1m30s -> %v", b, back, d)
 	}
+}
+
+func allowList(t *testing.T, patterns ...string) entitlements.ModelAllowList {
+	t.Helper()
+	l, err := entitlements.NewModelAllowList(patterns...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -72,6 +72,10 @@ type Limits struct {
 	MaxInFlight int
 	// RPM caps the key's requests per minute (0: no limit).
 	RPM int
+	// Models are the models the key may use; the zero value allows every
+	// model. The gateway answers any other with 403 model_not_allowed and
+	// leaves it out of GET /v1/models.
+	Models ModelAllowList
 }
 
 // Principal is who is calling and the policy of their key. It holds scalars

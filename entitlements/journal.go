@@ -149,6 +149,7 @@ type keyRecord struct {
 	Clamp       bool   `json:"clamp,omitempty"`
 	MaxInFlight int    `json:"max_in_flight,omitempty"`
 	RPM         int    `json:"rpm,omitempty"`
+	Models      string `json:"models,omitempty"` // ModelAllowList.String
 	Created     int64  `json:"created"`
 	Revoked     int64  `json:"revoked,omitempty"`
 }
@@ -182,6 +183,7 @@ func keyRec(k KeyInfo) keyRecord {
 		Digest: hex.EncodeToString(k.Digest[:]), Account: k.Principal.AccountID, KeyID: k.Principal.KeyID,
 		Unit: k.Principal.Unit.String(), Clamp: k.Principal.Limits.ClampMaxTokens,
 		MaxInFlight: k.Principal.Limits.MaxInFlight, RPM: k.Principal.Limits.RPM,
+		Models:  k.Principal.Limits.Models.String(),
 		Created: k.CreatedAt.UnixMilli(),
 	}
 	if k.Revoked() {
@@ -257,9 +259,13 @@ func (s *ledgerState) apply(p []byte) error {
 		if !ok || r.Account == "" {
 			return errors.New("bad key record")
 		}
+		models, err := ParseModelAllowList(r.Models)
+		if err != nil {
+			return fmt.Errorf("bad key record: %w", err)
+		}
 		k := KeyInfo{Digest: d, CreatedAt: time.UnixMilli(r.Created).UTC(), Principal: Principal{
 			AccountID: r.Account, KeyID: r.KeyID, Unit: u,
-			Limits: Limits{ClampMaxTokens: r.Clamp, MaxInFlight: r.MaxInFlight, RPM: r.RPM},
+			Limits: Limits{ClampMaxTokens: r.Clamp, MaxInFlight: r.MaxInFlight, RPM: r.RPM, Models: models},
 		}}
 		if r.Revoked != 0 {
 			k.RevokedAt = time.UnixMilli(r.Revoked).UTC()

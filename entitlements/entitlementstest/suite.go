@@ -328,11 +328,15 @@ func checkResolve(t *testing.T, pr entitlements.Provider, keys []KeySpec) {
 // testResolveDetails seeds keys with limits and units, one per kind of
 // budget the provider claims.
 func testResolveDetails(t *testing.T, e *env) {
+	models, err := entitlements.NewModelAllowList("llama-*", "org/*", "exact-model")
+	if err != nil {
+		t.Fatal(err)
+	}
 	keys := []KeySpec{
 		{Secret: "sk-a", Principal: principal("acme", "acme-prod"), Budget: e.budget},
 		{Secret: "sk-b", Principal: entitlements.Principal{
 			AccountID: "acme", KeyID: "acme-ci",
-			Limits: entitlements.Limits{ClampMaxTokens: true, MaxInFlight: 4, RPM: 60},
+			Limits: entitlements.Limits{ClampMaxTokens: true, MaxInFlight: 4, RPM: 60, Models: models},
 		}, Budget: e.budget},
 		{Secret: "sk-usd", Principal: entitlements.Principal{
 			AccountID: "globex", KeyID: "globex", Unit: entitlements.UnitMicroUSD,

@@ -116,7 +116,8 @@
 //	acct:{ID}:rpm:KEY    string: the key's GCRA time in microseconds (rpm)
 //	{dir}:key:DIGEST     hash, one per key, by the hex SHA-256 digest of the
 //	                     secret (never the secret): account, key_id, unit,
-//	                     clamp, inflight, rpm, created, revoked
+//	                     clamp, inflight, rpm, models (the allow-list,
+//	                     absent for every model), created, revoked
 //	{dir}:acct:ID        set: the digests of an account's keys
 //	{dir}:accounts       set: account ids
 //

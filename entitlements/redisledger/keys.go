@@ -256,7 +256,7 @@ func (l *Ledger) writeKey(ctx context.Context, d [sha256.Size]byte, p entitlemen
 	keys := []string{l.keyRecord(dh), l.accountKeys(p.AccountID), l.accountSet()}
 	v, err := l.sc.addKey.Run(ctx, l.client, keys, l.nowArg(), dh, p.AccountID, p.KeyID, p.Unit.String(),
 		boolString(p.Limits.ClampMaxTokens), strconv.Itoa(p.Limits.MaxInFlight), strconv.Itoa(p.Limits.RPM),
-		l.keyRecordPrefix()).Slice()
+		l.keyRecordPrefix(), p.Limits.Models.String()).Slice()
 	if err != nil {
 		return 0, "", fail(ctx, err)
 	}
@@ -301,6 +301,9 @@ func parseKey(d [sha256.Size]byte, m map[string]string) (KeyInfo, error) {
 	}
 	if k.Principal.Limits.RPM, err = strconv.Atoi(m["rpm"]); err != nil {
 		return bad("rpm")
+	}
+	if k.Principal.Limits.Models, err = entitlements.ParseModelAllowList(m["models"]); err != nil {
+		return bad("models")
 	}
 	ms, err := strconv.ParseInt(m["created"], 10, 64)
 	if err != nil {

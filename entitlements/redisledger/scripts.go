@@ -239,20 +239,22 @@ return {1}
 // luaAddKey writes key record KEYS[1] unless it exists, and indexes it in
 // the account's digest set KEYS[2] and the account set KEYS[3]. ARGV: now,
 // digest (hex), account, key id, unit, clamp, max in flight, rpm, the prefix
-// of key records. It answers {1} when added, {0} when the digest exists, and
-// {2, digest} when another key of the account has the same key id and other
-// limits.
+// of key records, the model allow-list ("" for every model; records
+// written before allow-lists have no field, which reads as ""). It answers
+// {1} when added, {0} when the digest exists, and {2, digest} when another
+// key of the account has the same key id and other limits.
 const luaAddKey = luaNow + `
 local K, I, S = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', K) == 1 then return {0} end
 for _, d in ipairs(redis.call('SMEMBERS', I)) do
-  local r = redis.call('HMGET', ARGV[9] .. d, 'key_id', 'clamp', 'inflight', 'rpm')
-  if r[1] == ARGV[4] and (r[2] ~= ARGV[6] or r[3] ~= ARGV[7] or r[4] ~= ARGV[8]) then
+  local r = redis.call('HMGET', ARGV[9] .. d, 'key_id', 'clamp', 'inflight', 'rpm', 'models')
+  if r[1] == ARGV[4] and (r[2] ~= ARGV[6] or r[3] ~= ARGV[7] or r[4] ~= ARGV[8] or (r[5] or '') ~= ARGV[10]) then
     return {2, d}
   end
 end
 redis.call('HSET', K, 'account', ARGV[3], 'key_id', ARGV[4], 'unit', ARGV[5],
   'clamp', ARGV[6], 'inflight', ARGV[7], 'rpm', ARGV[8], 'created', fmt(now))
+if ARGV[10] ~= '' then redis.call('HSET', K, 'models', ARGV[10]) end
 redis.call('SADD', I, ARGV[2])
 redis.call('SADD', S, ARGV[3])
 return {1}
