@@ -33,13 +33,14 @@ func (e *Engine) prepareChat(st *reqState) (job, error) {
 	if err != nil {
 		return job{}, err
 	}
-	seed, tokens := fnvOffset, 0
+	seed, tokens, start := fnvOffset, 0, len(st.text)
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		seed = hashMessage(seed, m.Role, string(m.Content))
 		tokens += EstimateTokens(string(m.Content)) + MessageOverhead
+		st.appendMessage(m.Role, string(m.Content))
 	}
-	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens})
+	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens, start: start, end: len(st.text)})
 	j, err := e.prepareGeneration(st, "messages", budget, false)
 	if err != nil {
 		return job{}, err
@@ -182,7 +183,7 @@ func (st *reqState) parsePrompts(raw rawJSON, param string) error {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return bad()
 		}
-		st.prompts = append(st.prompts, textPrompt(s))
+		st.prompts = append(st.prompts, st.textPrompt(s))
 		return nil
 	case '[':
 	default:
@@ -191,19 +192,19 @@ func (st *reqState) parsePrompts(raw rawJSON, param string) error {
 	var texts []string
 	if err := json.Unmarshal(raw, &texts); err == nil {
 		for _, s := range texts {
-			st.prompts = append(st.prompts, textPrompt(s))
+			st.prompts = append(st.prompts, st.textPrompt(s))
 		}
 	} else {
 		var ids []uint64
 		if err := json.Unmarshal(raw, &ids); err == nil {
-			st.prompts = append(st.prompts, tokenPrompt(ids))
+			st.prompts = append(st.prompts, st.tokenPrompt(ids))
 		} else {
 			var lists [][]uint64
 			if err := json.Unmarshal(raw, &lists); err != nil {
 				return bad()
 			}
 			for _, l := range lists {
-				st.prompts = append(st.prompts, tokenPrompt(l))
+				st.prompts = append(st.prompts, st.tokenPrompt(l))
 			}
 		}
 	}
@@ -213,16 +214,33 @@ func (st *reqState) parsePrompts(raw rawJSON, param string) error {
 	return nil
 }
 
-func textPrompt(s string) prompt {
-	return prompt{seed: hashString(fnvOffset, s), tokens: EstimateTokens(s)}
+// textPrompt returns the prompt s, its text appended to st.text.
+func (st *reqState) textPrompt(s string) prompt {
+	start := len(st.text)
+	st.text = append(st.text, s...)
+	return prompt{seed: hashString(fnvOffset, s), tokens: EstimateTokens(s), start: start, end: len(st.text)}
 }
 
-func tokenPrompt(ids []uint64) prompt {
-	p := prompt{seed: fnvOffset ^ 0x5a, tokens: len(ids)}
+// tokenPrompt returns the prompt of token ids, its text (four bytes per
+// token, so that a block is as many tokens as for text) appended to
+// st.text.
+func (st *reqState) tokenPrompt(ids []uint64) prompt {
+	p := prompt{seed: fnvOffset ^ 0x5a, tokens: len(ids), start: len(st.text)}
 	for _, id := range ids {
 		p.seed = hashUint(p.seed, id)
+		st.text = append(st.text, byte(id), byte(id>>8), byte(id>>16), byte(id>>24))
 	}
+	p.end = len(st.text)
 	return p
+}
+
+// appendMessage appends a chat message's text to st.text: its role and
+// content, each ended by a zero byte.
+func (st *reqState) appendMessage(role, content string) {
+	st.text = append(st.text, role...)
+	st.text = append(st.text, 0)
+	st.text = append(st.text, content...)
+	st.text = append(st.text, 0)
 }
 
 // chatFormat writes chat completions and text completions.
@@ -317,7 +335,7 @@ func (f *chatFormat) streamTail(b []byte, choices []choice, u usage) []byte {
 	if f.usage {
 		b = append(b, f.prefix...)
 		b = append(b, `],"usage":`...)
-		b = appendUsage(b, u.prompt, u.completion)
+		b = appendUsage(b, u)
 		b = append(b, "}\n\n"...)
 	}
 	return append(b, "data: [DONE]\n\n"...)
@@ -351,7 +369,7 @@ func (f *chatFormat) body(b []byte, choices []choice, u usage) []byte {
 		b = append(b, `"}`...)
 	}
 	b = append(b, `],"usage":`...)
-	b = appendUsage(b, u.prompt, u.completion)
+	b = appendUsage(b, u)
 	return append(b, "}\n"...)
 }
 

@@ -210,7 +210,7 @@ func TestChildProcess(t *testing.T) {
 		waitFor(t, "/health 200", func() bool { return healthStatus(t.Context(), client, c.url) == http.StatusOK })
 		resp = send(t.Context(), t, client, c.url+"/v1/completions?api_key=secret", `{"prompt":["a","b"],"max_tokens":3,"best_of":2}`)
 		resp.Body.Close()
-		want := sim.Stats{GeneratedTokens: 12, Requests: 1, LastRequestURI: "/v1/completions?api_key=secret"}
+		want := sim.Stats{GeneratedTokens: 12, PromptTokens: 2, Requests: 1, LastRequestURI: "/v1/completions?api_key=secret"}
 		if got := getStats(t, client, c.url); got != want {
 			t.Errorf("stats %+v, want %+v", got, want)
 		}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,15 +18,27 @@ type Clock interface {
 	Sleep(ctx context.Context, d time.Duration) error
 }
 
-// pacer schedules the tokens of one request: the first at start+TTFT, each
-// following one interval later, measured from start so that delays do not
-// add up. It keeps one timer for the whole request.
+// pacer schedules the tokens of one request. Under a GPU model, they come
+// when the replica's scheduler grants them to the request's seq; otherwise
+// the first at start+TTFT, each following one interval later, measured
+// from start so that delays do not add up. It keeps one timer for the
+// whole request.
 type pacer struct {
 	clock    Clock // nil: real time
 	timer    *time.Timer
 	start    time.Time
 	ttft     time.Duration
 	interval time.Duration
+
+	s       *seq           // the request on a GPU model; nil without one
+	cached  *atomic.Uint64 // Engine.cached, counted at the first token of s
+	counted bool
+}
+
+// initSeq makes p wait for the tokens of s, adding its cached tokens to
+// cached once its prefill is done.
+func (p *pacer) initSeq(s *seq, cached *atomic.Uint64) {
+	p.s, p.cached = s, cached
 }
 
 func (p *pacer) init(clock Clock, cfg *Config) {
@@ -47,6 +60,16 @@ func (p *pacer) now() time.Time {
 // wait blocks until token number step is due. It returns ctx.Err() when ctx
 // ends first (or has already ended).
 func (p *pacer) wait(ctx context.Context, step int) error {
+	if p.s != nil {
+		if err := p.s.wait(ctx, step); err != nil {
+			return err
+		}
+		if !p.counted {
+			p.counted = true
+			p.cached.Add(uint64(p.s.cached))
+		}
+		return nil
+	}
 	if p.ttft <= 0 && p.interval <= 0 {
 		return ctx.Err()
 	}

@@ -55,6 +55,13 @@ type Config struct {
 	// Hang makes a request send its first token and then nothing more,
 	// holding the connection open until the client goes away.
 	Hang bool
+	// GPU, when set, paces the generation requests by a model of one
+	// engine replica on one GPU (a prefix cache, prefill, continuous
+	// batching; see GPU) instead of by TTFT and TokensPerSecond, which
+	// must then be 0, and reports the prompt tokens it found cached in
+	// usage. Each Engine, and each model a Harness loads, is one replica
+	// with its own cache. nil (the default) is the plain pacing.
+	GPU *GPU
 }
 
 // Validate reports whether the configuration is usable: no negative
@@ -78,6 +85,14 @@ func (c Config) Validate() error {
 	}
 	if c.CrashAfterTokens < 0 {
 		errs = append(errs, fmt.Errorf("negative CrashAfterTokens %d", c.CrashAfterTokens))
+	}
+	if c.GPU != nil {
+		if c.TTFT != 0 || c.TokensPerSecond != 0 {
+			errs = append(errs, errors.New("TTFT and TokensPerSecond do not apply with a GPU model"))
+		}
+		if err := c.GPU.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("GPU: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("sim: invalid config: %w", err)

@@ -32,14 +32,17 @@ type Engine struct {
 	modelID string
 	clock   Clock
 	crash   func()
-	backend backend // where models are looked up; nil: every id uses cfg
-	created int64   // reported as the models' creation time
+	gpu     *replica // the GPU model of cfg; nil without one
+	backend backend  // where models are looked up; nil: every id uses cfg
+	created int64    // reported as the models' creation time
 	salt    uint64
 	seq     atomic.Uint64
 	pool    sync.Pool // *reqState
 
 	// The counters of Stats.
 	generated atomic.Uint64
+	prompted  atomic.Uint64
+	cached    atomic.Uint64
 	requests  atomic.Uint64
 	inFlight  atomic.Int64
 	lastURI   atomic.Pointer[string]
@@ -54,6 +57,13 @@ type Stats struct {
 	// included, as they are generated: the tokens of an answer whose
 	// client went away count up to the step it went away at.
 	GeneratedTokens uint64 `json:"generated_tokens"`
+	// PromptTokens counts the prompt tokens of the generation requests
+	// served, as their usage reports them.
+	PromptTokens uint64 `json:"prompt_tokens"`
+	// CachedTokens counts the prompt tokens that a GPU model found in its
+	// prefix cache (0 without one), counted when their prefill ends:
+	// CachedTokens / PromptTokens is the cache's hit ratio.
+	CachedTokens uint64 `json:"cached_tokens"`
 	// Requests counts the POST requests to the OpenAI routes.
 	Requests uint64 `json:"requests"`
 	// InFlight is the number of those requests being served now.
@@ -68,6 +78,8 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	s := Stats{
 		GeneratedTokens: e.generated.Load(),
+		PromptTokens:    e.prompted.Load(),
+		CachedTokens:    e.cached.Load(),
 		Requests:        e.requests.Load(),
 		InFlight:        e.inFlight.Load(),
 	}
@@ -129,6 +141,9 @@ func NewEngine(cfg Config, opts ...EngineOption) *Engine {
 	for _, o := range opts {
 		o.applyEngine(e)
 	}
+	if cfg.GPU != nil {
+		e.gpu = newReplica(*cfg.GPU, e.clock)
+	}
 	return e
 }
 
@@ -140,6 +155,8 @@ type target struct {
 	life context.Context
 	// crash is called at Config.CrashAfterTokens before the abort; may be nil.
 	crash func()
+	// gpu is the replica of cfg.GPU; nil without one.
+	gpu *replica
 }
 
 // backend resolves model ids for an Engine shared by several models (the
@@ -163,7 +180,7 @@ func (e *Engine) lookup(id string) (target, error) {
 		}
 		return e.backend.lookup(id)
 	}
-	return target{cfg: &e.cfg, crash: e.crash}, nil
+	return target{cfg: &e.cfg, crash: e.crash, gpu: e.gpu}, nil
 }
 
 func (e *Engine) now() time.Time {
@@ -260,6 +277,9 @@ type reqState struct {
 	prefix  []byte
 	choices []choice
 	prompts []prompt
+	text    []byte // the prompts' text, for the prefix cache
+	chains  [][]uint64
+	blocks  []uint64 // the chains' keys
 	stops   [][]byte
 	req     request
 	chat    chatFormat
@@ -276,7 +296,7 @@ func (e *Engine) getState() *reqState {
 
 // putState returns st to the pool unless a large request grew it.
 func (e *Engine) putState(st *reqState) {
-	if st.body.Cap() > 1<<20 || cap(st.out) > 1<<20 || len(st.choices) > 16 {
+	if st.body.Cap() > 1<<20 || cap(st.out) > 1<<20 || len(st.choices) > 16 || cap(st.text) > 1<<20 {
 		return
 	}
 	for i := range st.choices {
@@ -288,6 +308,10 @@ func (e *Engine) putState(st *reqState) {
 	st.out = st.out[:0]
 	st.prefix = st.prefix[:0]
 	st.prompts = st.prompts[:0]
+	st.text = st.text[:0]
+	clear(st.chains)
+	st.chains = st.chains[:0]
+	st.blocks = st.blocks[:0]
 	st.stops = st.stops[:0]
 	st.req = request{}
 	st.chat = chatFormat{}

@@ -707,6 +707,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative context", in: sim.Config{ContextLength: -1}, wantErr: true},
 		{name: "negative crash", in: sim.Config{CrashAfterTokens: -1}, wantErr: true},
 		{name: "huge dimensions", in: sim.Config{EmbeddingDimensions: 1 << 20}, wantErr: true},
+		{name: "gpu", in: sim.Config{GPU: &sim.GPU{TimeScale: 0.01, PrefillChunk: -1}}},
+		{name: "gpu and ttft", in: sim.Config{TTFT: time.Second, GPU: &sim.GPU{}}, wantErr: true},
+		{name: "gpu and tps", in: sim.Config{TokensPerSecond: 3, GPU: &sim.GPU{}}, wantErr: true},
+		{name: "gpu negative block", in: sim.Config{GPU: &sim.GPU{BlockTokens: -1}}, wantErr: true},
+		{name: "gpu negative decode", in: sim.Config{GPU: &sim.GPU{DecodePerSeq: -1}}, wantErr: true},
+		{name: "gpu chunk below -1", in: sim.Config{GPU: &sim.GPU{PrefillChunk: -2}}, wantErr: true},
+		{name: "gpu NaN scale", in: sim.Config{GPU: &sim.GPU{TimeScale: math.NaN()}}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

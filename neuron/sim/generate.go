@@ -86,10 +86,12 @@ func EstimateTokens(s string) int {
 	return (utf8.RuneCountInString(s) + 3) / 4
 }
 
-// prompt is one prompt of a request: the seed of its answers and its size.
+// prompt is one prompt of a request: the seed of its answers, its size,
+// and where its text is in reqState.text (what the prefix cache keys).
 type prompt struct {
-	seed   uint64
-	tokens int
+	seed       uint64
+	tokens     int
+	start, end int
 }
 
 // choice is the generation state of one answer.

@@ -60,7 +60,8 @@ type model struct {
 	op    *loadOp // the current or last load
 	life  context.Context
 	kill  context.CancelFunc
-	crash func() // Harness.crash of this model
+	crash func()   // Harness.crash of this model
+	gpu   *replica // of cfg.GPU, new at each load and restart; nil without one
 }
 
 // loadOp is one load (or restart) of a model. info and err are written
@@ -217,6 +218,7 @@ func (h *Harness) startLoad(spec neuron.LoadSpec, old *model) *model {
 // must be held.
 func (h *Harness) begin(m *model) {
 	m.life, m.kill = context.WithCancel(context.Background())
+	m.newGPU()
 	m.op = &loadOp{done: make(chan struct{})}
 	h.loads.Add(1)
 	go h.runLoad(m, m.op, m.life)
@@ -341,6 +343,7 @@ func (h *Harness) crash(m *model, reason string) error {
 		}
 		m.info.Status = neuron.StatusRecovering
 		m.life, m.kill = context.WithCancel(context.Background())
+		m.newGPU()
 		h.note(id, time.Now(), "recovering")
 		h.mu.Unlock()
 		h.runLoad(m, op, m.life)
@@ -420,7 +423,7 @@ func (h *Harness) lookup(id string) (target, error) {
 	if m.info.Status != neuron.StatusLoaded {
 		return target{}, fmt.Errorf("%w: %s is %s", neuron.ErrNotReady, id, m.info.Status)
 	}
-	return target{cfg: &m.cfg, life: m.life, crash: m.crash}, nil
+	return target{cfg: &m.cfg, life: m.life, crash: m.crash, gpu: m.gpu}, nil
 }
 
 // loaded implements backend for the Harness's engine.
@@ -453,6 +456,14 @@ func (h *Harness) log(msg, id string, attrs ...slog.Attr) {
 		return
 	}
 	h.logger.LogAttrs(context.Background(), slog.LevelInfo, "sim: "+msg, append(attrs, slog.String("model", id))...)
+}
+
+// newGPU gives m a new replica of its GPU model, with an empty cache, as
+// an engine that starts has. h.mu must be held.
+func (m *model) newGPU() {
+	if m.cfg.GPU != nil {
+		m.gpu = newReplica(*m.cfg.GPU, nil)
+	}
 }
 
 // snapshot copies m's info. h.mu must be held.

@@ -81,9 +81,15 @@ func errorCode(t testing.TB, resp *http.Response, status int) oaierr.Body {
 }
 
 type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int      `json:"prompt_tokens"`
+	CompletionTokens    int      `json:"completion_tokens"`
+	TotalTokens         int      `json:"total_tokens"`
+	PromptTokensDetails *details `json:"prompt_tokens_details"`
+}
+
+// details is prompt_tokens_details or input_tokens_details.
+type details struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 type chatResponse struct {

@@ -11,13 +11,19 @@ const hexDigits = "0123456789abcdef"
 // appendInt appends v in decimal.
 func appendInt(b []byte, v int) []byte { return strconv.AppendInt(b, int64(v), 10) }
 
-// appendUsage appends a chat/completions usage object.
-func appendUsage(b []byte, promptTokens, completionTokens int) []byte {
+// appendUsage appends a chat/completions usage object, with
+// prompt_tokens_details.cached_tokens under a GPU model.
+func appendUsage(b []byte, u usage) []byte {
 	b = append(b, `{"prompt_tokens":`...)
-	b = appendInt(b, promptTokens)
+	b = appendInt(b, u.prompt)
 	b = append(b, `,"completion_tokens":`...)
-	b = appendInt(b, completionTokens)
+	b = appendInt(b, u.completion)
 	b = append(b, `,"total_tokens":`...)
-	b = appendInt(b, promptTokens+completionTokens)
+	b = appendInt(b, u.prompt+u.completion)
+	if u.details {
+		b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
+		b = appendInt(b, u.cached)
+		b = append(b, '}')
+	}
 	return append(b, '}')
 }

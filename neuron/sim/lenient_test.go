@@ -218,7 +218,7 @@ func TestStats(t *testing.T) {
 	resp.Body.Close()
 	postJSON[chatResponse](t, srv, "/v1/completions", `{"prompt":"hi","max_tokens":3,"n":2}`)
 	waitFor(t, "no request in flight", func() bool { return engine.Stats().InFlight == 0 })
-	want := sim.Stats{GeneratedTokens: 5 + 6, Requests: 2, LastRequestURI: "/v1/completions"}
+	want := sim.Stats{GeneratedTokens: 5 + 6, PromptTokens: 5 + 1, Requests: 2, LastRequestURI: "/v1/completions"}
 	if diff := cmp.Diff(engine.Stats(), want); diff != "" {
 		t.Errorf("stats (-got +want):\n%s", diff)
 	}

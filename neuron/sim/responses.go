@@ -31,10 +31,11 @@ func (e *Engine) prepareResponses(st *reqState) (job, error) {
 	if len(req.Stop) > 0 {
 		return job{}, badParam("stop", "the Responses API has no stop parameter")
 	}
-	seed, tokens := fnvOffset, 0
+	seed, tokens, start := fnvOffset, 0, len(st.text)
 	if req.Instructions != "" {
 		seed = hashMessage(seed, "system", req.Instructions)
 		tokens += EstimateTokens(req.Instructions) + MessageOverhead
+		st.appendMessage("system", req.Instructions)
 	}
 	raw := req.Input
 	switch {
@@ -47,6 +48,7 @@ func (e *Engine) prepareResponses(st *reqState) (job, error) {
 		}
 		seed = hashMessage(seed, "user", s)
 		tokens += EstimateTokens(s) + MessageOverhead
+		st.appendMessage("user", s)
 	default:
 		var items []message
 		if err := json.Unmarshal(raw, &items); err != nil {
@@ -58,9 +60,10 @@ func (e *Engine) prepareResponses(st *reqState) (job, error) {
 		for i := range items {
 			seed = hashMessage(seed, items[i].Role, string(items[i].Content))
 			tokens += EstimateTokens(string(items[i].Content)) + MessageOverhead
+			st.appendMessage(items[i].Role, string(items[i].Content))
 		}
 	}
-	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens})
+	st.prompts = append(st.prompts, prompt{seed: seed, tokens: tokens, start: start, end: len(st.text)})
 	budget, err := st.tokenLimit(limitArg{"max_output_tokens", req.MaxOutputTokens})
 	if err != nil {
 		return job{}, err
@@ -129,6 +132,11 @@ func (f *responsesFormat) response(b []byte, c *choice, u *usage) []byte {
 		b = appendInt(b, u.completion)
 		b = append(b, `,"total_tokens":`...)
 		b = appendInt(b, u.prompt+u.completion)
+		if u.details {
+			b = append(b, `,"input_tokens_details":{"cached_tokens":`...)
+			b = appendInt(b, u.cached)
+			b = append(b, '}')
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}')

@@ -11,9 +11,10 @@ import (
 )
 
 type responseUsage struct {
-	InputTokens  int `json:"input_tokens"`
-	OutputTokens int `json:"output_tokens"`
-	TotalTokens  int `json:"total_tokens"`
+	InputTokens        int      `json:"input_tokens"`
+	OutputTokens       int      `json:"output_tokens"`
+	TotalTokens        int      `json:"total_tokens"`
+	InputTokensDetails *details `json:"input_tokens_details"`
 }
 
 type responseObject struct {

@@ -20,9 +20,12 @@ type format interface {
 	body(b []byte, choices []choice, u usage) []byte
 }
 
-// usage is the token accounting of one answer.
+// usage is the token accounting of one answer. Under a GPU model, details
+// is set and cached is the prompt tokens found in the prefix cache.
 type usage struct {
 	prompt, completion int
+	cached             int
+	details            bool
 }
 
 // job is one generation request, ready to run.
@@ -54,6 +57,11 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 	var p pacer
 	p.init(e.clock, cfg)
 	defer p.stop()
+	e.prompted.Add(uint64(j.promptTokens))
+	if s := e.submit(st, j, j.budget); s != nil {
+		defer j.t.gpu.leave(s)
+		p.initSeq(s, &e.cached)
+	}
 
 	var rc *http.ResponseController
 	b := st.out[:0] // st.out keeps the grown buffer for the next request
@@ -120,6 +128,12 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 		}
 	}
 
+	if p.s != nil && j.budget == 0 { // the prefill still runs
+		if err := p.wait(ctx, 0); err != nil {
+			abortIfStopped(j.t)
+			return
+		}
+	}
 	for i := range j.choices {
 		if j.choices[i].finish == "" { // a zero budget
 			j.choices[i].finish = "length"
@@ -129,6 +143,7 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 	// of the best_of candidates dropped; Stats counts them all.
 	shown := j.pick()
 	u := usage{prompt: j.promptTokens}
+	p.addCached(&u)
 	for i := range shown {
 		u.completion += shown[i].tokens
 	}
@@ -145,6 +160,34 @@ func (e *Engine) run(w http.ResponseWriter, r *http.Request, st *reqState, j *jo
 	b = j.f.body(b, shown, u)
 	st.out = b
 	_, _ = w.Write(b)
+}
+
+// submit puts the request of j on the GPU model of its target, for budget
+// tokens per choice, and returns its seq; nil when the target has no GPU
+// model. The caller must call j.t.gpu.leave on it when the request ends.
+func (e *Engine) submit(st *reqState, j *job, budget int) *seq {
+	r := j.t.gpu
+	if r == nil {
+		return nil
+	}
+	prompt := 0
+	for _, p := range st.prompts {
+		start := len(st.blocks)
+		st.blocks = blockChain(st.blocks, st.text[p.start:p.end], p.tokens, r.g.BlockTokens)
+		st.chains = append(st.chains, st.blocks[start:len(st.blocks):len(st.blocks)])
+		prompt += p.tokens
+	}
+	s := newSeq(st.chains, prompt, len(j.choices), budget)
+	r.submit(s)
+	return s
+}
+
+// addCached sets the cached tokens of u under a GPU model; the prefill of
+// p.s must be done.
+func (p *pacer) addCached(u *usage) {
+	if p.s != nil {
+		u.cached, u.details = p.s.cached, true
+	}
 }
 
 // abortIfStopped aborts the connection when the model behind t stopped

@@ -205,9 +205,16 @@ func (e *Engine) runToolCalls(w http.ResponseWriter, r *http.Request, st *reqSta
 
 	f := &st.chat
 	steps := 0
-	u := usage{prompt: j.promptTokens}
 	for i := range j.calls {
 		steps = max(steps, len(j.calls[i].cuts))
+	}
+	e.prompted.Add(uint64(j.promptTokens))
+	if s := e.submit(st, j, steps); s != nil {
+		defer j.t.gpu.leave(s)
+		p.initSeq(s, &e.cached)
+	}
+	u := usage{prompt: j.promptTokens}
+	for i := range j.calls {
 		u.completion += j.calls[i].tokens
 		j.choices[i].finish = "tool_calls"
 	}
@@ -218,6 +225,7 @@ func (e *Engine) runToolCalls(w http.ResponseWriter, r *http.Request, st *reqSta
 			abortIfStopped(j.t)
 			return
 		}
+		p.addCached(&u)
 		b = f.toolBody(b, j.choices, j.calls, u)
 		st.out = b
 		w.Header().Set("Content-Type", "application/json")
@@ -247,6 +255,7 @@ func (e *Engine) runToolCalls(w http.ResponseWriter, r *http.Request, st *reqSta
 		}
 		_ = rc.Flush()
 	}
+	p.addCached(&u)
 	b = f.streamTail(b[:0], j.choices, u)
 	st.out = b
 	if _, err := w.Write(b); err == nil {
@@ -296,6 +305,6 @@ func (f *chatFormat) toolBody(b []byte, choices []choice, calls []toolCall, u us
 		b = append(b, `}}]},"logprobs":null,"finish_reason":"tool_calls"}`...)
 	}
 	b = append(b, `],"usage":`...)
-	b = appendUsage(b, u.prompt, u.completion)
+	b = appendUsage(b, u)
 	return append(b, "}\n"...)
 }
