@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/cortex/route"
-	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
 
 // Policies, in table order.
@@ -29,8 +28,9 @@ const (
 
 var policyNames = []string{policyRR, policyLL, policyPrefix}
 
-// newRouter returns a fresh Router of the policy.
-func newRouter(policy string) (route.Router, error) {
+// newRouter returns a fresh Router of the policy; a is prefix-aware's
+// affinity.
+func newRouter(policy string, a route.PrefixAffinity) (route.Router, error) {
 	switch policy {
 	case policyRR:
 		fb, err := route.NewRouter()
@@ -38,7 +38,7 @@ func newRouter(policy string) (route.Router, error) {
 	case policyLL:
 		return route.NewRouter()
 	case policyPrefix:
-		return route.NewRouter(route.WithPrefixAffinity(route.PrefixAffinity{}))
+		return route.NewRouter(route.WithPrefixAffinity(a))
 	}
 	return nil, fmt.Errorf("unknown policy %q", policy)
 }
@@ -109,16 +109,16 @@ type timing struct {
 // runCell starts a fresh fleet, offers c's load for t.duration, measures
 // over [t.warmup, t.duration), cuts what is left at t.duration+t.drain,
 // and stops the fleet.
-func runCell(ctx context.Context, c cell, t timing, neurons int, gpu sim.GPU) (*result, error) {
+func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error) {
 	routers := make([]route.Router, c.gateways)
 	for i := range routers {
-		r, err := newRouter(c.policy)
+		r, err := newRouter(c.policy, cfg.affinity)
 		if err != nil {
 			return nil, err
 		}
 		routers[i] = r
 	}
-	f, err := startFleet(ctx, neurons, gpu, routers)
+	f, err := startFleet(ctx, cfg.neurons, cfg.gpu, cfg.poll, routers)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +128,15 @@ func runCell(ctx context.Context, c cell, t timing, neurons int, gpu sim.GPU) (*
 	client := &http.Client{Transport: tr}
 
 	src := c.w.newSource(c.seed)
+	if p, ok := src.(prewarmer); ok {
+		never := func() bool { return false }
+		var unused atomic.Int64
+		p.prewarm(ctx, func(msgs []message) (string, bool) {
+			var rec record
+			a := exchange(ctx, client, f.urls[0]+"/v1/chat/completions", c.w.maxTokens, msgs, &rec, time.Now(), never, &unused, &unused)
+			return a, rec.ok
+		})
+	}
 	rng := rand.New(rand.NewPCG(c.seed, 7))
 	start := time.Now()
 	cutoff := t.duration + t.drain
@@ -258,28 +267,44 @@ type chunk struct {
 	} `json:"usage"`
 }
 
-// send sends one streamed request of src and records it in rec. Each
-// content chunk is one token (the sim sends one per decode step).
+// prewarmer is a source whose requests continue earlier ones, started
+// before the cell's arrivals (conversations under way).
+type prewarmer interface {
+	// prewarm sends each conversation's first turn with do, all at once,
+	// and returns when they have all ended.
+	prewarm(ctx context.Context, do func(msgs []message) (answer string, ok bool))
+}
+
+// send sends one request of src and records it in rec.
 func send(ctx context.Context, client *http.Client, url string, maxTokens int, src source,
 	rec *record, start time.Time, inWindow func() bool, tokens, completed *atomic.Int64) {
 	msgs, release, err := src.acquire(ctx)
 	if err != nil {
 		return // cut: the cell ended before a session was idle
 	}
+	answer := exchange(ctx, client, url, maxTokens, msgs, rec, start, inWindow, tokens, completed)
+	release(answer, rec.ok)
+}
+
+// exchange sends one streamed chat completion of msgs, records it in rec
+// and returns the answer's text. Each content chunk is one token (the sim
+// sends one per decode step); those received while inWindow count in
+// tokens, and the request in completed when it ends in the window.
+func exchange(ctx context.Context, client *http.Client, url string, maxTokens int, msgs []message,
+	rec *record, start time.Time, inWindow func() bool, tokens, completed *atomic.Int64) string {
 	var answer strings.Builder
-	defer func() { release(answer.String(), rec.ok) }()
 	body, err := json.Marshal(map[string]any{
 		"model": modelID, "messages": msgs, "max_tokens": maxTokens,
 		"stream": true, "stream_options": map[string]bool{"include_usage": true},
 	})
 	if err != nil {
 		rec.failed, rec.err = true, err.Error()
-		return
+		return ""
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		rec.failed, rec.err = true, err.Error()
-		return
+		return ""
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
@@ -287,19 +312,19 @@ func send(ctx context.Context, client *http.Client, url string, maxTokens int, s
 		if ctx.Err() == nil {
 			rec.failed, rec.err = true, err.Error()
 		}
-		return
+		return ""
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		rec.failed, rec.err = true, fmt.Sprintf("%d %s", resp.StatusCode, bytes.TrimSpace(b))
-		return
+		return ""
 	}
 	br := bufio.NewReaderSize(resp.Body, 16<<10)
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return // cut at the cutoff, or a broken stream: not ok
+			return answer.String() // cut at the cutoff, or a broken stream: not ok
 		}
 		data, found := bytes.CutPrefix(line, []byte("data: "))
 		if !found {
@@ -311,12 +336,12 @@ func send(ctx context.Context, client *http.Client, url string, maxTokens int, s
 			if rec.ok && inWindow() {
 				completed.Add(1)
 			}
-			return
+			return answer.String()
 		}
 		var ch chunk
 		if err := json.Unmarshal(data, &ch); err != nil {
 			rec.failed, rec.err = true, "bad chunk: "+err.Error()
-			return
+			return answer.String()
 		}
 		for _, c := range ch.Choices {
 			if c.Delta.Content == "" {

@@ -43,9 +43,10 @@ type fleet struct {
 	runs     chan error
 }
 
-// startFleet starts n neurons and one gateway per router, and returns once
-// every gateway sees every replica loaded.
-func startFleet(ctx context.Context, n int, gpu sim.GPU, routers []route.Router) (f *fleet, err error) {
+// startFleet starts n neurons and one gateway per router (polling the
+// neurons every poll; 0: the default), and returns once every gateway
+// sees every replica loaded.
+func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, routers []route.Router) (f *fleet, err error) {
 	f = &fleet{runs: make(chan error, len(routers))}
 	defer func() {
 		if err != nil {
@@ -93,7 +94,11 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, routers []route.Router)
 	rctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	for _, r := range routers {
-		gw, err := cortex.NewGateway(configs, cat, cortex.WithRouter(r))
+		opts := []cortex.GatewayOption{cortex.WithRouter(r)}
+		if poll > 0 {
+			opts = append(opts, cortex.WithPollerOptions(route.WithInterval(poll)))
+		}
+		gw, err := cortex.NewGateway(configs, cat, opts...)
 		if err != nil {
 			return f, err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 )
 
 // message is one chat message of a request.
@@ -22,11 +23,12 @@ const (
 	userMaxTokens   = 50
 	answerTokens    = 128
 	sessions        = 64
-	openingTokens   = 600
+	openingTokens   = 1000
 	turnTokens      = 30
-	sessionAnswer   = 32
-	uniqueTokens    = 520 // 2,080 bytes: just over the affinity's 2 KiB key
-	messageOverhead = 4   // sim.MessageOverhead
+	sessionAnswer   = 16
+	thinkTime       = 300 * time.Millisecond // mean, exponential
+	uniqueTokens    = 520                    // 2,080 bytes: just over the affinity's 2 KiB key
+	messageOverhead = 4                      // sim.MessageOverhead
 )
 
 // workload is one of the benchmark's traffic shapes.
@@ -63,7 +65,7 @@ func workloads() []*workload {
 			newSource:  func(seed uint64) source { return newTenants(seed, tenants) }},
 		{name: "sessions", label: "(b) conversations", maxTokens: sessionAnswer,
 			meanPrompt: openingTokens + messageOverhead + 2*(sessionAnswer+turnTokens+2*messageOverhead),
-			loads:      []float64{0.5, 2.25},
+			loads:      []float64{0.5, 2.5},
 			newSource:  func(seed uint64) source { return newSessions(seed, sessions) }},
 		{name: "unique", label: "(c) unique prompts", maxTokens: answerTokens,
 			meanPrompt: uniqueTokens + messageOverhead,
@@ -140,10 +142,15 @@ func (u *uniques) acquire(context.Context) ([]message, func(string, bool), error
 }
 
 // sessionSource is workload (b): a fixed population of conversations. An
-// arrival is the next turn of the session idle the longest; while every
-// session waits for an answer, arrivals wait for one to be idle. A turn
-// that ends appends the answer and a new user message to its session's
-// history, so the prompt grows by both each turn.
+// arrival is the next turn of the session idle the longest; while no
+// session is idle, arrivals wait for one. A turn that ends appends the
+// answer and a new user message to its session's history, so the prompt
+// grows by both each turn, and the session is idle again after a think
+// time (exponential, mean thinkTime): without it, a saturated fleet would
+// send a session's next turn the instant its answer ends, to the replica
+// that just freed a slot, which least-loaded routing then picks, an
+// affinity by accident that real users, who read before they answer, do
+// not give.
 type sessionSource struct {
 	idle chan *session
 }
@@ -174,12 +181,30 @@ func (s *sessionSource) acquire(ctx context.Context) ([]message, func(string, bo
 	}
 	msgs := ss.history
 	return msgs, func(answer string, ok bool) {
-		if ok {
-			ss.history = append(ss.history, message{"assistant", answer},
-				message{"user", text(ss.rng, "And then?", turnTokens)})
+		if !ok {
+			s.idle <- ss
+			return
 		}
-		s.idle <- ss
+		ss.history = append(ss.history, message{"assistant", answer},
+			message{"user", text(ss.rng, "And then?", turnTokens)})
+		think := time.Duration(ss.rng.ExpFloat64() * float64(thinkTime))
+		time.AfterFunc(think, func() { s.idle <- ss })
 	}, nil
+}
+
+// prewarm sends every session's first turn at once and waits for them
+// all, so that the cell's arrivals find conversations under way, their
+// openings cached wherever the policy sent them.
+func (s *sessionSource) prewarm(ctx context.Context, do func([]message) (string, bool)) {
+	var wg sync.WaitGroup
+	for range cap(s.idle) {
+		msgs, release, err := s.acquire(ctx)
+		if err != nil {
+			return
+		}
+		wg.Go(func() { release(do(msgs)) })
+	}
+	wg.Wait()
 }
 
 // promptTokens is the sim's estimate of msgs' prompt tokens.
