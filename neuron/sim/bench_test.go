@@ -4,7 +4,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/helexa-ai/helexa-go/neuron/sim"
@@ -81,4 +83,28 @@ func benchEngine(b *testing.B, body string) {
 		e.ServeHTTP(w, r)
 		clear(w.h)
 	}
+}
+
+// BenchmarkGPUFleet measures the GPU model's own cost: 8 replicas, each
+// with 256 streams of 64 tokens at once, their modelled time scaled to
+// next to nothing. One op is one request.
+func BenchmarkGPUFleet(b *testing.B) {
+	const replicas, streams = 8, 256
+	engines := make([]*sim.Engine, replicas)
+	for i := range engines {
+		engines[i] = sim.NewEngine(sim.Config{GPU: &sim.GPU{TimeScale: 1e-9}})
+	}
+	body := messagesBody(strings.Repeat("system prompt ", 500), "Benchmark me, please.", `"max_tokens":64,"stream":true`)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(replicas * streams / max(runtime.GOMAXPROCS(0), 1))
+	b.RunParallel(func(pb *testing.PB) {
+		e := engines[next.Add(1)%replicas]
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+			e.ServeHTTP(w, r)
+			clear(w.h)
+		}
+	})
 }

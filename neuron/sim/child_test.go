@@ -267,6 +267,40 @@ func TestChildProcess(t *testing.T) {
 		}
 	})
 
+	t.Run("the GPU model", func(t *testing.T) {
+		t.Parallel()
+		client := &http.Client{Transport: &http.Transport{}}
+		defer client.CloseIdleConnections()
+		c := startChild(t, bin, "--time-scale", "0.000001", "--gpu-block-tokens", "8")
+		waitFor(t, "/health 200", func() bool { return healthStatus(t.Context(), client, c.url) == http.StatusOK })
+		body := chatBody(strings.Repeat("g", 400), "") // 406 bytes of text, 104 tokens: 12 blocks of 32 bytes
+		var cached []int
+		for range 2 {
+			resp := send(t.Context(), t, client, c.url+"/v1/chat/completions", body)
+			u := decodeOK[chatResponse](t, resp).Usage
+			resp.Body.Close()
+			if u == nil || u.PromptTokensDetails == nil {
+				t.Fatalf("usage %+v", u)
+			}
+			cached = append(cached, u.PromptTokensDetails.CachedTokens)
+		}
+		if cached[0] != 0 || cached[1] != 96 {
+			t.Errorf("cached tokens %v, want [0 96]", cached)
+		}
+		if got := getStats(t, client, c.url); got.CachedTokens != 96 || got.PromptTokens != 208 {
+			t.Errorf("stats %+v", got)
+		}
+		if !strings.Contains(c.stderr.String(), "block_tokens=8") {
+			t.Errorf("no GPU model line in stderr:\n%s", c.stderr)
+		}
+		for _, bad := range [][]string{{"--gpu", "--ttft", "1s"}, {"--gpu-max-batch", "-1"}} {
+			err := exec.Command(bin, append([]string{"--port", "0"}, bad...)...).Run()
+			if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 2 {
+				t.Errorf("%v: %v, want exit status 2", bad, err)
+			}
+		}
+	})
+
 	t.Run("missing port exits 2", func(t *testing.T) {
 		t.Parallel()
 		err := exec.Command(bin).Run()

@@ -59,8 +59,9 @@
 //
 // Engine.Stats counts what the engine itself did: the tokens it generated
 // (best_of candidates and the tokens of abandoned answers included,
-// whatever the answers reported), the requests, the requests in flight and
-// the last request URI with its query. The helexa-sim command serves them
+// whatever the answers reported), the prompt tokens it was sent and those
+// its GPU model found cached, the requests, the requests in flight and the
+// last request URI with its query. The helexa-sim command serves them
 // at GET /sim/stats, beside the OpenAI routes. finish_reason is "stop" when a stop sequence
 // ended the answer (the stop text is not returned, and a stream holds back
 // text that may be the start of a stop sequence) and "length" otherwise. The
@@ -70,7 +71,12 @@
 // Usage is in every non-streaming body. A chat or completions stream carries
 // it in one extra final chunk (choices: []) only when the request sets
 // stream_options.include_usage; a Responses stream carries it in its
-// response.completed event.
+// response.completed event. Under a GPU model (below) it also carries the
+// prompt tokens found in the prefix cache, 0 included, as
+// prompt_tokens_details.cached_tokens (input_tokens_details.cached_tokens
+// in the Responses API), as OpenAI reports them and as vLLM (with
+// --enable-prompt-tokens-details) and llama-server do; without one there is
+// no such field.
 //
 // # Tool calls
 //
@@ -97,9 +103,97 @@
 //
 // # Pacing and faults
 //
-// Config sets the time to first token, the tokens per second after it, the
-// context length, and faults: CrashAfterTokens (abort the connection after N
-// tokens, or exit the helexa-sim process), Hang (send the first token, then
-// nothing until the client goes away) and FailLoad (Harness and helexa-sim
-// only). A request whose client goes away stops at once.
+// Config sets the time to first token, the tokens per second after it (or
+// a GPU model instead of both), the context length, and faults:
+// CrashAfterTokens (abort the connection after N tokens, or exit the
+// helexa-sim process), Hang (send the first token, then nothing until the
+// client goes away) and FailLoad (Harness and helexa-sim only). A request
+// whose client goes away stops at once.
+//
+// # The GPU model
+//
+// Config.GPU (helexa-sim's --gpu, --gpu-* and --time-scale flags) makes an
+// Engine, or each model a Harness loads, one engine replica on one GPU, so
+// that where a gateway sends a request changes how fast it is answered.
+// The replica has:
+//
+//   - A prefix cache. The prompt's text (a chat message is its role, a zero
+//     byte, its content and a zero byte; a token array is 4 bytes a token)
+//     is cut into blocks of BlockTokens tokens of 4 bytes, the sim's
+//     tokenizer's rate. Block i's key is a hash of the text of blocks 0 to
+//     i, so two prompts share a block only when they share all the text up
+//     to its end: requests with one long system prompt share its blocks,
+//     whatever their user turns, and a conversation's next turn shares the
+//     blocks of the turn before. Only whole blocks within the prompt's
+//     first tokens-1 tokens count, since the last prompt token is always
+//     computed (as in vLLM), so a prompt is never wholly cached. A request
+//     admitted looks up the longest run of leading blocks cached; when its
+//     prefill ends, all its blocks are in the cache. The cache holds
+//     CacheTokens tokens: the blocks, plus the tokens of the running
+//     sequences outside blocks (the uncached prompt while it prefills, the
+//     last partial block, the tokens generated). Past it, the least
+//     recently used block that no running sequence holds is evicted, a
+//     prefix's last block before its first, so that a cached prefix
+//     shrinks from its end and stays usable.
+//   - Prefill: PrefillPerToken per uncached prompt token, CachedPerToken
+//     per cached one.
+//   - Continuous batching. One scheduler per replica runs engine steps back
+//     to back, as vLLM's engine loop does. A step prefills up to
+//     PrefillChunk prompt tokens of the requests admitted, in arrival
+//     order, and runs one decode step of every sequence past its prefill,
+//     which takes DecodeBase + b × DecodePerSeq for a batch of b sequences
+//     (a request with n choices is n sequences). The step lasts the sum, so
+//     a prefill holds up the decode of the whole batch: the contention
+//     that makes a cache miss cost the others too. A request is admitted
+//     while the batch has room for its choices (MaxBatch) and the step has
+//     prefill tokens left; past MaxBatch, requests wait in a first-in
+//     first-out queue. A sequence gets its first token at the end of the
+//     step that ends its prefill, and one more at the end of each later
+//     step. A request that ends early (a stop sequence, its client gone)
+//     frees its slot at once.
+//   - A time scale. TimeScale multiplies every time the model computes
+//     (0.01 runs it 100 times faster), so that a benchmark of a fleet under
+//     load runs in minutes. The scheduler keeps to the scaled times on
+//     average: a step late by a timer's resolution is made up by the next
+//     ones, up to 50 ms behind; beyond that (a machine too busy) the time
+//     is lost rather than made up in a burst.
+//
+// TTFT and TokensPerSecond must be 0 with a GPU model. Embeddings are not
+// modelled (they are answered at once), and neither are a real engine's
+// preemption (a cache whose every block is held runs over its capacity)
+// nor the caching of generated tokens (a conversation's next turn finds
+// the earlier prompts in the cache, not the earlier answers' tokens).
+//
+// The scheduler is one goroutine per replica, started by a request when
+// the replica is idle and ended when it has nothing left to do; it wakes
+// the requests' goroutines through a channel each, with no timer per
+// request or per token, so that one process serves many replicas of
+// hundreds of streams each.
+//
+// The defaults (DefaultGPU) model a Llama-3.1-8B-Instruct in BF16 served by
+// vLLM on one A100 80 GB:
+//
+//   - BlockTokens 16 and MaxBatch 256 are vLLM's defaults (block_size and
+//     max_num_seqs), and PrefillChunk 8192 its default token budget per
+//     step (max_num_batched_tokens) for its API server on GPUs of 70 GB
+//     and more.
+//   - CacheTokens 400,000: a token's KV is 32 layers × 8 KV heads × 128
+//     dimensions × 2 (K and V) × 2 bytes = 128 KiB; vLLM takes 90% of the
+//     80 GB, of which the 16 GB of weights and a few GB of activations
+//     leave about 52 GB of KV blocks.
+//   - PrefillPerToken 125 µs (8,000 tokens/s): a token costs about 2 × 8
+//     billion = 16 GFLOP, and an A100's 312 TFLOPS of BF16 at about 40%
+//     utilisation does some 8,000 of them a second.
+//   - DecodeBase 10 ms: a decode step reads the 16 GB of weights, 8 ms at
+//     the A100's 2 TB/s, plus the step's overheads. DecodePerSeq 150 µs:
+//     each sequence adds its KV reads (a 2,000-token context is 256 MB,
+//     0.13 ms) and its share of compute, so a step of 64 sequences takes
+//     about 20 ms and a full batch of 256 about 48 ms, some 5,300 tokens/s
+//     in all.
+//
+// For a smaller GPU, scale the knobs: llm-d's benchmark of prefix-aware
+// routing ran Qwen2.5-7B on A10Gs (24 GB, 125 TFLOPS, 600 GB/s): some 40%
+// of the A100's prefill rate (PrefillPerToken about 300 µs), three times
+// its decode base (about 30 ms: 15 GB of weights at 600 GB/s), and a KV
+// cache of some 90,000 tokens (a Qwen2.5-7B token is 56 KiB of KV).
 package sim

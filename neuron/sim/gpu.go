@@ -77,7 +77,7 @@ type GPU struct {
 }
 
 // DefaultGPU returns the GPU model with every default filled in.
-func DefaultGPU() GPU { return GPU{}.withDefaults() }
+func DefaultGPU() GPU { return GPU{}.WithDefaults() }
 
 // Validate reports whether the model is usable: no negative sizes or
 // durations (PrefillChunk may be -1) and a finite, non-negative TimeScale.
@@ -109,8 +109,8 @@ func (g GPU) Validate() error {
 	return errors.Join(errs...)
 }
 
-// withDefaults returns g with its zero fields replaced by the defaults.
-func (g GPU) withDefaults() GPU {
+// WithDefaults returns g with its zero fields replaced by the defaults.
+func (g GPU) WithDefaults() GPU {
 	if g.BlockTokens == 0 {
 		g.BlockTokens = DefaultBlockTokens
 	}
@@ -142,7 +142,7 @@ func (g GPU) withDefaults() GPU {
 // prompt tokens and finding cached ones in the cache, zero fields standing
 // for their defaults.
 func (g GPU) PrefillTime(uncached, cached int) time.Duration {
-	g = g.withDefaults()
+	g = g.WithDefaults()
 	return time.Duration(uncached)*g.PrefillPerToken + time.Duration(cached)*g.CachedPerToken
 }
 
@@ -153,7 +153,7 @@ func (g GPU) DecodeStepTime(b int) time.Duration {
 	if b <= 0 {
 		return 0
 	}
-	g = g.withDefaults()
+	g = g.WithDefaults()
 	return g.DecodeBase + time.Duration(b)*g.DecodePerSeq
 }
 

@@ -87,7 +87,7 @@ type seq struct {
 }
 
 func newReplica(g GPU, clock Clock) *replica {
-	g = g.withDefaults()
+	g = g.WithDefaults()
 	return &replica{g: g, clock: clock, cache: newKVCache(g.BlockTokens, g.CacheTokens)}
 }
 

@@ -94,7 +94,7 @@ func TestGPUDefaults(t *testing.T) {
 	if got := (GPU{}).DecodeStepTime(64); got != 10*ms+64*150*time.Microsecond {
 		t.Errorf("default decode step at batch 64: %v", got)
 	}
-	if got := (GPU{TimeScale: 0.01}).withDefaults().scale(10 * ms); got != 100*time.Microsecond {
+	if got := (GPU{TimeScale: 0.01}).WithDefaults().scale(10 * ms); got != 100*time.Microsecond {
 		t.Errorf("10 ms at TimeScale 0.01 is %v", got)
 	}
 }

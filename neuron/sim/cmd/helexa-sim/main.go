@@ -3,10 +3,19 @@
 //
 //	helexa-sim --port 40123 --model demo --load-time 2s --ttft 200ms --tps 50
 //
+// With --gpu, or any --gpu-* flag or --time-scale, the engine is paced by
+// the GPU model of package sim (a prefix cache, chunked prefill and
+// continuous batching of one replica on one GPU) instead of by --ttft and
+// --tps, which must then be 0; each --gpu-* flag sets one knob of
+// sim.GPU, 0 standing for its default:
+//
+//	helexa-sim --port 40123 --model demo --gpu --time-scale 0.01 --gpu-cache-tokens 100000
+//
 // GET /health answers 503 {"status":"loading"} (and every other route 503
 // model_not_ready) until --load-time has passed, then 200 {"status":"ok"}.
 // GET /sim/stats answers at any time with the engine's counters as JSON
-// (sim.Stats: generated_tokens, requests, in_flight, last_request_uri), so
+// (sim.Stats: generated_tokens, prompt_tokens, cached_tokens, requests,
+// in_flight, last_request_uri), so
 // that a test can learn what the engine really generated, whatever its
 // answers said; it is not an OpenAI route, and a neuron does not forward it.
 // Each --header "Name: value" is set on every response, as real engines
@@ -55,9 +64,26 @@ func run(args []string) int {
 	fs.BoolVar(&cfg.Hang, "hang", false, "send the first token of each answer, then nothing")
 	var headers headerFlag
 	fs.Var(&headers, "header", "a response header \"Name: value\" set on every response (repeatable)")
+	var gpu sim.GPU
+	fs.Bool("gpu", false, "pace by the GPU model (prefix cache, prefill, continuous batching) instead of --ttft and --tps")
+	fs.IntVar(&gpu.BlockTokens, "gpu-block-tokens", 0, "KV block size in tokens (0: 16)")
+	fs.IntVar(&gpu.CacheTokens, "gpu-cache-tokens", 0, "KV cache capacity in tokens (0: 400000)")
+	fs.DurationVar(&gpu.PrefillPerToken, "gpu-prefill-per-token", 0, "prefill time per uncached prompt token (0: 125µs)")
+	fs.DurationVar(&gpu.CachedPerToken, "gpu-cached-per-token", 0, "time per cached prompt token")
+	fs.IntVar(&gpu.PrefillChunk, "gpu-prefill-chunk", 0, "prompt tokens prefilled per engine step (0: 8192; -1: whole prompts)")
+	fs.DurationVar(&gpu.DecodeBase, "gpu-decode-base", 0, "decode step time of one sequence (0: 10ms)")
+	fs.DurationVar(&gpu.DecodePerSeq, "gpu-decode-per-seq", 0, "decode step time added per sequence in the batch (0: 150µs)")
+	fs.IntVar(&gpu.MaxBatch, "gpu-max-batch", 0, "most sequences run at once; more wait in a queue (0: 256)")
+	fs.Float64Var(&gpu.TimeScale, "time-scale", 0, "multiplies every time of the GPU model: 0.01 runs 100 times faster (0: 1)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) {
+		on := strings.HasPrefix(f.Name, "gpu-") || f.Name == "time-scale" || f.Name == "gpu" && f.Value.String() == "true"
+		if on {
+			cfg.GPU = &gpu
+		}
+	})
 	if err := cfg.Validate(); err != nil || *port < 0 || *port > 65535 {
 		fmt.Fprintln(os.Stderr, "helexa-sim: --port is required (0-65535; 0 picks a free port); config:", cfg.Validate())
 		return 2
@@ -87,6 +113,12 @@ func run(args []string) int {
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("helexa-sim started", "addr", ln.Addr().String(), "model", *model, "load_time", cfg.LoadTime,
 		"ttft", cfg.TTFT, "tps", cfg.TokensPerSecond, "context", cfg.ContextLength)
+	if cfg.GPU != nil {
+		g := cfg.GPU.WithDefaults()
+		log.Info("GPU model", "block_tokens", g.BlockTokens, "cache_tokens", g.CacheTokens,
+			"prefill_per_token", g.PrefillPerToken, "cached_per_token", g.CachedPerToken, "prefill_chunk", g.PrefillChunk,
+			"decode_base", g.DecodeBase, "decode_per_seq", g.DecodePerSeq, "max_batch", g.MaxBatch, "time_scale", g.TimeScale)
+	}
 
 	loaded := time.After(cfg.LoadTime)
 	for {
