@@ -64,8 +64,8 @@ type result struct {
 	firstErr  string
 	reqRate   float64 // requests completed in the window, per second
 	tokRate   float64 // output tokens received in the window, per second
-	prompt    int64   // Σ prompt_tokens of the usage chunks after the warm-up
-	cached    int64   // Σ cached_tokens of the same
+	prompt    int64   // Σ prompt_tokens of the usage chunks
+	cached    int64   // Σ cached_tokens
 	loadRatio float64 // busiest neuron's mean in-flight / the mean of all
 	loadMean  float64
 }
@@ -92,7 +92,6 @@ func (r *result) meanTTFT() time.Duration {
 type record struct {
 	sched         time.Duration // arrival, from the cell's start
 	first         time.Duration // first content chunk; 0 for none
-	end           time.Duration // the usage chunk; 0 for none
 	ok            bool          // ended with its usage chunk
 	failed        bool
 	err           string
@@ -215,10 +214,6 @@ func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error)
 	res.tokRate = float64(tokens.Load()) / window
 	res.reqRate = float64(completed.Load()) / window
 	for _, r := range recs {
-		if r.ok && r.end >= t.warmup {
-			res.prompt += int64(r.prompt)
-			res.cached += int64(r.cached)
-		}
 		if r.sched < t.warmup {
 			continue
 		}
@@ -235,6 +230,10 @@ func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error)
 		default:
 			res.cut++
 			res.ttft = append(res.ttft, cutoff-r.sched)
+		}
+		if r.ok {
+			res.prompt += int64(r.prompt)
+			res.cached += int64(r.cached)
 		}
 	}
 	slices.Sort(res.ttft)
@@ -359,7 +358,6 @@ func exchange(ctx context.Context, client *http.Client, url string, maxTokens in
 		}
 		if u := ch.Usage; u != nil {
 			rec.prompt, rec.completion = u.PromptTokens, u.CompletionTokens
-			rec.end = time.Since(start)
 			if d := u.PromptTokensDetails; d != nil {
 				rec.cached = d.CachedTokens
 			}
