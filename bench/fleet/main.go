@@ -108,7 +108,10 @@
 //   - req/s: requests that completed in the window, per second; out tok/s:
 //     content chunks (one token each) received in the window, per second;
 //   - hit ratio: Σ cached_tokens / Σ prompt_tokens over the usage chunks of
-//     the window's requests that completed;
+//     the window's requests that completed by the cutoff, the same
+//     requests as the TTFT's; "-" when none did (a request lives seconds,
+//     so on a busy machine a saturated policy may complete none; counting
+//     the warm-up's requests instead would mix in the cold start);
 //   - busiest/mean: each neuron's requests in flight and queued (its
 //     Agent's Health, as GET /health reports it), sampled every 50 ms over
 //     the window and averaged over time; the busiest neuron's average
@@ -129,8 +132,9 @@
 // its p99 TTFT at most 105%; with the hot prefix, no neuron above 1.3×
 // the mean load; with three gateways, a hit ratio at most 5 points below
 // one gateway's (more is no drift: it happens when each gateway, seeing
-// only its own requests live, spills less). The command never fails on timing: it exits 0 whatever the
-// figures, and non-zero only when a fleet cannot be started.
+// only its own requests live, spills less). The command never fails on
+// timing: it exits 0 whatever the figures, and non-zero only when a fleet
+// cannot be started.
 //
 // # Reading the figures
 //
@@ -141,6 +145,12 @@
 // busy machine makes the figures noisy, p99 most of all. The header gives
 // the load average at the start and the end; above the core count, other
 // processes competed for the CPU.
+//
+// A cell is seconds long and starts cold. Least-loaded and round robin
+// would find somewhat more of (a)'s prefixes cached after minutes (a
+// replica of 16,000 tokens holds some of the 16 tenants), so below
+// saturation their hit ratios here are lower than at steady state; past
+// it, least-loaded is bound by prefill whatever the cache holds.
 //
 // # Flags
 //
