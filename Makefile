@@ -27,7 +27,9 @@ staticcheck:
 	@v=$$($$($(GO) env GOPATH)/bin/staticcheck -version 2>/dev/null | awk '{print $$NF}'); \
 	case "$$v" in *$(STATICCHECK_VER:v%=%)*) ;; *) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VER) ;; esac
 
-# Go benchmarks with allocation counts, then the bench/ harness when present.
+# Go benchmarks with allocation counts, then the bench/ harness and the
+# fleet benchmark (bench/fleet: routing policies over a simulated fleet)
+# when present.
 # The Redis ledger's throughput is measured a second time with the client
 # held to one core (-cpu 1), as when Redis has a core of its own: on a
 # two-core machine the client's scheduler otherwise competes with
@@ -36,6 +38,7 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 	$(GO) test -run='^$$' -bench=ReserveSettleParallel16 -cpu=1 -benchmem -benchtime=$(BENCHTIME) ./entitlements/redisledger/
 	@if [ -d bench ]; then $(GO) run ./bench; fi
+	@if [ -d bench/fleet ]; then $(GO) run ./bench/fleet; fi
 
 # Every Fuzz target in the module, each for FUZZTIME. A failed target is
 # run once more: a real finding was written to testdata/fuzz and fails the
