@@ -295,7 +295,11 @@ func exchange(ctx context.Context, client *http.Client, url string, maxTokens in
 	var answer strings.Builder
 	body, err := json.Marshal(map[string]any{
 		"model": modelID, "messages": msgs, "max_tokens": maxTokens,
-		"stream": true, "stream_options": map[string]bool{"include_usage": true},
+		// Every answer runs to max_tokens, as the workloads say: the sim
+		// would otherwise end some earlier, as a model does at its end of
+		// sequence (vLLM and llama-server take ignore_eos too).
+		"ignore_eos": true,
+		"stream":     true, "stream_options": map[string]bool{"include_usage": true},
 	})
 	if err != nil {
 		rec.failed, rec.err = true, err.Error()

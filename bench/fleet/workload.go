@@ -34,8 +34,8 @@ const (
 // workload is one of the benchmark's traffic shapes.
 type workload struct {
 	name, label string
-	// maxTokens is the answer's length (max_tokens; the sim always
-	// generates all of it).
+	// maxTokens is the answer's length (max_tokens; with ignore_eos the
+	// sim generates all of it).
 	maxTokens int
 	// meanPrompt is the mean prompt of a request in tokens, for the
 	// capacity estimate of least-loaded (see capacity).
