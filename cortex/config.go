@@ -88,6 +88,10 @@ type RoutingConfig struct {
 	// AffinityBound caps a replica's work at this multiple of the mean.
 	// Default route.DefaultAffinityBound (1.25).
 	AffinityBound float64 `toml:"affinity_bound"`
+	// AffinityRemember is how many recent prefixes the Router remembers;
+	// a prefix gets affinity from its second request among them, -1 from
+	// its first. Default route.DefaultAffinityRemember (4096).
+	AffinityRemember int `toml:"affinity_remember"`
 }
 
 // routerOptions returns the default Router's options the table sets.
@@ -95,7 +99,7 @@ func (r RoutingConfig) routerOptions() []route.RouterOption {
 	if !r.PrefixAffinity {
 		return nil
 	}
-	return []route.RouterOption{route.WithPrefixAffinity(route.PrefixAffinity{Depth: r.AffinityDepth, Bound: r.AffinityBound})}
+	return []route.RouterOption{route.WithPrefixAffinity(route.PrefixAffinity{Depth: r.AffinityDepth, Bound: r.AffinityBound, Remember: r.AffinityRemember})}
 }
 
 // MeteringConfig is the [metering] table: where the gateway meters every
@@ -363,11 +367,11 @@ func (c Config) validate(at *configLines) error {
 	for _, msg := range c.Metering.validate() {
 		bad(at.table("metering"), "metering", "%s", msg)
 	}
-	if c.Routing.AffinityDepth != 0 || c.Routing.AffinityBound != 0 || c.Routing.PrefixAffinity {
+	if c.Routing.AffinityDepth != 0 || c.Routing.AffinityBound != 0 || c.Routing.AffinityRemember != 0 || c.Routing.PrefixAffinity {
 		if _, err := route.NewRouter(c.Routing.routerOptions()...); err != nil {
 			bad(at.table("routing"), "routing", "%s", strings.TrimPrefix(err.Error(), "route: router: "))
 		} else if !c.Routing.PrefixAffinity {
-			bad(at.table("routing"), "routing", "affinity_depth and affinity_bound need prefix_affinity = true")
+			bad(at.table("routing"), "routing", "affinity_depth, affinity_bound and affinity_remember need prefix_affinity = true")
 		}
 	}
 	if err := c.OutlierDetection.Validate(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 )
 
 // Prefix affinity defaults.
@@ -15,6 +16,8 @@ const (
 	DefaultAffinityBound = 1.25
 	// DefaultAffinityWeight is the default PrefixAffinity.Weight.
 	DefaultAffinityWeight = 2.0
+	// DefaultAffinityRemember is the default PrefixAffinity.Remember.
+	DefaultAffinityRemember = 4096
 )
 
 // PrefixAffinity sends requests whose prompts share a prefix to the same
@@ -39,6 +42,16 @@ const (
 // serve (tried, filtered, ejected). A request with fewer than Depth whole
 // blocks of prompt has no prefix worth keeping: it is routed without
 // affinity.
+//
+// Nor has a prefix seen for the first time: a Router remembers the last
+// prefixes it saw (Remember), and the first request of a prefix goes to the
+// least busy replica, as without affinity; its next ones go to the
+// prefix's replica. Prompts that share nothing (each unique) are then
+// routed exactly as without affinity, instead of being scattered by their
+// hashes, which leaves the replicas less even than least-loaded routing
+// does; a prefix that recurs pays one cache miss more. Each gateway learns
+// a prefix on its own, and from its second sight of it picks the same
+// replica as every other gateway.
 type PrefixAffinity struct {
 	// Depth is the prefix, in blocks of PrefixBlockBytes, that decides the
 	// replica: prompts that share their first Depth blocks go to the same
@@ -52,6 +65,14 @@ type PrefixAffinity struct {
 	// Weight is the chosen replica's score. Default DefaultAffinityWeight
 	// (2), above LeastLoaded's 1.
 	Weight float64
+	// Remember is how many recent prefixes the Router remembers (a table
+	// of that many slots, rounded up to a power of two, 8 bytes each; a
+	// newer prefix may take an older one's slot). -1 gives every prefix
+	// affinity from its first request. Default DefaultAffinityRemember
+	// (4096).
+	Remember int
+
+	seen []atomic.Uint64 // the prefixes remembered; nil with Remember -1
 }
 
 // WithPrefixAffinity turns prefix affinity on (see PrefixAffinity); zero
@@ -67,8 +88,37 @@ func WithPrefixAffinity(a PrefixAffinity) RouterOption {
 		if a.Weight == 0 {
 			a.Weight = DefaultAffinityWeight
 		}
+		if a.Remember == 0 {
+			a.Remember = DefaultAffinityRemember
+		}
+		if a.Remember > 0 && a.Remember <= maxRemember {
+			n := 1
+			for n < a.Remember {
+				n <<= 1
+			}
+			a.seen = make([]atomic.Uint64, n)
+		}
 		r.affinity = &a
 	})
+}
+
+// maxRemember bounds PrefixAffinity.Remember: 8 MiB of table.
+const maxRemember = 1 << 20
+
+// sawBefore reports whether the Router saw key recently, and remembers it.
+// The table is shared by every Route call, through atomic loads and
+// stores: a race between two requests of one prefix at most gives both
+// the least busy replica.
+func (a *PrefixAffinity) sawBefore(key uint64) bool {
+	if a.seen == nil {
+		return true // Remember -1: every prefix counts as seen
+	}
+	slot := &a.seen[key&uint64(len(a.seen)-1)]
+	if slot.Load() == key {
+		return true
+	}
+	slot.Store(key)
+	return false
 }
 
 func (a *PrefixAffinity) validate() error {
@@ -81,6 +131,9 @@ func (a *PrefixAffinity) validate() error {
 	}
 	if !(a.Weight > 0) || math.IsInf(a.Weight, 0) {
 		errs = append(errs, fmt.Errorf("prefix affinity weight %v is not positive", a.Weight))
+	}
+	if a.Remember < -1 || a.Remember > maxRemember {
+		errs = append(errs, fmt.Errorf("prefix affinity remember %d is not -1 or in [1, %d]", a.Remember, maxRemember))
 	}
 	return errors.Join(errs...)
 }
@@ -96,6 +149,9 @@ func (r *DefaultRouter) prefer(f *Fleet, req *Request, mi *modelIndex) *readyRep
 		return nil
 	}
 	key := req.Prefix.Block(a.Depth - 1)
+	if !a.sawBefore(key) {
+		return nil
+	}
 	plain := len(r.filters) == 0 && len(req.Tried) == 0
 	var top, least *readyReplica
 	var topWeight uint64

@@ -47,8 +47,8 @@ func routeTo(tb testing.TB, r route.Router, f *route.Fleet, req *route.Request) 
 func TestPrefixAffinityIsStableAndSpreads(t *testing.T) {
 	t.Parallel()
 	f := affinityFleet(t, nil, 8)
-	r1 := affinityRouter(t, route.PrefixAffinity{})
-	r2 := affinityRouter(t, route.PrefixAffinity{}) // another cortex replica
+	r1 := affinityRouter(t, route.PrefixAffinity{Remember: -1})
+	r2 := affinityRouter(t, route.PrefixAffinity{Remember: -1}) // another cortex replica
 	counts := map[string]int{}
 	const tenants = 400
 	for i := range tenants {
@@ -123,7 +123,7 @@ func TestPrefixAffinityBoundsTheLoad(t *testing.T) {
 func TestPrefixAffinityGivesWay(t *testing.T) {
 	t.Parallel()
 	f := affinityFleet(t, nil, 4)
-	r := affinityRouter(t, route.PrefixAffinity{})
+	r := affinityRouter(t, route.PrefixAffinity{Remember: -1})
 	p := route.PrefixOf(prompt("conversation-7", 4000))
 	first := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p})
 	retry := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p, Tried: unreachable(first)})
@@ -131,7 +131,7 @@ func TestPrefixAffinityGivesWay(t *testing.T) {
 		t.Fatalf("the retry went back to %s", first)
 	}
 	noFirst := route.FilterFunc(func(_ *route.Fleet, _ *route.Request, c route.Candidate) bool { return c.Neuron.Name != first })
-	filtered := affinityRouter(t, route.PrefixAffinity{}, route.WithFilters(noFirst))
+	filtered := affinityRouter(t, route.PrefixAffinity{Remember: -1}, route.WithFilters(noFirst))
 	if n := routeTo(t, filtered, f, &route.Request{Model: "mid", Prefix: p}); n != retry {
 		t.Errorf("filtered out, the prefix went to %s; the retry to %s: want the same next replica", n, retry)
 	}
@@ -141,6 +141,7 @@ func TestPrefixAffinityRefusesBadKnobs(t *testing.T) {
 	t.Parallel()
 	for _, a := range []route.PrefixAffinity{
 		{Depth: -1}, {Depth: route.MaxPrefixBlocks + 1}, {Bound: 0.9}, {Bound: math.NaN()}, {Weight: -1}, {Weight: math.Inf(1)},
+		{Remember: -2}, {Remember: 1<<20 + 1},
 	} {
 		if _, err := route.NewRouter(route.WithPrefixAffinity(a)); err == nil {
 			t.Errorf("%+v accepted", a)
@@ -179,5 +180,35 @@ func BenchmarkPrefixAffinity(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A prefix seen for the first time goes to the least busy replica, as
+// without affinity; from its second request on, to its own replica. Unique
+// prompts are therefore routed exactly as without affinity.
+func TestPrefixAffinityRemembers(t *testing.T) {
+	t.Parallel()
+	u := route.NewUsage()
+	f := affinityFleet(t, u, 8)
+	r := affinityRouter(t, route.PrefixAffinity{})
+	forever := affinityRouter(t, route.PrefixAffinity{Remember: -1})
+	var moved int
+	for i := range 50 {
+		p := route.PrefixOf(prompt(fmt.Sprintf("tenant-%d", i), 3000))
+		if n := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p}); n != "n00" {
+			t.Fatalf("prefix %d, first sight: %s, want the least busy n00 (ties: the first name)", i, n)
+		}
+		own := routeTo(t, forever, f, &route.Request{Model: "mid", Prefix: p})
+		for range 3 {
+			if n := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p}); n != own {
+				t.Fatalf("prefix %d, seen before: %s, want its replica %s", i, n, own)
+			}
+		}
+		if own != "n00" {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Error("every prefix's replica was n00: the test shows nothing")
 	}
 }

@@ -46,7 +46,7 @@ type modelIndex struct {
 type readyReplica struct {
 	live *Counter  // m.Live
 	ej   *Ejection // m.Ejection
-	base int       // m.InFlight + m.QueueDepth
+	base int       // m.others: the work of others as of the snapshot
 	n    *NeuronState
 	m    *ModelState
 }
@@ -138,6 +138,8 @@ type ModelState struct {
 	// linked by NewFleet from its Usage; nil when the fleet was built
 	// without one.
 	Live *Counter
+	// others is the work of others as of the snapshot (see Outstanding).
+	others int
 	// Ejection is the gateway's live outlier state of the model on this
 	// neuron: whether the replica is out of rotation, read with one atomic
 	// load. NewFleet links it from its Usage; nil (never ejected) in a
@@ -159,12 +161,13 @@ func (m *ModelState) Restarting() bool {
 	return m.Status == neuron.StatusRecovering || m.Status == neuron.StatusFailed && m.LastFailure != ""
 }
 
-// Outstanding returns the work the model has: InFlight + QueueDepth from
-// the snapshot plus the gateway's live in-flight count. Requests in flight
-// when the snapshot was taken are counted twice; the sum ranks replicas and
-// is not an exact count.
+// Outstanding returns the work the model has: the gateway's live
+// in-flight count, plus the work of others (other gateways, clients of the
+// neuron's own) as of the snapshot: InFlight + QueueDepth less the
+// gateway's own in-flight count when the Fleet was built, which the
+// neuron's count included. It ranks replicas and is not an exact count.
 func (m *ModelState) Outstanding() int {
-	return m.InFlight + m.QueueDepth + m.Live.InFlight()
+	return m.others + m.Live.InFlight()
 }
 
 // LastUse returns the later of LastUsed and the live counter's last use.
@@ -296,6 +299,7 @@ func newFleet(cat *catalogue.Catalogue, usage *Usage, at time.Time, states []Neu
 				return nil, fmt.Errorf("route: fleet: neuron %q: duplicate model %q", n.Name, m.ID)
 			}
 			m.Profile = profileOf(cat, m.ID)
+			m.others = m.InFlight + m.QueueDepth
 		}
 		n.derive()
 		if n.available {
@@ -357,7 +361,7 @@ func (f *Fleet) index(usage *Usage) {
 		start := off
 		for _, r := range mi.all {
 			if r.ready() {
-				ready[off] = readyReplica{live: r.m.Live, ej: r.m.Ejection, base: r.m.InFlight + r.m.QueueDepth, n: r.n, m: r.m}
+				ready[off] = readyReplica{live: r.m.Live, ej: r.m.Ejection, base: r.m.others, n: r.n, m: r.m}
 				off++
 			}
 		}
@@ -378,6 +382,9 @@ func (u *Usage) attach(ids []string, models map[string]*modelIndex) {
 			m := r.m
 			l := u.replicaLocked(usageKey{r.n.Name, id})
 			m.Live, m.Ejection = &l.c, &l.e
+			// The neuron counted this gateway's own requests too: the
+			// live count stands for them from now on.
+			m.others = max(0, m.others-m.Live.InFlight())
 			if lu := m.Live.LastUsed(); lu.After(m.LastUsed) {
 				m.LastUsed = lu
 			}

@@ -329,3 +329,27 @@ func TestFleetLookupsDoNotAllocate(t *testing.T) {
 		t.Errorf("Neuron + Model allocate %v times, want 0", allocs)
 	}
 }
+
+// The neuron's count of a replica's requests includes the gateway's own,
+// which the live counter already counts: Outstanding counts them once.
+func TestOutstandingCountsOwnRequestsOnce(t *testing.T) {
+	t.Parallel()
+	u := route.NewUsage()
+	u.Add("n1", "mid")
+	u.Add("n1", "mid")
+	f := newFleet(t, routerCatalogue(t), u,
+		host("n1", gpus(24000), busy(loaded("mid", 10000), 2, 1)), // 2 of its 3 are this gateway's
+		host("n2", gpus(24000), busy(loaded("mid", 10000), 3, 0))) // none is
+	n1, n2 := f.Neuron("n1").Model("mid"), f.Neuron("n2").Model("mid")
+	if got := n1.Outstanding(); got != 3 {
+		t.Errorf("n1: %d outstanding, want 3 (2 own, 1 another's)", got)
+	}
+	if got := n2.Outstanding(); got != 3 {
+		t.Errorf("n2: %d outstanding, want 3", got)
+	}
+	u.Done("n1", "mid")
+	u.Add("n2", "mid")
+	if n1.Outstanding() != 2 || n2.Outstanding() != 4 {
+		t.Errorf("after one ends on n1 and one starts on n2: %d and %d, want 2 and 4", n1.Outstanding(), n2.Outstanding())
+	}
+}
