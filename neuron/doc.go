@@ -66,6 +66,40 @@
 // liveness interval and kills and restarts one that stops answering; see
 // EngineConfig.
 //
+// # Connections to engines
+//
+// The neuron forwards each inference request to its engine over a pool of
+// keep-alive connections, and an engine may close a pooled connection as
+// the neuron sends on it: llama-server closes the connection after every
+// streamed answer although it announces "Keep-Alive: timeout=5,
+// max=100", and closes idle ones after 5 s. Three measures keep such a
+// close from failing a request:
+//
+//   - Idle connections live 2 s, less than any engine keeps them (5 s for
+//     llama-server and for the uvicorn servers of vLLM and SGLang), so an
+//     idle connection is closed by the neuron, not by the engine.
+//   - The forwarded request is marked idempotent (an X-Idempotency-Key
+//     header with no value, which is not sent) and its body can be made
+//     again (GetBody). Go's transport then sends it again, on another
+//     connection, when it failed on a reused connection (never on a new
+//     one) and either nothing of it was written, or no byte of the answer
+//     had come back when reading failed (the engine closed or reset the
+//     connection): net/http's shouldRetryRequest and isReplayable. It does
+//     not when part of the request went out and writing the rest failed
+//     (a broken pipe, the engine's close seen too late).
+//   - That last case, and any other failure on a reused connection before
+//     the first byte of an answer, is sent once more by the neuron itself,
+//     on a new connection that is not pooled.
+//
+// No request is answered twice or charged twice for it. A request is sent
+// again only when no byte of an answer came back on the failed attempt,
+// so the client gets the one answer of the attempt that succeeded; cortex
+// charges a request from the usage of the answer it relays, so from that
+// one answer. What may happen, rarely, is that an engine did the work
+// twice: when it had read the whole request before its connection closed.
+// That costs the engine time, not the client tokens. A request whose
+// client has gone is not sent again.
+//
 // # What clients see
 //
 // The answers of the inference routes name no address, port, file path,

@@ -10,11 +10,13 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/internal/httpx"
@@ -265,7 +267,7 @@ func (a *Agent) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
 // proxyCache holds one ReverseProxy per model, built again only when the
 // model's endpoint URL changes. All proxies share one transport.
 type proxyCache struct {
-	transport    *http.Transport
+	transport    *resender
 	errorLog     *log.Logger
 	errorHandler func(http.ResponseWriter, *http.Request, error)
 
@@ -278,21 +280,73 @@ type proxyEntry struct {
 	rp     *httputil.ReverseProxy
 }
 
+// engineIdleTimeout is how long the neuron keeps an idle connection to an
+// engine. It must be shorter than the engines' own keep-alive timeouts,
+// so that the neuron, not the engine, closes an idle connection and never
+// sends on one the engine is closing: llama-server (cpp-httplib) closes
+// idle connections after 5 s, and so do the uvicorn servers of vLLM and
+// SGLang by default. The Keep-Alive header an engine announces is not
+// worth reading: llama-server announces timeout=5 yet closes the
+// connection after every streamed answer, and Go's transport keeps one
+// idle timeout for all hosts. Against local engines a new connection
+// costs far less than any inference, so a short timeout costs nothing
+// that matters.
+const engineIdleTimeout = 2 * time.Second
+
 func newProxyCache(errorLog *log.Logger, errorHandler func(http.ResponseWriter, *http.Request, error)) *proxyCache {
+	// Engines are local or on the host's network: no proxy from the
+	// environment, and enough idle connections for every slot.
+	pooled := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       engineIdleTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	fresh := pooled.Clone()
+	fresh.DisableKeepAlives = true
 	return &proxyCache{
-		// Engines are local or on the host's network: no proxy from the
-		// environment, and enough idle connections for every slot.
-		transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-		},
+		transport:    &resender{pooled: pooled, fresh: fresh},
 		errorLog:     errorLog,
 		errorHandler: errorHandler,
 		byModel:      make(map[string]proxyEntry),
 	}
+}
+
+// resender sends a request to an engine over pooled connections and, when
+// it failed on a reused connection before any byte of an answer came
+// back, sends it once more on a new connection (fresh keeps none). It
+// covers what Go's transport does not resend by itself: a request whose
+// first bytes went out before the engine's close was seen, so that writing
+// the rest failed (a broken pipe). See the package documentation for why
+// this neither answers a request twice nor charges it twice.
+type resender struct {
+	pooled, fresh *http.Transport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (rs *resender) RoundTrip(req *http.Request) (*http.Response, error) {
+	var reused, answered atomic.Bool
+	trace := &httptrace.ClientTrace{
+		GotConn:              func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+		GotFirstResponseByte: func() { answered.Store(true) },
+	}
+	resp, err := rs.pooled.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err == nil || !reused.Load() || answered.Load() || req.Context().Err() != nil {
+		return resp, err
+	}
+	again := req.Clone(req.Context())
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.GetBody == nil {
+			return nil, err
+		}
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return nil, err
+		}
+		again.Body = body
+	}
+	return rs.fresh.RoundTrip(again)
 }
 
 // get returns the proxy to target for model id.
@@ -313,9 +367,11 @@ func (c *proxyCache) get(id string, target *url.URL) *httputil.ReverseProxy {
 			// sends on it: llama-server closes it after every streamed
 			// answer, although it announces keep-alive, and after 5 s
 			// idle. Marked idempotent (a nil header is not sent), the
-			// request is sent again on a new connection when the old one
-			// failed before any answer came back, instead of failing with
-			// a 502; the body can be sent again (GetBody).
+			// request is sent again by Go's transport when the old
+			// connection failed before any answer came back, instead of
+			// failing with a 502; the body can be sent again (GetBody).
+			// The resender covers the failures the transport does not
+			// resend. See the package documentation.
 			pr.Out.Header["X-Idempotency-Key"] = nil
 		},
 		Transport:      c.transport,
@@ -334,4 +390,4 @@ func (c *proxyCache) drop(id string) {
 	delete(c.byModel, id)
 }
 
-func (c *proxyCache) closeIdle() { c.transport.CloseIdleConnections() }
+func (c *proxyCache) closeIdle() { c.transport.pooled.CloseIdleConnections() }

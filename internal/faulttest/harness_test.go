@@ -62,6 +62,7 @@ const (
 	modelSlow   = "slow"   // 5 tokens per second
 	modelCrashy = "crashy" // the engine exits after 5 tokens of an answer; loads in 500 ms
 	modelHang   = "hang"   // sends the first token, then nothing
+	modelLlama  = "llama"  // handles connections as llama-server does (connload_test.go)
 )
 
 // engineFlags are the helexa-sim flags of each model's engine template.
@@ -70,6 +71,7 @@ var engineFlags = map[string][]string{
 	modelSlow:   {"--tps", "5"},
 	modelCrashy: {"--tps", "50", "--crash-after", "5", "--load-time", "500ms"},
 	modelHang:   {"--hang"},
+	modelLlama:  {"--llama-connections", "--idle-timeout", "20ms"},
 }
 
 // neuronProc is one neuron process.

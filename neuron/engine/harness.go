@@ -109,6 +109,11 @@ func New(engines []neuron.EngineConfig, opts ...Option) (*Harness, error) {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
+	// The ready and liveness probes use a new connection each: a probe
+	// is sent every liveness interval, longer than engines keep an idle
+	// connection (llama-server 5 s), so a pooled one would often be one
+	// the engine is closing, and a probe failed by that would count
+	// against a healthy engine.
 	h.client = &http.Client{Transport: &http.Transport{
 		Proxy:             nil,
 		DisableKeepAlives: true,

@@ -94,6 +94,21 @@ type Config struct {
 	// usage. Each Engine, and each model a Harness loads, is one replica
 	// with its own cache. nil (the default) is the plain pacing.
 	GPU *GPU
+	// LlamaServerConnections makes the server of NewServer (so a Harness
+	// and helexa-sim) handle connections the way llama.cpp's llama-server
+	// does: every answer announces "Keep-Alive: timeout=N, max=100" (N
+	// the IdleTimeout in whole seconds, rounded up), yet the connection
+	// is closed right after each streamed answer; the 100th answer on a
+	// connection says "Connection: close" and closes it; an idle
+	// connection is closed after IdleTimeout, 5 s by default. A client
+	// that reuses a pooled connection after any of these must send its
+	// request again on a new one. An Engine served by another server is
+	// not affected.
+	LlamaServerConnections bool
+	// IdleTimeout is how long the server of NewServer keeps an idle
+	// connection open. 0 (the default) is 5 s with
+	// LlamaServerConnections (llama-server's), 2 minutes otherwise.
+	IdleTimeout time.Duration
 }
 
 // Validate reports whether the configuration is usable: no negative
@@ -120,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if c.AnswerSpread < 0 || math.IsNaN(c.AnswerSpread) || math.IsInf(c.AnswerSpread, 0) {
 		errs = append(errs, fmt.Errorf("invalid AnswerSpread %v", c.AnswerSpread))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("negative IdleTimeout %v", c.IdleTimeout))
 	}
 	if c.CrashAfterTokens < 0 {
 		errs = append(errs, fmt.Errorf("negative CrashAfterTokens %d", c.CrashAfterTokens))

@@ -126,8 +126,8 @@ func NewHarness(cfg Config, opts ...HarnessOption) (*Harness, error) {
 	if h.logger != nil {
 		errLog = slog.NewLogLogger(h.logger.Handler(), slog.LevelWarn)
 	}
-	h.srv = &http.Server{Handler: h.engine, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10, ErrorLog: errLog}
+	h.srv = NewServer(cfg, h.engine)
+	h.srv.ErrorLog = errLog
 	go func() {
 		defer close(h.serveDone)
 		_ = h.srv.Serve(ln)

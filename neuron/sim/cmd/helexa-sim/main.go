@@ -25,6 +25,11 @@
 // answers said; it is not an OpenAI route, and a neuron does not forward it.
 // Each --header "Name: value" is set on every response, as real engines
 // set their own (llama-server sends Server and Access-Control-Allow-Origin).
+// With --llama-connections it handles connections the way llama.cpp's
+// llama-server does: every answer announces "Keep-Alive: timeout=5,
+// max=100", yet the connection is closed right after each streamed
+// answer, and after --idle-timeout (5 s by default) idle; a client that
+// reuses a pooled connection must cope.
 // It logs a start line and one line per request to stderr. Exit status: 0
 // after SIGTERM or SIGINT, 1 after --crash-after tokens of a request or on
 // a serve error, 2 for bad flags, 3 when --fail-load ends the load.
@@ -70,6 +75,9 @@ func run(args []string) int {
 	fs.BoolVar(&cfg.IgnoreEOS, "ignore-eos", false, "never end an answer by itself: run every answer to its token limit")
 	fs.BoolVar(&cfg.FailLoad, "fail-load", false, "fail the load: exit with status 3 after --load-time")
 	fs.BoolVar(&cfg.Hang, "hang", false, "send the first token of each answer, then nothing")
+	fs.BoolVar(&cfg.LlamaServerConnections, "llama-connections", false,
+		"handle connections as llama-server does: announce keep-alive, yet close after every streamed answer and after --idle-timeout idle")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close a connection idle this long (0: 5s with --llama-connections, else 2m)")
 	var headers headerFlag
 	fs.Var(&headers, "header", "a response header \"Name: value\" set on every response (repeatable)")
 	var gpu sim.GPU
@@ -110,13 +118,8 @@ func run(args []string) int {
 		log.Error("crashing: --crash-after tokens sent", "tokens", cfg.CrashAfterTokens)
 		os.Exit(1)
 	}))
-	srv := &http.Server{
-		Handler:           logRequests(log, headers.wrap(stats(engine, gate(&ready, engine)))),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := sim.NewServer(cfg, logRequests(log, headers.wrap(stats(engine, gate(&ready, engine)))))
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("helexa-sim started", "addr", ln.Addr().String(), "model", *model, "load_time", cfg.LoadTime,
