@@ -587,9 +587,13 @@ func (h *Handler) renew(ctx context.Context, gw *gatewayEntry, body []byte) (any
 	return reserveResponse{ReservationID: req.ReservationID, LeaseTTLMS: h.leaseTTL.Milliseconds()}, nil
 }
 
-// expireLeases releases the held reservations whose leases expired, and
-// returns the credit of expired grants. It runs before each call, so that
-// the house needs no goroutine (and a test clock drives it exactly).
+// Expire releases the reservations the house holds whose leases expired,
+// and the grants whose TTL passed without a report. Every call runs it
+// first, so that a busy house needs no goroutine (and a test clock drives
+// it exactly); a daemon calls it every second too, so that an idle house
+// gives credit back.
+func (h *Handler) Expire(ctx context.Context) { h.expireLeases(ctx) }
+
 func (h *Handler) expireLeases(ctx context.Context) {
 	now := h.clock.Now()
 	for _, hd := range h.leases.due(now, h.leaseTTL) {

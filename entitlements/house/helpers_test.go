@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/helexa-ai/helexa-go/clock"
 	"github.com/helexa-ai/helexa-go/entitlements"
@@ -86,3 +87,7 @@ func newLedger(t testing.TB, url string, clk clock.Clock, keys []entitlementstes
 	}
 	return l
 }
+
+func epoch() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
+
+func clockSystem() clock.Clock { return clock.System{} }
