@@ -17,7 +17,7 @@ import (
 const redisStartTimeout = 10 * time.Second
 
 // newProvider builds the entitlements Provider of the [entitlements]
-// table: a durable Local over the ledger file of [entitlements.local]
+// table: a client of the clearing house of [entitlements.house]; a durable Local over the ledger file of [entitlements.local]
 // (a relative path is taken from configDir), seeded with the keys of the
 // file; else none when it has neither keys nor require_auth; the shared Redis
 // ledger when it has a [redis] table, refused when that Redis does not
@@ -25,6 +25,14 @@ const redisStartTimeout = 10 * time.Second
 // (Redis keeps what it already holds); else a Local provider with the keys.
 // The returned Closer releases it.
 func newProvider(cfg entitlements.Config, configDir string, logger *slog.Logger) (entitlements.Provider, io.Closer, error) {
+	if cfg.House != nil {
+		c, err := newHouseClient(*cfg.House, configDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		logger.Info("cortex: budgets kept by a clearing house", "url", cfg.House.URL, "grants", cfg.House.Grants)
+		return c, houseCloser{c}, nil
+	}
 	if cfg.Local != nil {
 		lc := *cfg.Local
 		lc.Path = resolvePath(configDir, lc.Path)

@@ -37,7 +37,9 @@ type grantPolicy struct {
 	ttl   time.Duration
 }
 
-func defaultGrantPolicy() grantPolicy { return grantPolicy{share: DefaultGrantShare, ttl: DefaultGrantTTL} }
+func defaultGrantPolicy() grantPolicy {
+	return grantPolicy{share: DefaultGrantShare, ttl: DefaultGrantTTL}
+}
 
 func (g grantPolicy) validate() error {
 	if !(g.share > 0 && g.share <= 1) || g.ttl <= 0 {

@@ -109,7 +109,9 @@ func WithMaxBody(n int64) Option { return optionFunc(func(c *handlerConfig) { c.
 
 // WithLeaseTTL sets the TTL of the leases the house keeps over a provider
 // that is no entitlements.Leaser. Default DefaultLeaseTTL.
-func WithLeaseTTL(d time.Duration) Option { return optionFunc(func(c *handlerConfig) { c.leaseTTL = d }) }
+func WithLeaseTTL(d time.Duration) Option {
+	return optionFunc(func(c *handlerConfig) { c.leaseTTL = d })
+}
 
 // WithIdempotency sets how long the answers of calls that changed state
 // are kept for retries, and how many at most. Defaults
