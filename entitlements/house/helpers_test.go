@@ -1,6 +1,7 @@
 package house_test
 
 import (
+	"bytes"
 	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
@@ -91,3 +92,5 @@ func newLedger(t testing.TB, url string, clk clock.Clock, keys []entitlementstes
 func epoch() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
 func clockSystem() clock.Clock { return clock.System{} }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
