@@ -110,10 +110,3 @@ func (t *idemTable) drop(e *idemEntry) {
 	delete(t.m, e.key)
 	t.order.Remove(e.elem)
 }
-
-// len returns the number of answers held.
-func (t *idemTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
-}

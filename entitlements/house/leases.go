@@ -123,19 +123,6 @@ func (t *leaseTable) renew(h *held, expires time.Time) heldState {
 	return heldOpen
 }
 
-// open returns the number of open reservations held.
-func (t *leaseTable) open() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, h := range t.byID {
-		if h.state == heldOpen {
-			n++
-		}
-	}
-	return n
-}
-
 // lateSettle records the spend of a reservation whose lease the house had
 // released: a fresh reservation of what the account has room for (Settle
 // records above it), settled with actual. It fails, recording nothing,
