@@ -232,6 +232,9 @@ func TestFaults(t *testing.T) {
 				opts = append(opts, house.WithGrants(house.GrantConfig{FlushInterval: 5 * time.Millisecond}))
 			}
 			gws = append(gws, client(t, px.url(), gwToken, opts...))
+			if tt.restart { // three gateways, one house restarted twice
+				gws = append(gws, client(t, px.url(), gwToken, opts...))
+			}
 			px.drop.Store(int32(tt.faults.drop))
 			px.reset.Store(int32(tt.faults.reset))
 			px.delay.Store(tt.faults.delay)
