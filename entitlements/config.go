@@ -51,6 +51,42 @@ type Config struct {
 	// when the [local] table is absent: budgets live in memory only.
 	// Exclusive with Redis.
 	Local *LocalConfig `toml:"local"`
+	// House makes the gateway spend budgets kept by a clearing house
+	// (entitlements/house): nil when the [house] table is absent.
+	// Exclusive with Redis, Local and Keys: the house holds the keys.
+	House *HouseConfig `toml:"house"`
+}
+
+// HouseConfig is the [house] table ([entitlements.house] in cortex.toml):
+// the clearing house the gateway asks, read by entitlements/house.
+// Validate checks that URL and TokenFile are set and no duration is
+// negative; the house package documents the defaults.
+//
+//	[house]
+//	url = "https://house.example:7400"
+//	token_file = "/etc/helexa/house-token"
+//	grants = true
+type HouseConfig struct {
+	// URL is the house, http:// or https://.
+	URL string `toml:"url"`
+	// TokenFile holds the gateway's bearer token for the house (read at
+	// start, surrounding white space trimmed); the token is kept out of
+	// cortex.toml and out of every log. A relative path is taken from the
+	// directory of cortex.toml.
+	TokenFile string `toml:"token_file"`
+	// Timeout bounds each attempt of a call to the house; 0: the
+	// default.
+	Timeout Duration `toml:"timeout"`
+	// ResolveTTL and UnknownKeyTTL are how long resolved and unknown keys
+	// are cached; ResolveTTL is how long a revoked key keeps working.
+	ResolveTTL    Duration `toml:"resolve_ttl"`
+	UnknownKeyTTL Duration `toml:"unknown_key_ttl"`
+	// Grants turns credit grants on: busy accounts are reserved and
+	// settled locally, inside credit held from the house. Default false.
+	Grants bool `toml:"grants"`
+	// FlushInterval is how often spend inside grants reaches the house;
+	// 0: the default.
+	FlushInterval Duration `toml:"flush_interval"`
 }
 
 // LocalConfig is the [local] table ([entitlements.local] in cortex.toml):
@@ -253,6 +289,17 @@ func (c Config) APIKeys() ([]Key, error) {
 		}
 		if c.Redis != nil {
 			errs = append(errs, &ConfigError{Entry: "local", Msg: "a [local] ledger file and a [redis] ledger exclude each other: keep one"})
+		}
+	}
+	if hc := c.House; hc != nil {
+		if hc.URL == "" || hc.TokenFile == "" {
+			errs = append(errs, &ConfigError{Entry: "house", Msg: "url and token_file are required"})
+		}
+		if hc.Timeout < 0 || hc.ResolveTTL < 0 || hc.UnknownKeyTTL < 0 || hc.FlushInterval < 0 {
+			errs = append(errs, &ConfigError{Entry: "house", Msg: "durations must not be negative"})
+		}
+		if c.Redis != nil || c.Local != nil || len(c.Keys) > 0 {
+			errs = append(errs, &ConfigError{Entry: "house", Msg: "a [house] excludes [redis], [local] and [[keys]]: the house holds the keys and budgets"})
 		}
 	}
 	if len(errs) > 0 {

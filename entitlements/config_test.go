@@ -511,3 +511,22 @@ func allowList(t *testing.T, patterns ...string) entitlements.ModelAllowList {
 	}
 	return l
 }
+
+// TestHouseConfig: an [house] table selects the clearing house, and
+// excludes the other ledgers and keys.
+func TestHouseConfig(t *testing.T) {
+	t.Parallel()
+	c, err := entitlements.ParseConfig([]byte("[house]\nurl = \"https://h:7400\"\ntoken_file = \"tok\"\ngrants = true\nflush_interval = \"50ms\"\n"))
+	if err != nil || c.House == nil || !c.House.Grants || c.House.FlushInterval.Std() != 50*time.Millisecond {
+		t.Fatalf("ParseConfig = %+v, %v", c.House, err)
+	}
+	for _, doc := range []string{
+		"[house]\nurl = \"https://h\"\n",
+		"[house]\nurl = \"https://h\"\ntoken_file = \"t\"\n[redis]\nurl = \"redis://x\"\n",
+		"[house]\nurl = \"https://h\"\ntoken_file = \"t\"\n[[keys]]\nkey = \"k\"\naccount_id = \"a\"\n",
+	} {
+		if _, err := entitlements.ParseConfig([]byte(doc)); err == nil || !strings.Contains(err.Error(), "house") {
+			t.Errorf("ParseConfig(%q) = %v, want an error naming house", doc, err)
+		}
+	}
+}

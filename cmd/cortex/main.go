@@ -7,6 +7,7 @@
 //	cortex dev [--listen 127.0.0.1:31313] [--metrics-listen 127.0.0.1:31314] [--models testdata/models.toml]
 //	cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
 //	cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL | --ledger FILE] ...
+//	cortex house [--config house.toml] [--log-format text|json]
 //	cortex version
 //
 // serve reads cortex.toml and serves until SIGINT or SIGTERM, then drains;
@@ -22,6 +23,10 @@
 // prints a curl command to try. status prints the neurons and models of a
 // running gateway (its GET /status.json) as tables, or as JSON with -o
 // json; an admin key (--api-key, or $HELEXA_API_KEY) adds the budgets.
+// house serves the clearing house of house.toml (entitlements/house) to
+// the gateways it lists, over the ledger of its [entitlements] table, with
+// /health and /metrics; a gateway spends from it with an
+// [entitlements.house] table in cortex.toml.
 //
 // The version is stamped at build time:
 //
@@ -54,6 +59,7 @@ const usage = `usage:
   cortex dev [--listen ADDR] [--metrics-listen ADDR] [--models FILE]
   cortex status [--endpoint URL] [--api-key KEY] [-o table|json]
   cortex keys add|list|show|revoke|topup|set-cap [--config cortex.toml | --redis-url URL | --ledger FILE] ...
+  cortex house [--config house.toml] [--log-format text|json]
   cortex version`
 
 func main() {
@@ -103,6 +109,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runStatus(ctx, args[1:], stdout, stderr)
 	case "keys":
 		return runKeys(ctx, args[1:], stdout, stderr)
+	case "house":
+		return runHouse(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		_, err := fmt.Fprintln(stdout, version)
 		return err

@@ -17,17 +17,27 @@ import (
 const redisStartTimeout = 10 * time.Second
 
 // newProvider builds the entitlements Provider of the [entitlements]
-// table: a durable Local over the ledger file of [entitlements.local]
+// table: a client of the clearing house of [entitlements.house]; a durable Local over the ledger file of [entitlements.local]
 // (a relative path is taken from configDir), seeded with the keys of the
 // file; else none when it has neither keys nor require_auth; the shared Redis
 // ledger when it has a [redis] table, refused when that Redis does not
 // persist (unless allow_volatile_redis), seeded with the keys of the file
-// (Redis keeps what it already holds); else an in-memory Local provider
+// (Redis keeps what it already holds); a clearing house client with
+// [house]; else an in-memory Local provider
 // with the keys (with none, so that a reload can add some: without keys
 // and require_auth every caller is served as anonymous, as without a
 // provider). The returned Closer releases it, and the keySetter takes the
 // keys of a configuration read again.
 func newProvider(cfg entitlements.Config, configDir string, logger *slog.Logger) (entitlements.Provider, io.Closer, keySetter, error) {
+	if cfg.House != nil {
+		// The house keeps the keys: a reload has none to set here.
+		c, err := newHouseClient(*cfg.House, configDir)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		logger.Info("cortex: budgets kept by a clearing house", "url", cfg.House.URL, "grants", cfg.House.Grants)
+		return c, houseCloser{c}, nil, nil
+	}
 	if cfg.Local != nil {
 		lc := *cfg.Local
 		lc.Path = resolvePath(configDir, lc.Path)

@@ -50,8 +50,14 @@ func (r *reloader) reload(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.keys(ctx, keys); err != nil {
-		return nil, &cortex.ConfigError{File: r.path, Entry: "entitlements.keys", Msg: err.Error()}
+	switch {
+	case r.keys != nil:
+		if err := r.keys(ctx, keys); err != nil {
+			return nil, &cortex.ConfigError{File: r.path, Entry: "entitlements.keys", Msg: err.Error()}
+		}
+	case len(keys) > 0:
+		// [house] refuses [[keys]] at load: the clearing house keeps them.
+		return nil, &cortex.ConfigError{File: r.path, Entry: "entitlements.keys", Msg: "the keys are kept by the clearing house"}
 	}
 	if err := r.gw.Reload(ctx, cfg.Neurons, cat, cfg.ReloadOptions()...); err != nil {
 		return nil, fmt.Errorf("the keys were reloaded, the rest was not: %w", err)

@@ -1,0 +1,198 @@
+package house_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/entitlements"
+	"github.com/helexa-ai/helexa-go/entitlements/entitlementstest"
+	"github.com/helexa-ai/helexa-go/entitlements/house"
+)
+
+// countingDoer counts the round trips to the house.
+type countingDoer struct {
+	n atomic.Int64
+	d house.Doer
+}
+
+func (c *countingDoer) Do(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.d.Do(r)
+}
+
+func snap(t *testing.T, p entitlements.Provider) entitlements.BudgetSnapshot {
+	t.Helper()
+	s, err := p.Snapshot(t.Context(), acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func pair(t *testing.T, p entitlements.Provider, amount, actual entitlements.Amount) {
+	t.Helper()
+	r, err := p.Reserve(t.Context(), acme, amount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Settle(t.Context(), actual); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGrantLifecycle: a busy account gets a grant; reserves and settles in
+// it make no round trip; the house counts the grant as reserved; reports
+// carry the spend; Close gives the credit back.
+func TestGrantLifecycle(t *testing.T) {
+	t.Parallel()
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(10_000)}}})
+	_, url := serve(t, l, house.WithClock(clk))
+	doer := &countingDoer{d: http.DefaultClient}
+	c := client(t, url, gwToken, house.WithClientClock(clk), house.WithDoer(doer),
+		house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	for range 5 {
+		pair(t, c, 10, 10)
+	}
+	if err := c.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if s := snap(t, l); s.Spent != 50 || s.Reserved != 100 {
+		t.Fatalf("after a grant: %+v, want spent 50 and the grant (4 intervals of 25) reserved", s)
+	}
+	before := doer.n.Load()
+	for range 5 {
+		pair(t, c, 10, 8)
+	}
+	if n := doer.n.Load() - before; n != 0 {
+		t.Errorf("5 pairs inside a grant made %d round trips, want 0", n)
+	}
+	if s := snap(t, l); s.Spent != 50 {
+		t.Errorf("before the report: spent %d, want 50 (the house has not heard yet)", s.Spent)
+	}
+	if err := c.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if s := snap(t, l); s.Spent != 90 {
+		t.Errorf("after the report: spent %d, want 90", s.Spent)
+	}
+	if err := c.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if s := snap(t, l); s.Spent != 90 || s.Reserved != 0 {
+		t.Errorf("after Close: %+v, want spent 90, reserved 0", s)
+	}
+}
+
+// TestGrantNearCap: grants hold at most half of what is left, so an
+// account near its cap reserves directly and its last units are not
+// stranded; a reserve over what the grant has left goes to the house.
+func TestGrantNearCap(t *testing.T) {
+	t.Parallel()
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(100)}}})
+	_, url := serve(t, l, house.WithClock(clk))
+	a := client(t, url, gwToken, house.WithClientClock(clk), house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	b := client(t, url, gwToken, house.WithClientClock(clk))
+	for range 4 {
+		pair(t, a, 10, 10)
+	}
+	if err := a.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	s := snap(t, l)
+	if s.Reserved > (100-40)/2 {
+		t.Fatalf("grant %d over half of the 60 left", s.Reserved)
+	}
+	// b can still take what the grant does not hold.
+	r, err := b.Reserve(t.Context(), acme, 100-40-s.Reserved)
+	if err != nil {
+		t.Fatalf("the units outside the grant: %v", err)
+	}
+	_ = r.Release(t.Context())
+}
+
+// TestGrantCapHolds: two gateways with grants and one without share an
+// account under concurrent load: spent never exceeds the cap, and spent
+// equals what the gateways served.
+func TestGrantCapHolds(t *testing.T) {
+	t.Parallel()
+	const cap = 20_000
+	l := newLocal(t, clockSystem(), []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(cap)}}})
+	_, url := serve(t, l)
+	gws := []*house.Client{
+		client(t, url, gwToken, house.WithGrants(house.GrantConfig{FlushInterval: 5 * time.Millisecond})),
+		client(t, url, gwToken, house.WithGrants(house.GrantConfig{FlushInterval: 5 * time.Millisecond})),
+		client(t, url, gwToken),
+	}
+	var served atomic.Int64
+	var load sync.WaitGroup
+	for i := range 12 {
+		c := gws[i%len(gws)]
+		load.Go(func() {
+			for range 200 {
+				amount := entitlements.Amount(rand.IntN(40) + 1)
+				r, err := c.Reserve(t.Context(), acme, amount)
+				if _, ok := errors.AsType[*entitlements.BudgetError](err); ok {
+					continue
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+				actual := entitlements.Amount(rand.Int64N(int64(amount) + 1))
+				if err := r.Settle(t.Context(), actual); err != nil {
+					t.Error(err)
+					return
+				}
+				served.Add(int64(actual))
+			}
+		})
+	}
+	load.Wait()
+	for _, c := range gws {
+		if err := c.Close(context.WithoutCancel(t.Context())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := snap(t, l)
+	if s.Spent > cap || int64(s.Spent) != served.Load() || s.Reserved != 0 {
+		t.Errorf("spent %d (cap %d), served %d, reserved %d: want spent = served <= cap and nothing reserved", s.Spent, cap, served.Load(), s.Reserved)
+	}
+	t.Logf("spent %d of %d", s.Spent, cap)
+}
+
+// TestGrantGatewayKilled: a gateway that dies holding a grant loses the
+// spend it had not reported; its credit comes back after the grant's TTL.
+func TestGrantGatewayKilled(t *testing.T) {
+	t.Parallel()
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(10_000)}}})
+	h, url := serve(t, l, house.WithClock(clk))
+	c, err := house.NewClient(url, gwToken, house.WithClientClock(clk), house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		pair(t, c, 10, 10)
+	}
+	_ = c.Flush(t.Context(), false)
+	for range 5 {
+		pair(t, c, 10, 10) // reported
+	}
+	_ = c.Flush(t.Context(), false)
+	pair(t, c, 10, 10) // never reported: the gateway dies here
+	if s := snap(t, l); s.Reserved == 0 {
+		t.Fatal("no grant outstanding")
+	}
+	clk.Advance(house.DefaultGrantTTL + time.Second)
+	h.Expire(t.Context())
+	if s := snap(t, l); s.Spent != 100 || s.Reserved != 0 {
+		t.Errorf("after the grant's TTL: %+v, want spent 100 (what was reported) and nothing reserved", s)
+	}
+}
