@@ -56,6 +56,10 @@ type result struct {
 func (s *supervisor) run() {
 	defer close(s.m.done)
 	h, m := s.h, s.m
+	if m.spec.Context == 0 && m.tmpl.uses("context") {
+		h.log.Warn("engine context unset: the engine keeps its default (llama-server and vLLM: the model's trained context, which may not fit its VRAM); set limit.context in the catalogue",
+			"model", m.id, "engine", m.tmpl.name)
+	}
 	delay := h.backoffMin
 	for {
 		res := s.start()
@@ -189,7 +193,7 @@ func (s *supervisor) runOnce() result {
 		gpus:    joinDevices(m.spec.Devices),
 		port:    port,
 		context: m.spec.Context,
-	}, m.spec.Devices)
+	}, m.spec.Devices, m.spec.EngineArgs)
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -210,7 +214,8 @@ func (s *supervisor) runOnce() result {
 	h.mu.Lock()
 	m.port = port
 	h.mu.Unlock()
-	h.log.Info("engine started", "model", m.id, "engine", t.name, "pid", pid, "port", port)
+	h.log.Info("engine started", "model", m.id, "engine", t.name, "pid", pid, "port", port,
+		"argv", redactArgv(argv), "env", redactEnv(env))
 
 	outDone := make(chan struct{})
 	go func() {
