@@ -33,7 +33,8 @@ func TestLoadExample(t *testing.T) {
 			PinnedOn:          []string{"gpu-01"},
 			ResidencyPriority: 1000,
 			Capabilities:      []string{"chat", "completions", "tools"},
-			Limit:             catalogue.Limit{Context: 131072, Output: 8192},
+			Limit:             catalogue.Limit{Context: 8192, Output: 8192},
+			EngineArgs:        catalogue.EngineArgs{Set: map[string]string{"--cache-type-k": "q8_0"}},
 			Cost:              &catalogue.Cost{Input: 0.10, Output: 0.20, CacheRead: ptr(0.025)},
 		},
 		{
