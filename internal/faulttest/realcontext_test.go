@@ -222,7 +222,7 @@ vram_mb = 1000
 		}
 		// The engine's own port, from the neuron's log of its start: the
 		// neuron's endpoint proxies the inference API only.
-		m := regexp.MustCompile(`msg="engine started" model=` + id + ` .* port=(\d+) `).FindStringSubmatch(n.logs.String())
+		m := regexp.MustCompile(`msg="engine started" model=` + id + ` .* port=(\d+)\n`).FindStringSubmatch(n.logs.String())
 		if m == nil {
 			t.Fatalf("%s: no engine start in the neuron's log", id)
 		}

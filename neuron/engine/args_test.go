@@ -129,7 +129,7 @@ func TestRedact(t *testing.T) {
 
 // TestEngineArgsReachTheEngine starts an engine that prints its arguments:
 // the load's context fills {context?}, the model's own arguments follow,
-// the start is logged with its argv (secrets redacted), and a load without
+// the start is logged with its argv ("engine command", secrets redacted), and a load without
 // a context starts the engine without the flag, with a warning.
 func TestEngineArgsReachTheEngine(t *testing.T) {
 	t.Parallel()
@@ -156,7 +156,7 @@ func TestEngineArgsReachTheEngine(t *testing.T) {
 			t.Errorf("engine %s saw %q (%v), want %q", id, logs, err, want)
 		}
 	}
-	started := rec.find("engine started model=a")
+	started := rec.find("engine command model=a")
 	if !strings.Contains(started, "--ctx-size 512 --parallel 2 --api-key [redacted] --override-kv x=int:1]") || strings.Contains(started, "s3cret") {
 		t.Errorf("start log %q: want the argv with the key redacted", started)
 	}

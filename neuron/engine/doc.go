@@ -62,7 +62,7 @@
 // {model}, {id}, {port}, {host} or {gpus} (set those through the load's
 // own fields).
 //
-// Every engine start is logged ("engine started") with its argv and the
+// Every engine start is logged ("engine command") with its argv and the
 // environment the harness adds. The value of a flag or variable one of
 // whose words is key, apikey, token, secret, password, passwd or
 // credentials (--api-key, --hf-token, HF_TOKEN) is logged as [redacted].

@@ -195,6 +195,8 @@ func (s *supervisor) runOnce() result {
 		context: m.spec.Context,
 	}, m.spec.Devices, m.spec.EngineArgs)
 
+	h.log.Info("engine command", "model", m.id, "engine", t.name, "port", port,
+		"argv", redactArgv(argv), "env", redactEnv(env))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = sysProcAttr()
@@ -214,8 +216,7 @@ func (s *supervisor) runOnce() result {
 	h.mu.Lock()
 	m.port = port
 	h.mu.Unlock()
-	h.log.Info("engine started", "model", m.id, "engine", t.name, "pid", pid, "port", port,
-		"argv", redactArgv(argv), "env", redactEnv(env))
+	h.log.Info("engine started", "model", m.id, "engine", t.name, "pid", pid, "port", port)
 
 	outDone := make(chan struct{})
 	go func() {
