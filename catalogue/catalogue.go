@@ -7,9 +7,12 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/helexa-ai/helexa-go/internal/engineargs"
 )
 
 // Default residency priorities, used where a model's ResidencyPriority is
@@ -158,6 +161,13 @@ func build(models []Model, aliases map[string]string, at *lines) (*Catalogue, []
 			if !validName(s) {
 				add(line("capabilities"), entry, ErrInvalidValue, "capabilities[%d] %q: empty, or has spaces or control characters", k, s)
 			}
+		}
+		for _, p := range engineargs.Check(m.EngineArgs.Extra, m.EngineArgs.Set) {
+			field := "engine_args." + p.Key // engine_args.set.--port
+			if strings.HasPrefix(p.Key, "extra[") {
+				field = "engine_args.extra"
+			}
+			add(line(field), entry, ErrInvalidValue, "engine_args.%s", p.Error())
 		}
 		if m.Cost != nil {
 			prices := []struct {

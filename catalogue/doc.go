@@ -23,6 +23,10 @@
 //	limit = { context = 32768, input = 0, output = 8192 }  # tokens; 0 = unknown
 //	cost = { input = 0.40, output = 1.20, cache_read = 0.10, cache_write = 0.50 }
 //
+//	[models.engine_args]               # this model's own engine arguments
+//	extra = ["--enforce-eager"]        # appended to the template's command
+//	set = { "--gpu-memory-utilization" = "0.85" }  # a template flag's new value
+//
 //	[aliases]
 //	gpt-4o-mini = "qwen2.5-32b-instruct"
 //
@@ -69,6 +73,39 @@
 // vram_mb together. It says nothing of the engine's own constraints (vLLM
 // wants a power-of-two tensor-parallel size, for example): size vram_mb and
 // min_devices for the engine.
+//
+// Context: limit.context is the context window of one request, prompt and
+// output together. cortex refuses a prompt estimated over it, and starts
+// the model's engine with it (the neuron template's {context}; see package
+// neuron/engine for how it relates to llama-server's parallel slots). A
+// model without one is started on the engine's default, which for
+// llama-server and vLLM is the model's whole trained context.
+//
+// VRAM: vram_mb is everything the engine holds on its GPUs, the KV cache
+// of limit.context included: weights, plus KV cache, plus the engine's
+// compute buffers. The KV cache of a dense transformer takes, per token,
+// 2 (K and V) × layers × KV heads × head dimension × bytes per element
+// (2 for f16, 1 for q8_0). Llama 3.1 8B (32 layers, 8 KV heads of 128) in
+// f16 takes 2 × 32 × 8 × 128 × 2 = 131,072 bytes, 128 KiB, a token: 1 GiB
+// for 8,192 tokens, 4 GiB for 32,768, and 16 GiB for its trained 131,072,
+// on top of its 4.6 GiB of Q4_K_M weights. When an engine gives each
+// parallel slot its own context (llama-server without --kv-unified and
+// --ctx-size set to context × slots), count the KV cache of context ×
+// slots tokens. vLLM takes a fixed share of each GPU
+// (--gpu-memory-utilization) whatever the context: size vram_mb as that
+// share.
+//
+// Engine arguments: engine_args gives a model its own engine flags, on top
+// of its engine template on the neuron. extra is a list of arguments
+// appended to the command; set maps a flag to a value that replaces the
+// template's value of that flag, or is appended with the flag when the
+// template lacks it. Each value is one argv element, passed as written:
+// never through a shell, never expanded. Parse refuses, with the line of
+// the key (ErrInvalidValue): a NUL byte, a value longer than 16 KiB, more
+// than 256 arguments, a placeholder such as {model} in a value, a set key
+// that is not a flag ("-x", "--name"), a flag the neuron sets itself
+// (--host, --port), and a flag in both extra and set. The neuron checks
+// them again, with the flags its template owns (see package neuron/engine).
 //
 // # Concurrency
 //

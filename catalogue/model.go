@@ -1,6 +1,7 @@
 package catalogue
 
 import (
+	"maps"
 	"slices"
 	"time"
 )
@@ -37,8 +38,12 @@ type Model struct {
 	// Capabilities such as "chat", "completions", "embeddings", "tools",
 	// "vision". Empty means unknown: Supports then allows everything.
 	Capabilities []string `toml:"capabilities" json:"capabilities,omitempty"`
-	// Limit holds the token limits; zero fields are unknown.
+	// Limit holds the token limits; zero fields are unknown. Limit.Context
+	// is also the context cortex asks the neuron to start the engine with.
 	Limit Limit `toml:"limit" json:"limit,omitzero"`
+	// EngineArgs are the model's own engine arguments, added to and
+	// overriding its engine template's command on the neuron.
+	EngineArgs EngineArgs `toml:"engine_args" json:"engine_args,omitzero"`
 	// Cost is the price in USD per 1M tokens; nil means "not priced".
 	Cost *Cost `toml:"cost" json:"cost,omitempty"`
 	// IdleUnload, when positive, has cortex unload the model from a
@@ -58,6 +63,20 @@ type Limit struct {
 	// Output is the most tokens the model generates in one answer.
 	Output int `toml:"output" json:"output,omitempty"`
 }
+
+// EngineArgs are a model's own engine arguments, [models.engine_args] in
+// models.toml (see the package documentation). Each value is one argv
+// element, passed to the engine as written: no shell, no placeholders.
+type EngineArgs struct {
+	// Extra are arguments appended to the template's command, in order.
+	Extra []string `toml:"extra" json:"extra,omitempty"`
+	// Set maps a flag of the template's command to a new value; a flag the
+	// template lacks is appended with its value.
+	Set map[string]string `toml:"set" json:"set,omitempty"`
+}
+
+// IsZero reports whether a holds no argument.
+func (a EngineArgs) IsZero() bool { return len(a.Extra) == 0 && len(a.Set) == 0 }
 
 // Cost is a price in USD per 1M tokens. Zero means free. CacheRead and
 // CacheWrite are nil when not priced separately.
@@ -102,6 +121,8 @@ func (m Model) MicroUSD(inputTokens, outputTokens int64) (microUSD int64, ok boo
 func (m Model) Clone() Model {
 	m.PinnedOn = slices.Clone(m.PinnedOn)
 	m.Capabilities = slices.Clone(m.Capabilities)
+	m.EngineArgs.Extra = slices.Clone(m.EngineArgs.Extra)
+	m.EngineArgs.Set = maps.Clone(m.EngineArgs.Set)
 	if m.Cost != nil {
 		c := m.Cost.clone()
 		m.Cost = &c

@@ -51,17 +51,18 @@ type file struct {
 }
 
 type fileModel struct {
-	ID                string   `toml:"id"`
-	Engine            string   `toml:"engine"`
-	Source            string   `toml:"source"`
-	VRAMMB            int64    `toml:"vram_mb"`
-	MinDevices        int      `toml:"min_devices"`
-	MinDeviceVRAMMB   int64    `toml:"min_device_vram_mb"`
-	PinnedOn          []string `toml:"pinned_on"`
-	ResidencyPriority int      `toml:"residency_priority"`
-	Capabilities      []string `toml:"capabilities"`
-	Limit             Limit    `toml:"limit"`
-	Cost              *Cost    `toml:"cost"`
+	ID                string     `toml:"id"`
+	Engine            string     `toml:"engine"`
+	Source            string     `toml:"source"`
+	VRAMMB            int64      `toml:"vram_mb"`
+	MinDevices        int        `toml:"min_devices"`
+	MinDeviceVRAMMB   int64      `toml:"min_device_vram_mb"`
+	PinnedOn          []string   `toml:"pinned_on"`
+	ResidencyPriority int        `toml:"residency_priority"`
+	Capabilities      []string   `toml:"capabilities"`
+	Limit             Limit      `toml:"limit"`
+	EngineArgs        EngineArgs `toml:"engine_args"`
+	Cost              *Cost      `toml:"cost"`
 	// IdleUnload is a Duration: a bare number is an error with its line.
 	IdleUnload config.Duration `toml:"idle_unload"`
 }
@@ -112,6 +113,7 @@ func parse(data []byte) (*Catalogue, []*Error) {
 			ResidencyPriority: fm.ResidencyPriority,
 			Capabilities:      fm.Capabilities,
 			Limit:             fm.Limit,
+			EngineArgs:        fm.EngineArgs,
 			Cost:              fm.Cost,
 			IdleUnload:        fm.IdleUnload.Std(),
 		}

@@ -33,7 +33,8 @@ func TestLoadExample(t *testing.T) {
 			PinnedOn:          []string{"gpu-01"},
 			ResidencyPriority: 1000,
 			Capabilities:      []string{"chat", "completions", "tools"},
-			Limit:             catalogue.Limit{Context: 131072, Output: 8192},
+			Limit:             catalogue.Limit{Context: 8192, Output: 8192},
+			EngineArgs:        catalogue.EngineArgs{Set: map[string]string{"--cache-type-k": "q8_0"}},
 			Cost:              &catalogue.Cost{Input: 0.10, Output: 0.20, CacheRead: ptr(0.025)},
 		},
 		{
@@ -587,5 +588,53 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), path) {
 		t.Errorf("Load() error %q does not name %s", err, path)
+	}
+}
+
+func TestParseEngineArgs(t *testing.T) {
+	t.Parallel()
+	c, err := catalogue.Parse([]byte(`
+[[models]]
+id = "a"
+limit = { context = 8192 }
+[models.engine_args]
+extra = ["--override-kv", "llama.context_length=int:16384", "{{ bos_token }}"]
+set = { "--n-gpu-layers" = "40", "-c" = "4096" }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Lookup("a")
+	want := catalogue.EngineArgs{Extra: []string{"--override-kv", "llama.context_length=int:16384", "{{ bos_token }}"},
+		Set: map[string]string{"--n-gpu-layers": "40", "-c": "4096"}}
+	if diff := cmp.Diff(m.EngineArgs, want); diff != "" {
+		t.Errorf("engine_args (-got +want):\n%s", diff)
+	}
+
+	_, err = catalogue.Parse([]byte(`[[models]]
+id = "b"
+[models.engine_args]
+extra = ["--port", "1", "x{model}y", "--ctx-size=1"]
+[models.engine_args.set]
+"--host" = "0.0.0.0"
+"ctx" = "1"
+"--ctx-size" = "2"
+"--x" = "a\u0000b"
+`))
+	want2 := []string{
+		`4: models[0] (b): engine_args.extra[0]: --port is set by the neuron`,
+		`4: models[0] (b): engine_args.extra[2]: holds the placeholder {model}`,
+		`4: models[0] (b): engine_args.extra[3]: --ctx-size is also in set`,
+		`6: models[0] (b): engine_args.set.--host: --host is set by the neuron`,
+		`7: models[0] (b): engine_args.set.ctx: "ctx" is not a flag`,
+		`9: models[0] (b): engine_args.set.--x: holds a NUL byte`,
+	}
+	for _, w := range want2 {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("errors %v\nwant one containing %q", err, w)
+		}
+	}
+	if !errors.Is(err, catalogue.ErrInvalidValue) {
+		t.Errorf("errors.Is(err, ErrInvalidValue) = false: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -286,14 +287,20 @@ func (g *Gateway) loadRetry(err error) time.Duration {
 }
 
 // loadSpec is what the gateway asks a neuron to load for a catalogue
-// model. Devices are left to the neuron, and so is the engine's context
-// length (Limit is reported back, not enforced by the neuron).
+// model. Devices are left to the neuron. The engine is started with the
+// catalogue's context (limit.context, 0 when unknown: the engine's
+// default) and the model's own engine arguments; Limit is reported back.
 func loadSpec(m catalogue.Model) neuron.LoadSpec {
 	return neuron.LoadSpec{
-		ModelID:      m.ID,
-		Engine:       m.Engine,
-		Source:       m.Source,
-		VRAMMB:       m.VRAMMB,
+		ModelID: m.ID,
+		Engine:  m.Engine,
+		Source:  m.Source,
+		VRAMMB:  m.VRAMMB,
+		Context: m.Limit.Context,
+		EngineArgs: neuron.EngineArgs{
+			Extra: slices.Clone(m.EngineArgs.Extra),
+			Set:   maps.Clone(m.EngineArgs.Set),
+		},
 		Limit:        neuron.Limit{Context: m.Limit.Context, Input: m.Limit.Input, Output: m.Limit.Output},
 		Capabilities: slices.Clone(m.Capabilities),
 	}

@@ -232,6 +232,9 @@ func (c Config) Validate() error {
 		if m.Context < 0 {
 			bad("default_models[%d] (%q): negative context %d", i, m.ModelID, m.Context)
 		}
+		if err := m.EngineArgs.Validate(); err != nil {
+			bad("default_models[%d] (%q): %v", i, m.ModelID, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("neuron: invalid config: %w", err)

@@ -26,7 +26,7 @@ func TestLoadConfig_Example(t *testing.T) {
 		return neuron.EngineConfig{
 			Name: name,
 			Command: []string{"vllm", "serve", "{model}", "--served-model-name", "{id}", "--host", "{host}",
-				"--port", "{port}", "--max-model-len", "{context}", "--tensor-parallel-size", tp},
+				"--port", "{port}", "--max-model-len", "{context?}", "--tensor-parallel-size", tp},
 			Env:              map[string]string{"VLLM_WORKER_MULTIPROC_METHOD": "spawn"},
 			ReadyPath:        "/health",
 			StartTimeout:     neuron.Duration(20 * time.Minute),
@@ -49,7 +49,7 @@ func TestLoadConfig_Example(t *testing.T) {
 			{
 				Name: "llama-server",
 				Command: []string{"llama-server", "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}",
-					"--ctx-size", "{context}", "--n-gpu-layers", "999"},
+					"--ctx-size", "{context?}", "--n-gpu-layers", "999", "--kv-unified"},
 				ReadyPath:        "/health",
 				StartTimeout:     neuron.Duration(10 * time.Minute),
 				StopTimeout:      neuron.Duration(10 * time.Second),

@@ -35,6 +35,9 @@ func (a *Agent) load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 	if spec.ModelID == "" {
 		return ModelInfo{}, fmt.Errorf("%w: model_id is required", ErrInvalidRequest)
 	}
+	if err := spec.EngineArgs.Validate(); err != nil {
+		return ModelInfo{}, err
+	}
 	if a.life.Err() != nil {
 		return ModelInfo{}, ErrShuttingDown
 	}
@@ -64,7 +67,7 @@ func (a *Agent) load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 		return ModelInfo{}, err
 	}
 	a.log.InfoContext(ctx, "neuron: loading model", "model", spec.ModelID, "engine", spec.Engine,
-		"devices", spec.Devices, "vram_mb", spec.VRAMMB)
+		"devices", spec.Devices, "vram_mb", spec.VRAMMB, "context", spec.Context)
 	info, err := a.harnessLoad(ctx, spec)
 	a.settle(spec.ModelID, err)
 	return info, err
@@ -84,6 +87,9 @@ func (a *Agent) load(ctx context.Context, spec LoadSpec) (ModelInfo, error) {
 func (a *Agent) Check(ctx context.Context, spec LoadSpec) error {
 	if spec.ModelID == "" {
 		return fmt.Errorf("%w: model_id is required", ErrInvalidRequest)
+	}
+	if err := spec.EngineArgs.Validate(); err != nil {
+		return err
 	}
 	if a.life.Err() != nil {
 		return ErrShuttingDown

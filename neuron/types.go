@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/helexa-ai/helexa-go/internal/config"
+	"github.com/helexa-ai/helexa-go/internal/engineargs"
 )
 
 // ModelStatus is the lifecycle state of a model on a neuron.
@@ -46,11 +48,56 @@ type LoadSpec struct {
 	Devices []int `json:"devices,omitempty" toml:"devices"`
 	// VRAMMB is the VRAM the model needs in MiB, summed over its devices.
 	VRAMMB uint64 `json:"vram_mb,omitempty" toml:"vram_mb"`
-	// Context is the context length to start the engine with (0: engine default).
+	// Context is the context window of one request, in tokens, that the
+	// engine is started with: its template's {context} (0: the engine's
+	// default, and a warning in the neuron's log). cortex sends the
+	// catalogue's limit.context. See package neuron/engine for how it
+	// relates to an engine's parallel slots.
 	Context int `json:"context,omitempty" toml:"context"`
+	// EngineArgs are the model's own engine arguments, applied to its
+	// engine template's command (catalogue engine_args).
+	EngineArgs EngineArgs `json:"engine_args,omitzero" toml:"engine_args"`
 	// Limit and Capabilities are reported back in ModelInfo.
 	Limit        Limit    `json:"limit,omitzero" toml:"limit"`
 	Capabilities []string `json:"capabilities,omitempty" toml:"capabilities"`
+}
+
+// EngineArgs are per-model engine arguments (catalogue engine_args). They
+// are passed to the engine as argv elements, never through a shell and
+// never expanded: a value holding a template placeholder is refused.
+//
+// Set replaces the value of a flag of the template ("--ctx-size" =
+// "4096" changes the argument after "--ctx-size", or "--ctx-size=..."),
+// and appends the flag and its value when the template has no such flag.
+// Extra is appended after the template's arguments and Set's appended
+// flags, in order. Neither may name a flag the neuron sets itself
+// (--host, --port, and any flag whose template value holds {model}, {id},
+// {port}, {host} or {gpus}), nor give one flag in both.
+type EngineArgs struct {
+	// Extra are arguments appended to the command, as written.
+	Extra []string `json:"extra,omitempty" toml:"extra"`
+	// Set maps a flag to the value it takes.
+	Set map[string]string `json:"set,omitempty" toml:"set"`
+}
+
+// IsZero reports whether a holds no argument.
+func (a EngineArgs) IsZero() bool { return len(a.Extra) == 0 && len(a.Set) == 0 }
+
+// Validate returns an error wrapping ErrInvalidRequest that lists what is
+// wrong with a, or nil: values that are too long, hold a NUL byte or a
+// placeholder, a Set key that is not a flag, a flag the neuron owns
+// (--host, --port), a flag in both Extra and Set, more than 256
+// arguments. The harness checks the flags its template owns on top.
+func (a EngineArgs) Validate() error {
+	ps := engineargs.Check(a.Extra, a.Set)
+	if len(ps) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		msgs[i] = "engine_args." + p.Error()
+	}
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, strings.Join(msgs, "; "))
 }
 
 // ModelInfo describes one model known to a harness. It is an element of

@@ -38,7 +38,8 @@ func (h *Harness) Check(ctx context.Context, spec neuron.LoadSpec) error {
 	return h.preflight(spec, t)
 }
 
-// template returns the engine template of spec.
+// template returns the engine template of spec, after checking that
+// spec's engine arguments leave the flags the template owns alone.
 func (h *Harness) template(spec neuron.LoadSpec) (*template, error) {
 	ts := h.tmpls.Load()
 	name := spec.Engine
@@ -48,6 +49,9 @@ func (h *Harness) template(spec neuron.LoadSpec) (*template, error) {
 	t, ok := ts.byName[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", neuron.ErrUnknownEngine, name)
+	}
+	if err := t.checkArgs(spec.EngineArgs); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -66,7 +70,7 @@ func (h *Harness) preflight(spec neuron.LoadSpec, t *template) error {
 		gpus:    joinDevices(spec.Devices),
 		port:    1,
 		context: spec.Context,
-	}, spec.Devices)
+	}, spec.Devices, spec.EngineArgs)
 	if _, err := exec.LookPath(argv[0]); err != nil {
 		reason := "is not an executable file"
 		switch {
@@ -79,7 +83,7 @@ func (h *Harness) preflight(spec neuron.LoadSpec, t *template) error {
 		}
 		return fmt.Errorf("%w: engine %s: command %q %s", neuron.ErrCannotStart, t.name, argv[0], reason)
 	}
-	if t.usesModel() && localPath(model) {
+	if t.uses("model") && localPath(model) {
 		if _, err := os.Stat(model); err != nil {
 			reason := "cannot be read"
 			if errors.Is(err, os.ErrNotExist) {
@@ -91,21 +95,25 @@ func (h *Harness) preflight(spec neuron.LoadSpec, t *template) error {
 	return nil
 }
 
-// usesModel reports whether the template passes {model} to the engine.
-func (t *template) usesModel() bool {
-	uses := func(s string) bool {
+// uses reports whether the template passes the placeholder name to the
+// engine, in its command ({name} or {name?}) or its environment.
+func (t *template) uses(name string) bool {
+	in := func(s string) bool {
+		if n, ok := optionalArg(s); ok {
+			return n == name
+		}
 		for i := 0; ; {
-			at, name := nextPlaceholder(s, i)
+			at, n := nextPlaceholder(s, i)
 			if at < 0 {
 				return false
 			}
-			if name == "model" {
+			if n == name {
 				return true
 			}
-			i = at + len(name) + 2
+			i = at + len(n) + 2
 		}
 	}
-	return slices.ContainsFunc(t.argv, uses) || slices.ContainsFunc(t.env, func(e envVar) bool { return uses(e.value) })
+	return slices.ContainsFunc(t.argv, in) || slices.ContainsFunc(t.env, func(e envVar) bool { return in(e.value) })
 }
 
 // localPath reports whether a model source names a file on this host

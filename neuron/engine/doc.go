@@ -19,8 +19,53 @@
 //	{port}     the port picked for the engine
 //	{host}     the host the engine must listen on (WithHost, default 127.0.0.1)
 //	{gpus}     the device indexes, comma separated ("0,2"); empty without devices
-//	{context}  LoadSpec.Context; "0" when unset (llama-server reads 0 as
-//	           "the model's own context")
+//	{context}  LoadSpec.Context: the context window of one request, in
+//	           tokens (cortex sends the catalogue's limit.context); "0"
+//	           when unset
+//
+// An argument written exactly "{context?}" or "{gpus?}" is optional: when
+// the value is unset (context 0, no devices) the argument is left out, and
+// so is the argument just before it when that one is a flag (starts with
+// "-"). Write "--ctx-size", "{context?}" (llama-server) or
+// "--max-model-len", "{context?}" (vLLM, where 0 is not a valid length):
+// a load without a context then starts the engine on its own default (for
+// both, the model's trained context, 131,072 tokens for Llama 3.1 8B), and
+// the harness logs a warning.
+//
+// # Context and parallel slots
+//
+// {context} is per request: what one prompt and its answer may hold
+// together. vLLM's --max-model-len means exactly that. llama-server
+// divides --ctx-size among its --parallel slots unless its KV cache is
+// unified (--kv-unified): with "--ctx-size 8192 --parallel 4" each request
+// gets 2,048 tokens. Either add --kv-unified to the template (one shared
+// KV cache of {context} tokens that every slot may fill: a request gets
+// the whole context, concurrent requests share it, and the KV memory is
+// that of {context} tokens), or give each slot its own context by setting
+// --ctx-size to context × parallel in the model's engine arguments (the
+// KV memory is then that of context × parallel tokens; size vram_mb for
+// it). llama-server reports the context of each slot as n_ctx in /props
+// (default_generation_settings) and /slots.
+//
+// # Per-model arguments
+//
+// A load's EngineArgs (the catalogue's engine_args) are applied to the
+// expanded template: each Set entry replaces the value after its flag
+// ("--flag", "value") or in "--flag=value" wherever the template writes
+// the flag itself, and is appended as "--flag", "value" when the template
+// has no such flag (also when an optional argument left it out); Set is
+// applied in key order, then Extra is appended as written. These values
+// are never expanded and never pass through a shell. The harness refuses
+// (ErrInvalidSpec, 400 on the neuron's API), besides what
+// neuron.EngineArgs.Validate refuses, a Set key or an Extra flag that the
+// template owns: --host, --port, and any flag whose template value holds
+// {model}, {id}, {port}, {host} or {gpus} (set those through the load's
+// own fields).
+//
+// Every engine start is logged ("engine command") with its argv and the
+// environment the harness adds. The value of a flag or variable one of
+// whose words is key, apikey, token, secret, password, passwd or
+// credentials (--api-key, --hf-token, HF_TOKEN) is logged as [redacted].
 //
 // Only "{name}" with a name made of letters, digits and underscores is a
 // placeholder; any other brace (a JSON argument, say) is copied as is. An

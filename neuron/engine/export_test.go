@@ -1,6 +1,10 @@
 package engine
 
-import "io"
+import (
+	"io"
+
+	"github.com/helexa-ai/helexa-go/neuron"
+)
 
 // Hooks for the black-box tests in package engine_test.
 
@@ -29,3 +33,18 @@ func (r *ring) Mark() int                  { return r.mark() }
 
 // Consume is readFrom.
 func (r *ring) Consume(rd io.Reader) { r.readFrom(rd) }
+
+// CommandOf builds the template of c and returns the argv of one engine
+// process with v and args, and what checkArgs says of args.
+func CommandOf(c neuron.EngineConfig, v Vars, args neuron.EngineArgs) ([]string, error) {
+	t, err := newTemplate(c)
+	if err != nil {
+		return nil, err
+	}
+	argv, _ := t.command(v, nil, args)
+	return argv, t.checkArgs(args)
+}
+
+// RedactArgv and RedactEnv are redactArgv and redactEnv.
+func RedactArgv(argv []string) []string { return redactArgv(argv) }
+func RedactEnv(env []string) []string   { return redactEnv(env) }

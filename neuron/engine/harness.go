@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -276,6 +277,9 @@ func checkSpec(spec neuron.LoadSpec) error {
 	case slices.ContainsFunc(spec.Devices, func(d int) bool { return d < 0 }):
 		return fmt.Errorf("%w: negative device index", ErrInvalidSpec)
 	}
+	if err := spec.EngineArgs.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
 	return nil
 }
 
@@ -283,6 +287,8 @@ func checkSpec(spec neuron.LoadSpec) error {
 func (h *Harness) startLocked(spec neuron.LoadSpec, t *template) *model {
 	spec.Devices = slices.Clone(spec.Devices)
 	spec.Capabilities = slices.Clone(spec.Capabilities)
+	spec.EngineArgs.Extra = slices.Clone(spec.EngineArgs.Extra)
+	spec.EngineArgs.Set = maps.Clone(spec.EngineArgs.Set)
 	limit := spec.Limit
 	if limit.Context == 0 {
 		limit.Context = spec.Context

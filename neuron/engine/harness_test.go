@@ -416,7 +416,7 @@ func TestCrashRestart(t *testing.T) {
 	if s := rec.find("engine crashed"); !strings.Contains(s, "status=exit status 1") {
 		t.Errorf("crash log line = %q, want the exit status", s)
 	}
-	wantMsgs := []string{"engine started", "engine ready", "engine crashed", "engine restarting", "engine started", "engine ready"}
+	wantMsgs := []string{"engine command", "engine started", "engine ready", "engine crashed", "engine restarting", "engine command", "engine started", "engine ready"}
 	if diff := cmp.Diff(rec.messages(), wantMsgs); diff != "" {
 		t.Errorf("log lines (-got +want):\n%s", diff)
 	}

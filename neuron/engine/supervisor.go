@@ -56,6 +56,10 @@ type result struct {
 func (s *supervisor) run() {
 	defer close(s.m.done)
 	h, m := s.h, s.m
+	if m.spec.Context == 0 && m.tmpl.uses("context") {
+		h.log.Warn("engine context unset: the engine keeps its default (llama-server and vLLM: the model's trained context, which may not fit its VRAM); set limit.context in the catalogue",
+			"model", m.id, "engine", m.tmpl.name)
+	}
 	delay := h.backoffMin
 	for {
 		res := s.start()
@@ -189,8 +193,10 @@ func (s *supervisor) runOnce() result {
 		gpus:    joinDevices(m.spec.Devices),
 		port:    port,
 		context: m.spec.Context,
-	}, m.spec.Devices)
+	}, m.spec.Devices, m.spec.EngineArgs)
 
+	h.log.Info("engine command", "model", m.id, "engine", t.name, "port", port,
+		"argv", redactArgv(argv), "env", redactEnv(env))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = sysProcAttr()
