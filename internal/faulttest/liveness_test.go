@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -123,9 +122,7 @@ func TestHungEngine(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("engines of the neuron: %v, want one", before)
 	}
-	if err := syscall.Kill(before[0], syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	proctest.Stop(t, before[0])
 	stopped := time.Now()
 
 	// One request straight to the neuron, one through the gateway, both

@@ -696,9 +696,7 @@ func TestRealEngineKilledMidStream(t *testing.T) {
 	read := firstToken(t, evs)
 	// Stopped first, so that it is still mid-answer when it is killed: it
 	// generates 200 tokens in a fraction of a second.
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	proctest.Stop(t, pid)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -751,9 +749,7 @@ func TestRealEngineHung(t *testing.T) {
 		}
 		evs := readEvents(resp.Body)
 		firstToken(t, evs)
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		proctest.Stop(t, pid)
 		stopped := time.Now()
 		st := readRealStream(t, evs, realHangBound)
 		ended := time.Since(stopped)
@@ -772,9 +768,7 @@ func TestRealEngineHung(t *testing.T) {
 
 	t.Run("idle", func(t *testing.T) {
 		pid := r.engine(t)
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		proctest.Stop(t, pid)
 		a := realPost(t, s, "/v1/chat/completions", realChatBody(realModel, 8, false))
 		t.Logf("request to the stopped engine: status %d (Retry-After %q) in %v: %.300s",
 			a.status, a.header.Get("Retry-After"), a.took.Round(time.Millisecond), a.body)

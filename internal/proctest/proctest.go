@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -167,6 +168,41 @@ func Alive(pid int) bool {
 		}
 	}
 	return false
+}
+
+// Stop sends SIGSTOP to pid and returns once every thread of the process
+// has stopped. kill returns before they have: a thread running on another
+// core, or not yet scheduled on a busy machine, goes on for a while, and a
+// test that expects the process to answer nothing must not start before.
+func Stop(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 15*time.Second, fmt.Sprintf("every thread of process %d stopped", pid), func() bool {
+		return threadsStopped(pid)
+	})
+}
+
+// threadsStopped reports whether every thread of pid is stopped (state T
+// in /proc/PID/task/TID/stat).
+func threadsStopped(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 type proc struct {

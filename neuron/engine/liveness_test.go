@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"github.com/helexa-ai/helexa-go/neuron"
 	"github.com/helexa-ai/helexa-go/neuron/engine"
 )
@@ -42,9 +43,7 @@ func TestHungEngineIsKilledAndRestarted(t *testing.T) {
 	}
 	logs, _ := h.Logs("m")
 	pid := pidFrom(t, logs, "pid")
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	proctest.Stop(t, pid)
 	// A request sent to the stopped engine waits for it.
 	held := make(chan error, 1)
 	go func() {
@@ -129,9 +128,7 @@ func TestLivenessProbeRecovers(t *testing.T) {
 	}
 	logs, _ := h.Logs("m")
 	pid := pidFrom(t, logs, "pid")
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	proctest.Stop(t, pid)
 	// Should the test stop early, the engine must take Close's SIGTERM.
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 	clk.Advance(100 * time.Millisecond)
