@@ -408,22 +408,8 @@ func (c Config) validate(at *configLines) error {
 // ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
-	opts := []GatewayOption{
-		WithRequireAuth(c.Entitlements.RequireAuth),
-		WithStrictCaps(c.Entitlements.StrictCaps),
-	}
-	if g.StreamIdleTimeout > 0 {
-		opts = append(opts, WithStreamIdleTimeout(g.StreamIdleTimeout.Std()))
-	}
-	if g.MaxBodyBytes > 0 {
-		opts = append(opts, WithMaxBodyBytes(g.MaxBodyBytes))
-	}
-	if g.BodyReadTimeout > 0 {
-		opts = append(opts, WithBodyReadTimeout(g.BodyReadTimeout.Std()))
-	}
-	if g.LoadTimeout > 0 {
-		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))
-	}
+	// What a reload can change, then what takes a restart.
+	opts := c.ReloadOptions()
 	if g.SettleOutbox != "" {
 		opts = append(opts, WithSettleOutbox(g.SettleOutbox))
 	}
@@ -443,7 +429,6 @@ func (c Config) GatewayOptions() []GatewayOption {
 	if g.FailureThreshold > 0 {
 		popts = append(popts, route.WithFailureThreshold(g.FailureThreshold))
 	}
-	opts = append(opts, c.statusOptions()...)
 	opts = append(opts, WithOutlierDetection(c.OutlierDetection))
 	if ropts := c.Routing.routerOptions(); len(ropts) > 0 {
 		opts = append(opts, WithRouterOptions(ropts...))
