@@ -114,10 +114,12 @@ func startStack(ctx context.Context) (s *stack, err error) {
 		return s, err
 	}
 
-	s.harness, err = sim.NewHarness(sim.Config{},
-		sim.WithModelConfig(modelStream, sim.Config{TokensPerSecond: float64(time.Second / streamInterval)}),
-		sim.WithModelConfig(modelSlow, sim.Config{TokensPerSecond: float64(time.Second / slowInterval)}),
-		sim.WithModelConfig(modelCold, sim.Config{LoadTime: coldLoadTime}))
+	// Every answer runs to its max_tokens (IgnoreEOS): the figures count
+	// chunks and compare them across targets.
+	s.harness, err = sim.NewHarness(sim.Config{IgnoreEOS: true},
+		sim.WithModelConfig(modelStream, sim.Config{TokensPerSecond: float64(time.Second / streamInterval), IgnoreEOS: true}),
+		sim.WithModelConfig(modelSlow, sim.Config{TokensPerSecond: float64(time.Second / slowInterval), IgnoreEOS: true}),
+		sim.WithModelConfig(modelCold, sim.Config{LoadTime: coldLoadTime, IgnoreEOS: true}))
 	if err != nil {
 		return s, err
 	}
