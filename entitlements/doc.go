@@ -103,4 +103,17 @@
 // claims (balances, rolling windows, uncapped keys, key details, leases,
 // limits): a narrow provider passes exactly what it claims. See the
 // narrowProvider example for one that only counts requests per minute.
+// entitlements/house serves any Provider to many gateways over HTTP (the
+// clearing house), and is a Provider itself on the gateway's side.
+//
+// # Dependencies
+//
+// The design document has this package import no other package of the
+// project. It imports two, both leaves: package clock, the one Clock every
+// package that waits takes (WithClock), so that tests move one fake time
+// through gateway and ledger alike; and internal/config, the one strict
+// TOML decoder with line numbers, so that cortex.toml's [entitlements]
+// table errs as the rest of the file does. Neither imports anything of the
+// project, so the layering the design wants (entitlements below cortex,
+// never the reverse) holds.
 package entitlements
