@@ -58,7 +58,7 @@ func TestDefaultScaler(t *testing.T) {
 		steps  []scaleStep
 	}{
 		{
-			name: "a model without replica bounds is left alone",
+			name:   "a model without replica bounds is left alone",
 			scaled: "fixed",
 			steps: []scaleStep{{
 				at:      time.Hour,
@@ -66,7 +66,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "min_replicas placed at once, on free VRAM by name",
+			name:   "min_replicas placed at once, on free VRAM by name",
 			scaled: "min2",
 			steps: []scaleStep{{
 				neurons: []route.NeuronState{host("n1", g, loaded("min2", 10000)), host("n2", g), host("n3", g)},
@@ -74,7 +74,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "a load in flight counts as a replica",
+			name:   "a load in flight counts as a replica",
 			scaled: "min2",
 			steps: []scaleStep{{
 				neurons: []route.NeuronState{host("n1", g, loaded("min2", 10000)), host("n2", g), host("n3", g)},
@@ -82,7 +82,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "a replica on a neuron that is down does not count",
+			name:   "a replica on a neuron that is down does not count",
 			scaled: "elastic",
 			steps: []scaleStep{{
 				neurons: []route.NeuronState{down(host("n1", g, loaded("elastic", 10000))), host("n2", g)},
@@ -90,7 +90,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "scale out after the window, then the cool-down",
+			name:   "scale out after the window, then the cool-down",
 			scaled: "elastic",
 			steps: []scaleStep{
 				{neurons: []route.NeuronState{host("n1", g, busy(loaded("elastic", 10000), 8, 4)), host("n2", g), host("n3", g)}},
@@ -114,7 +114,7 @@ func TestDefaultScaler(t *testing.T) {
 			},
 		},
 		{
-			name: "a signal that drops restarts the window",
+			name:   "a signal that drops restarts the window",
 			scaled: "elastic",
 			steps: []scaleStep{
 				{neurons: []route.NeuronState{host("n1", g, busy(loaded("elastic", 10000), 8, 4)), host("n2", g)}},
@@ -128,7 +128,7 @@ func TestDefaultScaler(t *testing.T) {
 			},
 		},
 		{
-			name: "never past max_replicas",
+			name:   "never past max_replicas",
 			scaled: "max2",
 			steps: []scaleStep{
 				{neurons: []route.NeuronState{host("n1", g, busy(loaded("max2", 10000), 9, 9)), host("n2", g, busy(loaded("max2", 10000), 9, 9)), host("n3", g)}},
@@ -136,7 +136,7 @@ func TestDefaultScaler(t *testing.T) {
 			},
 		},
 		{
-			name: "evicts only an idle model of lower priority",
+			name:   "evicts only an idle model of lower priority",
 			scaled: "max2",
 			steps: []scaleStep{
 				{neurons: []route.NeuronState{host("n1", g, busy(loaded("max2", 10000), 9, 9)), host("n2", g, loaded("same", 20000)), host("n3", g, loaded("low", 20000))}},
@@ -148,7 +148,7 @@ func TestDefaultScaler(t *testing.T) {
 			},
 		},
 		{
-			name: "never a pinned model on its pin, nor a busy one, nor one as important",
+			name:   "never a pinned model on its pin, nor a busy one, nor one as important",
 			scaled: "max2",
 			steps: []scaleStep{
 				{neurons: []route.NeuronState{host("n1", g, busy(loaded("max2", 10000), 9, 9)), host("n2", g, loaded("pinned-low", 20000)), host("n3", g, busy(loaded("low", 20000), 1, 0)), host("n4", g, loaded("same", 20000))}},
@@ -156,7 +156,7 @@ func TestDefaultScaler(t *testing.T) {
 			},
 		},
 		{
-			name: "scale in the replica idle the longest, past the idle window",
+			name:   "scale in the replica idle the longest, past the idle window",
 			scaled: "elastic",
 			steps: []scaleStep{{
 				at:      time.Hour,
@@ -166,7 +166,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "never below min_replicas",
+			name:   "never below min_replicas",
 			scaled: "elastic",
 			steps: []scaleStep{{
 				at:      time.Hour,
@@ -175,7 +175,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "never a replica with work",
+			name:   "never a replica with work",
 			scaled: "elastic",
 			steps: []scaleStep{{
 				at:      time.Hour,
@@ -184,7 +184,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "no scale in while the others would be near the target",
+			name:   "no scale in while the others would be near the target",
 			scaled: "elastic",
 			steps: []scaleStep{{
 				at:      time.Hour,
@@ -193,7 +193,7 @@ func TestDefaultScaler(t *testing.T) {
 			}},
 		},
 		{
-			name: "a surplus over max_replicas goes at once",
+			name:   "a surplus over max_replicas goes at once",
 			scaled: "max2",
 			steps: []scaleStep{{
 				neurons: []route.NeuronState{host("n1", g, loaded("max2", 10000)), host("n2", g, loaded("max2", 10000)), host("n3", g, loaded("max2", 10000))},
