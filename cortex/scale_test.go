@@ -74,6 +74,7 @@ func TestScaleFollowsDemand(t *testing.T) {
 	step(2*time.Second, 2)
 	step(2*time.Second, 3)
 	step(2*time.Second, 3) // max_replicas: no fourth
+	step(2*time.Second, 3) // n1 busy after the others were first seen
 	if got := loaded(); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
 		t.Fatalf("after the burst, loads on %v, want [n1 n2 n3]", got)
 	}
