@@ -141,6 +141,8 @@ func build(models []Model, aliases map[string]string, at *lines) (*Catalogue, []
 			{"limit.context", m.Limit.Context},
 			{"limit.input", m.Limit.Input},
 			{"limit.output", m.Limit.Output},
+			{"min_replicas", m.MinReplicas},
+			{"max_replicas", m.MaxReplicas},
 		} {
 			if f.v < 0 {
 				add(line(f.name), entry, ErrNegative, "negative %s", f.name)
@@ -151,6 +153,9 @@ func build(models []Model, aliases map[string]string, at *lines) (*Catalogue, []
 			add(line("idle_unload"), entry, ErrNegative, "negative idle_unload")
 		case m.IdleUnload > 0 && m.IdleUnload < MinIdleUnload:
 			add(line("idle_unload"), entry, ErrInvalidValue, "idle_unload %v is under %v: a model would be unloaded between two requests", m.IdleUnload, MinIdleUnload)
+		}
+		if m.MaxReplicas > 0 && m.MinReplicas > m.MaxReplicas {
+			add(line("max_replicas"), entry, ErrInvalidValue, "max_replicas %d is under min_replicas %d", m.MaxReplicas, m.MinReplicas)
 		}
 		for k, s := range m.PinnedOn {
 			if !validName(s) {

@@ -315,3 +315,42 @@ func BenchmarkResolve(b *testing.B) {
 		})
 	}
 }
+
+func TestReplicaBounds(t *testing.T) {
+	t.Parallel()
+	c, err := catalogue.Parse([]byte(`[[models]]
+id = "fixed"
+
+[[models]]
+id = "min-only"
+min_replicas = 2
+
+[[models]]
+id = "elastic"
+min_replicas = 1
+max_replicas = 4
+
+[[models]]
+id = "max-only"
+max_replicas = 3
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		id     string
+		scaled bool
+		lo, hi int
+	}{
+		{"fixed", false, 0, 0},
+		{"min-only", true, 2, 2},
+		{"elastic", true, 1, 4},
+		{"max-only", true, 0, 3},
+	} {
+		m, _ := c.Lookup(tt.id)
+		lo, hi := m.ReplicaBounds()
+		if m.Scaled() != tt.scaled || lo != tt.lo || hi != tt.hi {
+			t.Errorf("%s: Scaled() = %v, ReplicaBounds() = %d, %d; want %v, %d, %d", tt.id, m.Scaled(), lo, hi, tt.scaled, tt.lo, tt.hi)
+		}
+	}
+}

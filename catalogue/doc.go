@@ -20,6 +20,8 @@
 //	residency_priority = 1000          # default 100, 1000 when pinned_on is set
 //	capabilities = ["chat", "tools"]
 //	idle_unload = "10m"                # cortex unloads it after 10m unused
+//	min_replicas = 1                   # replicas kept loaded over the fleet
+//	max_replicas = 4                   # most replicas when busy; 0 = min_replicas
 //	limit = { context = 32768, input = 0, output = 8192 }  # tokens; 0 = unknown
 //	cost = { input = 0.40, output = 1.20, cache_read = 0.10, cache_write = 0.50 }
 //
@@ -33,7 +35,8 @@
 // Decoding is strict: a key the format does not define is an error that
 // gives its line, and so is a value of the wrong type. Parse also rejects
 // a model without an id, a duplicate id, a negative number, a price that is
-// not a finite number in [0, MaxPrice], a name (id, alias, neuron,
+// not a finite number in [0, MaxPrice], a max_replicas under
+// min_replicas, a name (id, alias, neuron,
 // capability) that is empty or holds white space or control characters, an
 // alias to an unknown model, an alias that reuses a model id, and an alias
 // to an alias. Each problem is an *Error naming its line and its entry,

@@ -52,6 +52,26 @@ type Model struct {
 	// pinned. Written idle_unload = "10m" in models.toml; 0 (the default)
 	// keeps the model loaded until something evicts it.
 	IdleUnload time.Duration `toml:"-" json:"idle_unload_ns,omitempty"`
+	// MinReplicas is how many replicas of the model cortex keeps loaded
+	// over the fleet: it places them when it starts and never scales in
+	// below it. 0 (the default) keeps none loaded.
+	MinReplicas int `toml:"min_replicas" json:"min_replicas,omitempty"`
+	// MaxReplicas is the most replicas cortex scales the model out to
+	// when its replicas are busy; 0 (the default) means MinReplicas. A
+	// model with neither set is never scaled: it is loaded where a request
+	// needs it, as one replica (see Scaled).
+	MaxReplicas int `toml:"max_replicas" json:"max_replicas,omitempty"`
+}
+
+// Scaled reports whether cortex scales the model's replicas: MinReplicas
+// or MaxReplicas is set.
+func (m Model) Scaled() bool { return m.MinReplicas > 0 || m.MaxReplicas > 0 }
+
+// ReplicaBounds returns the fewest and the most replicas of the model
+// cortex keeps: MinReplicas, and MaxReplicas or, when it is 0,
+// MinReplicas.
+func (m Model) ReplicaBounds() (lo, hi int) {
+	return m.MinReplicas, max(m.MaxReplicas, m.MinReplicas)
 }
 
 // Limit holds a model's token limits. Zero means unknown.

@@ -64,7 +64,9 @@ type fileModel struct {
 	EngineArgs        EngineArgs `toml:"engine_args"`
 	Cost              *Cost      `toml:"cost"`
 	// IdleUnload is a Duration: a bare number is an error with its line.
-	IdleUnload config.Duration `toml:"idle_unload"`
+	IdleUnload  config.Duration `toml:"idle_unload"`
+	MinReplicas int             `toml:"min_replicas"`
+	MaxReplicas int             `toml:"max_replicas"`
 }
 
 func parse(data []byte) (*Catalogue, []*Error) {
@@ -116,6 +118,8 @@ func parse(data []byte) (*Catalogue, []*Error) {
 			EngineArgs:        fm.EngineArgs,
 			Cost:              fm.Cost,
 			IdleUnload:        fm.IdleUnload.Std(),
+			MinReplicas:       fm.MinReplicas,
+			MaxReplicas:       fm.MaxReplicas,
 		}
 	}
 	c, more := build(models, f.Aliases, at)

@@ -145,6 +145,23 @@ idle_unload = "5s"
 			wantErr: catalogue.ErrInvalidValue,
 		},
 		{
+			name: "replica bounds",
+			in: `[[models]]
+id = "d"
+min_replicas = -1
+
+[[models]]
+id = "e"
+min_replicas = 3
+max_replicas = 2
+`,
+			want: []string{
+				`line 3: models[0] (d): negative min_replicas`,
+				`line 8: models[1] (e): max_replicas 2 is under min_replicas 3`,
+			},
+			wantErr: catalogue.ErrInvalidValue,
+		},
+		{
 			name: "typo'd field",
 			in: `[[models]]
 id = "llama-3-8b"

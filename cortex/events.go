@@ -35,6 +35,15 @@ const (
 	// served nothing for its catalogue idle_unload; Reason says for how
 	// long.
 	EventIdleUnload EventKind = "idle_unload"
+	// EventScaleOut: the gateway loads one more replica of a model with
+	// replica bounds on the neuron (the load's own event follows);
+	// Reason says why ("min_replicas 2", "work per replica 6.0 >= 4 for
+	// 10s").
+	EventScaleOut EventKind = "scale_out"
+	// EventScaleIn: the gateway unloaded a replica of a model with
+	// replica bounds from the neuron; Reason says why ("idle 5m0s",
+	// "over max_replicas 3").
+	EventScaleIn EventKind = "scale_in"
 	// EventEject: a replica (the model on the neuron) kept failing and is
 	// out of rotation until Until (see OutlierConfig).
 	EventEject EventKind = "eject"

@@ -66,6 +66,7 @@ type Gateway struct {
 	refresher route.Refresher // nil when the poller cannot refresh
 	fleets    *fleetView      // the Fleets of the poller's snapshots
 	router    route.Router
+	scaler    route.Scaler // replicas of the models with replica bounds: scale.go
 	usage     *route.Usage
 	transport http.RoundTripper
 	ownsTrans bool // the transport is the default one: close its idle connections
@@ -193,6 +194,14 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		}
 		g.router = r
 	}
+	g.scaler = cfg.scaler
+	if g.scaler == nil {
+		s, err := route.NewScaler()
+		if err != nil {
+			return nil, err
+		}
+		g.scaler = s
+	}
 
 	reg := cfg.registry
 	if reg == nil {
@@ -266,7 +275,8 @@ func newTransport() *http.Transport {
 
 // Run runs the Poller until ctx ends, keeping the fleet snapshot fresh,
 // and beside it the idle loop, which unloads the models idle past their
-// catalogue idle_unload (idle.go), on the gateway's Clock. It returns what
+// catalogue idle_unload (idle.go) and scales the replicas of the models
+// with replica bounds (scale.go), on the gateway's Clock. It returns what
 // the Poller's Run returns (nil when ctx ends), once both have stopped.
 func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)

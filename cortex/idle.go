@@ -47,17 +47,22 @@ const (
 // idleUnloadTimeout bounds one unload call.
 const idleUnloadTimeout = time.Minute
 
-// idleVictim is one unload the idle loop decided.
+// idleVictim is one unload the idle loop decided: of an idle replica, or
+// a scale-in (scale.go) when scale is set.
 type idleVictim struct {
 	neuron, model string
 	idleFor       time.Duration
+	scale         *route.ScaleDecision
 }
 
 // idleVictims returns the replicas of f idle past their model's
 // IdleUnload at now, and how long until the next one may be. busy maps
 // each loaded replica with an IdleUnload to the last time the loop saw it
 // loaded-and-busy, or first saw it loaded; idleVictims updates it, and
-// drops the replicas no longer loaded. loading reports a load of the
+// drops the replicas no longer loaded. It tracks the replicas of the
+// models with replica bounds (catalogue.Model.Scaled) too, whatever their
+// IdleUnload, but never makes them victims: the Scaler scales them in
+// (scale.go), never below min_replicas. loading reports a load of the
 // model on the neuron in progress at this gateway.
 func idleVictims(f *route.Fleet, now time.Time, busy map[replicaKey]time.Time, loading func(neuron, model string) bool) ([]idleVictim, time.Duration) {
 	var victims []idleVictim
@@ -67,7 +72,8 @@ func idleVictims(f *route.Fleet, now time.Time, busy map[replicaKey]time.Time, l
 		for i := range n.Models {
 			m := &n.Models[i]
 			ttl := m.Profile.IdleUnload
-			if ttl <= 0 || m.Status != neuron.StatusLoaded || m.Profile.PinnedTo(n.Name) {
+			scaled := m.Profile.Scaled()
+			if ttl <= 0 && !scaled || m.Status != neuron.StatusLoaded || m.Profile.PinnedTo(n.Name) {
 				continue
 			}
 			k := replicaKey{n.Name, m.ID}
@@ -80,6 +86,9 @@ func idleVictims(f *route.Fleet, now time.Time, busy map[replicaKey]time.Time, l
 				since = lu
 			}
 			busy[k] = since
+			if scaled {
+				continue
+			}
 			left := since.Add(ttl).Sub(now)
 			if left > 0 || !n.Available() {
 				next = min(next, max(left, idleMinWait))
@@ -111,7 +120,9 @@ func (g *Gateway) runIdle(ctx context.Context) {
 		loading := func(n, m string) bool {
 			return slices.ContainsFunc(loads, func(l route.Load) bool { return l.Neuron == n && l.Model == m })
 		}
-		victims, wait := idleVictims(g.Fleet(), g.clock.Now(), busy, loading)
+		f, now := g.Fleet(), g.clock.Now()
+		victims, wait := idleVictims(f, now, busy, loading)
+		victims, wait = g.scale(f, now, busy, loads, victims, wait)
 		for _, v := range victims {
 			if ctx.Err() != nil {
 				return
@@ -140,6 +151,10 @@ func (g *Gateway) idleUnload(ctx context.Context, v idleVictim) bool {
 	defer cancel()
 	err := up.admin.Unload(uctx, v.model, false)
 	switch {
+	case err == nil && v.scale != nil:
+		log.Info("cortex: scaled in", "reason", v.scale.Reason, "replicas", v.scale.Replicas)
+		g.metrics.scaled(v.model, route.ScaleIn)
+		g.events.add(Event{Time: g.clock.Now(), Kind: EventScaleIn, Neuron: v.neuron, Model: v.model, Reason: v.scale.Reason})
 	case err == nil:
 		log.Info("cortex: unloaded idle model", "idle_for", v.idleFor)
 		g.metrics.idleUnloaded(v.model, v.neuron)

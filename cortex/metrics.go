@@ -49,6 +49,7 @@ type metrics struct {
 	loads       *prometheus.CounterVec
 	evictions   *prometheus.CounterVec
 	idleUnloads *prometheus.CounterVec
+	scales      *prometheus.CounterVec // scale.go
 	// Fleet events: outlier.go, events.go.
 	ejections      *prometheus.CounterVec
 	engineFailures *prometheus.CounterVec
@@ -172,6 +173,10 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 			Name: "helexa_idle_unloads_total",
 			Help: "Models unloaded from a neuron where they had served nothing for their idle_unload.",
 		}, mn),
+		scales: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_scale_decisions_total",
+			Help: "Replicas the gateway decided to add (out) or remove (in) for a model with replica bounds, by model and direction.",
+		}, []string{labelModel, "direction"}),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "helexa_replica_ejections_total",
 			Help: "Times a replica (the model on the neuron) was taken out of rotation for failing again and again.",
@@ -190,7 +195,7 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 		}, []string{labelNeuron}),
 	}
 	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion, m.cached,
-		m.coldStarts, m.loads, m.evictions, m.idleUnloads, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
+		m.coldStarts, m.loads, m.evictions, m.idleUnloads, m.scales, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
 		newFleetCollector(fleet, clock), newCacheCollector(&m.caches)); err != nil {
 		return nil, err
 	}
@@ -296,6 +301,11 @@ func (m *metrics) loaded(model, neuron string, ok bool) {
 // idleUnloaded records a model unloaded for being idle.
 func (m *metrics) idleUnloaded(model, neuron string) {
 	m.idleUnloads.WithLabelValues(model, neuron).Inc()
+}
+
+// scaled records a scale decision carried out.
+func (m *metrics) scaled(model string, dir route.ScaleDirection) {
+	m.scales.WithLabelValues(model, dir.String()).Inc()
 }
 
 // evicted records a model unloaded to make room.

@@ -79,6 +79,7 @@ type gatewayConfig struct {
 	pollerOpts   []route.PollerOption
 	router       route.Router
 	routerOpts   []route.RouterOption
+	scaler       route.Scaler // nil: route.NewScaler(); scale.go
 	adminFactory AdminFactory
 	transport    http.RoundTripper
 	registry     *prometheus.Registry

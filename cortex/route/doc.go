@@ -94,6 +94,20 @@
 // a residency priority no higher than the incoming model's, and never
 // evicts pointlessly.
 //
+// # The Scaler
+//
+// A Scaler decides the replica count of the models with replica bounds
+// (catalogue min_replicas, max_replicas): one more replica where, or one
+// fewer which. It is pure over a Fleet and the gateway's Demand (its loads
+// in flight, when each replica last had work); the gateway calls it on its
+// clock and carries the decisions out through its load and unload paths.
+// The default (NewScaler) scales out on work per replica above a target
+// for a window, places through the default Router's placement (Place)
+// with an Evictor that takes only lower-priority models (LowerPriority),
+// and scales in replicas idle for the model's idle window, never below
+// min_replicas nor one with work; its parts (CountReplicas, Replicas,
+// LowerPriority, NotLoadingHere, Placer) are for embedders to reuse.
+//
 // # Usage
 //
 // Usage is the gateway's live state per replica (a model on a neuron): a

@@ -507,6 +507,18 @@ type placement struct {
 	mi   *modelIndex // where the model is listed; nil when nowhere
 }
 
+// Place picks a neuron to load one more replica of prof on, as Route
+// places a model that is loaded nowhere: among the neurons that list no
+// replica of it (loaded, loading or unloading), pinned ones first, then
+// free VRAM, then the fewest victims of the Evictor; the filters and
+// placement scorers apply. It implements Placer, for the Scaler.
+func (r *DefaultRouter) Place(f *Fleet, req *Request, prof catalogue.Model) (Decision, error) {
+	if f == nil || f.available == 0 {
+		return Decision{}, r.retry(ErrNoHealthyNeuron)
+	}
+	return r.place(f, req, prof)
+}
+
 // place picks a neuron to load prof on.
 func (r *DefaultRouter) place(f *Fleet, req *Request, prof catalogue.Model) (Decision, error) {
 	p := placement{f: f, req: req, prof: &prof, mi: f.models[prof.ID]}

@@ -1,0 +1,80 @@
+package cortex
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex/route"
+)
+
+// Replicas that follow demand: the models with replica bounds in the
+// catalogue (min_replicas, max_replicas; catalogue.Model.Scaled) have
+// their replica count decided by the gateway's route.Scaler, on the idle
+// loop's clock (idle.go), every scaleInterval while the catalogue has
+// such a model. A model without bounds is never scaled: nothing here
+// runs for it.
+//
+// The gateway carries out each decision through its own paths: a
+// scale-out is a load (startLoad, ActionLoad with the decision's
+// victims), single-flight per model and neuron, that counts as a replica
+// from its start (route.Demand.Loads); a scale-in is the idle loop's
+// unload (idleUnload), which refuses a replica with requests in flight
+// here and never forces the neuron. The idle loop's memory of when each
+// replica last had work is the Scaler's Demand.Idle, so both agree on
+// what idle means.
+//
+// Several cortex replicas each run their Scaler. Over the same snapshot
+// they decide the same scale-out on the same neuron (placements break ties
+// by neuron name), and the neuron, the load arbiter, joins their loads
+// into one. Over snapshots that differ (a poll apart), each may add a
+// replica on a different neuron before it sees the other's: the count can
+// pass max_replicas by at most one per other gateway, for at most a poll
+// interval and a load; the next step of every gateway then sees the
+// surplus and scales in an idle replica of it first ("over max_replicas").
+
+// scaleInterval is the time between two scale steps while the catalogue
+// has a model with replica bounds: the default poll interval, since the
+// signals change with each poll.
+const scaleInterval = route.DefaultPollInterval
+
+// WithScaler sets the Scaler that decides the replica counts of the
+// models with replica bounds. Default: route.NewScaler().
+func WithScaler(s route.Scaler) GatewayOption {
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.scaler = s })
+}
+
+// scale runs one step of the Scaler over f at now when f's catalogue has
+// a model with replica bounds: it starts the scale-outs, and adds the
+// scale-ins to victims (the idle loop unloads them). busy is the idle
+// loop's memory (idleVictims), loads the gateway's loads in flight. It
+// returns the victims and the wait until the next step.
+func (g *Gateway) scale(f *route.Fleet, now time.Time, busy map[replicaKey]time.Time, loads []route.Load, victims []idleVictim, wait time.Duration) ([]idleVictim, time.Duration) {
+	if f == nil || f.Catalogue() == nil || !slices.ContainsFunc(f.Catalogue().Models(), func(m catalogue.Model) bool { return m.Scaled() }) {
+		return victims, wait
+	}
+	var idle []route.IdleReplica
+	for k, since := range busy {
+		if n := f.Neuron(k.neuron); n != nil && n.Available() {
+			if m := n.Model(k.model); m != nil && m.Profile.Scaled() {
+				idle = append(idle, route.IdleReplica{Neuron: k.neuron, Model: k.model, Since: since})
+			}
+		}
+	}
+	slices.SortFunc(idle, func(a, b route.IdleReplica) int {
+		return cmp.Or(cmp.Compare(a.Neuron, b.Neuron), cmp.Compare(a.Model, b.Model))
+	})
+	for _, d := range g.scaler.Scale(f, &route.Demand{Now: now, Loads: loads, Idle: idle}) {
+		switch d.Direction {
+		case route.ScaleOut:
+			g.log.Info("cortex: scaling out", "model", d.Model.ID, "neuron", d.Neuron, "reason", d.Reason, "replicas", d.Replicas, "evict", d.Evict)
+			g.metrics.scaled(d.Model.ID, route.ScaleOut)
+			g.events.add(Event{Time: now, Kind: EventScaleOut, Neuron: d.Neuron, Model: d.Model.ID, Reason: d.Reason})
+			g.startLoad(route.Decision{Neuron: d.Neuron, Model: d.Model, Action: route.ActionLoad, Evict: d.Evict})
+		case route.ScaleIn:
+			victims = append(victims, idleVictim{neuron: d.Neuron, model: d.Model.ID, scale: &d})
+		}
+	}
+	return victims, min(wait, scaleInterval)
+}

@@ -1,0 +1,105 @@
+package cortex_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/helexa-ai/helexa-go/catalogue"
+	"github.com/helexa-ai/helexa-go/cortex"
+	"github.com/helexa-ai/helexa-go/cortex/cortextest"
+	"github.com/helexa-ai/helexa-go/cortex/route"
+)
+
+// TestScaleFollowsDemand runs the gateway's Run on a fake clock over four
+// simulated neurons and one model with min_replicas 1, max_replicas 3:
+// its first replica is placed at start, work on it grows the replicas to
+// max_replicas and no further, and once the work is gone they shrink back
+// to min_replicas after the idle window.
+func TestScaleFollowsDemand(t *testing.T) {
+	t.Parallel()
+	cat := newCatalogue(t, []catalogue.Model{
+		{ID: "m", VRAMMB: 1000, MinReplicas: 1, MaxReplicas: 3},
+	}, nil)
+	scaler, err := route.NewScaler(route.WithTargetWork(1), route.WithScaleWindow(0),
+		route.WithScaleCooldown(0), route.WithScaleInIdle(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newFakeClock()
+	s := newStack(t, cortextest.Named("n1", "n2", "n3", "n4"), cat, cortex.WithClock(clk), cortex.WithScaler(scaler))
+	s.refresh()
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- s.gw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	const armed = 2 // the poller's ticker and the idle loop's timer
+	waitArmed(t, clk, armed)
+	// step moves the clock by d, lets the idle loop run its step, and
+	// waits until the model has want ready replicas.
+	step := func(d time.Duration, want int) {
+		t.Helper()
+		clk.Advance(d)
+		waitArmed(t, clk, armed)
+		waitFor(t, "the replica count", func() bool {
+			r := route.CountReplicas(s.gw.Fleet(), nil, "m")
+			return r.Ready == want && r.Loading == 0
+		})
+	}
+	loaded := func() []string {
+		var on []string
+		for _, n := range s.fleet.Neurons() {
+			if n.Loads() > 0 {
+				on = append(on, n.Name())
+			}
+		}
+		return on
+	}
+
+	step(time.Second, 1) // min_replicas placed at start
+	if got := loaded(); !slices.Equal(got, []string{"n1"}) {
+		t.Fatalf("after the start, loads on %v, want [n1]", got)
+	}
+
+	// A burst: five requests in flight on the one replica.
+	for range 5 {
+		s.gw.Usage().Add("n1", "m")
+	}
+	step(2*time.Second, 2)
+	step(2*time.Second, 3)
+	step(2*time.Second, 3) // max_replicas: no fourth
+	step(2*time.Second, 3) // n1 busy after the others were first seen
+	if got := loaded(); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("after the burst, loads on %v, want [n1 n2 n3]", got)
+	}
+
+	// The burst ends: after the idle window, one replica goes per step
+	// down to min_replicas, and the busy one stays.
+	for range 5 {
+		s.gw.Usage().Done("n1", "m")
+	}
+	step(30*time.Second, 3) // not idle long enough yet
+	step(time.Minute, 2)
+	step(2*time.Second, 1)
+	step(2*time.Second, 1) // min_replicas: no fewer
+	if m := s.gw.Fleet().Neuron("n1").Model("m"); m == nil {
+		t.Error("the replica busy last (n1) was scaled in")
+	}
+	var kinds []cortex.EventKind
+	for _, e := range s.gw.Events() {
+		if e.Kind == cortex.EventScaleOut || e.Kind == cortex.EventScaleIn {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	slices.Reverse(kinds) // Events is newest first
+	want := []cortex.EventKind{cortex.EventScaleOut, cortex.EventScaleOut, cortex.EventScaleOut, cortex.EventScaleIn, cortex.EventScaleIn}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("scale events %v, want %v", kinds, want)
+	}
+}
