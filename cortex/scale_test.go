@@ -80,7 +80,9 @@ func TestScaleFollowsDemand(t *testing.T) {
 	}
 
 	// The burst ends: after the idle window, one replica goes per step
-	// down to min_replicas, and the busy one stays.
+	// down to min_replicas. (Which one stays, the one busy last, is the
+	// Scaler's choice, proven by its table tests in cortex/route: here
+	// the snapshots the idle loop sees depend on when each poll lands.)
 	for range 5 {
 		s.gw.Usage().Done("n1", "m")
 	}
@@ -88,9 +90,6 @@ func TestScaleFollowsDemand(t *testing.T) {
 	step(time.Minute, 2)
 	step(2*time.Second, 1)
 	step(2*time.Second, 1) // min_replicas: no fewer
-	if m := s.gw.Fleet().Neuron("n1").Model("m"); m == nil {
-		t.Error("the replica busy last (n1) was scaled in")
-	}
 	var kinds []cortex.EventKind
 	for _, e := range s.gw.Events() {
 		if e.Kind == cortex.EventScaleOut || e.Kind == cortex.EventScaleIn {
