@@ -18,11 +18,11 @@ func benchHouse(b *testing.B) string {
 	return url
 }
 
-// benchPairs runs reserve+settle pairs of c in parallel and reports
-// pairs/s and round trips to the house per pair.
-func benchPairs(b *testing.B, c *house.Client, doer *countingDoer) {
+// benchPairs runs reserve+settle pairs of c, parallelism goroutines per
+// CPU, and reports pairs/s and round trips to the house per pair.
+func benchPairs(b *testing.B, c *house.Client, doer *countingDoer, parallelism int) {
 	b.ReportAllocs()
-	b.SetParallelism(8)
+	b.SetParallelism(parallelism)
 	start := doer.n.Load()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -55,7 +55,15 @@ func transport() *http.Client {
 func BenchmarkDirectPairs(b *testing.B) {
 	doer := &countingDoer{d: transport()}
 	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer))
-	benchPairs(b, c, doer)
+	benchPairs(b, c, doer, 8)
+}
+
+// BenchmarkDirectPairs32: the same with 32 goroutines per CPU, as a busy
+// gateway has many requests in flight, each with its reserve or settle.
+func BenchmarkDirectPairs32(b *testing.B) {
+	doer := &countingDoer{d: transport()}
+	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer))
+	benchPairs(b, c, doer, 32)
 }
 
 // BenchmarkGrantPairs: the same pairs inside credit grants: decided
@@ -75,7 +83,7 @@ func BenchmarkGrantPairs(b *testing.B) {
 	if err := c.Flush(b.Context(), false); err != nil {
 		b.Fatal(err)
 	}
-	benchPairs(b, c, doer)
+	benchPairs(b, c, doer, 8)
 }
 
 // BenchmarkLocalPairs is the baseline: the same pairs on Local in
