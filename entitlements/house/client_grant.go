@@ -57,15 +57,16 @@ type grantClient struct {
 // acctGrant is what a client knows of one account's grants.
 type acctGrant struct {
 	mu        sync.Mutex
-	p         entitlements.Principal // the principal reports are made for
-	cur       *grantPart             // the grant new reserves draw on; nil when none
-	old       []*grantPart           // ended grants with requests in flight or spend unreported
-	shrinking bool                   // a report that may lower the credit is in flight
-	expires   time.Time              // of cur, as the house's last answer set it
-	count     int                    // reserves this interval
-	demand    entitlements.Amount    // amounts reserved this interval
-	rate      float64                // smoothed demand per interval
-	pending   *pendingCall           // a call whose answer was lost, resent as is
+	p         entitlements.Principal       // the principal reports are made for
+	cur       *grantPart                   // the grant new reserves draw on; nil when none
+	old       []*grantPart                 // ended grants with requests in flight or spend unreported
+	shrinking bool                         // a report that may lower the credit is in flight
+	expires   time.Time                    // of cur, as the house's last answer set it
+	count     int                          // reserves this interval
+	demand    entitlements.Amount          // amounts reserved this interval
+	rate      float64                      // smoothed demand per interval
+	pending   *pendingCall                 // a call whose answer was lost, resent as is
+	budget    *entitlements.BudgetSnapshot // as the house's last grant answer had it
 }
 
 // grantPart is one grant id's credit on the client.
@@ -150,7 +151,7 @@ func (g *grantClient) reserve(p entitlements.Principal, amount entitlements.Amou
 		return nil
 	}
 	gp.inflight += amount
-	return &grantReservation{a: a, part: gp, p: p, amount: amount}
+	return &grantReservation{a: a, part: gp, p: p, amount: amount, budget: a.budget}
 }
 
 // grantReservation is a reservation decided locally, inside a grant.
@@ -159,10 +160,25 @@ type grantReservation struct {
 	part   *grantPart
 	p      entitlements.Principal
 	amount entitlements.Amount
-	done   bool // under a.mu
+	budget *entitlements.BudgetSnapshot // nil: the house sent none
+	done   bool                         // under a.mu
 }
 
-var _ entitlements.Renewer = (*grantReservation)(nil)
+var (
+	_ entitlements.Renewer        = (*grantReservation)(nil)
+	_ entitlements.BudgetReporter = (*grantReservation)(nil)
+)
+
+// Budget implements entitlements.BudgetReporter: the account's budget as
+// the house's last answer about the grant had it, up to one flush
+// interval old, so that a gateway sets its rate limit headers without a
+// round trip. Its Reserved leaves out the grant's own credit.
+func (r *grantReservation) Budget() (entitlements.BudgetSnapshot, bool) {
+	if r.budget == nil {
+		return entitlements.BudgetSnapshot{}, false
+	}
+	return *r.budget, true
+}
 
 func (r *grantReservation) Principal() entitlements.Principal { return r.p }
 func (r *grantReservation) Amount() entitlements.Amount       { return r.amount }
@@ -335,6 +351,11 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.shrinking = false
+	if out.Budget != nil {
+		if s, err := out.Budget.snapshot(); err == nil {
+			a.budget = &s
+		}
+	}
 	if pc.part != nil && err == nil {
 		pc.part.spent -= pc.d
 	}

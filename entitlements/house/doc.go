@@ -68,7 +68,10 @@
 //
 // Staleness: the house's Spent lags the spend inside grants by up to one
 // flush interval (100 ms by default), and its Reserved counts the unused
-// credit of grants. A gateway that crashes loses at most the spend of its
+// credit of grants. A reservation inside a grant is an
+// entitlements.BudgetReporter with the budget of the house's last answer
+// about the grant (as old as a flush interval), so that a gateway sets
+// its rate limit headers without a Snapshot round trip. A gateway that crashes loses at most the spend of its
 // last flush interval inside grants (the house never hears of it); direct
 // reservations lose nothing (cortex's outbox resumes them).
 //
