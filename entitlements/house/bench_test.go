@@ -2,6 +2,7 @@ package house_test
 
 import (
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -68,10 +69,18 @@ func BenchmarkDirectPairs32(b *testing.B) {
 
 // BenchmarkGrantPairs: the same pairs inside credit grants: decided
 // locally, the spend reported every 10 ms.
-func BenchmarkGrantPairs(b *testing.B) {
+func BenchmarkGrantPairs(b *testing.B) { benchGrantPairs(b, "") }
+
+// BenchmarkGrantPairsJournal: the same with a journal: each settle waits
+// for an fsync, which concurrent settles share.
+func BenchmarkGrantPairsJournal(b *testing.B) {
+	benchGrantPairs(b, filepath.Join(b.TempDir(), "grants.journal"))
+}
+
+func benchGrantPairs(b *testing.B, journal string) {
 	doer := &countingDoer{d: transport()}
 	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer),
-		house.WithGrants(house.GrantConfig{FlushInterval: 10 * time.Millisecond, MinCredit: 1}))
+		house.WithGrants(house.GrantConfig{FlushInterval: 10 * time.Millisecond, MinCredit: 1, Journal: journal}))
 	// Warm up: make the account busy and take a first grant.
 	for range 8 {
 		r, err := c.Reserve(b.Context(), acme, 1000)

@@ -352,7 +352,7 @@ func (g *grantClient) flush(ctx context.Context, closing bool) error {
 func (g *grantClient) compact() error {
 	j := g.journal
 	j.mu.Lock()
-	small := j.size < journalCompactBytes
+	small := j.size < j.compactAt
 	j.mu.Unlock()
 	if small {
 		return nil

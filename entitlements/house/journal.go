@@ -32,7 +32,8 @@ const journalCompactBytes = 1 << 20
 // until a sync covers it; one waiter at a time writes the buffer and
 // fsyncs, for every record appended by then (group commit).
 type journal struct {
-	path string
+	path      string
+	compactAt int64 // the size past which a flush compacts (journalCompactBytes)
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -75,7 +76,7 @@ func openJournal(path string) (*journal, map[string]*leftover, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("house: grant journal %s: %w", path, err)
 	}
-	j := &journal{path: path}
+	j := &journal{path: path, compactAt: journalCompactBytes}
 	j.cond = sync.NewCond(&j.mu)
 	// Start from a compact file of the leftovers only.
 	j.mu.Lock()
