@@ -41,6 +41,9 @@ type GrantConfig struct {
 	// journal, a crash loses the spend of the last flush interval inside
 	// grants (at most FlushInterval times the rate of spend). One client
 	// at a time per file; Close empties it once everything was reported.
+	// Restart within the house's idempotency TTL (10 minutes by default):
+	// a report resent later, whose first delivery had landed, is counted
+	// twice.
 	Journal string
 	// NoFlusher leaves the reports to Flush, for tests that drive them.
 	// Default false: a goroutine flushes every FlushInterval until Close.
