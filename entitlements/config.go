@@ -87,6 +87,13 @@ type HouseConfig struct {
 	// FlushInterval is how often spend inside grants reaches the house;
 	// 0: the default.
 	FlushInterval Duration `toml:"flush_interval"`
+	// GrantJournal, with Grants, is a file where each settle inside a
+	// grant is fsynced before it is acknowledged, so that a gateway
+	// restarted after a crash reports the spend the crashed one had not
+	// (house.GrantConfig.Journal). A relative path is taken from the
+	// directory of cortex.toml. Empty: a crash loses up to one
+	// flush_interval of spend inside grants.
+	GrantJournal string `toml:"grant_journal"`
 }
 
 // LocalConfig is the [local] table ([entitlements.local] in cortex.toml):

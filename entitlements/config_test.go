@@ -516,8 +516,8 @@ func allowList(t *testing.T, patterns ...string) entitlements.ModelAllowList {
 // excludes the other ledgers and keys.
 func TestHouseConfig(t *testing.T) {
 	t.Parallel()
-	c, err := entitlements.ParseConfig([]byte("[house]\nurl = \"https://h:7400\"\ntoken_file = \"tok\"\ngrants = true\nflush_interval = \"50ms\"\n"))
-	if err != nil || c.House == nil || !c.House.Grants || c.House.FlushInterval.Std() != 50*time.Millisecond {
+	c, err := entitlements.ParseConfig([]byte("[house]\nurl = \"https://h:7400\"\ntoken_file = \"tok\"\ngrants = true\nflush_interval = \"50ms\"\ngrant_journal = \"grants.journal\"\n"))
+	if err != nil || c.House == nil || !c.House.Grants || c.House.FlushInterval.Std() != 50*time.Millisecond || c.House.GrantJournal != "grants.journal" {
 		t.Fatalf("ParseConfig = %+v, %v", c.House, err)
 	}
 	for _, doc := range []string{

@@ -150,7 +150,11 @@ func newHouseClient(hc entitlements.HouseConfig, configDir string) (*house.Clien
 		opts = append(opts, house.WithResolveCache(known, unknown))
 	}
 	if hc.Grants {
-		opts = append(opts, house.WithGrants(house.GrantConfig{FlushInterval: time.Duration(hc.FlushInterval)}))
+		g := house.GrantConfig{FlushInterval: time.Duration(hc.FlushInterval)}
+		if hc.GrantJournal != "" {
+			g.Journal = resolvePath(configDir, hc.GrantJournal)
+		}
+		opts = append(opts, house.WithGrants(g))
 	}
 	c, err := house.NewClient(hc.URL, strings.TrimSpace(string(tok)), opts...)
 	if err != nil {

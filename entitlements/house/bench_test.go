@@ -2,6 +2,7 @@ package house_test
 
 import (
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,11 +19,11 @@ func benchHouse(b *testing.B) string {
 	return url
 }
 
-// benchPairs runs reserve+settle pairs of c in parallel and reports
-// pairs/s and round trips to the house per pair.
-func benchPairs(b *testing.B, c *house.Client, doer *countingDoer) {
+// benchPairs runs reserve+settle pairs of c, parallelism goroutines per
+// CPU, and reports pairs/s and round trips to the house per pair.
+func benchPairs(b *testing.B, c *house.Client, doer *countingDoer, parallelism int) {
 	b.ReportAllocs()
-	b.SetParallelism(8)
+	b.SetParallelism(parallelism)
 	start := doer.n.Load()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -55,15 +56,31 @@ func transport() *http.Client {
 func BenchmarkDirectPairs(b *testing.B) {
 	doer := &countingDoer{d: transport()}
 	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer))
-	benchPairs(b, c, doer)
+	benchPairs(b, c, doer, 8)
+}
+
+// BenchmarkDirectPairs32: the same with 32 goroutines per CPU, as a busy
+// gateway has many requests in flight, each with its reserve or settle.
+func BenchmarkDirectPairs32(b *testing.B) {
+	doer := &countingDoer{d: transport()}
+	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer))
+	benchPairs(b, c, doer, 32)
 }
 
 // BenchmarkGrantPairs: the same pairs inside credit grants: decided
 // locally, the spend reported every 10 ms.
-func BenchmarkGrantPairs(b *testing.B) {
+func BenchmarkGrantPairs(b *testing.B) { benchGrantPairs(b, "") }
+
+// BenchmarkGrantPairsJournal: the same with a journal: each settle waits
+// for an fsync, which concurrent settles share.
+func BenchmarkGrantPairsJournal(b *testing.B) {
+	benchGrantPairs(b, filepath.Join(b.TempDir(), "grants.journal"))
+}
+
+func benchGrantPairs(b *testing.B, journal string) {
 	doer := &countingDoer{d: transport()}
 	c := client(b, benchHouse(b), gwToken, house.WithDoer(doer),
-		house.WithGrants(house.GrantConfig{FlushInterval: 10 * time.Millisecond, MinCredit: 1}))
+		house.WithGrants(house.GrantConfig{FlushInterval: 10 * time.Millisecond, MinCredit: 1, Journal: journal}))
 	// Warm up: make the account busy and take a first grant.
 	for range 8 {
 		r, err := c.Reserve(b.Context(), acme, 1000)
@@ -75,7 +92,7 @@ func BenchmarkGrantPairs(b *testing.B) {
 	if err := c.Flush(b.Context(), false); err != nil {
 		b.Fatal(err)
 	}
-	benchPairs(b, c, doer)
+	benchPairs(b, c, doer, 8)
 }
 
 // BenchmarkLocalPairs is the baseline: the same pairs on Local in

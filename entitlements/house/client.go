@@ -59,7 +59,7 @@ const (
 // Concurrency: every method is safe for concurrent use.
 type Client struct {
 	base       string
-	auth       string
+	authHeader []string // "Bearer <token>", capacity 1 (see jsonType)
 	doer       Doer
 	timeout    time.Duration
 	clock      clock.Clock
@@ -147,7 +147,7 @@ func NewClient(baseURL, token string, opts ...ClientOption) (*Client, error) {
 		c.doer = &http.Client{Transport: t}
 	}
 	cl := &Client{
-		base: strings.TrimSuffix(baseURL, "/") + "/v" + strconv.Itoa(Version) + "/", auth: "Bearer " + token,
+		base: strings.TrimSuffix(baseURL, "/") + "/v" + strconv.Itoa(Version) + "/", authHeader: []string{"Bearer " + token}[:1:1],
 		doer: c.doer, timeout: c.timeout, clock: c.clock, resolveTTL: c.resolveTTL, unknownTTL: c.unknownTTL,
 		cache: make(map[[sha256.Size]byte]cachedKey),
 	}
@@ -185,19 +185,14 @@ func (c *Client) call(ctx context.Context, op string, in, out any) error {
 			case <-t.C:
 			}
 		}
-		status, answer, err := c.send(ctx, op, body)
+		buf := bodyPool.Get().(*bytes.Buffer)
+		status, err := c.send(ctx, op, body, buf)
 		if err == nil {
-			if status != http.StatusOK {
-				return decodeError(status, answer)
-			}
-			if out == nil {
-				return nil
-			}
-			if err := json.Unmarshal(answer, out); err != nil {
-				return &entitlements.UnavailableError{RetryAfter: time.Second, Err: fmt.Errorf("house: decoding the answer of %s: %w", op, err)}
-			}
-			return nil
+			err := c.decodeAnswer(op, status, buf.Bytes(), out)
+			putBuffer(buf)
+			return err
 		}
+		putBuffer(buf)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -206,25 +201,42 @@ func (c *Client) call(ctx context.Context, op string, in, out any) error {
 	return &entitlements.UnavailableError{RetryAfter: time.Second, Err: last}
 }
 
-func (c *Client) send(ctx context.Context, op string, body []byte) (int, []byte, error) {
+// decodeAnswer decodes the answer of op into out (nil: none wanted), or
+// returns the error it carries.
+func (c *Client) decodeAnswer(op string, status int, answer []byte, out any) error {
+	if status != http.StatusOK {
+		return decodeError(status, answer)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(answer, out); err != nil {
+		return &entitlements.UnavailableError{RetryAfter: time.Second, Err: fmt.Errorf("house: decoding the answer of %s: %w", op, err)}
+	}
+	return nil
+}
+
+// send sends one attempt of a call and reads its answer into buf.
+func (c *Client) send(ctx context.Context, op string, body []byte, buf *bytes.Buffer) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+op, bytes.NewReader(body))
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
-	req.Header.Set("Authorization", c.auth)
-	req.Header.Set("Content-Type", "application/json")
+	// The value slices are shared, read-only, by every request (the map
+	// is each request's own).
+	req.Header["Authorization"] = c.authHeader
+	req.Header["Content-Type"] = jsonType
 	resp, err := c.doer.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("house: %s: %w", op, redactURL(err))
+		return 0, fmt.Errorf("house: %s: %w", op, redactURL(err))
 	}
 	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("house: reading the answer of %s: %w", op, err)
+	if _, err := readBody(buf, io.LimitReader(resp.Body, 1<<20), resp.ContentLength, 1<<20); err != nil {
+		return 0, fmt.Errorf("house: reading the answer of %s: %w", op, err)
 	}
-	return resp.StatusCode, answer, nil
+	return resp.StatusCode, nil
 }
 
 // redactURL keeps a transport error's cause and drops its URL, which holds

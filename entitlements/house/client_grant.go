@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +32,19 @@ type GrantConfig struct {
 	MinCredit entitlements.Amount
 	// MaxCredit bounds a grant. Default: no bound.
 	MaxCredit entitlements.Amount
+	// Journal, when set, is the path of a file where every settle inside
+	// a grant is written, and fsynced, before Settle returns (settles
+	// that arrive together share one fsync), and every report of the
+	// spend before it is sent and once it is answered. A client started
+	// on the journal of one that crashed reports what that one had not:
+	// the house hears of every settle a gateway acknowledged. Without a
+	// journal, a crash loses the spend of the last flush interval inside
+	// grants (at most FlushInterval times the rate of spend). One client
+	// at a time per file; Close empties it once everything was reported.
+	// Restart within the house's idempotency TTL (10 minutes by default):
+	// a report resent later, whose first delivery had landed, is counted
+	// twice.
+	Journal string
 	// NoFlusher leaves the reports to Flush, for tests that drive them.
 	// Default false: a goroutine flushes every FlushInterval until Close.
 	NoFlusher bool
@@ -50,6 +64,7 @@ type grantClient struct {
 	accts map[string]*acctGrant
 
 	flushMu sync.Mutex // one flush at a time
+	journal *journal   // nil without GrantConfig.Journal
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -57,15 +72,17 @@ type grantClient struct {
 // acctGrant is what a client knows of one account's grants.
 type acctGrant struct {
 	mu        sync.Mutex
-	p         entitlements.Principal // the principal reports are made for
-	cur       *grantPart             // the grant new reserves draw on; nil when none
-	old       []*grantPart           // ended grants with requests in flight or spend unreported
-	shrinking bool                   // a report that may lower the credit is in flight
-	expires   time.Time              // of cur, as the house's last answer set it
-	count     int                    // reserves this interval
-	demand    entitlements.Amount    // amounts reserved this interval
-	rate      float64                // smoothed demand per interval
-	pending   *pendingCall           // a call whose answer was lost, resent as is
+	p         entitlements.Principal       // the principal reports are made for
+	cur       *grantPart                   // the grant new reserves draw on; nil when none
+	old       []*grantPart                 // ended grants with requests in flight or spend unreported
+	shrinking bool                         // a report that may lower the credit is in flight
+	expires   time.Time                    // of cur, as the house's last answer set it
+	count     int                          // reserves this interval
+	demand    entitlements.Amount          // amounts reserved this interval
+	rate      float64                      // smoothed demand per interval
+	pending   *pendingCall                 // a call whose answer was lost, resent as is
+	journal   *journal                     // the grant client's; nil without one
+	budget    *entitlements.BudgetSnapshot // as the house's last grant answer had it
 }
 
 // grantPart is one grant id's credit on the client.
@@ -83,6 +100,8 @@ type pendingCall struct {
 	req  any
 	part *grantPart
 	d    entitlements.Amount // the spend it reports
+
+	journaled bool // the report is in the journal
 }
 
 func newGrantClient(c *Client, cfg GrantConfig) (*grantClient, error) {
@@ -102,6 +121,24 @@ func newGrantClient(c *Client, cfg GrantConfig) (*grantClient, error) {
 		return nil, errors.New("house: grant settings must be >= 0")
 	}
 	g := &grantClient{c: c, cfg: cfg, accts: make(map[string]*acctGrant)}
+	if cfg.Journal != "" {
+		j, left, err := openJournal(cfg.Journal)
+		if err != nil {
+			return nil, err
+		}
+		g.journal = j
+		// What a crashed client had not reported: ended grants, reported
+		// (and closed) at the next flush; a report it sent without an
+		// answer is sent again first, as is.
+		for id, l := range left {
+			a := g.acct(l.p)
+			gp := &grantPart{id: id, spent: l.spent}
+			a.old = append(a.old, gp)
+			if l.pending != nil && a.pending == nil {
+				a.pending = &pendingCall{op: opGrantReport, req: *l.pending, part: gp, d: entitlements.Amount(l.pending.Spent), journaled: true}
+			}
+		}
+	}
 	if !cfg.NoFlusher {
 		g.stop, g.done = make(chan struct{}), make(chan struct{})
 		go g.loop()
@@ -130,7 +167,7 @@ func (g *grantClient) acct(p entitlements.Principal) *acctGrant {
 	defer g.mu.Unlock()
 	a := g.accts[p.AccountID]
 	if a == nil {
-		a = &acctGrant{p: p}
+		a = &acctGrant{p: p, journal: g.journal}
 		g.accts[p.AccountID] = a
 	}
 	return a
@@ -150,7 +187,7 @@ func (g *grantClient) reserve(p entitlements.Principal, amount entitlements.Amou
 		return nil
 	}
 	gp.inflight += amount
-	return &grantReservation{a: a, part: gp, p: p, amount: amount}
+	return &grantReservation{a: a, part: gp, p: p, amount: amount, budget: a.budget}
 }
 
 // grantReservation is a reservation decided locally, inside a grant.
@@ -159,10 +196,25 @@ type grantReservation struct {
 	part   *grantPart
 	p      entitlements.Principal
 	amount entitlements.Amount
-	done   bool // under a.mu
+	budget *entitlements.BudgetSnapshot // nil: the house sent none
+	done   bool                         // under a.mu
 }
 
-var _ entitlements.Renewer = (*grantReservation)(nil)
+var (
+	_ entitlements.Renewer        = (*grantReservation)(nil)
+	_ entitlements.BudgetReporter = (*grantReservation)(nil)
+)
+
+// Budget implements entitlements.BudgetReporter: the account's budget as
+// the house's last answer about the grant had it, up to one flush
+// interval old, so that a gateway sets its rate limit headers without a
+// round trip. Its Reserved leaves out the grant's own credit.
+func (r *grantReservation) Budget() (entitlements.BudgetSnapshot, bool) {
+	if r.budget == nil {
+		return entitlements.BudgetSnapshot{}, false
+	}
+	return *r.budget, true
+}
 
 func (r *grantReservation) Principal() entitlements.Principal { return r.p }
 func (r *grantReservation) Amount() entitlements.Amount       { return r.amount }
@@ -203,13 +255,25 @@ func (r *grantReservation) Renew(ctx context.Context, _ time.Duration) error {
 
 func (r *grantReservation) end(actual entitlements.Amount) error {
 	r.a.mu.Lock()
-	defer r.a.mu.Unlock()
 	if r.done {
+		r.a.mu.Unlock()
 		return entitlements.ErrReservationSettled
 	}
 	r.done = true
 	r.part.inflight -= r.amount
+	// The record is appended before the spend is counted, under a.mu: a
+	// report, which reads the count under a.mu, follows in the journal
+	// every settle it covers.
+	var seq uint64
+	j := r.a.journal
+	if j != nil && actual > 0 {
+		seq = j.append(journalRecord{Grant: r.part.id, Settle: int64(actual)})
+	}
 	r.part.spent += actual
+	r.a.mu.Unlock()
+	if seq > 0 {
+		return j.sync(seq)
+	}
 	return nil
 }
 
@@ -240,7 +304,26 @@ func (c *Client) Close(ctx context.Context) error {
 		}
 		<-c.grants.done
 	}
-	return c.grants.flush(ctx, true)
+	err := c.grants.flush(ctx, true)
+	if j := c.grants.journal; j != nil {
+		err = errors.Join(err, j.close(err == nil && c.grants.idle()))
+	}
+	return err
+}
+
+// idle reports whether no grant has anything left to report.
+func (g *grantClient) idle() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range g.accts {
+		a.mu.Lock()
+		busy := a.cur != nil || len(a.old) > 0 || a.pending != nil
+		a.mu.Unlock()
+		if busy {
+			return false
+		}
+	}
+	return true
 }
 
 func (g *grantClient) flush(ctx context.Context, closing bool) error {
@@ -258,7 +341,56 @@ func (g *grantClient) flush(ctx context.Context, closing bool) error {
 			first = err
 		}
 	}
+	if g.journal != nil && !closing {
+		if err := g.compact(); err != nil && first == nil {
+			first = err
+		}
+	}
 	return first
+}
+
+// compact rewrites a journal grown past journalCompactBytes as what the
+// grants still have to report. g.flushMu is held (no report changes);
+// every account's lock is taken, so that no settle lands in between.
+func (g *grantClient) compact() error {
+	j := g.journal
+	j.mu.Lock()
+	small := j.size < j.compactAt
+	j.mu.Unlock()
+	if small {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ids := make([]string, 0, len(g.accts))
+	for id := range g.accts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // one order for the locks
+	var records []journalRecord
+	for _, id := range ids {
+		a := g.accts[id]
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		p := principalToWire(a.p)
+		parts := a.old
+		if a.cur != nil {
+			parts = append([]*grantPart{a.cur}, parts...)
+		}
+		for _, gp := range parts {
+			records = append(records, journalRecord{Grant: gp.id, Principal: &p})
+			if gp.spent > 0 {
+				records = append(records, journalRecord{Grant: gp.id, Settle: int64(gp.spent)})
+			}
+		}
+		if pc := a.pending; pc != nil && pc.op == opGrantReport {
+			req := pc.req.(grantReportRequest)
+			records = append(records, journalRecord{Report: &req})
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.rewrite(records)
 }
 
 // flushAcct settles one account's grants with the house. Only the flusher
@@ -324,6 +456,15 @@ func (g *grantClient) flushAcct(ctx context.Context, a *acctGrant, closing bool)
 // send sends a grant call and applies its answer; a call that may have
 // landed without an answer stays pending, to be sent again as is.
 func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) error {
+	if j := g.journal; j != nil && pc.op == opGrantReport && !pc.journaled {
+		// On disk before it is sent: else a crash after the house
+		// settled it would have the next client report its spend again.
+		req := pc.req.(grantReportRequest)
+		if err := j.sync(j.append(journalRecord{Report: &req})); err != nil {
+			return err
+		}
+		pc.journaled = true
+	}
 	var out grantResponse
 	err := g.c.call(ctx, pc.op, pc.req, &out)
 	if _, ok := errors.AsType[*entitlements.UnavailableError](err); ok || ctx.Err() != nil {
@@ -331,10 +472,23 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 		return err
 	}
 	a.pending = nil
+	if g.journal != nil {
+		if pc.op == opGrantReport {
+			g.journal.append(journalRecord{Answered: pc.req.(grantReportRequest).IdempotencyID})
+		} else if out.GrantID != "" {
+			p := principalToWire(a.p)
+			g.journal.append(journalRecord{Grant: out.GrantID, Principal: &p})
+		}
+	}
 	now := g.c.clock.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.shrinking = false
+	if out.Budget != nil {
+		if s, err := out.Budget.snapshot(); err == nil {
+			a.budget = &s
+		}
+	}
 	if pc.part != nil && err == nil {
 		pc.part.spent -= pc.d
 	}

@@ -68,9 +68,21 @@
 //
 // Staleness: the house's Spent lags the spend inside grants by up to one
 // flush interval (100 ms by default), and its Reserved counts the unused
-// credit of grants. A gateway that crashes loses at most the spend of its
-// last flush interval inside grants (the house never hears of it); direct
-// reservations lose nothing (cortex's outbox resumes them).
+// credit of grants. A reservation inside a grant is an
+// entitlements.BudgetReporter with the budget of the house's last answer
+// about the grant (as old as a flush interval), so that a gateway sets
+// its rate limit headers without a Snapshot round trip.
+//
+// Crashes: direct reservations lose nothing (cortex's outbox resumes
+// them). Without a journal, a gateway that crashes loses the spend inside
+// grants it had not reported: at most one flush interval of it
+// (FlushInterval times the rate of spend), which the house never hears
+// of. With GrantConfig.Journal, each settle inside a grant is fsynced to
+// a file before it is acknowledged (concurrent settles share an fsync),
+// each report is on disk before it is sent, and a client started on the
+// file after a crash reports what is left (an unanswered report again,
+// with its idempotency id): the house hears of every settle a gateway
+// acknowledged. The price is an fsync per batch of settles.
 //
 // What was taken from quota leases for rate limits: from Google's Doorman,
 // that capacity is handed out as leases with a length, that clients check

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,5 +269,53 @@ func TestFaults(t *testing.T) {
 			}
 			t.Logf("spent %d of %d", s.Spent, cap)
 		})
+	}
+}
+
+// TestKilledGatewayJournal: a gateway with grants and a journal is killed
+// (never closed) under dropped and reset connections, with spend inside
+// its grant that it had not reported; a gateway started on its journal
+// reports it. settled = served, nothing reserved once the grant expires.
+func TestKilledGatewayJournal(t *testing.T) {
+	t.Parallel()
+	const cap = 1_000_000
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(cap)}}})
+	h, url := serve(t, l, house.WithClock(clk))
+	px := newFaultProxy(t, strings.TrimPrefix(url, "http://"))
+	path := filepath.Join(t.TempDir(), "grants.journal")
+	grants := house.WithGrants(house.GrantConfig{NoFlusher: true, Journal: path})
+	killed, err := house.NewClient(px.url(), gwToken, house.WithDoer(transport()), house.WithTimeout(time.Second), house.WithClientClock(clk), grants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.drop.Store(100)
+	px.reset.Store(100)
+	ctx := context.WithoutCancel(t.Context())
+	served := faultLoad(t, []*house.Client{killed}, 8, 120, func(i int) {
+		if i%50 == 0 {
+			_ = killed.Flush(ctx, false)
+		}
+	})
+	px.off()
+	// One last round of pairs after the last flush, so that the killed
+	// gateway surely dies with spend it never reported.
+	served += faultLoad(t, []*house.Client{killed}, 1, 5, nil)
+	if s := snap(t, l); int64(s.Spent) >= served {
+		t.Fatalf("before the restart: spent %d, served %d: want spend the house has not heard of", s.Spent, served)
+	}
+
+	restarted := client(t, url, gwToken, house.WithClientClock(clk), grants)
+	if err := restarted.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(house.DefaultGrantTTL + time.Second)
+	h.Expire(t.Context())
+	if s := snap(t, l); int64(s.Spent) != served || s.Spent > cap || s.Reserved != 0 {
+		t.Fatalf("spent %d (cap %d), served %d, reserved %d: want spent = served <= cap, nothing reserved", s.Spent, cap, served, s.Reserved)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("journal after a clean Close: %v, %s; want it empty", err, b)
 	}
 }

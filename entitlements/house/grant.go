@@ -141,11 +141,7 @@ func (h *Handler) size(ctx context.Context, p entitlements.Principal, want, need
 	return max(w, need, 0), snapshotToWire(s), nil
 }
 
-func (h *Handler) grant(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req grantRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) grant(ctx context.Context, gw *gatewayEntry, req *grantRequest) (any, error) {
 	p, err := gw.principal(req.Principal)
 	if err != nil {
 		return nil, err
@@ -179,11 +175,7 @@ func (h *Handler) grant(ctx context.Context, gw *gatewayEntry, body []byte) (any
 	return out, nil
 }
 
-func (h *Handler) grantReport(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req grantReportRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) grantReport(ctx context.Context, gw *gatewayEntry, req *grantReportRequest) (any, error) {
 	p, err := gw.principal(req.Principal)
 	if err != nil {
 		return nil, err

@@ -196,3 +196,42 @@ func TestGrantGatewayKilled(t *testing.T) {
 		t.Errorf("after the grant's TTL: %+v, want spent 100 (what was reported) and nothing reserved", s)
 	}
 }
+
+// TestGrantReservationReportsBudget: a reservation inside a grant reports
+// the account's budget as the house's last grant answer had it, so that a
+// gateway sets its rate limit headers with no round trip.
+func TestGrantReservationReportsBudget(t *testing.T) {
+	t.Parallel()
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(10_000)}}})
+	_, url := serve(t, l, house.WithClock(clk))
+	doer := &countingDoer{d: http.DefaultClient}
+	c := client(t, url, gwToken, house.WithClientClock(clk), house.WithDoer(doer),
+		house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	for range 5 {
+		pair(t, c, 10, 10)
+	}
+	if err := c.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	before := doer.n.Load()
+	r, err := c.Reserve(t.Context(), acme, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Release(t.Context()) }()
+	br, ok := r.(entitlements.BudgetReporter)
+	if !ok {
+		t.Fatalf("%T is no BudgetReporter", r)
+	}
+	s, ok := br.Budget()
+	if !ok {
+		t.Fatal("a reservation inside a grant reports no budget")
+	}
+	if s.HardCap == nil || *s.HardCap != 10_000 || s.Spent != 50 {
+		t.Fatalf("budget %+v, want the cap of 10000 and the 50 spent before the grant", s)
+	}
+	if n := doer.n.Load() - before; n != 0 {
+		t.Fatalf("reserve and budget inside a grant made %d round trips, want 0", n)
+	}
+}

@@ -1,6 +1,7 @@
 package house
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +71,7 @@ type Handler struct {
 	metrics   *handlerMetrics
 	grants    *grantTable
 	grantOpts grantPolicy
+	table     map[string]call // by name
 }
 
 type gatewayEntry struct {
@@ -169,6 +172,7 @@ func NewHandler(provider entitlements.Provider, opts ...Option) (*Handler, error
 		leases: newLeaseTable(), clock: c.clock, log: c.log, grantOpts: c.grants,
 	}
 	h.grants = newGrantTable()
+	h.table = h.calls()
 	h.resumer, _ = provider.(entitlements.Resumer)
 	if l, ok := provider.(entitlements.Leaser); ok {
 		h.leaser, h.leaseTTL = l, l.LeaseTTL()
@@ -225,7 +229,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 	if version != "v"+strconv.Itoa(Version) {
 		return "", h.refuse(w, &Error{Status: http.StatusBadRequest, Code: CodeUnsupportedVersion, Message: fmt.Sprintf("protocol version %q is not supported; this house speaks v%d", version, Version)})
 	}
-	call, ok := h.calls()[op]
+	call, ok := h.table[op]
 	if !ok {
 		return "", h.refuse(w, &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: "no such call: " + op})
 	}
@@ -233,7 +237,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 		w.Header().Set("Allow", http.MethodPost)
 		return op, h.refuse(w, &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed, Message: "calls are POSTs"})
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer putBuffer(buf)
+	body, err := readBody(buf, http.MaxBytesReader(w, r.Body, h.maxBody), r.ContentLength, h.maxBody)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return op, h.refuse(w, &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("request body over %d bytes", h.maxBody)})
@@ -241,27 +247,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 		return op, h.refuse(w, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "reading the body: " + err.Error()})
 	}
 	h.expireLeases(r.Context())
+	id, run, err := call.parse(body)
+	if err != nil {
+		return op, h.refuse(w, err)
+	}
 	if !call.mutates {
-		status, out := h.run(r.Context(), gw, call, body)
+		status, out := h.run(r.Context(), gw, run)
 		writeRaw(w, status, out)
 		return op, status
 	}
-	var id struct {
-		IdempotencyID string `json:"idempotency_id"`
-	}
-	if err := json.Unmarshal(body, &id); err != nil {
-		return op, h.refuse(w, badJSON(err))
-	}
-	if id.IdempotencyID == "" || len(id.IdempotencyID) > 128 {
+	if id == "" || len(id) > 128 {
 		return op, h.refuse(w, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "idempotency_id is required (1 to 128 bytes)"})
 	}
-	sum := sha256.Sum256(append([]byte(op+"\n"), body...))
-	e, first, conflict, err := h.idem.begin(r.Context(), idemKey{gw.name, id.IdempotencyID}, sum, h.clock.Now())
+	e, first, conflict, err := h.idem.begin(r.Context(), idemKey{gw.name, id}, bodySum(op, body), h.clock.Now())
 	switch {
 	case err != nil:
 		return op, h.refuse(w, &entitlements.UnavailableError{Err: err})
 	case conflict:
-		return op, h.refuse(w, &Error{Status: http.StatusConflict, Code: CodeIdempotencyConflict, Message: "idempotency_id " + strconv.Quote(id.IdempotencyID) + " was used for another call"})
+		return op, h.refuse(w, &Error{Status: http.StatusConflict, Code: CodeIdempotencyConflict, Message: "idempotency_id " + strconv.Quote(id) + " was used for another call"})
 	case !first:
 		h.metrics.replays.Inc()
 		writeRaw(w, e.status, e.body)
@@ -269,7 +272,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 	}
 	// The first delivery runs to its end even when its caller leaves, so
 	// that the answer a retry reads is the one of what happened.
-	status, out := h.run(context.WithoutCancel(r.Context()), gw, call, body)
+	status, out := h.run(context.WithoutCancel(r.Context()), gw, run)
 	if status >= 500 {
 		h.idem.forget(e, status, out)
 	} else {
@@ -279,28 +282,86 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, int) {
 	return op, status
 }
 
+// bodySum is the digest of a call's name and body, which the answer table
+// keeps to tell a resend from a reuse of its id with another call.
+func bodySum(op string, body []byte) [sha256.Size]byte {
+	var small [512]byte
+	b := append(append(append(small[:0], op...), '\n'), body...)
+	return sha256.Sum256(b)
+}
+
+// bodyPool holds the buffers request bodies are read into, which serve
+// returns once the answer is written (a decoded request copies what it
+// keeps).
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putBuffer returns buf to bodyPool, unless a rare large body grew it.
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		buf.Reset()
+		bodyPool.Put(buf)
+	}
+}
+
+// readBody reads r into buf, in one read of its length when known
+// (n >= 0, up to limit).
+func readBody(buf *bytes.Buffer, r io.Reader, n, limit int64) ([]byte, error) {
+	if n > 0 && n <= limit {
+		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead free to read the EOF
+	}
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // call is one call of the protocol.
 type call struct {
 	mutates bool
-	run     func(ctx context.Context, gw *gatewayEntry, body []byte) (any, error)
+	// parse decodes a body and returns its idempotency id ("" for a call
+	// that changes nothing) and what answers it.
+	parse func(body []byte) (id string, run func(context.Context, *gatewayEntry) (any, error), err error)
+}
+
+// idempotent is a request of a call that changes state.
+type idempotent interface{ idempotencyID() string }
+
+func (r *reserveRequest) idempotencyID() string     { return r.IdempotencyID }
+func (r *finishRequest) idempotencyID() string      { return r.IdempotencyID }
+func (r *grantRequest) idempotencyID() string       { return r.IdempotencyID }
+func (r *grantReportRequest) idempotencyID() string { return r.IdempotencyID }
+
+// callOf is the call that decodes a body into a T and answers it with fn.
+func callOf[T any](mutates bool, fn func(context.Context, *gatewayEntry, *T) (any, error)) call {
+	return call{mutates: mutates, parse: func(body []byte) (string, func(context.Context, *gatewayEntry) (any, error), error) {
+		req := new(T)
+		if err := decode(body, req); err != nil {
+			return "", nil, err
+		}
+		var id string
+		if i, ok := any(req).(idempotent); ok {
+			id = i.idempotencyID()
+		}
+		return id, func(ctx context.Context, gw *gatewayEntry) (any, error) { return fn(ctx, gw, req) }, nil
+	}}
 }
 
 func (h *Handler) calls() map[string]call {
 	return map[string]call{
-		opResolve:     {false, h.resolve},
-		opSnapshot:    {false, h.snapshot},
-		opReserve:     {true, h.reserve},
-		opSettle:      {true, h.settle},
-		opRelease:     {true, h.release},
-		opRenew:       {true, h.renew},
-		opGrant:       {true, h.grant},
-		opGrantReport: {true, h.grantReport},
+		opResolve:     callOf(false, h.resolve),
+		opSnapshot:    callOf(false, h.snapshot),
+		opReserve:     callOf(true, h.reserve),
+		opSettle:      callOf(true, h.settle),
+		opRelease:     callOf(true, h.release),
+		opRenew:       callOf(true, h.renew),
+		opGrant:       callOf(true, h.grant),
+		opGrantReport: callOf(true, h.grantReport),
 	}
 }
 
 // run decodes and answers one call; it returns the status and body.
-func (h *Handler) run(ctx context.Context, gw *gatewayEntry, c call, body []byte) (int, []byte) {
-	v, err := c.run(ctx, gw, body)
+func (h *Handler) run(ctx context.Context, gw *gatewayEntry, run func(context.Context, *gatewayEntry) (any, error)) (int, []byte) {
+	v, err := run(ctx, gw)
 	if err != nil {
 		status, b := encodeError(err)
 		if status >= 500 || status == http.StatusForbidden {
@@ -344,8 +405,13 @@ func (h *Handler) refuse(w http.ResponseWriter, err error) int {
 	return status
 }
 
+// jsonType is the Content-Type of every answer and request. Headers share
+// it, read-only: its capacity is its length, so that an Add to a header
+// copies it rather than writing into it.
+var jsonType = []string{"application/json"}[:1:1]
+
 func writeRaw(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	if status == http.StatusServiceUnavailable {
 		var e errorJSON
 		if json.Unmarshal(body, &e) == nil {
@@ -362,12 +428,8 @@ func badJSON(err error) *Error {
 
 // decode unmarshals body into v, refusing trailing data.
 func decode(body []byte, v any) error {
-	d := json.NewDecoder(strings.NewReader(string(body)))
-	if err := d.Decode(v); err != nil {
+	if err := json.Unmarshal(body, v); err != nil {
 		return badJSON(err)
-	}
-	if d.More() {
-		return badJSON(errors.New("data after the JSON object"))
 	}
 	return nil
 }
@@ -386,11 +448,7 @@ func (gw *gatewayEntry) principal(w principalJSON) (entitlements.Principal, erro
 
 func (gw *gatewayEntry) may(account string) bool { return gw.accounts == nil || gw.accounts[account] }
 
-func (h *Handler) resolve(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req resolveRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) resolve(ctx context.Context, gw *gatewayEntry, req *resolveRequest) (any, error) {
 	d, err := entitlements.ParseDigest(req.KeySHA256)
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "key_sha256: want 64 hex digits"}
@@ -409,11 +467,7 @@ func (h *Handler) resolve(ctx context.Context, gw *gatewayEntry, body []byte) (a
 	return resolveResponse{Principal: principalToWire(info.Principal)}, nil
 }
 
-func (h *Handler) snapshot(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req snapshotRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) snapshot(ctx context.Context, gw *gatewayEntry, req *snapshotRequest) (any, error) {
 	p, err := gw.principal(req.Principal)
 	if err != nil {
 		return nil, err
@@ -425,11 +479,7 @@ func (h *Handler) snapshot(ctx context.Context, gw *gatewayEntry, body []byte) (
 	return snapshotResponse{Budget: *snapshotToWire(s)}, nil
 }
 
-func (h *Handler) reserve(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req reserveRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) reserve(ctx context.Context, gw *gatewayEntry, req *reserveRequest) (any, error) {
 	p, err := gw.principal(req.Principal)
 	if err != nil {
 		return nil, err
@@ -478,7 +528,7 @@ type finishing struct {
 	p    entitlements.Principal
 }
 
-func (h *Handler) find(gw *gatewayEntry, req finishRequest) (finishing, error) {
+func (h *Handler) find(gw *gatewayEntry, req *finishRequest) (finishing, error) {
 	p, err := gw.principal(req.Principal)
 	if err != nil {
 		return finishing{}, err
@@ -494,26 +544,18 @@ func (h *Handler) find(gw *gatewayEntry, req finishRequest) (finishing, error) {
 	return finishing{res: hd.res, held: hd, p: hd.p}, nil
 }
 
-func (h *Handler) settle(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req finishRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) settle(ctx context.Context, gw *gatewayEntry, req *finishRequest) (any, error) {
 	if req.Actual == nil {
 		return nil, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "actual is required"}
 	}
 	return h.finish(ctx, gw, req, true)
 }
 
-func (h *Handler) release(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req finishRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) release(ctx context.Context, gw *gatewayEntry, req *finishRequest) (any, error) {
 	return h.finish(ctx, gw, req, false)
 }
 
-func (h *Handler) finish(ctx context.Context, gw *gatewayEntry, req finishRequest, settle bool) (any, error) {
+func (h *Handler) finish(ctx context.Context, gw *gatewayEntry, req *finishRequest, settle bool) (any, error) {
 	f, err := h.find(gw, req)
 	if err != nil {
 		return nil, err
@@ -558,11 +600,7 @@ func (h *Handler) finish(ctx context.Context, gw *gatewayEntry, req finishReques
 	return okResponse{OK: true}, nil
 }
 
-func (h *Handler) renew(ctx context.Context, gw *gatewayEntry, body []byte) (any, error) {
-	var req finishRequest
-	if err := decode(body, &req); err != nil {
-		return nil, err
-	}
+func (h *Handler) renew(ctx context.Context, gw *gatewayEntry, req *finishRequest) (any, error) {
 	f, err := h.find(gw, req)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,7 @@
 // spend one account from it: the house (entitlements/house's Handler over
 // an in-memory Local ledger) holds the account "shared" with a cap of
 // 2,000 tokens; each gateway is a cortex.Gateway whose Provider is a
-// house.Client (the second with credit grants), over one in-process
+// house.Client (the second with credit grants, journaled), over one in-process
 // neuron of the simulated engine. Requests alternate between the
 // gateways until the cap refuses them; the cap holds across both.
 //
@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -63,6 +64,14 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer stopNeuron()
+	// The grants' journal: settles inside a grant are on disk before they
+	// are acknowledged, so that a gateway restarted after a crash reports
+	// them to the house.
+	dir, err := os.MkdirTemp("", "clearing-house")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	var bases []string
 	for _, g := range []struct {
 		token  string
@@ -70,7 +79,7 @@ func run(ctx context.Context, out io.Writer) error {
 	}{{"token-eu-1", false}, {"token-us-1", true}} {
 		var opts []house.ClientOption
 		if g.grants {
-			opts = append(opts, house.WithGrants(house.GrantConfig{FlushInterval: 50 * time.Millisecond}))
+			opts = append(opts, house.WithGrants(house.GrantConfig{FlushInterval: 50 * time.Millisecond, Journal: filepath.Join(dir, "grants.journal")}))
 		}
 		c, err := house.NewClient(houseSrv.URL, g.token, opts...)
 		if err != nil {
