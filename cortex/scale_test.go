@@ -3,6 +3,7 @@ package cortex_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +101,21 @@ func TestScaleFollowsDemand(t *testing.T) {
 	want := []cortex.EventKind{cortex.EventScaleOut, cortex.EventScaleOut, cortex.EventScaleOut, cortex.EventScaleIn, cortex.EventScaleIn}
 	if !slices.Equal(kinds, want) {
 		t.Errorf("scale events %v, want %v", kinds, want)
+	}
+
+	// The status page shows the replicas, the bounds and the last
+	// decision.
+	st := getStatus(t, s)
+	i := slices.IndexFunc(st.Models, func(m cortex.StatusModel) bool { return m.ID == "m" })
+	if i < 0 || st.Models[i].Replicas == nil {
+		t.Fatalf("status.json models %+v: no replicas of m", st.Models)
+	}
+	r := st.Models[i].Replicas
+	if r.Ready != 1 || r.Loading != 0 || r.Min != 1 || r.Max != 3 || r.LastScale == nil ||
+		r.LastScale.Kind != cortex.EventScaleIn || r.LastScale.Reason != "idle 1m0s" {
+		t.Errorf("status.json replicas of m: %+v, last scale %+v", r, r.LastScale)
+	}
+	if _, _, page := getPage(t, s, "/status"); !strings.Contains(page, "1 of 1–3") || !strings.Contains(page, "scale_in: idle 1m0s") {
+		t.Errorf("the status page shows no replicas of m:\n%s", page)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/oaierr"
@@ -252,6 +253,26 @@ type StatusModel struct {
 	// prompt cache since the gateway started; absent until a request of
 	// the model reported usage.
 	PromptCache *PromptCache `json:"prompt_cache,omitempty"`
+	// Replicas is the replica count of a model with replica bounds in the
+	// catalogue (min_replicas, max_replicas); absent for the others.
+	Replicas *ModelReplicas `json:"replicas,omitempty"`
+}
+
+// ModelReplicas is the replica count of a scaled model, as the gateway's
+// Scaler counts it (route.CountReplicas, without the gateway's own loads
+// the snapshot does not list yet), with its bounds and the gateway's last
+// scale decision for it.
+type ModelReplicas struct {
+	// Ready and Loading are the loaded replicas and those on their way,
+	// on neurons that take work.
+	Ready   int `json:"ready"`
+	Loading int `json:"loading"`
+	// Min and Max are the catalogue's bounds (catalogue.Model.ReplicaBounds).
+	Min int `json:"min"`
+	Max int `json:"max"`
+	// LastScale is the gateway's last scale_out or scale_in event for the
+	// model among the recent events; absent when there is none.
+	LastScale *Event `json:"last_scale,omitempty"`
 }
 
 // StatusBudget is the budget of one principal in the admin view.
@@ -325,6 +346,7 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 	if cat == nil {
 		cat = g.fleets.catalogue()
 	}
+	events := s.Events
 	for _, e := range g.Models().Data {
 		if e.AliasOf != "" {
 			continue
@@ -332,6 +354,9 @@ func (g *Gateway) Status(ctx context.Context, admin bool) Status {
 		m := StatusModel{ID: e.ID, Aliases: e.Aliases, Locations: e.Locations, FeasibleOn: e.FeasibleOn}
 		if p, ok := cat.Lookup(e.ID); ok {
 			m.InCatalogue, m.VRAMMB = true, p.VRAMMB
+			if p.Scaled() {
+				m.Replicas = modelReplicas(f, p, events)
+			}
 		}
 		m.State = modelState(f, m)
 		if pc, ok := g.metrics.promptCache(e.ID); ok {
@@ -427,6 +452,21 @@ func placedMB(n *route.NeuronState, index, devices int) uint64 {
 		}
 	}
 	return mb
+}
+
+// modelReplicas counts the replicas of the scaled model p in f, with
+// its last scale event in events (newest first).
+func modelReplicas(f *route.Fleet, p catalogue.Model, events []Event) *ModelReplicas {
+	r := route.CountReplicas(f, nil, p.ID)
+	lo, hi := p.ReplicaBounds()
+	mr := &ModelReplicas{Ready: r.Ready, Loading: r.Loading, Min: lo, Max: hi}
+	for _, e := range events {
+		if e.Model == p.ID && (e.Kind == EventScaleOut || e.Kind == EventScaleIn) {
+			mr.LastScale = &e
+			break
+		}
+	}
+	return mr
 }
 
 // modelState sums up the locations of a model.

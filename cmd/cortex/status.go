@@ -150,7 +150,7 @@ func printStatus(w io.Writer, st cortex.Status) error {
 			orDash(strings.Join(models, ",")), since(st.GeneratedAt, n.LastSuccess))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tFEASIBLE ON\tIN FLIGHT\tPROMPT CACHE\tALIASES\n")
+	fmt.Fprintf(tw, "MODEL\tSTATUS\tLOCATIONS\tREPLICAS\tFEASIBLE ON\tIN FLIGHT\tPROMPT CACHE\tALIASES\n")
 	inFlight := map[string]int{}
 	ejected := map[[2]string]bool{}
 	for _, n := range st.Neurons {
@@ -174,7 +174,7 @@ func printStatus(w io.Writer, st cortex.Status) error {
 			}
 			locs = append(locs, s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, orDash(strings.Join(locs, ",")),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.ID, m.State, orDash(strings.Join(locs, ",")), replicas(m.Replicas),
 			orDash(strings.Join(m.FeasibleOn, ",")), inFlight[m.ID], promptCache(m.PromptCache), orDash(strings.Join(m.Aliases, ",")))
 	}
 	if st.Admin {
@@ -210,6 +210,24 @@ func printStatus(w io.Writer, st cortex.Status) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// replicas formats a scaled model's replicas for the models table: ready,
+// "+N" loading, the bounds, and the last scale decision with its reason:
+// "2+1/1-3 (scale_out: min_replicas 1)"; "-" for a model without bounds.
+func replicas(r *cortex.ModelReplicas) string {
+	if r == nil {
+		return "-"
+	}
+	s := strconv.Itoa(r.Ready)
+	if r.Loading > 0 {
+		s += "+" + strconv.Itoa(r.Loading)
+	}
+	s += "/" + strconv.Itoa(r.Min) + "-" + strconv.Itoa(r.Max)
+	if e := r.LastScale; e != nil {
+		s += " (" + string(e.Kind) + ": " + e.Reason + ")"
+	}
+	return s
 }
 
 // promptCache formats a model's prompt cache hits: the hit ratio and the

@@ -151,6 +151,8 @@ func TestPrintStatus(t *testing.T) {
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true},
 					{Neuron: "gpu-02", Status: neuron.StatusLoaded}}},
 			{ID: "qwen", State: cortex.ModelLoading, FeasibleOn: []string{"gpu-01"},
+				Replicas: &cortex.ModelReplicas{Loading: 1, Min: 1, Max: 2,
+					LastScale: &cortex.Event{Kind: cortex.EventScaleOut, Model: "qwen", Reason: "min_replicas 1"}},
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoading, LoadingSeconds: 42, Healthy: true}}},
 			{ID: "tiny", State: cortex.ModelLoaded, FeasibleOn: []string{"gpu-01"},
 				Locations: []cortex.ModelLocation{{Neuron: "gpu-01", Status: neuron.StatusLoaded, Healthy: true}}},
@@ -181,11 +183,11 @@ func TestPrintStatus(t *testing.T) {
 gpu-01   ok       2      4.0Gi/48.0Gi        20.0Gi   llama,qwen(loading),tiny(ejected 20s)   1s
 gpu-02   down     1      4.0Gi/24.0Gi        -        llama(stale)                            3h
 
-MODEL   STATUS           LOCATIONS                                  FEASIBLE ON   IN FLIGHT   PROMPT CACHE    ALIASES
-llama   loaded           gpu-01:loaded,gpu-02:loaded(neuron down)   gpu-01        3           62.5% of 1200   fast
-qwen    loading          gpu-01:loading(42s)                        gpu-01        0           -               -
-tiny    loaded           gpu-01:loaded(ejected)                     gpu-01        0           -               -
-huge    not_deployable   -                                          -             0           -               -
+MODEL   STATUS           LOCATIONS                                  REPLICAS                              FEASIBLE ON   IN FLIGHT   PROMPT CACHE    ALIASES
+llama   loaded           gpu-01:loaded,gpu-02:loaded(neuron down)   -                                     gpu-01        3           62.5% of 1200   fast
+qwen    loading          gpu-01:loading(42s)                        0+1/1-2 (scale_out: min_replicas 1)   gpu-01        0           -               -
+tiny    loaded           gpu-01:loaded(ejected)                     -                                     gpu-01        0           -               -
+huge    not_deployable   -                                          -                                     -             0           -               -
 
 ACCOUNT   KEY   UNIT     WINDOW    HARD CAP   SPENT   RESERVED   REMAINING
 acme      ci    tokens   balance   1000       10      0          990
