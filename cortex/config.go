@@ -75,6 +75,58 @@ type Config struct {
 	//	affinity_depth = 8      # blocks of 256 bytes of prompt text
 	//	affinity_bound = 1.25   # × the mean work of the model's replicas
 	Routing RoutingConfig `toml:"routing"`
+	// Scaling is the [scaling] table: the default Scaler's knobs for the
+	// models with replica bounds in the catalogue (route.NewScaler).
+	//
+	//	[scaling]
+	//	target_work = 4         # work per replica to scale out above
+	//	window = "10s"
+	//	cooldown = "30s"
+	//	scale_in_idle = "5m"
+	Scaling ScalingConfig `toml:"scaling"`
+}
+
+// ScalingConfig is the [scaling] table of cortex.toml. An absent key
+// keeps the default Scaler's default.
+type ScalingConfig struct {
+	// TargetWork is the work per replica (in flight plus queued) above
+	// which a model scales out (route.WithTargetWork). Default
+	// route.DefaultTargetWork (4).
+	TargetWork float64 `toml:"target_work"`
+	// Window is how long the work must stay above the target before a
+	// scale-out (route.WithScaleWindow). Default 10s.
+	Window *neuron.Duration `toml:"window"`
+	// Cooldown is the least time between two changes of a model's replica
+	// count for demand (route.WithScaleCooldown). Default 30s.
+	Cooldown *neuron.Duration `toml:"cooldown"`
+	// ScaleInIdle is how long a replica of a model without idle_unload
+	// serves nothing before it is scaled in (route.WithScaleInIdle).
+	// Default 5m.
+	ScaleInIdle *neuron.Duration `toml:"scale_in_idle"`
+}
+
+// set reports whether the table sets any key.
+func (s ScalingConfig) set() bool {
+	return s.TargetWork != 0 || s.Window != nil || s.Cooldown != nil || s.ScaleInIdle != nil
+}
+
+// Scaler returns the default Scaler with the table's knobs; it fails as
+// route.NewScaler does.
+func (s ScalingConfig) Scaler() (*route.DefaultScaler, error) {
+	var opts []route.ScalerOption
+	if s.TargetWork != 0 {
+		opts = append(opts, route.WithTargetWork(s.TargetWork))
+	}
+	if s.Window != nil {
+		opts = append(opts, route.WithScaleWindow(s.Window.Std()))
+	}
+	if s.Cooldown != nil {
+		opts = append(opts, route.WithScaleCooldown(s.Cooldown.Std()))
+	}
+	if s.ScaleInIdle != nil {
+		opts = append(opts, route.WithScaleInIdle(s.ScaleInIdle.Std()))
+	}
+	return route.NewScaler(opts...)
 }
 
 // RoutingConfig is the [routing] table of cortex.toml.
@@ -374,6 +426,13 @@ func (c Config) validate(at *configLines) error {
 			bad(at.table("routing"), "routing", "affinity_depth, affinity_bound and affinity_remember need prefix_affinity = true")
 		}
 	}
+	if c.Scaling.set() {
+		if _, err := c.Scaling.Scaler(); err != nil {
+			for _, e := range flatten(err) {
+				bad(at.table("scaling"), "scaling", "%s", strings.TrimPrefix(e.Error(), "route: scaler: "))
+			}
+		}
+	}
 	if err := c.OutlierDetection.Validate(); err != nil {
 		for _, e := range flatten(err) {
 			bad(at.table("outlier_detection"), "outlier_detection", "%v", e)
@@ -404,7 +463,7 @@ func (c Config) validate(at *configLines) error {
 // idle timeout, the body limit and read timeout, the load timeout, the poll interval and
 // failure threshold of the default poller, the settle outbox and retry
 // window, the access log and the CORS origins, outlier ejection ([outlier_detection]), the default Router's
-// prefix affinity ([routing]), and whether auth is required
+// prefix affinity ([routing]), the default Scaler's knobs ([scaling]), and whether auth is required
 // ([entitlements] require_auth).
 func (c Config) GatewayOptions() []GatewayOption {
 	g := c.Gateway
@@ -432,6 +491,13 @@ func (c Config) GatewayOptions() []GatewayOption {
 	opts = append(opts, WithOutlierDetection(c.OutlierDetection))
 	if ropts := c.Routing.routerOptions(); len(ropts) > 0 {
 		opts = append(opts, WithRouterOptions(ropts...))
+	}
+	if c.Scaling.set() {
+		// Validate checked the table: a Config that fails it keeps the
+		// gateway's default Scaler.
+		if sc, err := c.Scaling.Scaler(); err == nil {
+			opts = append(opts, WithScaler(sc))
+		}
 	}
 	return append(opts, WithPollerOptions(popts...))
 }

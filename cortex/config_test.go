@@ -110,6 +110,24 @@ func TestParseConfigErrors(t *testing.T) {
 			msg:  []string{"need prefix_affinity = true"},
 		},
 		{
+			name: "scaling target not positive",
+			in:   neuronOK + "[scaling]\ntarget_work = -1\nwindow = \"1s\"\n",
+			want: []cortex.ConfigError{{Line: 4, Entry: "scaling"}},
+			msg:  []string{"target work -1 is not positive"},
+		},
+		{
+			name: "scaling window negative",
+			in:   neuronOK + "[scaling]\ntarget_work = 2\nwindow = \"-1s\"\n",
+			want: []cortex.ConfigError{{Line: 6}},
+			msg:  []string{"window", "negative"},
+		},
+		{
+			name: "scaling duration without a unit",
+			in:   neuronOK + "[scaling]\ncooldown = 30\n",
+			want: []cortex.ConfigError{{Line: 5}},
+			msg:  []string{"cooldown"},
+		},
+		{
 			name: "wrong type",
 			in:   neuronOK + "\n[gateway]\nmax_body_bytes = \"lots\"\n",
 			want: []cortex.ConfigError{{Line: 6}},

@@ -23,8 +23,21 @@ func TestScaleFollowsDemand(t *testing.T) {
 	cat := newCatalogue(t, []catalogue.Model{
 		{ID: "m", VRAMMB: 1000, MinReplicas: 1, MaxReplicas: 3},
 	}, nil)
-	scaler, err := route.NewScaler(route.WithTargetWork(1), route.WithScaleWindow(0),
-		route.WithScaleCooldown(0), route.WithScaleInIdle(time.Minute))
+	// The Scaler's knobs come from cortex.toml's [scaling] table.
+	cfg, err := cortex.ParseConfig([]byte(`[[neurons]]
+name = "n1"
+endpoint = "http://n1:1"
+
+[scaling]
+target_work = 1
+window = "0s"
+cooldown = "0s"
+scale_in_idle = "1m"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaler, err := cfg.Scaling.Scaler()
 	if err != nil {
 		t.Fatal(err)
 	}
