@@ -23,7 +23,11 @@ import (
 // unload (idleUnload), which refuses a replica with requests in flight
 // here and never forces the neuron. The idle loop's memory of when each
 // replica last had work is the Scaler's Demand.Idle, so both agree on
-// what idle means.
+// what idle means. A scale-out whose load failed backs off as a
+// request's load does (WithLoadBackoff): the Scaler's Demand.Backoff
+// lists the neuron until the backoff ends, so the next steps place the
+// replica elsewhere or wait, rather than loading it again there on every
+// step.
 //
 // Several cortex replicas each run their Scaler. Over the same snapshot
 // they decide the same scale-out on the same neuron (placements break ties
@@ -65,7 +69,16 @@ func (g *Gateway) scale(f *route.Fleet, now time.Time, busy map[replicaKey]time.
 	slices.SortFunc(idle, func(a, b route.IdleReplica) int {
 		return cmp.Or(cmp.Compare(a.Neuron, b.Neuron), cmp.Compare(a.Model, b.Model))
 	})
-	for _, d := range g.scaler.Scale(f, &route.Demand{Now: now, Loads: loads, Idle: idle}) {
+	var backoff map[string][]route.Backoff
+	for _, m := range f.Catalogue().Models() {
+		if b := g.backoff.active(m.ID, now, nil); m.Scaled() && len(b) > 0 {
+			if backoff == nil {
+				backoff = make(map[string][]route.Backoff)
+			}
+			backoff[m.ID] = b
+		}
+	}
+	for _, d := range g.scaler.Scale(f, &route.Demand{Now: now, Loads: loads, Idle: idle, Backoff: backoff}) {
 		switch d.Direction {
 		case route.ScaleOut:
 			g.log.Info("cortex: scaling out", "model", d.Model.ID, "neuron", d.Neuron, "reason", d.Reason, "replicas", d.Replicas, "evict", d.Evict)

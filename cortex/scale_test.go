@@ -11,6 +11,8 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
+	"github.com/helexa-ai/helexa-go/neuron"
+	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
 
 // TestScaleFollowsDemand runs the gateway's Run on a fake clock over four
@@ -130,5 +132,56 @@ scale_in_idle = "1m"
 	}
 	if _, _, page := getPage(t, s, "/status"); !strings.Contains(page, "1 of 1–3") || !strings.Contains(page, "scale_in: idle 1m0s") {
 		t.Errorf("the status page shows no replicas of m:\n%s", page)
+	}
+}
+
+// TestScaleOutBacksOff: a scale-out whose load fails is not loaded again
+// on its neuron at each step: the next steps place the replica on another
+// neuron. (Here the simulated neuron also lists the failed model, which
+// keeps a placement off it by itself; the Scaler's table test in
+// cortex/route proves that Demand.Backoff alone does.)
+func TestScaleOutBacksOff(t *testing.T) {
+	t.Parallel()
+	cat := newCatalogue(t, []catalogue.Model{{ID: "m", VRAMMB: 1000, MinReplicas: 1}}, nil)
+	clk := newFakeClock()
+	s := newStack(t, []cortextest.Spec{{Name: "n1", Sim: sim.Config{FailLoad: true}}, {Name: "n2"}}, cat,
+		cortex.WithClock(clk), cortex.WithLoadBackoff(time.Minute, 4*time.Minute))
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- s.gw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	const armed = 2 // the poller's ticker and the idle loop's timer
+	waitArmed(t, clk, armed)
+	n1, n2 := s.fleet.Neuron("n1"), s.fleet.Neuron("n2")
+	// The first step places min_replicas on n1 (ties go by name), where
+	// the load fails.
+	clk.Advance(time.Second)
+	waitArmed(t, clk, armed)
+	waitFor(t, "the failed load on n1", func() bool {
+		return slices.ContainsFunc(s.gw.Events(), func(e cortex.Event) bool {
+			return e.Kind == cortex.EventLoadFailed && e.Neuron == "n1"
+		})
+	})
+	waitFor(t, "the end of the failed load", func() bool {
+		i := slices.IndexFunc(s.gw.Models().Data, func(e cortex.ModelEntry) bool { return e.ID == "m" })
+		return i >= 0 && !slices.ContainsFunc(s.gw.Models().Data[i].Locations, func(l cortex.ModelLocation) bool {
+			return l.Status == neuron.StatusLoading
+		})
+	})
+	// The next steps, within the backoff, place it on n2.
+	for range 3 {
+		clk.Advance(2 * time.Second)
+		waitArmed(t, clk, armed)
+	}
+	waitFor(t, "the replica on n2", func() bool {
+		return route.CountReplicas(s.gw.Fleet(), nil, "m").Ready == 1 && n2.Loads() == 1
+	})
+	if got := len(n1.LoadCalls()); got != 1 {
+		t.Errorf("%d load calls on n1, want 1: the scale-out backs off there", got)
 	}
 }

@@ -40,6 +40,11 @@ type Demand struct {
 	// Replicas that are pinned on their neuron, loading or on a neuron
 	// that takes no work are not listed.
 	Idle []IdleReplica
+	// Backoff lists, by model id, the neurons where a load of the model
+	// failed recently and may not start again yet (cortex.WithLoadBackoff):
+	// a scale-out goes elsewhere or waits, rather than loading again on
+	// each step where it failed.
+	Backoff map[string][]Backoff
 }
 
 // IdleReplica is a loaded replica and when it last had work.
@@ -263,7 +268,8 @@ func WithPlacer(p Placer) ScalerOption { return func(s *DefaultScaler) { s.place
 // (an idle window, and the rest under half the target) with the
 // cool-down keeps a load at the threshold from flapping.
 //
-// Scale-outs go where the Placer says: the default Router's placement
+// Scale-outs go where the Placer says, never on a neuron where a load of
+// the model backs off (Demand.Backoff): the default Router's placement
 // (free VRAM first, then evicting only idle models of lower priority,
 // never a pinned model on its pin), ties broken by neuron name so that
 // gateways over the same snapshot pick the same neuron, where the
@@ -405,7 +411,7 @@ func (s *DefaultScaler) decide(f *Fleet, d *Demand, prof catalogue.Model, st *sc
 
 // out places one more replica of prof.
 func (s *DefaultScaler) out(f *Fleet, d *Demand, prof catalogue.Model, n int, reason string) (ScaleDecision, bool) {
-	dec, err := s.placer.Place(f, &Request{Model: prof.ID, Loads: d.Loads}, prof)
+	dec, err := s.placer.Place(f, &Request{Model: prof.ID, Loads: d.Loads, Backoff: d.Backoff[prof.ID]}, prof)
 	if err != nil || dec.Action != ActionLoad {
 		return ScaleDecision{}, false
 	}

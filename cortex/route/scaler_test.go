@@ -21,6 +21,7 @@ type scaleStep struct {
 	neurons []route.NeuronState
 	loads   []route.Load
 	idle    []route.IdleReplica
+	backoff []route.Backoff // of the scaled model
 	want    []string
 }
 
@@ -80,6 +81,23 @@ func TestDefaultScaler(t *testing.T) {
 				neurons: []route.NeuronState{host("n1", g, loaded("min2", 10000)), host("n2", g), host("n3", g)},
 				loads:   []route.Load{{Model: "min2", Neuron: "n3"}},
 			}},
+		},
+		{
+			name:   "a scale-out skips the neurons where the model's load backs off",
+			scaled: "min2",
+			steps: []scaleStep{
+				{
+					neurons: []route.NeuronState{host("n1", g, loaded("min2", 10000)), host("n2", g), host("n3", g)},
+					backoff: []route.Backoff{{Neuron: "n2", Until: t0.Add(time.Minute)}},
+					want:    []string{"out min2 n3"},
+				},
+				{
+					// Nowhere else: the scale-out waits for the backoff.
+					at:      time.Second,
+					neurons: []route.NeuronState{host("n1", g, loaded("min2", 10000)), host("n2", g)},
+					backoff: []route.Backoff{{Neuron: "n2", Until: t0.Add(time.Minute)}},
+				},
+			},
 		},
 		{
 			name:   "a replica on a neuron that is down does not count",
@@ -222,7 +240,11 @@ func TestDefaultScaler(t *testing.T) {
 				for j := range idle {
 					idle[j].Since = idle[j].Since.Add(st.at)
 				}
-				got := formatScale(s.Scale(f, &route.Demand{Now: t0.Add(st.at), Loads: st.loads, Idle: idle}))
+				d := &route.Demand{Now: t0.Add(st.at), Loads: st.loads, Idle: idle}
+				if st.backoff != nil {
+					d.Backoff = map[string][]route.Backoff{tt.scaled: st.backoff}
+				}
+				got := formatScale(s.Scale(f, d))
 				if diff := cmp.Diff(got, st.want); diff != "" {
 					t.Errorf("step %d (at %v): decisions (-got +want):\n%s", i, st.at, diff)
 				}
