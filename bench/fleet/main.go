@@ -174,6 +174,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -210,6 +211,7 @@ type config struct {
 	csvPath   string
 	affinity  route.PrefixAffinity // of prefix-aware; zero fields: defaults
 	poll      time.Duration        // the gateways' poll interval; 0: default
+	burst     timing               // of the burst's scaling cell
 }
 
 // benchGPU is the GPU model of the bench (see the package documentation).
@@ -231,7 +233,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.t.drain, "drain", 500*time.Millisecond, "time after the arrivals before the cutoff")
 	loads := fs.String("loads", "", "offered loads as multiples of the capacity estimate (default: per workload)")
 	policies := fs.String("policies", strings.Join(policyNames, ","), "policies to run")
-	wls := fs.String("workloads", "tenants,sessions,unique,replicas,hot", "workloads and checks to run")
+	fs.DurationVar(&cfg.burst.duration, "burst-duration", 22*time.Second, "arrivals of the burst's scaling cell")
+	fs.DurationVar(&cfg.burst.warmup, "burst-warmup", 18*time.Second, "start of the burst's scaling cell's window, after its ramp")
+	wls := fs.String("workloads", "tenants,sessions,unique,replicas,hot,burst", "workloads and checks to run")
 	fs.IntVar(&cfg.neurons, "neurons", 8, "neurons in the fleet")
 	fs.Float64Var(&g.TimeScale, "timescale", g.TimeScale, "sim.GPU.TimeScale")
 	fs.IntVar(&g.CacheTokens, "cache", g.CacheTokens, "sim.GPU.CacheTokens")
@@ -251,6 +255,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.t.warmup < 0 || cfg.t.duration <= cfg.t.warmup || cfg.t.drain < 0 {
 		return cfg, errors.New("need 0 <= -warmup < -duration and -drain >= 0")
 	}
+	if cfg.burst.warmup < 0 || cfg.burst.duration <= cfg.burst.warmup {
+		return cfg, errors.New("need 0 <= -burst-warmup < -burst-duration")
+	}
+	cfg.burst.drain = cfg.t.drain
 	if cfg.neurons < 1 {
 		return cfg, errors.New("-neurons must be at least 1")
 	}
@@ -271,7 +279,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.workloads = map[string]bool{}
 	for w := range strings.SplitSeq(*wls, ",") {
-		if !slices.Contains([]string{"tenants", "sessions", "unique", "replicas", "hot"}, w) {
+		if !slices.Contains([]string{"tenants", "sessions", "unique", "replicas", "hot", "burst"}, w) {
 			return cfg, fmt.Errorf("unknown workload %q", w)
 		}
 		cfg.workloads[w] = true
@@ -312,9 +320,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Sprintf("policies: round-robin (a counter over the ready replicas), least-loaded (route.NewRouter()), prefix-aware (route.NewRouter with route.PrefixAffinity{Depth: %d, Bound: %g, Weight: %g})",
 			orDefault(cfg.affinity.Depth, route.DefaultAffinityDepth), orDefault(cfg.affinity.Bound, route.DefaultAffinityBound),
 			orDefault(cfg.affinity.Weight, route.DefaultAffinityWeight)))
-	cellRun := func(c cell) *result {
-		fmt.Fprintf(stderr, "fleet: %s at %.1f req/s, %s, %d gateway(s)\n", c.w.name, c.rate, c.policy, c.gateways)
-		r, err := runCell(ctx, c, cfg, cfg.t)
+	cellRunT := func(c cell, t timing) *result {
+		name := c.w.name
+		if c.scale != nil {
+			name = "burst (" + c.scale.name + ")"
+		}
+		fmt.Fprintf(stderr, "fleet: %s at %.1f req/s, %s, %d gateway(s)\n", name, c.rate, c.policy, c.gateways)
+		r, err := runCell(ctx, c, cfg, t)
 		if err != nil {
 			if ctx.Err() == nil {
 				fmt.Fprintf(stderr, "fleet: cell failed: %v\n", err)
@@ -323,6 +335,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return r
 	}
+	cellRun := func(c cell) *result { return cellRunT(c, cfg.t) }
 	for i, w := range workloads() {
 		if !cfg.workloads[w.name] {
 			continue
@@ -366,6 +379,25 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.workloads["hot"] && ctx.Err() == nil {
 		rep.hot = cellRun(cell{w: hotWorkload(), load: top, rate: topRate, policy: policyPrefix, gateways: 1, seed: topSeed})
+	}
+	if cfg.workloads["burst"] && ctx.Err() == nil {
+		w := workloads()[2] // (c) unique prompts
+		rep.burstCapacity = capacity(w, cfg.gpu, 1)
+		rep.burstTiming, rep.cellTiming, rep.poll = cfg.burst, cfg.t, cmp.Or(cfg.poll, route.DefaultPollInterval)
+		for _, sc := range burstSetups(cfg.neurons) {
+			c := cell{w: w, load: burstLoad, rate: burstLoad * rep.burstCapacity, policy: policyLL, gateways: 1,
+				seed: 900 + cfg.seed*1000, scale: sc}
+			t := cfg.t
+			if sc.min != sc.max {
+				t = cfg.burst
+			}
+			if r := cellRunT(c, t); r != nil {
+				rep.burst = append(rep.burst, r)
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
