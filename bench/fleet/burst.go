@@ -20,8 +20,11 @@ import (
 //   - scaling: min_replicas 1, max_replicas 8, one neuron loaded, the
 //     gateway's Scaler adding replicas as the work grows.
 //
-// The fixed fleets run the usual cell timing; the scaling one runs
-// -burst-duration and measures from -burst-warmup, after its ramp.
+// The scaling fleet runs -burst-duration and measures from -burst-warmup,
+// after its ramp; the fixed ones measure a window as long from
+// burstFixedWarmup, when the preloaded fleet is at its steady state (a
+// request lives some 4 s there, so the usual cell's window, from 2 s,
+// would still see it filling).
 const (
 	burstLoad = 6.0
 	// burstLoadTime is sim.Config.LoadTime of the burst's neurons: a
@@ -37,6 +40,8 @@ const (
 	burstTargetWork = 4
 	burstWindow     = 0
 	burstCooldown   = time.Second
+	// burstFixedWarmup is the start of the fixed fleets' window.
+	burstFixedWarmup = 8 * time.Second
 	// burstSample is the period of the replica sampler.
 	burstSample = 50 * time.Millisecond
 )
@@ -55,6 +60,12 @@ func burstSetups(neurons int) []*scaling {
 		{name: "preloaded", min: neurons, max: neurons, preload: neurons},
 		{name: "scaling", min: 1, max: neurons, preload: 1},
 	}
+}
+
+// fixedTiming is the timing of the fixed fleets' cells: a window as long
+// as the scaling cell's, from burstFixedWarmup.
+func fixedTiming(scaling timing) timing {
+	return timing{warmup: burstFixedWarmup, duration: burstFixedWarmup + scaling.duration - scaling.warmup, drain: scaling.drain}
 }
 
 // newBurstScaler returns the Scaler of the burst's gateways.

@@ -74,7 +74,9 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 		name := fmt.Sprintf("gpu-%02d", i+1)
 		g := gpu
 		simCfg := sim.Config{GPU: &g, ContextLength: contextLen}
-		if sc != nil {
+		if sc != nil && i >= preload {
+			// Loads take time where the Scaler loads; the preloaded
+			// neurons load at once, so that a fleet starts in seconds.
 			simCfg.LoadTime = burstLoadTime
 		}
 		h, err := sim.NewHarness(simCfg)

@@ -383,11 +383,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cfg.workloads["burst"] && ctx.Err() == nil {
 		w := workloads()[2] // (c) unique prompts
 		rep.burstCapacity = capacity(w, cfg.gpu, 1)
-		rep.burstTiming, rep.cellTiming, rep.poll = cfg.burst, cfg.t, cmp.Or(cfg.poll, route.DefaultPollInterval)
+		rep.burstTiming, rep.fixedTiming, rep.poll = cfg.burst, fixedTiming(cfg.burst), cmp.Or(cfg.poll, route.DefaultPollInterval)
 		for _, sc := range burstSetups(cfg.neurons) {
 			c := cell{w: w, load: burstLoad, rate: burstLoad * rep.burstCapacity, policy: policyLL, gateways: 1,
 				seed: 900 + cfg.seed*1000, scale: sc}
-			t := cfg.t
+			t := fixedTiming(cfg.burst)
 			if sc.min != sc.max {
 				t = cfg.burst
 			}

@@ -34,7 +34,7 @@ type report struct {
 	burst              []*result     // the burst's cells, in burstSetups order
 	burstCapacity      float64       // one replica's capacity estimate of the burst
 	burstTiming        timing        // of the scaling cell
-	cellTiming         timing        // of the other cells
+	fixedTiming        timing        // of the burst's fixed cells
 	poll               time.Duration // the gateways' poll interval
 }
 
@@ -237,7 +237,7 @@ func (r *report) markdown(w io.Writer) error {
 		t := &table{title: fmt.Sprintf("Burst: %s at %gx one replica's capacity estimate (%s req/s), least-loaded", r.burst[0].w.label, burstLoad, fmtRate(r.burstCapacity)),
 			header: append([]string{"replicas (min-max, preloaded)", "window"}, cellHeader...)}
 		for _, b := range r.burst {
-			win := fmt.Sprintf("%v to %v", r.cellTiming.warmup, r.cellTiming.duration)
+			win := fmt.Sprintf("%v to %v", r.fixedTiming.warmup, r.fixedTiming.duration)
 			if b.scale.min != b.scale.max {
 				win = fmt.Sprintf("%v to %v", r.burstTiming.warmup, r.burstTiming.duration)
 			}
