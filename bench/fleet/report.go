@@ -30,7 +30,7 @@ type report struct {
 	loadStart, loadEnd string
 	elapsed, cpu       time.Duration
 	workloads          []*workloadResults
-	one, three, hot    *result // the checks; nil when not run
+	one, three, hot    *result       // the checks; nil when not run
 	burst              []*result     // the burst's cells, in burstSetups order
 	burstCapacity      float64       // one replica's capacity estimate of the burst
 	burstTiming        timing        // of the scaling cell
@@ -277,10 +277,15 @@ func (r *report) csv(w io.Writer) error {
 			all = append(all, x)
 		}
 	}
+	all = append(all, r.burst...)
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
 	ms := func(d time.Duration) string { return f(float64(d) / float64(time.Millisecond)) }
 	for _, x := range all {
-		_ = cw.Write([]string{x.w.name, f(x.load), f(x.rate), x.policy, strconv.Itoa(x.gateways), strconv.Itoa(x.requests),
+		name := x.w.name
+		if x.scale != nil {
+			name = "burst " + x.scale.name
+		}
+		_ = cw.Write([]string{name, f(x.load), f(x.rate), x.policy, strconv.Itoa(x.gateways), strconv.Itoa(x.requests),
 			ms(pct(x.ttft, 50)), ms(pct(x.ttft, 99)), ms(x.meanTTFT()), strconv.Itoa(x.cut), f(x.reqRate), f(x.tokRate),
 			f(x.hitRatio()), f(x.loadRatio), strconv.Itoa(x.failed)})
 	}
