@@ -52,6 +52,7 @@ type cell struct {
 	policy   string
 	gateways int
 	seed     uint64
+	scale    *scaling // the burst's cells; nil for the others
 }
 
 // result is what a cell measured over its window.
@@ -68,6 +69,7 @@ type result struct {
 	cached    int64   // Σ cached_tokens
 	loadRatio float64 // busiest neuron's mean in-flight / the mean of all
 	loadMean  float64
+	replicas  []replicaSample // the burst's cells: the first gateway's view, sampled
 }
 
 func (r *result) hitRatio() float64 {
@@ -118,7 +120,7 @@ func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error)
 		}
 		routers[i] = r
 	}
-	f, err := startFleet(ctx, cfg.neurons, cfg.gpu, cfg.poll, routers)
+	f, err := startFleet(ctx, cfg.neurons, cfg.gpu, cfg.poll, routers, c.scale)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +180,17 @@ func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error)
 		}
 	}()
 
+	var replicas []replicaSample
+	replicasDone := make(chan struct{})
+	if c.scale == nil {
+		close(replicasDone)
+	} else {
+		go func() { // the replica sampler, over the whole cell
+			defer close(replicasDone)
+			replicas = sampleReplicas(cctx, f.gateways[0], start)
+		}()
+	}
+
 	var wg sync.WaitGroup
 	var recs []*record
 	var at time.Duration
@@ -205,11 +218,12 @@ func runCell(ctx context.Context, c cell, cfg config, t timing) (*result, error)
 	<-cctx.Done()
 	wg.Wait()
 	<-sampled
+	<-replicasDone
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
-	res := &result{cell: c}
+	res := &result{cell: c, replicas: replicas}
 	window := (t.duration - t.warmup).Seconds()
 	res.tokRate = float64(tokens.Load()) / window
 	res.reqRate = float64(completed.Load()) / window

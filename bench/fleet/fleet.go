@@ -32,6 +32,11 @@ vram_mb = %d
 limit = { context = %d, output = 1024 }
 `, modelID, modelVRAMMB, contextLen)
 
+// scaledCatalogue is catalogueTOML with the model's replica bounds.
+func scaledCatalogue(lo, hi int) string {
+	return catalogueTOML + fmt.Sprintf("min_replicas = %d\nmax_replicas = %d\n", lo, hi)
+}
+
 // fleet is one cell's stack: neurons, each a sim Harness with one replica
 // of the model behind a neuron Agent, and gateways in front of them all.
 type fleet struct {
@@ -45,15 +50,21 @@ type fleet struct {
 
 // startFleet starts n neurons and one gateway per router (polling the
 // neurons every poll; 0: the default), and returns once every gateway
-// sees every replica loaded.
-func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, routers []route.Router) (f *fleet, err error) {
+// sees every replica loaded. With sc, the model has sc's replica bounds,
+// only the first sc.preload neurons load it, loads take burstLoadTime,
+// and each gateway scales it with the bench's Scaler (newBurstScaler).
+func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, routers []route.Router, sc *scaling) (f *fleet, err error) {
 	f = &fleet{runs: make(chan error, len(routers))}
 	defer func() {
 		if err != nil {
 			f.close()
 		}
 	}()
-	cat, err := catalogue.Parse([]byte(catalogueTOML))
+	catText, preload := catalogueTOML, n
+	if sc != nil {
+		catText, preload = scaledCatalogue(sc.min, sc.max), sc.preload
+	}
+	cat, err := catalogue.Parse([]byte(catText))
 	if err != nil {
 		return f, err
 	}
@@ -62,7 +73,13 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 	for i := range n {
 		name := fmt.Sprintf("gpu-%02d", i+1)
 		g := gpu
-		h, err := sim.NewHarness(sim.Config{GPU: &g, ContextLength: contextLen})
+		simCfg := sim.Config{GPU: &g, ContextLength: contextLen}
+		if sc != nil && i >= preload {
+			// Loads take time where the Scaler loads; the preloaded
+			// neurons load at once, so that a fleet starts in seconds.
+			simCfg.LoadTime = burstLoadTime
+		}
+		h, err := sim.NewHarness(simCfg)
 		if err != nil {
 			return f, err
 		}
@@ -82,6 +99,10 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 		if err != nil {
 			return f, err
 		}
+		configs = append(configs, cortex.NeuronConfig{Name: name, Endpoint: url})
+		if i >= preload {
+			continue
+		}
 		c, err := neuron.NewClient(url)
 		if err != nil {
 			return f, err
@@ -89,7 +110,6 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 		if _, err := c.Load(ctx, neuron.LoadSpec{ModelID: modelID, Engine: "sim", VRAMMB: modelVRAMMB}); err != nil {
 			return f, fmt.Errorf("loading on %s: %w", name, err)
 		}
-		configs = append(configs, cortex.NeuronConfig{Name: name, Endpoint: url})
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -97,6 +117,13 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 		opts := []cortex.GatewayOption{cortex.WithRouter(r)}
 		if poll > 0 {
 			opts = append(opts, cortex.WithPollerOptions(route.WithInterval(poll)))
+		}
+		if sc != nil {
+			s, err := newBurstScaler()
+			if err != nil {
+				return f, err
+			}
+			opts = append(opts, cortex.WithScaler(s))
 		}
 		gw, err := cortex.NewGateway(configs, cat, opts...)
 		if err != nil {
@@ -111,7 +138,7 @@ func startFleet(ctx context.Context, n int, gpu sim.GPU, poll time.Duration, rou
 		f.urls = append(f.urls, url)
 	}
 	for _, gw := range f.gateways {
-		if err := waitReady(ctx, gw, n); err != nil {
+		if err := waitReady(ctx, gw, preload); err != nil {
 			return f, err
 		}
 	}

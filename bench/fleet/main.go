@@ -1,8 +1,9 @@
 // Command fleet is the fleet benchmark of helexa-go: it measures what
 // routing does to a fleet of GPUs whose engines keep a prefix cache, by
 // running three routing policies over the same simulated fleet and the
-// same traffic, and prints the figures as Markdown tables with PASS/FAIL
-// next to the targets of issue 17. `make bench` runs it as
+// same traffic, and how a Scaler follows a burst (issue 22), and prints
+// the figures as Markdown tables with PASS/FAIL next to the targets of
+// issues 17 and 22. `make bench` runs it as
 // `go run ./bench/fleet` after the gateway benchmark.
 //
 // # What runs
@@ -123,6 +124,37 @@
 // with one gateway's; and a hot prefix, every request one tenant's, where
 // the affinity's bounded load must spread the work.
 //
+// # Burst (issue 22)
+//
+// Replicas that follow demand: workload (c), unique prompts, offered at
+// 6× one replica's capacity estimate (28.7 req/s), least-loaded routing,
+// over three fresh fleets of the same 8 neurons:
+//
+//   - one replica: min_replicas = max_replicas = 1, one neuron loaded;
+//   - preloaded: min_replicas = max_replicas = 8, all eight loaded;
+//   - scaling: min_replicas 1, max_replicas 8, one neuron loaded; the
+//     gateway's Scaler (cortex.WithScaler) loads the others as work
+//     grows, each load taking 2 s (sim.Config.LoadTime, on the neurons
+//     not preloaded).
+//
+// The Scaler is route.NewScaler with WithTargetWork(4) (the default: one
+// replica of unique prompts queues past a few requests), WithScaleWindow(0)
+// (the target below leaves one poll interval from the burst's start to
+// the decision, and the gateway's scale step itself comes every 2 s) and
+// WithScaleCooldown(1s) (under the scale step, so that the ramp adds one
+// replica per step).
+//
+// The scaling cell offers arrivals for -burst-duration (22 s) and measures
+// from -burst-warmup (18 s), after its ramp (at one replica per 2 s step,
+// seven loads end near 15 s); it still drains the ramp's queue then, so
+// its req/s may pass the offered rate and its TTFT includes that queue.
+// The fixed fleets measure a window as long from 8 s, when the preloaded
+// one is at its steady state. Replicas over time are the gateway's view
+// (route.CountReplicas over its snapshot: a load shows as loading from the
+// poll that sees it), sampled every 50 ms and printed where they change;
+// the time to the first extra replica is from the first arrival to the
+// first sample with two ready.
+//
 // # Targets
 //
 // PASS or FAIL, from ratios within the same run: on (a) and (b) at the
@@ -132,7 +164,10 @@
 // its p99 TTFT at most 105%; with the hot prefix, no neuron above 1.3×
 // the mean load; with three gateways, a hit ratio at most 5 points below
 // one gateway's (more is no drift: it happens when each gateway, seeing
-// only its own requests live, spills less). The command never fails on
+// only its own requests live, spills less); in the burst, the scaling
+// fleet's output tokens/s after its ramp at least 0.8 of the preloaded
+// fleet's, and its first extra replica ready within one load (2 s) and
+// one poll interval. The command never fails on
 // timing: it exits 0 whatever the figures, and non-zero only when a fleet
 // cannot be started.
 //
@@ -160,7 +195,12 @@
 //	-loads LIST       offered loads as multiples of the capacity estimate,
 //	                  for every workload (default: per workload, above)
 //	-policies LIST    a subset of round-robin,least-loaded,prefix-aware
-//	-workloads LIST   a subset of tenants,sessions,unique,replicas,hot
+//	-workloads LIST   a subset of tenants,sessions,unique,replicas,hot,burst
+//	                  (-workloads burst runs the burst alone, in about a
+//	                  minute)
+//	-burst-duration 22s, -burst-warmup 18s
+//	                  the burst's scaling cell: arrivals, start of its
+//	                  measured window
 //	-neurons 8        neurons in the fleet
 //	-timescale 2      sim.GPU.TimeScale
 //	-cache 16000      sim.GPU.CacheTokens
@@ -174,6 +214,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -210,6 +251,7 @@ type config struct {
 	csvPath   string
 	affinity  route.PrefixAffinity // of prefix-aware; zero fields: defaults
 	poll      time.Duration        // the gateways' poll interval; 0: default
+	burst     timing               // of the burst's scaling cell
 }
 
 // benchGPU is the GPU model of the bench (see the package documentation).
@@ -231,7 +273,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.t.drain, "drain", 500*time.Millisecond, "time after the arrivals before the cutoff")
 	loads := fs.String("loads", "", "offered loads as multiples of the capacity estimate (default: per workload)")
 	policies := fs.String("policies", strings.Join(policyNames, ","), "policies to run")
-	wls := fs.String("workloads", "tenants,sessions,unique,replicas,hot", "workloads and checks to run")
+	fs.DurationVar(&cfg.burst.duration, "burst-duration", 22*time.Second, "arrivals of the burst's scaling cell")
+	fs.DurationVar(&cfg.burst.warmup, "burst-warmup", 18*time.Second, "start of the burst's scaling cell's window, after its ramp")
+	wls := fs.String("workloads", "tenants,sessions,unique,replicas,hot,burst", "workloads and checks to run")
 	fs.IntVar(&cfg.neurons, "neurons", 8, "neurons in the fleet")
 	fs.Float64Var(&g.TimeScale, "timescale", g.TimeScale, "sim.GPU.TimeScale")
 	fs.IntVar(&g.CacheTokens, "cache", g.CacheTokens, "sim.GPU.CacheTokens")
@@ -251,6 +295,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.t.warmup < 0 || cfg.t.duration <= cfg.t.warmup || cfg.t.drain < 0 {
 		return cfg, errors.New("need 0 <= -warmup < -duration and -drain >= 0")
 	}
+	if cfg.burst.warmup < 0 || cfg.burst.duration <= cfg.burst.warmup {
+		return cfg, errors.New("need 0 <= -burst-warmup < -burst-duration")
+	}
+	cfg.burst.drain = cfg.t.drain
 	if cfg.neurons < 1 {
 		return cfg, errors.New("-neurons must be at least 1")
 	}
@@ -271,7 +319,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg.workloads = map[string]bool{}
 	for w := range strings.SplitSeq(*wls, ",") {
-		if !slices.Contains([]string{"tenants", "sessions", "unique", "replicas", "hot"}, w) {
+		if !slices.Contains([]string{"tenants", "sessions", "unique", "replicas", "hot", "burst"}, w) {
 			return cfg, fmt.Errorf("unknown workload %q", w)
 		}
 		cfg.workloads[w] = true
@@ -312,9 +360,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Sprintf("policies: round-robin (a counter over the ready replicas), least-loaded (route.NewRouter()), prefix-aware (route.NewRouter with route.PrefixAffinity{Depth: %d, Bound: %g, Weight: %g})",
 			orDefault(cfg.affinity.Depth, route.DefaultAffinityDepth), orDefault(cfg.affinity.Bound, route.DefaultAffinityBound),
 			orDefault(cfg.affinity.Weight, route.DefaultAffinityWeight)))
-	cellRun := func(c cell) *result {
-		fmt.Fprintf(stderr, "fleet: %s at %.1f req/s, %s, %d gateway(s)\n", c.w.name, c.rate, c.policy, c.gateways)
-		r, err := runCell(ctx, c, cfg, cfg.t)
+	cellRunT := func(c cell, t timing) *result {
+		name := c.w.name
+		if c.scale != nil {
+			name = "burst (" + c.scale.name + ")"
+		}
+		fmt.Fprintf(stderr, "fleet: %s at %.1f req/s, %s, %d gateway(s)\n", name, c.rate, c.policy, c.gateways)
+		r, err := runCell(ctx, c, cfg, t)
 		if err != nil {
 			if ctx.Err() == nil {
 				fmt.Fprintf(stderr, "fleet: cell failed: %v\n", err)
@@ -323,6 +375,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		return r
 	}
+	cellRun := func(c cell) *result { return cellRunT(c, cfg.t) }
 	for i, w := range workloads() {
 		if !cfg.workloads[w.name] {
 			continue
@@ -366,6 +419,25 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.workloads["hot"] && ctx.Err() == nil {
 		rep.hot = cellRun(cell{w: hotWorkload(), load: top, rate: topRate, policy: policyPrefix, gateways: 1, seed: topSeed})
+	}
+	if cfg.workloads["burst"] && ctx.Err() == nil {
+		w := workloads()[2] // (c) unique prompts
+		rep.burstCapacity = capacity(w, cfg.gpu, 1)
+		rep.burstTiming, rep.fixedTiming, rep.poll = cfg.burst, fixedTiming(cfg.burst), cmp.Or(cfg.poll, route.DefaultPollInterval)
+		for _, sc := range burstSetups(cfg.neurons) {
+			c := cell{w: w, load: burstLoad, rate: burstLoad * rep.burstCapacity, policy: policyLL, gateways: 1,
+				seed: 900 + cfg.seed*1000, scale: sc}
+			t := fixedTiming(cfg.burst)
+			if sc.min != sc.max {
+				t = cfg.burst
+			}
+			if r := cellRunT(c, t); r != nil {
+				rep.burst = append(rep.burst, r)
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/cortex/route"
 )
 
 // workloadResults are the cells of one workload.
@@ -28,7 +30,12 @@ type report struct {
 	loadStart, loadEnd string
 	elapsed, cpu       time.Duration
 	workloads          []*workloadResults
-	one, three, hot    *result // the checks; nil when not run
+	one, three, hot    *result       // the checks; nil when not run
+	burst              []*result     // the burst's cells, in burstSetups order
+	burstCapacity      float64       // one replica's capacity estimate of the burst
+	burstTiming        timing        // of the scaling cell
+	fixedTiming        timing        // of the burst's fixed cells
+	poll               time.Duration // the gateways' poll interval
 }
 
 // find returns the cell of workload name at load under policy, or nil.
@@ -120,6 +127,13 @@ func (r *report) checks() []check {
 			got:    fmt.Sprintf("%s vs %s: %s", fmtDur(pct(pa.ttft, 99)), fmtDur(pct(ll.ttft, 99)), fmtRatio(p99)),
 			ok:     p99 <= 1.05,
 		})
+	}
+	if len(r.burst) > 0 {
+		cells := map[string]*result{}
+		for _, b := range r.burst {
+			cells[b.scale.name] = b
+		}
+		out = append(out, burstChecks(cells, r.poll)...)
 	}
 	if h := r.hot; h != nil {
 		out = append(out, check{
@@ -219,6 +233,27 @@ func (r *report) markdown(w io.Writer) error {
 		}
 		t.write(&b)
 	}
+	if len(r.burst) > 0 {
+		t := &table{title: fmt.Sprintf("Burst: %s at %gx one replica's capacity estimate (%s req/s), least-loaded", r.burst[0].w.label, burstLoad, fmtRate(r.burstCapacity)),
+			header: append([]string{"replicas (min-max, preloaded)", "window"}, cellHeader...)}
+		for _, b := range r.burst {
+			win := fmt.Sprintf("%v to %v", r.fixedTiming.warmup, r.fixedTiming.duration)
+			if b.scale.min != b.scale.max {
+				win = fmt.Sprintf("%v to %v", r.burstTiming.warmup, r.burstTiming.duration)
+			}
+			t.add(append([]string{fmt.Sprintf("%s (%d-%d, %d)", b.scale.name, b.scale.min, b.scale.max, b.scale.preload), win}, cellRow(b)...)...)
+		}
+		t.note = fmt.Sprintf("Scaler: route.NewScaler(WithTargetWork(%g), WithScaleWindow(%v), WithScaleCooldown(%v)); the gateway's scale step every %v; loads take %v; poll interval %v.",
+			float64(burstTargetWork), time.Duration(burstWindow), burstCooldown, route.DefaultPollInterval, burstLoadTime, r.poll)
+		for _, b := range r.burst {
+			if b.scale.min == b.scale.max {
+				continue
+			}
+			t.note += fmt.Sprintf("\n\nReplicas over time (%s; ready+loading, as the gateway sees them, sampled every %v from the first arrival): %s. Ramp ends at %v.",
+				b.scale.name, burstSample, fmtSteps(b.replicas), rampEnd(b.replicas).Round(10*time.Millisecond))
+		}
+		t.write(&b)
+	}
 	t := &table{title: "Targets", header: []string{"target", "measured", "verdict"}}
 	for _, c := range r.checks() {
 		t.add(c.target, c.got, verdict(c.ok))
@@ -242,10 +277,15 @@ func (r *report) csv(w io.Writer) error {
 			all = append(all, x)
 		}
 	}
+	all = append(all, r.burst...)
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
 	ms := func(d time.Duration) string { return f(float64(d) / float64(time.Millisecond)) }
 	for _, x := range all {
-		_ = cw.Write([]string{x.w.name, f(x.load), f(x.rate), x.policy, strconv.Itoa(x.gateways), strconv.Itoa(x.requests),
+		name := x.w.name
+		if x.scale != nil {
+			name = "burst " + x.scale.name
+		}
+		_ = cw.Write([]string{name, f(x.load), f(x.rate), x.policy, strconv.Itoa(x.gateways), strconv.Itoa(x.requests),
 			ms(pct(x.ttft, 50)), ms(pct(x.ttft, 99)), ms(x.meanTTFT()), strconv.Itoa(x.cut), f(x.reqRate), f(x.tokRate),
 			f(x.hitRatio()), f(x.loadRatio), strconv.Itoa(x.failed)})
 	}
