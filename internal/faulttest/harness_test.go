@@ -257,22 +257,38 @@ type stack struct {
 }
 
 // newStack builds the gateway over the neurons (polled every pollEvery
-// unless opts say otherwise), runs its poller, and waits until every
-// neuron is healthy with its models loaded. The cleanup shuts it down and
-// checks that the key holds no reservation.
+// unless opts say otherwise) with the sim models of engineFlags, runs its
+// poller, and waits until every neuron is healthy with its models loaded.
+// The cleanup checks the status page, shuts it down and checks that the
+// key holds no reservation.
 func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption) *stack {
 	t.Helper()
-	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
-		{Key: apiKey, AccountID: account, HardCap: new(int64(1 << 40))},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var models []catalogue.Model
 	for id := range engineFlags {
 		models = append(models, catalogue.Model{ID: id, Engine: "sim-" + id, VRAMMB: 1000})
 	}
 	cat, err := catalogue.New(models, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ties go to the first neuron name: the scenarios know which replica
+	// a request tries first.
+	s := serveStack(t, neurons, cat, 1<<40, append([]cortex.GatewayOption{cortex.WithRouteSeeds(func() uint64 { return 0 })}, opts...)...)
+	t.Cleanup(s.checkStatusClean) // runs before serveStack's cleanup
+	return s
+}
+
+// serveStack runs a gateway over the neurons with the catalogue cat and
+// one key capped at cap (polled every pollEvery unless opts say
+// otherwise), and waits until every neuron is healthy with the models it
+// lists loaded. The cleanup shuts it down, checks that the key holds no
+// reservation, and logs the gateway's and the neurons' output when the
+// test failed. Every stack of the suites, sim or real engine, is one.
+func serveStack(t *testing.T, neurons []*neuronProc, cat *catalogue.Catalogue, cap int64, opts ...cortex.GatewayOption) *stack {
+	t.Helper()
+	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
+		{Key: apiKey, AccountID: account, HardCap: new(cap)},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,9 +301,6 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 		cortex.WithProvider(local), cortex.WithRequireAuth(true),
 		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		cortex.WithPollerOptions(route.WithInterval(pollEvery)),
-		// Ties go to the first neuron name: the scenarios know which
-		// replica a request tries first.
-		cortex.WithRouteSeeds(func() uint64 { return 0 }),
 	}, opts...)
 	gw, err := cortex.NewGateway(configs, cat, opts...)
 	if err != nil {
@@ -299,7 +312,6 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 	s := &stack{t: t, gw: gw, srv: httptest.NewServer(gw), local: local, logs: logs,
 		client: &http.Client{Transport: &http.Transport{}}}
 	t.Cleanup(func() {
-		s.checkStatusClean()
 		s.srv.Close()
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
@@ -314,6 +326,9 @@ func newStack(t *testing.T, neurons []*neuronProc, opts ...cortex.GatewayOption)
 		s.settled(time.Second)
 		if t.Failed() {
 			t.Logf("gateway logs:\n%s", logs)
+			for _, n := range neurons {
+				t.Logf("neuron %s logs:\n%s", n.name, n.logs)
+			}
 		}
 	})
 	proctest.Eventually(t, 30*time.Second, "every neuron healthy with its models loaded", func() bool {

@@ -3,13 +3,10 @@
 package faulttest_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,9 +16,6 @@ import (
 	"time"
 
 	"github.com/helexa-ai/helexa-go/catalogue"
-	"github.com/helexa-ai/helexa-go/cortex"
-	"github.com/helexa-ai/helexa-go/cortex/route"
-	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
@@ -77,46 +71,7 @@ func ctxGateway(t *testing.T, n *neuronProc, modelsTOML string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
-		{Key: apiKey, AccountID: account, HardCap: new(int64(1 << 40))},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &proctest.LockedBuffer{}
-	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: n.name, Endpoint: n.url, Token: neuronToken}}, cat,
-		cortex.WithProvider(local), cortex.WithRequireAuth(true),
-		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-		cortex.WithPollerOptions(route.WithInterval(pollEvery)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- gw.Run(ctx) }()
-	s := &stack{t: t, gw: gw, srv: httptest.NewServer(gw), local: local, logs: logs,
-		client: &http.Client{Transport: &http.Transport{}}}
-	t.Cleanup(func() {
-		s.srv.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		if err := gw.Shutdown(sctx); err != nil {
-			t.Errorf("gateway shutdown: %v", err)
-		}
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("poller: %v", err)
-		}
-		s.client.CloseIdleConnections()
-		if t.Failed() {
-			t.Logf("gateway logs:\n%s\nneuron logs:\n%s", logs, n.logs)
-		}
-	})
-	proctest.Eventually(t, 30*time.Second, "the neuron healthy in the gateway's snapshot", func() bool {
-		ns := gw.Fleet().Neuron(n.name)
-		return ns != nil && ns.Healthy
-	})
-	return s
+	return serveStack(t, []*neuronProc{n}, cat, 1<<40)
 }
 
 // TestCatalogueEngineArgsReachTheEngine: a model's limit.context and

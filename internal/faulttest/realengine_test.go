@@ -3,14 +3,11 @@
 package faulttest_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,8 +19,6 @@ import (
 
 	"github.com/helexa-ai/helexa-go/catalogue"
 	"github.com/helexa-ai/helexa-go/cortex"
-	"github.com/helexa-ai/helexa-go/cortex/route"
-	"github.com/helexa-ai/helexa-go/entitlements"
 	"github.com/helexa-ai/helexa-go/neuron"
 )
 
@@ -186,16 +181,10 @@ func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronPr
 	return n, nil
 }
 
-// realStack is newStack for the real engine's catalogue, with the key
-// capped at realCap.
+// realStack is a stack over n for the real engine's catalogue, with the
+// key capped at realCap.
 func realStack(t *testing.T, n *neuronProc, model string) *stack {
 	t.Helper()
-	local, err := entitlements.NewLocal(entitlements.Config{Keys: []entitlements.KeyConfig{
-		{Key: apiKey, AccountID: account, HardCap: new(int64(realCap))},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var models []catalogue.Model
 	for _, id := range []string{realModel, realOther} {
 		models = append(models, catalogue.Model{ID: id, Engine: realEngine, Source: model, VRAMMB: realVRAMMB,
@@ -205,49 +194,7 @@ func realStack(t *testing.T, n *neuronProc, model string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &proctest.LockedBuffer{}
-	gw, err := cortex.NewGateway([]cortex.NeuronConfig{{Name: n.name, Endpoint: n.url, Token: neuronToken}}, cat,
-		cortex.WithProvider(local), cortex.WithRequireAuth(true),
-		cortex.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-		cortex.WithPollerOptions(route.WithInterval(pollEvery)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- gw.Run(ctx) }()
-	s := &stack{t: t, gw: gw, srv: httptest.NewServer(gw), local: local, logs: logs,
-		client: &http.Client{Transport: &http.Transport{}}}
-	t.Cleanup(func() {
-		s.srv.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		if err := gw.Shutdown(sctx); err != nil {
-			t.Errorf("gateway shutdown: %v", err)
-		}
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("poller: %v", err)
-		}
-		s.client.CloseIdleConnections()
-		s.settled(time.Second)
-		if t.Failed() {
-			t.Logf("gateway logs:\n%s", logs)
-		}
-	})
-	proctest.Eventually(t, 30*time.Second, "the neuron healthy in the gateway's snapshot", func() bool {
-		ns := gw.Fleet().Neuron(n.name)
-		if ns == nil || !ns.Healthy {
-			return false
-		}
-		for _, m := range ns.Models {
-			if m.Status != neuron.StatusLoaded {
-				return false
-			}
-		}
-		return true
-	})
-	return s
+	return serveStack(t, []*neuronProc{n}, cat, realCap)
 }
 
 // realAnswer is what a client got for one request.
