@@ -29,7 +29,7 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()
 			d := runDaemon(t, args...)
-			if err := d.exit(t); err != nil {
+			if err := d.Exit(t); err != nil {
 				t.Fatalf("exit %v:\n%s", err, d)
 			}
 			if out := d.String(); !strings.Contains(strings.ToLower(out), "usage") || strings.Contains(out, "help requested") {
@@ -55,7 +55,7 @@ func TestErrorHasOnePrefix(t *testing.T) {
 			t.Parallel()
 			d := runDaemon(t, tt.args...)
 			var exit *exec.ExitError
-			if err := d.exit(t); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			if err := d.Exit(t); !errors.As(err, &exit) || exit.ExitCode() != 1 {
 				t.Fatalf("exit %v, want status 1:\n%s", err, d)
 			}
 			if out := d.String(); !strings.HasPrefix(out, tt.want) {
@@ -89,7 +89,7 @@ func TestServeBindsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := runDaemon(t, "serve", "--config", path)
-	if err := d.exit(t); err == nil {
+	if err := d.Exit(t); err == nil {
 		t.Fatalf("cortex serve on a busy port exited 0:\n%s", d)
 	}
 	want := "cortex: listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"

@@ -74,7 +74,7 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := runDaemonIn(t, t.TempDir(), "dev", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--models", models)
-	m := dev.wait(t, regexp.MustCompile(`(?s)(cortex dev \(version.*?Ctrl-C stops everything\.\n)`))
+	m := dev.Wait(t, regexp.MustCompile(`(?s)(cortex dev \(version.*?Ctrl-C stops everything\.\n)`))
 	intro := m[1]
 	addr := loopback.FindString(intro[strings.Index(intro, "gateway"):])
 
@@ -172,10 +172,10 @@ func TestReadmeTour(t *testing.T) {
 	sameTables(t, stdout.String(), shown)
 
 	// 5. Ctrl-C: dev mode says it stops, then that it stopped.
-	if err := dev.cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := dev.Cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	if err := dev.exit(t); err != nil {
+	if err := dev.Exit(t); err != nil {
 		t.Errorf("cortex dev ended with %v after SIGINT:\n%s", err, dev)
 	}
 	out := dev.String()

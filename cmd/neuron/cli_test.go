@@ -19,7 +19,7 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Run(flag, func(t *testing.T) {
 			t.Parallel()
 			d := runDaemon(t, flag)
-			if err := d.exit(t); err != nil {
+			if err := d.Exit(t); err != nil {
 				t.Fatalf("exit %v:\n%s", err, d)
 			}
 			if out := d.String(); !strings.HasPrefix(out, "usage: neuron") || strings.Contains(out, "help requested") {
@@ -35,7 +35,7 @@ func TestErrorHasOnePrefix(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none.toml")
 	d := runDaemon(t, "--config", missing)
 	var exit *exec.ExitError
-	if err := d.exit(t); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+	if err := d.Exit(t); !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("exit %v, want status 1:\n%s", err, d)
 	}
 	if want := "neuron: open " + missing + ": no such file or directory\n"; !strings.HasPrefix(d.String(), want) {
@@ -72,7 +72,7 @@ engine = "marker"
 		t.Fatal(err)
 	}
 	d := runDaemon(t, "--config", path)
-	if err := d.exit(t); err == nil {
+	if err := d.Exit(t); err == nil {
 		t.Fatalf("a neuron on a busy port exited 0:\n%s", d)
 	}
 	if want := "neuron: listen: listen tcp " + busy.Addr().String() + ": bind: address already in use"; !strings.Contains(d.String(), want) {

@@ -3,18 +3,16 @@
 package main
 
 import (
-	"bytes"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/internal/proctest"
 )
 
 // daemonEnv names the arguments with which the test binary, run again by
@@ -63,7 +61,7 @@ command = ["helexa-sim", "--port", "{port}"]
 	}
 	write(config(""))
 	logs := runDaemon(t, "--config", path)
-	addr := logs.wait(t, regexp.MustCompile(`msg="neuron: serving" listen=(\S+)`))[1]
+	addr := logs.Wait(t, regexp.MustCompile(`msg="neuron: serving" listen=(\S+)`))[1]
 	if status := logs.load(t, addr, "other"); status != http.StatusBadRequest {
 		t.Fatalf("loading with an engine not yet configured: %d, want 400 unknown_engine", status)
 	}
@@ -75,27 +73,27 @@ name = "other"
 command = ["no-such-engine-binary-for-this-test", "{port}"]
 `)
 	hup := func() {
-		if err := logs.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := logs.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 	}
 	hup()
-	logs.wait(t, regexp.MustCompile(`msg="neuron: configuration reloaded" engines=2 admission="\{MaxInFlight:7 `))
-	logs.wait(t, regexp.MustCompile(`take effect only after a restart" settings=\[drain_timeout\]`))
+	logs.Wait(t, regexp.MustCompile(`msg="neuron: configuration reloaded" engines=2 admission="\{MaxInFlight:7 `))
+	logs.Wait(t, regexp.MustCompile(`take effect only after a restart" settings=\[drain_timeout\]`))
 	if status := logs.load(t, addr, "other"); status == http.StatusBadRequest {
 		t.Errorf("loading with the engine added by the reload: still 400 unknown_engine")
 	}
 
 	write(config("unknown_setting = 1"))
 	hup()
-	logs.wait(t, regexp.MustCompile(`msg="neuron: reload refused; the configuration in force is unchanged".*neuron.toml:3: unknown key`))
+	logs.Wait(t, regexp.MustCompile(`msg="neuron: reload refused; the configuration in force is unchanged".*neuron.toml:3: unknown key`))
 	if after := logs.health(t, addr); after != http.StatusOK {
 		t.Errorf("GET /health answered %d after a refused reload", after)
 	}
-	if err := logs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := logs.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := logs.exit(t); err != nil {
+	if err := logs.Exit(t); err != nil {
 		t.Errorf("the daemon ended with %v after SIGTERM:\n%s", err, logs)
 	}
 }
@@ -114,66 +112,19 @@ func (d *daemon) load(t *testing.T, addr, engine string) int {
 	return resp.StatusCode
 }
 
-// daemon is the test binary run as the daemon, and its output.
-type daemon struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	mu   sync.Mutex
-	out  bytes.Buffer
-}
-
-func (d *daemon) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.Write(p)
-}
-
-func (d *daemon) String() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
-}
+// daemon is the test binary run as the daemon (proctest.Daemon).
+type daemon struct{ *proctest.Daemon }
 
 // runDaemon starts the daemon with args; it is killed when the test ends.
 func runDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{done: make(chan struct{})}
-	d.cmd = exec.Command(os.Args[0], "-test.run=^TestDaemon$")
-	d.cmd.Env = append(os.Environ(), daemonEnv+"="+strings.Join(args, "\x1f"))
-	d.cmd.Stdout, d.cmd.Stderr = d, d
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.err = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Kill()
-		<-d.done
-	})
-	return d
+	return runDaemonIn(t, "", args...)
 }
 
-// wait waits for a line of output matching re and returns its submatches.
-func (d *daemon) wait(t *testing.T, re *regexp.Regexp) []string {
+// runDaemonIn is runDaemon in the working directory dir ("": the test's).
+func runDaemonIn(t *testing.T, dir string, args ...string) *daemon {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(d.String()); m != nil {
-			return m
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("the daemon exited (%v) before %q:\n%s", d.err, re, d)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the daemon's output:\n%s", re, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return &daemon{proctest.StartDaemon(t, daemonEnv, dir, args...)}
 }
 
 // health returns the status of the daemon's answer to GET /health.
@@ -186,15 +137,4 @@ func (d *daemon) health(t *testing.T, addr string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// exit waits for the daemon to exit and returns its exit error.
-func (d *daemon) exit(t *testing.T) error {
-	t.Helper()
-	select {
-	case <-d.done:
-		return d.err
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("still running 30 s later")
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,4 +271,77 @@ func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Daemon is a test binary run again as one of the project's daemons (its
+// TestDaemon runs main with the arguments of an environment variable),
+// and the output it writes.
+type Daemon struct {
+	// Cmd is the running process.
+	Cmd *exec.Cmd
+
+	done chan struct{}
+	err  error
+	out  LockedBuffer
+}
+
+// StartDaemon runs the test binary with -test.run=^TestDaemon$, args
+// passed in the environment variable env (joined by \x1f), in the working
+// directory dir ("": the test's). The process is killed when the test
+// ends.
+func StartDaemon(t *testing.T, env, dir string, args ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{done: make(chan struct{})}
+	d.Cmd = exec.Command(os.Args[0], "-test.run=^TestDaemon$")
+	d.Cmd.Dir = dir
+	d.Cmd.Env = append(os.Environ(), env+"="+strings.Join(args, "\x1f"))
+	d.Cmd.Stdout, d.Cmd.Stderr = &d.out, &d.out
+	if err := d.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.err = d.Cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		_ = d.Cmd.Process.Kill()
+		<-d.done
+	})
+	return d
+}
+
+// String returns the daemon's output so far.
+func (d *Daemon) String() string { return d.out.String() }
+
+// Wait waits for output matching re and returns its submatches; the test
+// fails when the daemon exits first or 30 s pass.
+func (d *Daemon) Wait(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(d.String()); m != nil {
+			return m
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon exited (%v) before %q:\n%s", d.err, re, d)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the daemon's output:\n%s", re, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Exit waits up to 30 s for the daemon to exit and returns its exit
+// error.
+func (d *Daemon) Exit(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("still running 30 s later")
+	}
 }
