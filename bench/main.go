@@ -111,6 +111,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/helexa-ai/helexa-go/bench/internal/benchenv"
 )
 
 func main() {
@@ -166,9 +168,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	loadStart := loadAverage()
+	loadStart := benchenv.LoadAverage()
 	b := &bench{cfg: cfg, st: st, g: g, log: stderr}
-	b.rep.header = append(machineHeader(time.Now()),
+	b.rep.header = append(benchenv.MachineHeader(time.Now()),
 		fmt.Sprintf("cells: %v measured per target and cell (plus %v of warm-up), in %d rounds with the targets taking turns; unique prompts (~%d bytes)",
 			cfg.duration, cfg.warmup, cfg.rounds, len(filler)+20),
 		"engine: neuron/sim on loopback, the same for every target; cortex: auth required, budgets reserved and settled by the Local provider, usage scan, Prometheus metrics",
@@ -196,7 +198,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	b.rep.header = append(b.rep.header, fmt.Sprintf("load average (1 min): %s at the start, %s at the end; "+
-		"above the core count, other processes compete for the CPU and the figures are noisy", loadStart, loadAverage()))
+		"above the core count, other processes compete for the CPU and the figures are noisy", loadStart, benchenv.LoadAverage()))
 	if err := b.rep.markdown(stdout); err != nil {
 		return err
 	}

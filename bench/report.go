@@ -2,30 +2,15 @@ package main
 
 import (
 	"encoding/csv"
-	"fmt"
 	"io"
 	"math"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-)
 
-// percentile returns the p-th percentile (0 < p <= 100) of sorted by the
-// nearest-rank method: the smallest sample with at least p% of the samples
-// at or below it. It returns 0 for no samples.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(p / 100 * float64(n)))
-	rank = min(max(rank, 1), n)
-	return sorted[rank-1]
-}
+	"github.com/helexa-ai/helexa-go/bench/internal/benchenv"
+)
 
 // summary is the distribution of one set of latency samples.
 type summary struct {
@@ -36,7 +21,7 @@ type summary struct {
 // summarize sorts samples in place and summarises them.
 func summarize(samples []time.Duration) summary {
 	slices.Sort(samples)
-	return summary{n: len(samples), p50: percentile(samples, 50), p99: percentile(samples, 99)}
+	return summary{n: len(samples), p50: benchenv.Percentile(samples, 50), p99: benchenv.Percentile(samples, 99)}
 }
 
 // fmtMS formats d in milliseconds with about three significant digits.
@@ -251,50 +236,4 @@ func (r *report) markdown(w io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// machineHeader describes where and when the run happened: CPU model and
-// cores, OS, Go version, git commit (when git and a repository are at
-// hand) and the date.
-func machineHeader(now time.Time) []string {
-	commit := "unknown"
-	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		commit = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "status", "--porcelain").Output(); err == nil && len(st) > 0 {
-			commit += " (with uncommitted changes)"
-		}
-	}
-	return []string{
-		fmt.Sprintf("machine: %s, %d cores, %s/%s", cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
-		"go: " + runtime.Version(),
-		"commit: " + commit,
-		"date: " + now.UTC().Format(time.RFC3339),
-	}
-}
-
-// loadAverage is the 1-minute load average of /proc/loadavg, or "unknown".
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return "unknown"
-}
-
-// cpuModel is the "model name" of /proc/cpuinfo, or "unknown CPU".
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }

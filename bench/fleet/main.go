@@ -228,6 +228,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/bench/internal/benchenv"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 	"github.com/helexa-ai/helexa-go/neuron/sim"
 )
@@ -351,7 +352,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 
 	began := time.Now()
-	rep := &report{loadStart: loadAverage(), header: machineHeader(began)}
+	rep := &report{loadStart: benchenv.LoadAverage(), header: benchenv.MachineHeader(began)}
 	rep.header = append(rep.header,
 		fmt.Sprintf("fleet: %d neurons, one replica each of the sim's GPU model: cache %d tokens, prefill %v/token, decode step %v + %v/sequence, batch ≤ %d, time scale %g (times are real, %g× an A100's)",
 			cfg.neurons, cfg.gpu.CacheTokens, cfg.gpu.PrefillPerToken, cfg.gpu.DecodeBase, cfg.gpu.DecodePerSeq, cfg.gpu.MaxBatch, cfg.gpu.TimeScale, cfg.gpu.TimeScale),
@@ -442,7 +443,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rep.loadEnd = loadAverage()
+	rep.loadEnd = benchenv.LoadAverage()
 	rep.elapsed = time.Since(began)
 	rep.cpu = cpuTime()
 	if err := rep.markdown(stdout); err != nil {

@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/helexa-ai/helexa-go/bench/internal/benchenv"
 	"github.com/helexa-ai/helexa-go/cortex/route"
 )
 
@@ -121,10 +119,10 @@ func (r *report) checks() []check {
 			got:    fmt.Sprintf("%s vs %s tok/s: %s", fmtRate(pa.tokRate), fmtRate(ll.tokRate), fmtRatio(tok)),
 			ok:     tok >= 0.95,
 		})
-		p99 := ratio(pct(pa.ttft, 99).Seconds(), pct(ll.ttft, 99).Seconds())
+		p99 := ratio(benchenv.Percentile(pa.ttft, 99).Seconds(), benchenv.Percentile(ll.ttft, 99).Seconds())
 		out = append(out, check{
 			target: fmt.Sprintf("%s at %gx: prefix-aware p99 TTFT ≤ 105%% of least-loaded's", pa.w.label, load),
-			got:    fmt.Sprintf("%s vs %s: %s", fmtDur(pct(pa.ttft, 99)), fmtDur(pct(ll.ttft, 99)), fmtRatio(p99)),
+			got:    fmt.Sprintf("%s vs %s: %s", fmtDur(benchenv.Percentile(pa.ttft, 99)), fmtDur(benchenv.Percentile(ll.ttft, 99)), fmtRatio(p99)),
 			ok:     p99 <= 1.05,
 		})
 	}
@@ -169,20 +167,10 @@ func bound(r *result) string {
 	return ""
 }
 
-// pct returns the p-th percentile (nearest rank) of sorted; 0 for none.
-func pct(sorted []time.Duration, p float64) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	rank := min(max(int(math.Ceil(p/100*float64(n))), 1), n)
-	return sorted[rank-1]
-}
-
 // cellRow is the table row of r.
 func cellRow(r *result) []string {
 	b := bound(r)
-	p99 := pct(r.ttft, 99)
+	p99 := benchenv.Percentile(r.ttft, 99)
 	p99b := ""
 	if r.cut > 0 && len(r.ttft)-r.cut < int(math.Ceil(0.99*float64(len(r.ttft)))) {
 		p99b = "≥ "
@@ -196,7 +184,7 @@ func cellRow(r *result) []string {
 		errs += " (" + r.firstErr + ")"
 	}
 	return []string{fmt.Sprintf("%gx (%s/s)", r.load, fmtRate(r.rate)), r.policy, strconv.Itoa(r.requests),
-		p50b + fmtDur(pct(r.ttft, 50)), p99b + fmtDur(p99), b + fmtDur(r.meanTTFT()), strconv.Itoa(r.cut),
+		p50b + fmtDur(benchenv.Percentile(r.ttft, 50)), p99b + fmtDur(p99), b + fmtDur(r.meanTTFT()), strconv.Itoa(r.cut),
 		fmtRate(r.reqRate), fmtRate(r.tokRate), fmtPct(r.hitRatio()), fmtRatio(r.loadRatio), errs}
 }
 
@@ -286,7 +274,7 @@ func (r *report) csv(w io.Writer) error {
 			name = "burst " + x.scale.name
 		}
 		_ = cw.Write([]string{name, f(x.load), f(x.rate), x.policy, strconv.Itoa(x.gateways), strconv.Itoa(x.requests),
-			ms(pct(x.ttft, 50)), ms(pct(x.ttft, 99)), ms(x.meanTTFT()), strconv.Itoa(x.cut), f(x.reqRate), f(x.tokRate),
+			ms(benchenv.Percentile(x.ttft, 50)), ms(benchenv.Percentile(x.ttft, 99)), ms(x.meanTTFT()), strconv.Itoa(x.cut), f(x.reqRate), f(x.tokRate),
 			f(x.hitRatio()), f(x.loadRatio), strconv.Itoa(x.failed)})
 	}
 	cw.Flush()
@@ -381,21 +369,6 @@ func fmtPct(r float64) string {
 	return strconv.FormatFloat(100*r, 'f', 1, 64) + "%"
 }
 
-// machineHeader describes where and when the run happened.
-func machineHeader(now time.Time) []string {
-	commit := "unknown"
-	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		commit = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "status", "--porcelain").Output(); err == nil && len(st) > 0 {
-			commit += " (with uncommitted changes)"
-		}
-	}
-	return []string{
-		fmt.Sprintf("machine: %s, %d cores, %s/%s; go: %s", cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version()),
-		"commit: " + commit + "; date: " + now.UTC().Format(time.RFC3339),
-	}
-}
-
 // cpuTime is the user and system CPU time this process has used.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -403,31 +376,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// loadAverage is the 1-minute load average of /proc/loadavg, or "unknown".
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return "unknown"
-}
-
-// cpuModel is the "model name" of /proc/cpuinfo, or "unknown CPU".
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for line := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
