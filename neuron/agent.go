@@ -126,6 +126,11 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 	if o.accessLogSet {
 		a.access = o.accessLog
 	}
+	if a.access != nil && !a.access.Enabled(context.Background(), slog.LevelError) {
+		// A logger that writes nothing (the default: discard): the
+		// request path need not gather an access line for it.
+		a.access = nil
+	}
 	a.proxies = newProxyCache(slog.NewLogLogger(logger.Handler(), slog.LevelWarn), a.proxyError)
 	a.life, a.stopLife = context.WithCancel(context.Background())
 	a.routes()
