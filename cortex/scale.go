@@ -12,7 +12,7 @@ import (
 // Replicas that follow demand: the models with replica bounds in the
 // catalogue (min_replicas, max_replicas; catalogue.Model.Scaled) have
 // their replica count decided by the gateway's route.Scaler, on the idle
-// loop's clock (idle.go), every scaleInterval while the catalogue has
+// loop's clock (idle.go), every poll interval while the catalogue has
 // such a model. A model without bounds is never scaled: nothing here
 // runs for it.
 //
@@ -38,10 +38,16 @@ import (
 // interval and a load; the next step of every gateway then sees the
 // surplus and scales in an idle replica of it first ("over max_replicas").
 
-// scaleInterval is the time between two scale steps while the catalogue
-// has a model with replica bounds: the default poll interval, since the
-// signals change with each poll.
-const scaleInterval = route.DefaultPollInterval
+// scaleInterval returns the time between two scale steps while the
+// catalogue has a model with replica bounds: the poll interval, since the
+// signals change with each poll (route.DefaultPollInterval for a Poller
+// that does not say its interval).
+func (g *Gateway) scaleInterval() time.Duration {
+	if p, ok := g.poller.(interface{ Interval() time.Duration }); ok && p.Interval() > 0 {
+		return p.Interval()
+	}
+	return route.DefaultPollInterval
+}
 
 // WithScaler sets the Scaler that decides the replica counts of the
 // models with replica bounds. Default: route.NewScaler().
@@ -89,5 +95,5 @@ func (g *Gateway) scale(f *route.Fleet, now time.Time, busy map[replicaKey]time.
 			victims = append(victims, idleVictim{neuron: d.Neuron, model: d.Model.ID, scale: &d})
 		}
 	}
-	return victims, min(wait, scaleInterval)
+	return victims, min(wait, g.scaleInterval())
 }

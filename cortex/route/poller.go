@@ -246,6 +246,9 @@ func (p *FleetPoller) SetTargets(targets []Target) error {
 // nil.
 func (p *FleetPoller) Snapshot() *Snapshot { return p.snap.Load() }
 
+// Interval returns the time between two polling rounds (WithInterval).
+func (p *FleetPoller) Interval() time.Duration { return p.cfg.interval }
+
 // Run polls every neuron at once, then once per interval, publishing a
 // snapshot after each round, until ctx ends; then it returns nil. A round
 // in progress when ctx ends is discarded.
