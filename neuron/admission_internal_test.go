@@ -3,6 +3,7 @@ package neuron
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -232,6 +233,7 @@ func TestAPIErrorFor(t *testing.T) {
 		{name: "not ready", in: ErrNotReady, want: APIError{Status: 503, Code: CodeModelNotReady, RetryAfter: 5 * time.Second}},
 		{name: "queue full", in: ErrQueueFull, want: APIError{Status: 503, Code: CodeQueueFull, RetryAfter: time.Second}},
 		{name: "rate limited", in: ErrRateLimited, want: APIError{Status: 429, Code: CodeRateLimitExceeded, RetryAfter: time.Second}},
+		{name: "claim table full", in: fmt.Errorf("%w: 2 live claims", ErrClaimTableFull), want: APIError{Status: 503, Code: CodeClaimTableFull}},
 		{name: "unexpected", in: errors.New("boom"), want: APIError{Status: 500, Code: CodeInternal}},
 	}
 	for _, tt := range tests {

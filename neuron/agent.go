@@ -20,7 +20,9 @@ import (
 	"github.com/helexa-ai/helexa-go/internal/httpx"
 )
 
-// maxManagementBody bounds the body of POST /models/load and /models/unload.
+// maxManagementBody bounds the body of the management API's POST routes
+// (/models/load, /models/check, /models/unload, /replicas/claim and
+// /replicas/release).
 const maxManagementBody = 1 << 20
 
 // Agent is the neuron: an http.Handler serving the management API and
@@ -28,8 +30,9 @@ const maxManagementBody = 1 << 20
 //
 // Routes: GET /discovery, /health, /version, /models, /models/{id}/endpoint,
 // /models/{id}/logs and /v1/models; POST /models/load, /models/check,
-// /models/unload, /v1/chat/completions, /v1/completions, /v1/embeddings
-// and /v1/responses (see the package doc for what each answers).
+// /models/unload, /replicas/claim, /replicas/release,
+// /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses
+// (see the package doc for what each answers).
 // With a token (WithToken) every route requires it (401 invalid_token),
 // unknown routes included, with one exception: GET /health without the
 // token answers {"status":"ok"} (or "shutting_down") and nothing else, for
@@ -64,6 +67,7 @@ type Agent struct {
 	mux     *http.ServeMux
 	adm     *admission
 	proxies *proxyCache
+	claims  *claimTable // claims.go
 	created time.Time
 	// tokenSum is the SHA-256 digest of the token; unused without one.
 	tokenSum [sha256.Size]byte
@@ -116,6 +120,7 @@ func NewAgent(h Harness, d Discoverer, opts ...Option) (*Agent, error) {
 		opts:         o,
 		log:          logger,
 		adm:          newAdmission(o.admission, o.clock),
+		claims:       newClaimTable(o.clock, defaultClaimLimit),
 		created:      o.clock.Now(),
 		tokenSum:     sha256.Sum256([]byte(o.token)),
 		activated:    make(chan struct{}),
@@ -157,6 +162,8 @@ func (a *Agent) routes() {
 	m.HandleFunc("POST /models/load", a.handleLoad)
 	m.HandleFunc("POST /models/check", a.handleCheck)
 	m.HandleFunc("POST /models/unload", a.handleUnload)
+	m.HandleFunc("POST /replicas/claim", a.handleClaim)
+	m.HandleFunc("POST /replicas/release", a.handleRelease)
 	m.HandleFunc("GET /models/{id}/endpoint", a.handleEndpoint)
 	m.HandleFunc("GET /models/{id}/logs", a.handleLogs)
 	m.HandleFunc("GET /v1/models", a.handleOpenAIModels)
@@ -257,14 +264,15 @@ func (a *Agent) activate(ctx context.Context, specs []LoadSpec) {
 	}
 }
 
-// Shutdown stops the Agent: new loads, unloads and inference requests are
-// refused with 503 shutting_down (and Retry-After), requests in flight may
-// finish for up to the drain timeout (or until ctx ends), then loads still
-// waiting are abandoned and every engine is stopped (HarnessCloser.Close
-// when the Harness has it, else Unload of each model). The management GET
-// routes keep answering; GET /health reports "shutting_down". The error
-// reports a drain cut short and failures to stop engines. Later calls wait
-// for the first and return its result.
+// Shutdown stops the Agent: new loads, checks, unloads, replica claims and
+// releases, and inference requests are refused with 503 shutting_down (and
+// Retry-After), requests in flight may finish for up to the drain timeout
+// (or until ctx ends), then loads still waiting are abandoned and every
+// engine is stopped (HarnessCloser.Close when the Harness has it, else
+// Unload of each model). The management GET routes keep answering; GET
+// /health reports "shutting_down". The error reports a drain cut short and
+// failures to stop engines. Later calls wait for the first and return its
+// result.
 func (a *Agent) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
 	if a.shutdownDone != nil {

@@ -124,6 +124,25 @@ func (c *Client) Unload(ctx context.Context, id string, force bool) error {
 	return c.call(ctx, http.MethodPost, "/models/unload", UnloadRequest{ModelID: id, Force: force}, nil)
 }
 
+// ClaimReplica asks the neuron, as the arbiter of claim.Model's replicas,
+// for the right to load one on claim.Neuron: POST /replicas/claim. A
+// refusal (the model is at claim.Max) is a ClaimResult with Granted false
+// and a nil error. Errors: ErrInvalidRequest (400), ErrClaimTableFull and
+// ErrShuttingDown (503), and transport errors; on any of them the caller
+// decides without the arbiter.
+func (c *Client) ClaimReplica(ctx context.Context, claim ReplicaClaim) (ClaimResult, error) {
+	var res ClaimResult
+	err := c.call(ctx, http.MethodPost, "/replicas/claim", claim, &res)
+	return res, err
+}
+
+// ReleaseReplica drops the replica claim of neuron for model: POST
+// /replicas/release. Releasing a claim the neuron does not hold (expired,
+// released, or forgotten in a restart) succeeds.
+func (c *Client) ReleaseReplica(ctx context.Context, model, neuron string) error {
+	return c.call(ctx, http.MethodPost, "/replicas/release", ReplicaRelease{Model: model, Neuron: neuron}, nil)
+}
+
 // Endpoint returns the URL at which the neuron serves inference for model id.
 func (c *Client) Endpoint(ctx context.Context, id string) (string, error) {
 	var e Endpoint

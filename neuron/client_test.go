@@ -271,6 +271,7 @@ func TestAPIError_IsMapsEveryCode(t *testing.T) {
 		{neuron.CodeUpstreamConnection, neuron.ErrUpstream},
 		{neuron.CodeCannotStart, neuron.ErrCannotStart},
 		{neuron.CodeCannotStart, neuron.ErrLoadFailed},
+		{neuron.CodeClaimTableFull, neuron.ErrClaimTableFull},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code+"/"+tt.want.Error(), func(t *testing.T) {

@@ -133,6 +133,8 @@ func sentinelForCode(code string) error {
 		return ErrUpstream
 	case CodeUnsupportedMediaType:
 		return ErrUnsupportedMediaType
+	case CodeClaimTableFull:
+		return ErrClaimTableFull
 	}
 	return nil
 }
@@ -191,6 +193,8 @@ func apiErrorFor(err error) *APIError {
 		return e(http.StatusBadRequest, CodeInvalidBody, 0)
 	case errors.Is(err, ErrUpstream):
 		return e(http.StatusBadGateway, CodeUpstreamConnection, 0)
+	case errors.Is(err, ErrClaimTableFull):
+		return e(http.StatusServiceUnavailable, CodeClaimTableFull, 0)
 	}
 	return e(http.StatusInternalServerError, CodeInternal, 0)
 }

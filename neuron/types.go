@@ -2,8 +2,10 @@ package neuron
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -300,6 +302,87 @@ type UnloadRequest struct {
 	Force bool `json:"force,omitempty"`
 }
 
+// ReplicaClaim asks the neuron that arbitrates a model's replicas for the
+// right to load one more on Neuron: the body of POST /replicas/claim. On
+// the wire TTL is "ttl_ms", whole milliseconds (a fraction of one is
+// rounded up); the other fields are "model", "neuron", "max" and
+// "holders".
+type ReplicaClaim struct {
+	// Model is the model id. Required, at most 256 bytes.
+	Model string
+	// Neuron names the neuron the caller wants to load a replica on, as
+	// the gateway's configuration names it. Required, at most 256 bytes.
+	Neuron string
+	// Max is the model's max_replicas; at least 1.
+	Max int
+	// Holders are the neurons where the caller sees a replica of the model,
+	// loaded or loading. May be empty; at most 1024, each non-empty and at
+	// most 256 bytes. A name given twice counts once.
+	Holders []string
+	// TTL is how long a granted claim counts, unless released: long enough
+	// for the replica to show in every gateway's view. Positive, at most
+	// 24h.
+	TTL time.Duration
+}
+
+// replicaClaimWire is ReplicaClaim as JSON.
+type replicaClaimWire struct {
+	Model   string   `json:"model"`
+	Neuron  string   `json:"neuron"`
+	Max     int      `json:"max"`
+	Holders []string `json:"holders"`
+	TTLMS   int64    `json:"ttl_ms"`
+}
+
+// MarshalJSON writes c with its TTL as "ttl_ms", rounded up to a whole
+// millisecond, and its holders as an array, empty when there are none.
+func (c ReplicaClaim) MarshalJSON() ([]byte, error) {
+	ms := int64(c.TTL / time.Millisecond)
+	if c.TTL%time.Millisecond > 0 {
+		ms++
+	}
+	holders := c.Holders
+	if holders == nil {
+		holders = []string{}
+	}
+	return json.Marshal(replicaClaimWire{Model: c.Model, Neuron: c.Neuron, Max: c.Max, Holders: holders, TTLMS: ms})
+}
+
+// UnmarshalJSON reads c from its JSON. A "ttl_ms" beyond what a
+// time.Duration holds is an error; the neuron checks the rest.
+func (c *ReplicaClaim) UnmarshalJSON(b []byte) error {
+	var w replicaClaimWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	const maxMS = math.MaxInt64 / int64(time.Millisecond)
+	if w.TTLMS > maxMS || w.TTLMS < -maxMS {
+		return fmt.Errorf("ttl_ms %d is out of range", w.TTLMS)
+	}
+	*c = ReplicaClaim{Model: w.Model, Neuron: w.Neuron, Max: w.Max, Holders: w.Holders,
+		TTL: time.Duration(w.TTLMS) * time.Millisecond}
+	return nil
+}
+
+// ClaimResult is the answer of POST /replicas/claim. A refusal is an
+// answer, not an error: Granted false.
+type ClaimResult struct {
+	// Granted reports whether the caller may load the replica.
+	Granted bool `json:"granted"`
+	// Holders are the neurons that count against max, sorted: the
+	// claim's holders and the neurons with a live claim, and the claim's
+	// neuron when granted.
+	Holders []string `json:"holders"`
+}
+
+// ReplicaRelease gives up a replica claim: the body of POST
+// /replicas/release. Model and Neuron are required, at most 256 bytes
+// each.
+type ReplicaRelease struct {
+	Model  string `json:"model"`
+	Neuron string `json:"neuron"`
+}
+
 // Principal headers: cortex stamps them on requests toward a neuron, which
 // uses them for its per-principal admission cap.
 const (
@@ -342,6 +425,7 @@ const (
 	CodeQueueTimeout      = "queue_timeout"
 	CodeRateLimitExceeded = "rate_limit_exceeded"
 	CodeCannotStart       = "model_cannot_start"
+	CodeClaimTableFull    = "claim_table_full"
 )
 
 // Sentinel errors shared by the Agent, the harnesses and Client.
@@ -355,6 +439,10 @@ var (
 	ErrLoadFailed       = errors.New("neuron: model load failed")
 	ErrShuttingDown     = errors.New("neuron: shutting down")
 	ErrUnauthorized     = errors.New("neuron: invalid token")
+	// ErrClaimTableFull: a replica claim that would add one past the
+	// bound of the neuron's claim table, all expired claims swept (503
+	// claim_table_full). The gateway then decides without the arbiter.
+	ErrClaimTableFull = errors.New("neuron: replica claim table full")
 	// ErrCannotStart: a load refused before anything started, because it
 	// could not start: its engine's command does not resolve, or the
 	// local model file it names does not exist (422 model_cannot_start).
