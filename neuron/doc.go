@@ -18,6 +18,8 @@
 //	POST /models/unload          UnloadRequest -> {"model_id","status":"unloaded"}
 //	GET  /models/{id}/endpoint   Endpoint: the neuron's own URL
 //	GET  /models/{id}/logs       {"model_id","lines":[...]}: the engine's last output
+//	POST /replicas/claim         ReplicaClaim -> ClaimResult: may a replica be loaded?
+//	POST /replicas/release       ReplicaRelease -> {"model","neuron","status":"released"}
 //
 // Errors are OpenAI error envelopes whose codes are the Code* constants;
 // Client turns them back into the sentinel errors (errors.Is).
@@ -52,6 +54,27 @@
 // (409 model_busy) unless "force" is set; a forced unload stops the engine
 // under the requests in flight, which end with an error, and requests
 // arriving meanwhile get 503 model_not_ready.
+//
+// # Replica claims
+//
+// A neuron is also the arbiter of the replicas of some models, to make a
+// model's max_replicas hard when several cortex replicas scale it at once.
+// Before loading a replica, a gateway asks the one neuron that rendezvous
+// hashing picks for the model (the same on every gateway) to grant a
+// claim: POST /replicas/claim with the model, the neuron to load on, max
+// (the model's max_replicas), the holders (the neurons where the gateway
+// sees a replica, loaded or loading) and ttl_ms (how long the claim
+// counts, at most 24h). The neuron drops the model's expired claims, then
+// counts the union of the holders and the neurons with a live claim: a
+// neuron already counted is granted and its claim renewed; another is
+// granted, and claimed, while fewer than max count; else the answer is
+// {"granted": false} and nothing changes. The answer lists the counted
+// neurons, sorted. POST /replicas/release drops a claim early, and
+// releasing a claim that is not there is not an error. Bad input is 400
+// invalid_request_body naming the field; a claim past the table's bound
+// (65,536 claims, expired ones swept first) is 503 claim_table_full. The
+// claims are in memory only: a neuron that restarts forgets them, and
+// until they are made again each gateway's bound is what it sees.
 //
 // # Engine failures
 //
