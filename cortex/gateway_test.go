@@ -43,7 +43,13 @@ type stack struct {
 // poll into an unhealthy neuron (a stopped neuron fails at once).
 func newStack(t *testing.T, specs []cortextest.Spec, cat *catalogue.Catalogue, opts ...cortex.GatewayOption) *stack {
 	t.Helper()
-	fleet := cortextest.NewFleet(t, specs...)
+	return newStackOn(t, cortextest.NewFleet(t, specs...), cat, opts...)
+}
+
+// newStackOn is newStack over a fleet already running: several gateways
+// over one fleet, as several cortex replicas.
+func newStackOn(t *testing.T, fleet *cortextest.Fleet, cat *catalogue.Catalogue, opts ...cortex.GatewayOption) *stack {
+	t.Helper()
 	// Ties go to the first neuron name, as the tests that expect one
 	// replica want; a test of the spread sets its own seeds.
 	opts = append([]cortex.GatewayOption{cortex.WithPollerOptions(

@@ -166,6 +166,7 @@ func (g *Gateway) idleUnload(ctx context.Context, v idleVictim) bool {
 		log.Warn("cortex: idle unload failed; the next sweep tries again", "err", err)
 		return false
 	}
+	g.releaseReplica(v.model, v.neuron)
 	up.forget(v.model)
 	g.refresh(ctx, v.neuron)
 	return true

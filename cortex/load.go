@@ -136,7 +136,11 @@ func (l *loadGroup) wait() {
 // startLoad starts the load of a Join or Load decision, single-flight per
 // model and neuron, or returns that load already in progress; the request
 // waits for it with waitLoad.
-func (g *Gateway) startLoad(d route.Decision) *flight {
+func (g *Gateway) startLoad(d route.Decision) *flight { return g.beginLoad(d, nil) }
+
+// beginLoad is startLoad, for a request (scale nil) or for the Scaler's
+// scale-out decision scale.
+func (g *Gateway) beginLoad(d route.Decision, scale *route.ScaleDecision) *flight {
 	return g.loads.do(d.Model.ID, d.Neuron, g.clock.Now(), func() (name string, err error) {
 		defer func() {
 			// A bug in a load must not take the gateway down with it.
@@ -147,21 +151,39 @@ func (g *Gateway) startLoad(d route.Decision) *flight {
 		}()
 		lctx, cancel := context.WithTimeout(g.life, g.settings().loadTimeout)
 		defer cancel()
-		return g.runLoad(lctx, d)
+		return g.runLoad(lctx, d, scale)
 	})
 }
 
-// runLoad unloads the victims of d, in order, loads the model, and
-// refreshes the neuron in the fleet snapshot.
-func (g *Gateway) runLoad(ctx context.Context, d route.Decision) (string, error) {
-	up := g.upstream(d.Neuron)
-	if up == nil {
+// runLoad claims the replica of a Load decision from the model's arbiter
+// (claim.go), unloads the victims of d, in order, loads the model, and
+// refreshes the neuron in the fleet snapshot. scale is the Scaler's
+// decision d carries out, nil for a request's load.
+func (g *Gateway) runLoad(ctx context.Context, d route.Decision, scale *route.ScaleDecision) (_ string, err error) {
+	if g.upstream(d.Neuron) == nil {
 		return "", fmt.Errorf("cortex: the router chose neuron %q, which is not configured", d.Neuron)
 	}
 	id := d.Model.ID
+	claimed := claimNone
+	if d.Action == route.ActionLoad {
+		var err error
+		if d, claimed, err = g.claimLoad(ctx, d, scale); err != nil {
+			return "", err
+		}
+	}
+	up := g.upstream(d.Neuron)
 	start := g.clock.Now()
 	log := g.log.With("model", id, "neuron", d.Neuron)
 	defer g.refresh(ctx, d.Neuron)
+	if claimed == claimGranted {
+		defer func() {
+			if err != nil {
+				g.releaseReplica(id, d.Neuron)
+			} else {
+				g.reclaim(d.Model, d.Neuron, g.claimedReplicaTTL())
+			}
+		}()
+	}
 	if d.Action == route.ActionLoad && len(d.Evict) > 0 {
 		if err := g.checkLoad(ctx, up, d); err != nil {
 			g.backoff.fail(id, d.Neuron, g.clock.Now())
@@ -187,6 +209,7 @@ func (g *Gateway) runLoad(ctx context.Context, d route.Decision) (string, error)
 				log.Warn("cortex: eviction failed", "victim", victim, "err", err)
 				return "", &LoadError{Neuron: d.Neuron, Model: id, Op: "unload " + victim, Err: err, RetryAfter: g.loadRetry(err)}
 			}
+			g.releaseReplica(victim, d.Neuron)
 			up.forget(victim)
 		}
 	}

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -140,8 +141,33 @@ func (r Replicas) WorkPerReplica() float64 {
 // the Scaler places another; when it comes back, the surplus is scaled in.
 func CountReplicas(f *Fleet, loads []Load, id string) Replicas {
 	var r Replicas
+	eachReplica(f, loads, id, func(n *NeuronState, m *ModelState) {
+		switch {
+		case m != nil && m.Status == neuron.StatusLoaded:
+			r.Ready++
+			r.Work += m.Outstanding()
+		default:
+			r.Loading++
+		}
+	})
+	return r
+}
+
+// ReplicaHolders returns the names of the neurons CountReplicas counts a
+// replica of model id on, in the Fleet's order: what a gateway tells the
+// replica arbiter it sees (see Arbiter).
+func ReplicaHolders(f *Fleet, loads []Load, id string) []string {
+	var out []string
+	eachReplica(f, loads, id, func(n *NeuronState, _ *ModelState) { out = append(out, n.Name) })
+	return out
+}
+
+// eachReplica calls fn for each replica of model id in f, with loads: a
+// loaded, loading or restarting one on an available neuron (m set), or a
+// load in flight there that the snapshot does not show (m nil).
+func eachReplica(f *Fleet, loads []Load, id string, fn func(n *NeuronState, m *ModelState)) {
 	if f == nil {
-		return r
+		return
 	}
 	for _, n := range f.neurons {
 		if !n.available {
@@ -150,20 +176,40 @@ func CountReplicas(f *Fleet, loads []Load, id string) Replicas {
 		m := n.Model(id)
 		switch {
 		case m == nil:
-			for _, l := range loads {
-				if l.Model == id && l.Neuron == n.Name {
-					r.Loading++
-					break
-				}
+			if slices.ContainsFunc(loads, func(l Load) bool { return l.Model == id && l.Neuron == n.Name }) {
+				fn(n, nil)
 			}
-		case m.Status == neuron.StatusLoaded:
-			r.Ready++
-			r.Work += m.Outstanding()
-		case m.Status == neuron.StatusLoading, m.Restarting():
-			r.Loading++
+		case m.Status == neuron.StatusLoaded, m.Status == neuron.StatusLoading, m.Restarting():
+			fn(n, m)
 		}
 	}
-	return r
+}
+
+// Arbiter returns the neuron that arbitrates the replicas of model id
+// (neuron's POST /replicas/claim), or "" when f has no available neuron:
+// of the available neurons, the one that weighs most for the model in
+// rendezvous hashing. Gateways with the same neurons agree on it without
+// talking to each other, each model has its own, and when it goes away
+// only its models move to another.
+func Arbiter(f *Fleet, id string) string {
+	if f == nil {
+		return ""
+	}
+	key := fnv64(id)
+	var best *NeuronState
+	var bestW uint64
+	for _, n := range f.neurons {
+		if !n.available {
+			continue
+		}
+		if w := rendezvous(key, n.nameHash); best == nil || w > bestW || w == bestW && n.Name < best.Name {
+			best, bestW = n, w
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Name
 }
 
 // LowerPriority wraps an Evictor so that it evicts only models of lower
@@ -273,7 +319,10 @@ func WithPlacer(p Placer) ScalerOption { return func(s *DefaultScaler) { s.place
 // (free VRAM first, then evicting only idle models of lower priority,
 // never a pinned model on its pin), ties broken by neuron name so that
 // gateways over the same snapshot pick the same neuron, where the
-// neuron's load arbitration joins their loads into one.
+// neuron's load arbitration joins their loads into one. The gateway
+// claims each new replica from the model's Arbiter before it loads it,
+// so that gateways over different snapshots never pass max_replicas
+// together.
 //
 // A DefaultScaler is safe for concurrent use.
 type DefaultScaler struct {
