@@ -492,13 +492,6 @@ func (c Config) GatewayOptions() []GatewayOption {
 	if ropts := c.Routing.routerOptions(); len(ropts) > 0 {
 		opts = append(opts, WithRouterOptions(ropts...))
 	}
-	if c.Scaling.set() {
-		// Validate checked the table: a Config that fails it keeps the
-		// gateway's default Scaler.
-		if sc, err := c.Scaling.Scaler(); err == nil {
-			opts = append(opts, WithScaler(sc))
-		}
-	}
 	return append(opts, WithPollerOptions(popts...))
 }
 

@@ -66,7 +66,7 @@ type Gateway struct {
 	refresher route.Refresher // nil when the poller cannot refresh
 	fleets    *fleetView      // the Fleets of the poller's snapshots
 	router    route.Router
-	scaler    route.Scaler // replicas of the models with replica bounds: scale.go
+	scaler    route.Scaler // the default Scaler, when the live settings set none: scale.go
 	usage     *route.Usage
 	transport http.RoundTripper
 	ownsTrans bool // the transport is the default one: close its idle connections
@@ -194,13 +194,8 @@ func NewGateway(neurons []NeuronConfig, cat *catalogue.Catalogue, opts ...Gatewa
 		}
 		g.router = r
 	}
-	g.scaler = cfg.scaler
-	if g.scaler == nil {
-		s, err := route.NewScaler()
-		if err != nil {
-			return nil, err
-		}
-		g.scaler = s
+	if g.scaler, err = route.NewScaler(); err != nil {
+		return nil, err
 	}
 
 	reg := cfg.registry

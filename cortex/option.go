@@ -79,7 +79,6 @@ type gatewayConfig struct {
 	pollerOpts   []route.PollerOption
 	router       route.Router
 	routerOpts   []route.RouterOption
-	scaler       route.Scaler // nil: route.NewScaler(); scale.go
 	adminFactory AdminFactory
 	transport    http.RoundTripper
 	registry     *prometheus.Registry
@@ -118,6 +117,7 @@ type liveConfig struct {
 	bodyTimeout  time.Duration
 	loadTimeout  time.Duration
 	ops          operatorConfig // status page and cold starts: status.go, load.go
+	scaler       route.Scaler   // nil: the gateway's default Scaler; scale.go
 }
 
 // newLiveConfig returns the live settings of a gateway without options.

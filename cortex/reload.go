@@ -219,8 +219,8 @@ func (g *Gateway) setNeuronsLocked(ctx context.Context, neurons []NeuronConfig) 
 // SetOptions changes the settings of a serving gateway that can change
 // safely: those of WithRequireAuth, WithStrictCaps, WithStreamIdleTimeout,
 // WithMaxBodyBytes, WithBodyReadTimeout, WithLoadTimeout,
-// WithColdStartWait, WithAdminKeys, WithPublicStatus and
-// WithStatusBudgets. The settings become what opts set, and the defaults
+// WithColdStartWait, WithAdminKeys, WithPublicStatus, WithStatusBudgets
+// and WithScaler. The settings become what opts set, and the defaults
 // for the rest, as if the gateway were built with them; other options
 // (the Provider, the Poller, the Router, the transport, the settle outbox,
 // the logger, ...) are ignored: they need a new Gateway. Requests in
@@ -305,10 +305,11 @@ func sameNeurons(a, b []NeuronConfig) bool {
 // change on a serving gateway: require_auth and strict_caps of
 // [entitlements]; stream_idle_timeout, max_body_bytes, body_read_timeout,
 // load_timeout, cold_start_wait, admin_keys_sha256 and public_status of
-// [gateway]; and the budgets of the status page (the accounts of the
-// keys). With the neurons, the catalogue (models_config) and the keys of
-// [entitlements], that is what a reload changes; RestartNeeded names the
-// rest.
+// [gateway]; the default Scaler's knobs ([scaling]: a reload starts a
+// new Scaler, with no memory of windows and cool-downs); and the budgets
+// of the status page (the accounts of the keys). With the neurons, the
+// catalogue (models_config) and the keys of [entitlements], that is what
+// a reload changes; RestartNeeded names the rest.
 func (c Config) ReloadOptions() []GatewayOption {
 	g := c.Gateway
 	opts := []GatewayOption{
@@ -327,6 +328,13 @@ func (c Config) ReloadOptions() []GatewayOption {
 	if g.LoadTimeout > 0 {
 		opts = append(opts, WithLoadTimeout(g.LoadTimeout.Std()))
 	}
+	if c.Scaling.set() {
+		// Validate checked the table: a Config that fails it keeps the
+		// gateway's default Scaler.
+		if sc, err := c.Scaling.Scaler(); err == nil {
+			opts = append(opts, WithScaler(sc))
+		}
+	}
 	return append(opts, c.statusOptions()...)
 }
 
@@ -342,7 +350,7 @@ func (c Config) RestartNeeded(next Config) []string {
 
 // restartOnly returns c without what a reload changes.
 func (c Config) restartOnly() Config {
-	c.ModelsConfig, c.Neurons = "", nil
+	c.ModelsConfig, c.Neurons, c.Scaling = "", nil, ScalingConfig{}
 	c.Entitlements.Keys, c.Entitlements.RequireAuth, c.Entitlements.StrictCaps = nil, false, false
 	g := &c.Gateway
 	g.StreamIdleTimeout, g.MaxBodyBytes, g.BodyReadTimeout, g.LoadTimeout = 0, 0, 0, 0

@@ -246,7 +246,7 @@ func TestRestartNeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := cortex.ParseConfig([]byte("[gateway]\nlisten = \"0.0.0.0:1\"\nmax_body_bytes = 10\n[metering]\nmax_accounts = 3\n" +
-		base + "[[neurons]]\nname = \"b\"\nendpoint = \"http://b:1\"\n"))
+		"[scaling]\ntarget_work = 2\n" + base + "[[neurons]]\nname = \"b\"\nendpoint = \"http://b:1\"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,11 +32,13 @@ import (
 // Several cortex replicas each run their Scaler. Over the same snapshot
 // they decide the same scale-out on the same neuron (placements break ties
 // by neuron name), and the neuron, the load arbiter, joins their loads
-// into one. Over snapshots that differ (a poll apart), each may add a
-// replica on a different neuron before it sees the other's: the count can
-// pass max_replicas by at most one per other gateway, for at most a poll
-// interval and a load; the next step of every gateway then sees the
-// surplus and scales in an idle replica of it first ("over max_replicas").
+// into one. Over snapshots that differ (a poll apart), each may decide a
+// replica on a different neuron: every load of a new replica of a scaled
+// model first claims it from the model's replica arbiter (claim.go), which
+// grants no claim past max_replicas, so the count never passes it while
+// the arbiter answers. What it cannot be asked, and a neuron that comes
+// back with its replicas, leaves a surplus that the next step of every
+// gateway scales in first ("over max_replicas").
 
 // scaleInterval returns the time between two scale steps while the
 // catalogue has a model with replica bounds: the poll interval, since the
@@ -50,9 +52,19 @@ func (g *Gateway) scaleInterval() time.Duration {
 }
 
 // WithScaler sets the Scaler that decides the replica counts of the
-// models with replica bounds. Default: route.NewScaler().
+// models with replica bounds. Default: route.NewScaler(), one for the
+// gateway's life. SetOptions and Reload change it: the new Scaler starts
+// with no memory of windows and cool-downs.
 func WithScaler(s route.Scaler) GatewayOption {
-	return gatewayOptionFunc(func(c *gatewayConfig) { c.scaler = s })
+	return gatewayOptionFunc(func(c *gatewayConfig) { c.live.scaler = s })
+}
+
+// liveScaler returns the Scaler in force.
+func (g *Gateway) liveScaler() route.Scaler {
+	if s := g.settings().scaler; s != nil {
+		return s
+	}
+	return g.scaler
 }
 
 // scale runs one step of the Scaler over f at now when f's catalogue has
@@ -84,13 +96,12 @@ func (g *Gateway) scale(f *route.Fleet, now time.Time, busy map[replicaKey]time.
 			backoff[m.ID] = b
 		}
 	}
-	for _, d := range g.scaler.Scale(f, &route.Demand{Now: now, Loads: loads, Idle: idle, Backoff: backoff}) {
+	for _, d := range g.liveScaler().Scale(f, &route.Demand{Now: now, Loads: loads, Idle: idle, Backoff: backoff}) {
 		switch d.Direction {
 		case route.ScaleOut:
-			g.log.Info("cortex: scaling out", "model", d.Model.ID, "neuron", d.Neuron, "reason", d.Reason, "replicas", d.Replicas, "evict", d.Evict)
-			g.metrics.scaled(d.Model.ID, route.ScaleOut)
-			g.events.add(Event{Time: now, Kind: EventScaleOut, Neuron: d.Neuron, Model: d.Model.ID, Reason: d.Reason})
-			g.startLoad(route.Decision{Neuron: d.Neuron, Model: d.Model, Action: route.ActionLoad, Evict: d.Evict})
+			// The load claims the replica from the model's arbiter
+			// (claim.go), and records the scale-out once it may go on.
+			g.beginLoad(route.Decision{Neuron: d.Neuron, Model: d.Model, Action: route.ActionLoad, Evict: d.Evict}, &d)
 		case route.ScaleIn:
 			victims = append(victims, idleVictim{neuron: d.Neuron, model: d.Model.ID, scale: &d})
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,5 +184,48 @@ func TestScaleOutBacksOff(t *testing.T) {
 	})
 	if got := len(n1.LoadCalls()); got != 1 {
 		t.Errorf("%d load calls on n1, want 1: the scale-out backs off there", got)
+	}
+}
+
+// countingScaler counts the steps it is asked, and decides nothing.
+type countingScaler struct{ n atomic.Int64 }
+
+func (c *countingScaler) Scale(*route.Fleet, *route.Demand) []route.ScaleDecision {
+	c.n.Add(1)
+	return nil
+}
+
+// TestReloadChangesScaler: SetOptions (as Reload, with a changed
+// [scaling] table) replaces the Scaler of a running gateway, and the next
+// scale step asks the new one.
+func TestReloadChangesScaler(t *testing.T) {
+	t.Parallel()
+	cat := newCatalogue(t, []catalogue.Model{{ID: "m", VRAMMB: 1000, MaxReplicas: 2}}, nil)
+	clk := newFakeClock()
+	var a, b countingScaler
+	s := newStack(t, cortextest.Named("n1"), cat, cortex.WithClock(clk), cortex.WithScaler(&a))
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- s.gw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	const armed = 2 // the poller's ticker and the idle loop's timer
+	waitArmed(t, clk, armed)
+	clk.Advance(time.Second)
+	waitArmed(t, clk, armed)
+	if a.n.Load() != 1 || b.n.Load() != 0 {
+		t.Fatalf("steps before the reload: %d, %d; want 1, 0", a.n.Load(), b.n.Load())
+	}
+	if err := s.gw.SetOptions(cortex.WithScaler(&b)); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Second)
+	waitArmed(t, clk, armed)
+	if a.n.Load() != 1 || b.n.Load() != 1 {
+		t.Errorf("steps after the reload: %d, %d; want 1, 1", a.n.Load(), b.n.Load())
 	}
 }
