@@ -107,6 +107,10 @@
 // and scales in replicas idle for the model's idle window, never below
 // min_replicas nor one with work; its parts (CountReplicas, Replicas,
 // LowerPriority, NotLoadingHere, Placer) are for embedders to reuse.
+// Whatever the Scaler decides, the gateway claims each new replica of a
+// model from the model's Arbiter, the neuron that keeps its count under
+// max_replicas across several gateways (ReplicaHolders is what a gateway
+// tells it it sees).
 //
 // # Usage
 //
