@@ -30,8 +30,8 @@ import (
 // are serialised there: one gets it, the other is refused.
 //
 // A claim lasts the load timeout and two poll intervals while its load
-// runs, and is cut to a few poll intervals once the load succeeded, by
-// which time every gateway's snapshot lists the replica. A load that
+// runs, and is cut to five poll intervals (at least 30 s) once the load
+// succeeded, by which time every gateway's snapshot lists the replica. A load that
 // fails, and an unload of a replica (scale-in, idle unload, eviction),
 // release it.
 //
@@ -87,8 +87,15 @@ func (g *Gateway) claimedLoadTTL() time.Duration {
 }
 
 // claimedReplicaTTL returns how long a claim lasts once its load succeeded:
-// until every gateway's snapshot lists the replica.
-func (g *Gateway) claimedReplicaTTL() time.Duration { return 3 * g.scaleInterval() }
+// until every gateway's snapshot lists the replica, with room for polls
+// that are slow or fail once (a neuron that fails them for good leaves
+// every snapshot's count).
+func (g *Gateway) claimedReplicaTTL() time.Duration {
+	return max(5*g.scaleInterval(), minClaimedReplicaTTL)
+}
+
+// minClaimedReplicaTTL is the least time a claim lasts after its load.
+const minClaimedReplicaTTL = 30 * time.Second
 
 // claim asks the arbiter of prof for a replica on target, lasting ttl.
 // The holders it sends are the replicas of the current snapshot and of
