@@ -78,6 +78,19 @@ const (
 	claimUnavailable                     // the arbiter could not be asked
 )
 
+// String returns the outcome's result label of helexa_replica_claims_total.
+func (o claimOutcome) String() string {
+	switch o {
+	case claimGranted:
+		return "granted"
+	case claimRefused:
+		return "refused"
+	case claimUnavailable:
+		return "unavailable"
+	}
+	return "none"
+}
+
 // errAtMaxReplicas ends a scale-out the arbiter refused.
 var errAtMaxReplicas = errors.New("cortex: the model is at max_replicas")
 
@@ -191,6 +204,9 @@ func (g *Gateway) releaseReplica(model, target string) {
 func (g *Gateway) claimLoad(ctx context.Context, d route.Decision, scale *route.ScaleDecision) (route.Decision, claimOutcome, error) {
 	out, holders, err := g.claim(ctx, d.Model, d.Neuron, g.claimedLoadTTL())
 	log := g.log.With("model", d.Model.ID, "neuron", d.Neuron)
+	if out != claimNone {
+		g.metrics.claimed(d.Model.ID, out.String())
+	}
 	switch {
 	case out == claimRefused && scale != nil:
 		log.Info("cortex: not scaling out: the arbiter counts max_replicas", "replicas", holders)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +165,17 @@ func TestScaleOutsNeverPassMax(t *testing.T) {
 	}
 	if len(outs) != 2 {
 		t.Errorf("scale-outs %q, want two: max_replicas 2", outs)
+	}
+	var results []string
+	for _, s := range gws {
+		for _, r := range []string{"granted", "refused"} {
+			if strings.Contains(metricsText(s), `helexa_replica_claims_total{model="m",result="`+r+`"} 1`) {
+				results = append(results, r)
+			}
+		}
+	}
+	if slices.Sort(results); !slices.Equal(results, []string{"granted", "granted", "refused"}) {
+		t.Errorf("helexa_replica_claims_total over the gateways: %q, want granted twice and refused once", results)
 	}
 	release()
 	for _, s := range gws {

@@ -50,6 +50,7 @@ type metrics struct {
 	evictions   *prometheus.CounterVec
 	idleUnloads *prometheus.CounterVec
 	scales      *prometheus.CounterVec // scale.go
+	claims      *prometheus.CounterVec // claim.go
 	// Fleet events: outlier.go, events.go.
 	ejections      *prometheus.CounterVec
 	engineFailures *prometheus.CounterVec
@@ -177,6 +178,10 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 			Name: "helexa_scale_decisions_total",
 			Help: "Replicas the gateway decided to add (out) or remove (in) for a model with replica bounds, by model and direction.",
 		}, []string{labelModel, "direction"}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "helexa_replica_claims_total",
+			Help: "Claims of a new replica of a model with replica bounds asked of its arbiter neuron, by model and result: granted, refused (at max_replicas) or unavailable (the arbiter could not be asked).",
+		}, []string{labelModel, "result"}),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "helexa_replica_ejections_total",
 			Help: "Times a replica (the model on the neuron) was taken out of rotation for failing again and again.",
@@ -195,7 +200,7 @@ func newMetrics(reg *prometheus.Registry, fleet func() *route.Fleet, clock clock
 		}, []string{labelNeuron}),
 	}
 	if err := registerAll(reg, m.requests, m.errors, m.duration, m.ttft, m.tps, m.prompt, m.completion, m.cached,
-		m.coldStarts, m.loads, m.evictions, m.idleUnloads, m.scales, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
+		m.coldStarts, m.loads, m.evictions, m.idleUnloads, m.scales, m.claims, m.ejections, m.engineFailures, m.engineRestarts, m.neuronDowns,
 		newFleetCollector(fleet, clock), newCacheCollector(&m.caches)); err != nil {
 		return nil, err
 	}
@@ -306,6 +311,12 @@ func (m *metrics) idleUnloaded(model, neuron string) {
 // scaled records a scale decision carried out.
 func (m *metrics) scaled(model string, dir route.ScaleDirection) {
 	m.scales.WithLabelValues(model, dir.String()).Inc()
+}
+
+// claimed records the answer to a replica claim: "granted", "refused" or
+// "unavailable".
+func (m *metrics) claimed(model, result string) {
+	m.claims.WithLabelValues(model, result).Inc()
 }
 
 // evicted records a model unloaded to make room.
