@@ -2,6 +2,7 @@ package cortex_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/helexa-ai/helexa-go/cortex"
 	"github.com/helexa-ai/helexa-go/cortex/cortextest"
 	"github.com/helexa-ai/helexa-go/cortex/route"
+	"github.com/helexa-ai/helexa-go/neuron"
 )
 
 // loadOn is a Router and a Placer that loads a model on its own neuron
@@ -187,5 +189,74 @@ func TestScaleOutsNeverPassMax(t *testing.T) {
 	}
 	if on := loadedOn(fleet); len(on) != 2 || slices.Contains(on, "n4") {
 		t.Errorf("load calls on %v, want two of n1-n3", on)
+	}
+}
+
+// claimless is a neuron client whose replica claims fail with err.
+type claimless struct {
+	*neuron.Client
+	err error
+}
+
+func (c claimless) ClaimReplica(context.Context, neuron.ReplicaClaim) (neuron.ClaimResult, error) {
+	return neuron.ClaimResult{}, c.err
+}
+
+// TestClaimWithoutArbiter: an arbiter that does not know claims (an older
+// neuron: 404) leaves the bound to what the gateway sees, and loads go on;
+// one that cannot be asked holds scale-outs back, but never a request's
+// load.
+func TestClaimWithoutArbiter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		err      error
+		scaleOut bool // the scale-out for min_replicas loads
+	}{
+		{"older neuron", &neuron.APIError{Status: http.StatusNotFound, Code: "not_found", Message: "404 page not found"}, true},
+		{"unreachable", errors.New("dial tcp: connection refused"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cat := newCatalogue(t, []catalogue.Model{
+				{ID: "kept", VRAMMB: 1000, MinReplicas: 1},
+				{ID: "cold", VRAMMB: 1000, MaxReplicas: 1},
+			}, nil)
+			fleet := cortextest.NewFleet(t, cortextest.Named("n1")...)
+			clk := newFakeClock()
+			s := newStackOn(t, fleet, cat, cortex.WithClock(clk), cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
+				return claimless{Client: fleet.Neuron("n1").Client(), err: tt.err}, nil
+			}))
+			ctx, cancel := context.WithCancel(t.Context())
+			ran := make(chan error, 1)
+			go func() { ran <- s.gw.Run(ctx) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-ran; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			const armed = 2 // the poller's ticker and the idle loop's timer
+			waitArmed(t, clk, armed)
+			clk.Advance(time.Second)
+			waitArmed(t, clk, armed)
+			resp := s.do(http.MethodPost, "/v1/chat/completions", `{"model":"cold","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("a request's cold load: %d, want 200", resp.StatusCode)
+			}
+			if tt.scaleOut {
+				waitFor(t, "the load of min_replicas", func() bool { return slices.Contains(fleet.Neuron("n1").LoadCalls(), "kept") })
+				return
+			}
+			waitFor(t, "the scale-out's claim", func() bool {
+				return strings.Contains(metricsText(s), `helexa_replica_claims_total{model="kept",result="unavailable"} 1`)
+			})
+			if slices.Contains(fleet.Neuron("n1").LoadCalls(), "kept") {
+				t.Error("min_replicas loaded without its claim")
+			}
+		})
 	}
 }
