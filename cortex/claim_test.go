@@ -132,29 +132,17 @@ func TestScaleOutsNeverPassMax(t *testing.T) {
 		}
 		clk := newFakeClock()
 		s := newStackOn(t, fleet, cat, cortex.WithClock(clk), cortex.WithScaler(scaler))
-		ctx, cancel := context.WithCancel(t.Context())
-		ran := make(chan error, 1)
-		go func() { ran <- s.gw.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			release()
-			if err := <-ran; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
+		runOnClock(t, s, clk)
 		gws, clocks = append(gws, s), append(clocks, clk)
 	}
-	const armed = 2 // the poller's ticker and the idle loop's timer
-	for _, clk := range clocks {
-		waitArmed(t, clk, armed)
-	}
+	t.Cleanup(release) // before the gateways stop: a held load would hold up their Shutdown
 	// One scale step each, before any poll: every gateway sees no
 	// replica of m, and each decides one on its own neuron.
 	for _, clk := range clocks {
 		clk.Advance(time.Second)
 	}
 	for _, clk := range clocks {
-		waitArmed(t, clk, armed)
+		waitArmed(t, clk, loopArmed)
 	}
 	waitFor(t, "the two granted loads", func() bool { return len(loadedOn(fleet)) == 2 })
 	var outs []string
@@ -228,19 +216,8 @@ func TestClaimWithoutArbiter(t *testing.T) {
 			s := newStackOn(t, fleet, cat, cortex.WithClock(clk), cortex.WithAdminFactory(func(cortex.NeuronConfig) (cortex.NeuronAdmin, error) {
 				return claimless{Client: fleet.Neuron("n1").Client(), err: tt.err}, nil
 			}))
-			ctx, cancel := context.WithCancel(t.Context())
-			ran := make(chan error, 1)
-			go func() { ran <- s.gw.Run(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-ran; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			const armed = 2 // the poller's ticker and the idle loop's timer
-			waitArmed(t, clk, armed)
-			clk.Advance(time.Second)
-			waitArmed(t, clk, armed)
+			runOnClock(t, s, clk)
+			advance(t, clk, time.Second)
 			resp := s.do(http.MethodPost, "/v1/chat/completions", `{"model":"cold","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

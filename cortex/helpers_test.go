@@ -62,6 +62,34 @@ func waitArmed(t *testing.T, clk *clocktest.Fake, n int) {
 	}
 }
 
+// loopArmed is what a gateway's Run on a fake clock keeps armed between
+// two steps: the poller's ticker and the idle loop's timer.
+const loopArmed = 2
+
+// runOnClock runs s's gateway (Run) on clk until the end of the test, and
+// waits until its loops sleep (loopArmed).
+func runOnClock(t *testing.T, s *stack, clk *clocktest.Fake) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan error, 1)
+	go func() { ran <- s.gw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitArmed(t, clk, loopArmed)
+}
+
+// advance moves clk by d and waits until the gateway's loops sleep again:
+// the idle loop ran its step (sweep and scale) if one was due.
+func advance(t *testing.T, clk *clocktest.Fake, d time.Duration) {
+	t.Helper()
+	clk.Advance(d)
+	waitArmed(t, clk, loopArmed)
+}
+
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package cortex_test
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -34,25 +33,13 @@ func TestIdleUnload(t *testing.T) {
 	clk := newFakeClock()
 	s := newStack(t, []cortextest.Spec{{Name: "n1", Models: specs}}, cat, cortex.WithClock(clk))
 	s.refresh()
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- s.gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	// The poller's ticker and the idle loop's timer.
-	const armed = 2
-	waitArmed(t, clk, armed)
+	runOnClock(t, s, clk)
 	n1 := s.fleet.Neuron("n1")
 	// step moves the clock by d and waits for the idle loop to sleep
 	// again: what it had to unload is unloaded by then.
 	step := func(d time.Duration) {
 		t.Helper()
-		clk.Advance(d)
-		waitArmed(t, clk, armed)
+		advance(t, clk, d)
 	}
 
 	step(time.Second) // the first sweep sees every model loaded: t0+1s

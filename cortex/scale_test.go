@@ -1,7 +1,6 @@
 package cortex_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -47,23 +46,12 @@ scale_in_idle = "1m"
 	clk := newFakeClock()
 	s := newStack(t, cortextest.Named("n1", "n2", "n3", "n4"), cat, cortex.WithClock(clk), cortex.WithScaler(scaler))
 	s.refresh()
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- s.gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	const armed = 2 // the poller's ticker and the idle loop's timer
-	waitArmed(t, clk, armed)
+	runOnClock(t, s, clk)
 	// step moves the clock by d, lets the idle loop run its step, and
 	// waits until the model has want ready replicas.
 	step := func(d time.Duration, want int) {
 		t.Helper()
-		clk.Advance(d)
-		waitArmed(t, clk, armed)
+		advance(t, clk, d)
 		waitFor(t, "the replica count", func() bool {
 			r := route.CountReplicas(s.gw.Fleet(), nil, "m")
 			return r.Ready == want && r.Loading == 0
@@ -147,22 +135,11 @@ func TestScaleOutBacksOff(t *testing.T) {
 	clk := newFakeClock()
 	s := newStack(t, []cortextest.Spec{{Name: "n1", Sim: sim.Config{FailLoad: true}}, {Name: "n2"}}, cat,
 		cortex.WithClock(clk), cortex.WithLoadBackoff(time.Minute, 4*time.Minute))
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- s.gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	const armed = 2 // the poller's ticker and the idle loop's timer
-	waitArmed(t, clk, armed)
+	runOnClock(t, s, clk)
 	n1, n2 := s.fleet.Neuron("n1"), s.fleet.Neuron("n2")
 	// The first step places min_replicas on n1 (ties go by name), where
 	// the load fails.
-	clk.Advance(time.Second)
-	waitArmed(t, clk, armed)
+	advance(t, clk, time.Second)
 	waitFor(t, "the failed load on n1", func() bool {
 		return slices.ContainsFunc(s.gw.Events(), func(e cortex.Event) bool {
 			return e.Kind == cortex.EventLoadFailed && e.Neuron == "n1"
@@ -176,8 +153,7 @@ func TestScaleOutBacksOff(t *testing.T) {
 	})
 	// The next steps, within the backoff, place it on n2.
 	for range 3 {
-		clk.Advance(2 * time.Second)
-		waitArmed(t, clk, armed)
+		advance(t, clk, 2*time.Second)
 	}
 	waitFor(t, "the replica on n2", func() bool {
 		return route.CountReplicas(s.gw.Fleet(), nil, "m").Ready == 1 && n2.Loads() == 1
@@ -204,27 +180,15 @@ func TestReloadChangesScaler(t *testing.T) {
 	clk := newFakeClock()
 	var a, b countingScaler
 	s := newStack(t, cortextest.Named("n1"), cat, cortex.WithClock(clk), cortex.WithScaler(&a))
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- s.gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	const armed = 2 // the poller's ticker and the idle loop's timer
-	waitArmed(t, clk, armed)
-	clk.Advance(time.Second)
-	waitArmed(t, clk, armed)
+	runOnClock(t, s, clk)
+	advance(t, clk, time.Second)
 	if a.n.Load() != 1 || b.n.Load() != 0 {
 		t.Fatalf("steps before the reload: %d, %d; want 1, 0", a.n.Load(), b.n.Load())
 	}
 	if err := s.gw.SetOptions(cortex.WithScaler(&b)); err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(2 * time.Second)
-	waitArmed(t, clk, armed)
+	advance(t, clk, 2*time.Second)
 	if a.n.Load() != 1 || b.n.Load() != 1 {
 		t.Errorf("steps after the reload: %d, %d; want 1, 1", a.n.Load(), b.n.Load())
 	}
