@@ -32,6 +32,16 @@
 //   - A herd of loads of one model from several gateways starts one
 //     engine (the neuron arbitrates), and a load that cannot start is
 //     refused before anything starts.
+//   - Replicas that follow demand (min_replicas, max_replicas), on engines
+//     that serve one answer at a time: a burst of open-loop arrivals at
+//     2.5 times one replica's capacity grows the replicas up to
+//     max_replicas and never past it, the queue per replica falls back
+//     and the fleet completes more than one replica can; after the burst
+//     they shrink to min_replicas once idle. A steady closed-loop load
+//     over the target on one replica and under it on two scales out once
+//     and does not flap. A scale-out evicts only an idle model of lower
+//     residency priority, never a pinned model on its pin nor one of its
+//     own priority, and with no such room it does not scale out.
 //   - With HELEXA_LLAMA_SERVER and HELEXA_LLAMA_MODEL set (as .ci/run does
 //     when ../shared/realengine is there), the same against a real
 //     llama.cpp llama-server: a cold load, chat, streams with usage,
