@@ -439,7 +439,7 @@ func (s *DefaultScaler) decide(f *Fleet, d *Demand, prof catalogue.Model, st *sc
 				Reason: fmt.Sprintf("over max_replicas %d", hi)}, true
 		}
 	case n < hi && !st.over.IsZero() && d.Now.Sub(st.over) >= s.window && cooled:
-		dec, ok := s.out(f, d, prof, n, fmt.Sprintf("work per replica %.1f >= %g for %v", wpr, s.target, d.Now.Sub(st.over)))
+		dec, ok := s.out(f, d, prof, n, fmt.Sprintf("work per replica %.1f >= %g for %v", wpr, s.target, d.Now.Sub(st.over).Round(100*time.Millisecond)))
 		if ok {
 			st.changed, st.over = d.Now, time.Time{}
 		}

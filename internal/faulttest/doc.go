@@ -41,7 +41,11 @@
 //     over the target on one replica and under it on two scales out once
 //     and does not flap. A scale-out evicts only an idle model of lower
 //     residency priority, never a pinned model on its pin nor one of its
-//     own priority, and with no such room it does not scale out.
+//     own priority, and with no such room it does not scale out. Three
+//     gateways that each place new replicas on a different neuron first,
+//     under load through all three, never make the neurons list more
+//     than max_replicas: every replica is claimed from the model's
+//     arbiter neuron first.
 //   - With HELEXA_LLAMA_SERVER and HELEXA_LLAMA_MODEL set (as .ci/run does
 //     when ../shared/realengine is there), the same against a real
 //     llama.cpp llama-server: a cold load, chat, streams with usage,
