@@ -272,6 +272,10 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// busyReserves is GrantConfig.BusyReserves's default: the reserves in a
+// flush interval that make an account busy enough for a grant.
+const busyReserves = 4
+
 // TestKilledGatewayJournal: a gateway with grants and a journal is killed
 // (never closed) under dropped and reset connections, with spend inside
 // its grant that it had not reported; a gateway started on its journal
@@ -298,8 +302,15 @@ func TestKilledGatewayJournal(t *testing.T) {
 		}
 	})
 	px.off()
-	// One last round of pairs after the last flush, so that the killed
-	// gateway surely dies with spend it never reported.
+	// Enough pairs to keep the account busy (the flushes under faults may
+	// have failed, or found it idle when the others ended before them, and
+	// ended its grant), one flush that lands and so holds a grant for it,
+	// then one last round of pairs inside that grant: the killed gateway
+	// surely dies with spend it never reported.
+	served += faultLoad(t, []*house.Client{killed}, 1, 2*busyReserves, nil)
+	if err := killed.Flush(ctx, false); err != nil {
+		t.Fatalf("the last flush: %v", err)
+	}
 	served += faultLoad(t, []*house.Client{killed}, 1, 5, nil)
 	if s := snap(t, l); int64(s.Spent) >= served {
 		t.Fatalf("before the restart: spent %d, served %d: want spend the house has not heard of", s.Spent, served)
