@@ -33,7 +33,8 @@ import (
 // runs, and is cut to five poll intervals (at least 30 s) once the load
 // succeeded, by which time every gateway's snapshot lists the replica. A load that
 // fails, and an unload of a replica (scale-in, idle unload, eviction),
-// release it.
+// release it. A gateway that dies during a load leaves its claim to
+// expire: until then, at most the load timeout, the slot stays taken.
 //
 // What a refusal does: a scale-out does nothing (the model is at its
 // bound; the Scaler tries again later), and a request's load joins a
