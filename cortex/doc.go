@@ -446,6 +446,38 @@
 // service_unavailable with Retry-After (route.ErrLoadBackoff), so that a model
 // whose engine cannot start is not started again by every request.
 //
+// # Replicas that follow demand
+//
+// A catalogue model with replica bounds (min_replicas, max_replicas;
+// catalogue.Model.Scaled) has its replica count decided by a route.Scaler
+// (WithScaler; default route.NewScaler, tuned by cortex.toml's [scaling])
+// on every poll interval: its min_replicas are placed when the gateway
+// starts; one more replica is loaded, on the best feasible neuron (free
+// VRAM first, then evicting only idle models of lower residency priority,
+// never a pinned model on its pin), when the work per replica (in flight
+// plus queued) stays at or above the target (4) for the window (10 s); and
+// a replica that served nothing for the model's idle window (idle_unload,
+// else 5 minutes) is unloaded, never below min_replicas, never one with
+// requests in flight, while the others stay under half the target. A
+// cool-down (30 s) between changes and that gap between the two
+// thresholds keep a load at the threshold from flapping. Decisions are
+// scale_out and scale_in events with their reasons (Events, the status
+// page), counted in helexa_scale_decisions_total; /status and cortex
+// status show each scaled model's replicas and last decision.
+//
+// Several cortex replicas each run their Scaler, and never pass
+// max_replicas together: every load of a new replica of a scaled model,
+// a scale-out or a request's cold load, is first claimed from the
+// model's arbiter, the available neuron that rendezvous hashing picks for
+// the model (route.Arbiter), which counts the replicas the gateway sees
+// with the claims it granted and grants none past max_replicas (neuron's
+// POST /replicas/claim; ReplicaArbiter). A scale-out it refuses does
+// nothing; a request's load it refuses joins a replica it counts. While
+// no arbiter can be asked, scale-outs wait, a request's load goes on
+// without a claim, and the surplus a gateway sees is scaled in first
+// ("over max_replicas"). scale.go and claim.go hold the details, and
+// helexa_replica_claims_total counts the arbiter's answers.
+//
 // # Anthropic Messages
 //
 // POST /v1/messages takes an Anthropic Messages request, translates it
