@@ -337,6 +337,11 @@
 // model's replicas, when the prefix spills to the next replica in its
 // order (consistent hashing with bounded loads). Several cortex replicas
 // pick the same replica for the same prefix without talking to each other.
+// A prefix seen for the first time goes there only while that replica is
+// among the least busy, else to the least busy (prompts that share
+// nothing are routed as least-loaded routing routes them), and a prefix
+// seen again goes back to the replica it went to last, whose cache holds
+// it, while that one is within the bound (route.PrefixAffinity).
 // Shorter prompts, with nothing worth keeping, are routed as without it.
 //
 // Choose affinity_depth near the length of the prefix your requests share:

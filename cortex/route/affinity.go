@@ -43,16 +43,23 @@ const (
 // blocks of prompt has no prefix worth keeping: it is routed without
 // affinity.
 //
-// A prefix seen for the first time is held to a tighter bound: a Router
-// remembers the last prefixes it saw (Remember), and the first request of
-// a prefix goes to its replica only while that replica is one of the least
-// busy; else to the heaviest, for the prefix, of those that are. Prompts
-// that share nothing (each unique) are then routed as least-loaded routing
-// routes them, ties broken by their hashes, instead of being scattered by
-// their hashes under the looser bound, which leaves the replicas less
-// even; a prefix that recurs starts on its own replica whenever that one
-// is among the least busy (an idle fleet, a fleet evenly busy), on every
-// gateway alike, and otherwise pays one more cache miss.
+// A Router remembers the last prefixes it saw (Remember), each with the
+// replica it last sent it to. A prefix seen for the first time is held to
+// a tighter bound: it goes to its replica only while that replica is one
+// of the least busy; else to the heaviest, for the prefix, of those that
+// are. Prompts that share nothing (each unique) are then routed as
+// least-loaded routing routes them, ties broken by their hashes, instead
+// of being scattered by their hashes under the looser bound, which leaves
+// the replicas less even. A prefix seen before goes back to the replica
+// it went to last, whose cache holds it (and, for a conversation, its
+// latest turn), while that one is within Bound of the mean; else to its
+// own replica, then down its order as above. So a recurring prefix starts
+// on its own replica whenever that one is among the least busy (an idle
+// fleet, a fleet evenly busy), on every gateway alike, and otherwise
+// stays where it started rather than paying a second cache miss to move
+// to its own. (Sending a conversation's second turn to its own replica,
+// away from the one its first turn warmed, cost about 4× the mean TTFT of
+// staying in the fleet benchmark's conversations.)
 type PrefixAffinity struct {
 	// Depth is the prefix, in blocks of PrefixBlockBytes, that decides the
 	// replica: prompts that share their first Depth blocks go to the same
@@ -113,20 +120,39 @@ const unseenSlack = 0
 // maxRemember bounds PrefixAffinity.Remember: 8 MiB of table.
 const maxRemember = 1 << 20
 
-// sawBefore reports whether the Router saw key recently, and remembers it.
-// The table is shared by every Route call, through atomic loads and
-// stores: a race between two requests of one prefix at most gives both
-// the least busy replica.
-func (a *PrefixAffinity) sawBefore(key uint64) bool {
+// A slot of the table of remembered prefixes holds the prefix's key in
+// its high bits and, in its low whereBits, the low bits of the name hash
+// of the neuron the prefix last went to: one atomic word, so that a slot
+// is never read half written.
+const (
+	whereBits = 20
+	whereMask = 1<<whereBits - 1
+)
+
+// recall reports whether the Router saw key recently and, if so, the
+// replica it last sent it to (the low whereBits of its neuron's name
+// hash). With Remember -1 every prefix counts as seen, and none has a
+// replica: it goes by rendezvous alone. The table is shared by every
+// Route call, through atomic loads and stores: a race between two
+// requests of one prefix at most sends both where the first of them
+// would go.
+func (a *PrefixAffinity) recall(key uint64) (where uint64, seen, placed bool) {
 	if a.seen == nil {
-		return true // Remember -1: every prefix counts as seen
+		return 0, true, false
 	}
-	slot := &a.seen[key&uint64(len(a.seen)-1)]
-	if slot.Load() == key {
-		return true
+	v := a.seen[key&uint64(len(a.seen)-1)].Load()
+	if v == 0 || v&^whereMask != key&^whereMask {
+		return 0, false, false
 	}
-	slot.Store(key)
-	return false
+	return v & whereMask, true, true
+}
+
+// remember records that key went to the replica on the neuron whose name
+// hash is nameHash.
+func (a *PrefixAffinity) remember(key, nameHash uint64) {
+	if a.seen != nil {
+		a.seen[key&uint64(len(a.seen)-1)].Store(key&^whereMask | nameHash&whereMask)
+	}
 }
 
 func (a *PrefixAffinity) validate() error {
@@ -157,11 +183,11 @@ func (r *DefaultRouter) prefer(f *Fleet, req *Request, mi *modelIndex) *readyRep
 		return nil
 	}
 	key := req.Prefix.Block(a.Depth - 1)
-	seen := a.sawBefore(key)
+	where, seen, placed := a.recall(key)
 	plain := len(r.filters) == 0 && len(req.Tried) == 0
-	var top, least *readyReplica
+	var top, least, last *readyReplica
 	var topWeight uint64
-	topLoad, leastLoad, total, n := 0, 0, 0, 0
+	topLoad, leastLoad, lastLoad, total, n := 0, 0, 0, 0, 0
 	for i := range mi.ready {
 		rr := &mi.ready[i]
 		if rr.ej.Active(f.at) || !plain && !r.eligible(f, req, rr) {
@@ -176,20 +202,36 @@ func (r *DefaultRouter) prefer(f *Fleet, req *Request, mi *modelIndex) *readyRep
 		if w := rendezvous(key, rr.n.nameHash); top == nil || w > topWeight {
 			top, topWeight, topLoad = rr, w, load
 		}
+		if placed && rr.n.nameHash&whereMask == where {
+			last, lastLoad = rr, load
+		}
 	}
 	if n == 0 {
 		return nil
 	}
 	// A replica may take the request while its work, this request
 	// included, stays within the bound of the mean; a prefix not seen
-	// before, only while it is one of the least busy.
+	// before, only while it is one of the least busy. A prefix seen
+	// before goes back to the replica it went to last, which holds it in
+	// its cache, then to its own replica.
 	capacity := int(math.Ceil(a.Bound * float64(total+1) / float64(n)))
 	if !seen {
 		capacity = leastLoad + 1 + unseenSlack
 	}
-	if topLoad+1 <= capacity {
-		return top
+	best := top
+	switch {
+	case last != nil && lastLoad+1 <= capacity:
+		best = last
+	case topLoad+1 > capacity:
+		best = r.spill(f, req, mi, key, capacity, plain, least)
 	}
+	a.remember(key, best.n.nameHash)
+	return best
+}
+
+// spill returns the heaviest replica for key whose work, with one more
+// request, stays within capacity; least when every one is full.
+func (r *DefaultRouter) spill(f *Fleet, req *Request, mi *modelIndex, key uint64, capacity int, plain bool, least *readyReplica) *readyReplica {
 	var best *readyReplica
 	var bestWeight uint64
 	for i := range mi.ready {

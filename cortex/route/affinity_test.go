@@ -184,35 +184,50 @@ func BenchmarkPrefixAffinity(b *testing.B) {
 }
 
 // A prefix seen for the first time goes to its replica only while that
-// one is among the least busy; from its second request on, while it is
-// within Bound of the mean.
+// one is among the least busy; from its second request on, back to the
+// replica it went to last (which holds it in its cache) while that one is
+// within Bound of the mean, else to its own replica.
 func TestPrefixAffinityRemembers(t *testing.T) {
 	t.Parallel()
 	idle := affinityFleet(t, nil, 8)
 	forever := affinityRouter(t, route.PrefixAffinity{Remember: -1})
-	for i := range 20 {
-		p := route.PrefixOf(prompt(fmt.Sprintf("tenant-%d", i), 3000))
-		own := routeTo(t, forever, idle, &route.Request{Model: "mid", Prefix: p})
-		// Its replica holds 10 requests, the others 8: within 1.25 × the
-		// mean (11 with this one), but busier than the least busy.
+	// fleet returns 8 replicas with 8 requests each, but load on name.
+	fleet := func(loads map[string]int) *route.Fleet {
 		var states []route.NeuronState
 		for j := range 8 {
 			name := fmt.Sprintf("n%02d", j)
-			load := 8
-			if name == own {
-				load = 10
+			load, ok := loads[name]
+			if !ok {
+				load = 8
 			}
 			states = append(states, host(name, gpus(24000), busy(loaded("mid", 10000), load, 0)))
 		}
-		f := newFleet(t, routerCatalogue(t), nil, states...)
+		return newFleet(t, routerCatalogue(t), nil, states...)
+	}
+	for i := range 20 {
+		p := route.PrefixOf(prompt(fmt.Sprintf("tenant-%d", i), 3000))
+		req := &route.Request{Model: "mid", Prefix: p}
+		own := routeTo(t, forever, idle, req)
+		// Its replica holds 10 requests, the others 8: within 1.25 × the
+		// mean (11 with this one), but busier than the least busy.
+		f := fleet(map[string]int{own: 10})
 		r := affinityRouter(t, route.PrefixAffinity{})
-		if n := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p}); n == own {
+		first := routeTo(t, r, f, req)
+		if first == own {
 			t.Fatalf("prefix %d, first sight: its replica %s, busier than the least", i, own)
 		}
 		for range 3 {
-			if n := routeTo(t, r, f, &route.Request{Model: "mid", Prefix: p}); n != own {
-				t.Fatalf("prefix %d, seen before: %s, want its replica %s", i, n, own)
+			if n := routeTo(t, r, f, req); n != first {
+				t.Fatalf("prefix %d, seen before: %s, want %s, where it went last", i, n, first)
 			}
+		}
+		// The replica it went to last is full (14 requests, the bound
+		// 12): back to its own replica, and it stays there.
+		if n := routeTo(t, r, fleet(map[string]int{own: 10, first: 14}), req); n != own {
+			t.Fatalf("prefix %d, its last replica full: %s, want its own %s", i, n, own)
+		}
+		if n := routeTo(t, r, f, req); n != own {
+			t.Fatalf("prefix %d, after moving: %s, want %s, where it went last", i, n, own)
 		}
 	}
 }
