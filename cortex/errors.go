@@ -352,8 +352,11 @@ func loadCause(err error) string {
 		}
 		return "the neuron refused it"
 	}
-	if errors.Is(err, ErrShuttingDown) {
+	switch {
+	case errors.Is(err, ErrShuttingDown):
 		return "the gateway is shutting down"
+	case errors.Is(err, errAtMaxReplicas):
+		return "it has max_replicas replicas, none on a neuron this gateway reaches"
 	}
 	return "the neuron could not be reached"
 }

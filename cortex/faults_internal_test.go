@@ -3,6 +3,7 @@ package cortex
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,7 @@ func TestLoadCause(t *testing.T) {
 		{&neuron.APIError{Code: neuron.CodeLoadFailed, Message: "engine exited: error loading model /models/llama.gguf\nlistening on 127.0.0.1:40123"}, neuron.CodeLoadFailed},
 		{&neuron.APIError{Code: neuron.CodeInsufficientVRAM, Message: "needs 8000 MiB, 4000 free"}, "insufficient_vram: needs 8000 MiB, 4000 free"},
 		{errors.New("dial tcp 10.0.0.1:31400: connection refused"), "the neuron could not be reached"},
+		{fmt.Errorf("%w (2), and none of its replicas is on a neuron of this gateway: gpu-7, gpu-9", errAtMaxReplicas), "it has max_replicas replicas, none on a neuron this gateway reaches"},
 	} {
 		if got := loadCause(tt.err); got != tt.want {
 			t.Errorf("loadCause(%v) = %q, want %q", tt.err, got, tt.want)
