@@ -331,3 +331,62 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// FuzzReplicaClaim: whatever body a caller sends to POST /replicas/claim,
+// the arbiter answers 200 with a sorted set of holders that includes the
+// claimed neuron when granted, or 400 with the error envelope; never a
+// 5xx, never a panic.
+func FuzzReplicaClaim(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","neuron":"n1","max":2,"holders":["n2"],"ttl_ms":60000}`,
+		`{"model":"m","neuron":"n1","max":1,"holders":["n2","n2","n3"],"ttl_ms":1}`,
+		`{"model":"m","neuron":"n1","max":0,"ttl_ms":1}`,
+		`{"model":"","neuron":"n1","max":1,"ttl_ms":1}`,
+		`{"model":"m","neuron":"n1","max":1,"ttl_ms":9223372036854775807}`,
+		`{"Model":"m","NEURON":"n1","max":1,"ttl_ms":5,"max":9}`,
+		`{"model":"m","neuron":"n1","max":1,"holders":[""],"ttl_ms":5}`,
+		`[]`, `null`, `{"max":"3"}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, _, _, srv := claimArbiter(t)
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/replicas/claim", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer tok")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			var res neuron.ClaimResult
+			if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+				t.Fatalf("200 with a body that is no ClaimResult: %v", err)
+			}
+			if !slices.IsSorted(res.Holders) || len(slices.Compact(slices.Clone(res.Holders))) != len(res.Holders) {
+				t.Fatalf("holders %q: not a sorted set", res.Holders)
+			}
+			var c neuron.ReplicaClaim
+			if err := json.Unmarshal(body, &c); err != nil {
+				t.Fatalf("200 for a body the client type cannot read: %v", err)
+			}
+			if res.Granted && !slices.Contains(res.Holders, c.Neuron) {
+				t.Fatalf("granted %q, but the holders %q leave it out", c.Neuron, res.Holders)
+			}
+		case http.StatusBadRequest:
+			var env struct {
+				Error struct{ Code, Message string }
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || env.Error.Code == "" {
+				t.Fatalf("400 without the error envelope: %v", err)
+			}
+		default:
+			t.Fatalf("status %d for %q", resp.StatusCode, body)
+		}
+	})
+}
