@@ -438,7 +438,15 @@ func (g *grantClient) flushAcct(ctx context.Context, a *acctGrant, closing bool)
 		d, need = gp.spent, gp.inflight
 		want += need
 		if want < gp.credit-d {
+			// Asking for less: no reserve draws on the grant until the
+			// answer, so the requests in flight are all it must keep.
 			a.shrinking = true
+		} else {
+			// Reserves go on drawing on the grant's unspent credit while
+			// the report is in flight, beyond what is in flight now: the
+			// house must keep all of it, or they would settle past what
+			// it holds for them (and, near the cap, past the cap).
+			need = gp.credit - d
 		}
 	}
 	a.mu.Unlock()

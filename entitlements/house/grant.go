@@ -68,8 +68,12 @@ type grantReportRequest struct {
 	Principal     principalJSON `json:"principal"`
 	// Spent is what the grant's requests spent since the last report.
 	Spent int64 `json:"spent"`
-	// Need is what the grant's requests in flight hold: the least credit
-	// the grant must keep.
+	// Need is the least credit the grant must keep: what the gateway's
+	// requests may draw on until the answer arrives. While the gateway
+	// keeps reserving inside the grant, that is the grant's unspent
+	// credit; while it shrinks the grant (and reserves directly), what its
+	// requests in flight hold. It never passes the credit the report's
+	// settle frees.
 	Need int64 `json:"need"`
 	// Want is the credit the gateway asks for from now on (>= Need).
 	Want int64 `json:"want"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -233,5 +234,85 @@ func TestGrantReservationReportsBudget(t *testing.T) {
 	}
 	if n := doer.n.Load() - before; n != 0 {
 		t.Fatalf("reserve and budget inside a grant made %d round trips, want 0", n)
+	}
+}
+
+// heldReports is a Doer that, once armed, holds the next grant report
+// until released: the report is in flight while the test goes on.
+type heldReports struct {
+	d       house.Doer
+	armed   atomic.Bool
+	sent    chan struct{} // closed when the held report has reached the Doer
+	release chan struct{}
+}
+
+func (h *heldReports) Do(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/grant/report") && h.armed.CompareAndSwap(true, false) {
+		close(h.sent)
+		<-h.release
+	}
+	return h.d.Do(r)
+}
+
+// TestGrantReportInFlight: reserves a gateway makes inside its grant while
+// a report of the grant is in flight are covered by the credit the house
+// gives back, even when the account has nothing else left: the house
+// keeps the grant's unspent credit unless the gateway asks for less. (The
+// house once resized the grant from what the report said was in flight,
+// and the reserves made meanwhile then settled past the cap.)
+func TestGrantReportInFlight(t *testing.T) {
+	t.Parallel()
+	const cap = 1000
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(cap)}}})
+	_, url := serve(t, l, house.WithClock(clk))
+	doer := &heldReports{d: transport(), sent: make(chan struct{}), release: make(chan struct{})}
+	gw := client(t, url, gwToken, house.WithDoer(doer), house.WithClientClock(clk), house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	other := client(t, url, gwToken, house.WithClientClock(clk)) // reserves directly
+
+	for range 4 { // busy: the next flush asks for a grant
+		pair(t, gw, 50, 50)
+	}
+	if err := gw.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	s := snap(t, l)
+	credit := s.Reserved
+	if credit == 0 {
+		t.Fatal("no grant")
+	}
+	for range 4 { // spend most of the grant inside it: busy, not shrinking
+		pair(t, gw, credit/5, credit/5)
+	}
+	// Another gateway takes all the account has left beyond the grant.
+	pair(t, other, cap-s.Spent-credit, cap-s.Spent-credit)
+
+	// A report of the grant is in flight while the gateway reserves the
+	// rest of the grant's credit.
+	doer.armed.Store(true)
+	flushed := make(chan error, 1)
+	go func() { flushed <- gw.Flush(context.WithoutCancel(t.Context()), false) }()
+	<-doer.sent
+	rest := credit - 4*(credit/5)
+	r, err := gw.Reserve(t.Context(), acme, rest)
+	close(doer.release)
+	if err != nil {
+		t.Fatalf("reserving the rest of the grant (%d) while its report is in flight: %v", rest, err)
+	}
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	// The other gateway takes whatever the report left free.
+	if left, _ := snap(t, l).Remaining(); left > 0 {
+		pair(t, other, left, left)
+	}
+	if err := r.Settle(t.Context(), rest); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if s := snap(t, l); s.Spent != cap || s.Reserved != 0 {
+		t.Errorf("spent %d, reserved %d; want the cap, %d, spent exactly and nothing reserved", s.Spent, s.Reserved, cap)
 	}
 }
