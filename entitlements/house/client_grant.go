@@ -474,6 +474,10 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 		pc.journaled = true
 	}
 	var out grantResponse
+	// The grant's TTL runs from before the call: the house starts it when
+	// it answers, later, so the gateway stops drawing on the grant no
+	// later than the house would expire it.
+	sent := g.c.clock.Now()
 	err := g.c.call(ctx, pc.op, pc.req, &out)
 	if _, ok := errors.AsType[*entitlements.UnavailableError](err); ok || ctx.Err() != nil {
 		a.pending = pc
@@ -488,7 +492,6 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 			g.journal.append(journalRecord{Grant: out.GrantID, Principal: &p})
 		}
 	}
-	now := g.c.clock.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.shrinking = false
@@ -512,7 +515,7 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 	switch {
 	case pc.op == opGrant && out.GrantID != "":
 		a.cur = &grantPart{id: out.GrantID, credit: entitlements.Amount(out.Credit)}
-		a.expires = now.Add(time.Duration(out.TTLMS) * time.Millisecond)
+		a.expires = sent.Add(time.Duration(out.TTLMS) * time.Millisecond)
 	case pc.op == opGrantReport && pc.part == a.cur && pc.part != nil:
 		if out.GrantID == "" {
 			pc.part.credit = 0
@@ -520,7 +523,7 @@ func (g *grantClient) send(ctx context.Context, a *acctGrant, pc *pendingCall) e
 			return nil
 		}
 		pc.part.credit = entitlements.Amount(out.Credit)
-		a.expires = now.Add(time.Duration(out.TTLMS) * time.Millisecond)
+		a.expires = sent.Add(time.Duration(out.TTLMS) * time.Millisecond)
 	}
 	return nil
 }

@@ -316,3 +316,59 @@ func TestGrantReportInFlight(t *testing.T) {
 		t.Errorf("spent %d, reserved %d; want the cap, %d, spent exactly and nothing reserved", s.Spent, s.Reserved, cap)
 	}
 }
+
+// slowAnswers is a Doer whose answers to grant calls take late: the clock
+// moves by late once the house has answered, before the gateway reads it.
+type slowAnswers struct {
+	d    house.Doer
+	clk  *entitlementstest.Clock
+	late time.Duration
+}
+
+func (s slowAnswers) Do(r *http.Request) (*http.Response, error) {
+	resp, err := s.d.Do(r)
+	if strings.Contains(r.URL.Path, "/grant") {
+		s.clk.Advance(s.late)
+	}
+	return resp, err
+}
+
+// TestGrantExpiresNoLaterOnTheGateway: the gateway stops drawing on a
+// grant no later than the house expires it, however late the house's
+// answer arrived: a reserve after the house's expiry is held by the house,
+// never decided locally against credit the house has released.
+func TestGrantExpiresNoLaterOnTheGateway(t *testing.T) {
+	t.Parallel()
+	clk := entitlementstest.NewClock(epoch())
+	l := newLocal(t, clk, []entitlementstest.KeySpec{{Secret: "sk-acme", Principal: acme, Budget: entitlements.Budget{HardCap: entitlements.Cap(10_000)}}})
+	h, url := serve(t, l, house.WithClock(clk))
+	const late = 5 * time.Second
+	gw := client(t, url, gwToken, house.WithDoer(slowAnswers{d: transport(), clk: clk, late: late}),
+		house.WithClientClock(clk), house.WithGrants(house.GrantConfig{NoFlusher: true}))
+	for range 4 {
+		pair(t, gw, 10, 10)
+	}
+	if err := gw.Flush(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if snap(t, l).Reserved == 0 {
+		t.Fatal("no grant")
+	}
+	// Past the house's expiry of the grant, within what the gateway would
+	// count from the answer's arrival.
+	clk.Advance(house.DefaultGrantTTL - late + time.Second)
+	h.Expire(t.Context())
+	if s := snap(t, l); s.Reserved != 0 {
+		t.Fatalf("reserved %d after the grant's expiry, want 0", s.Reserved)
+	}
+	r, err := gw.Reserve(t.Context(), acme, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := snap(t, l); s.Reserved != 10 {
+		t.Errorf("the house holds %d of a reserve of 10 made after it expired the grant: decided against released credit", s.Reserved)
+	}
+	if err := r.Settle(t.Context(), 10); err != nil {
+		t.Fatal(err)
+	}
+}
