@@ -105,9 +105,8 @@ func startNeuron(t *testing.T, name string, models ...string) *neuronProc {
 
 func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) {
 	t.Helper()
-	addr := proctest.FreeAddr(t)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"10s\"\n", addr, neuronToken)
+	fmt.Fprintf(&cfg, "drain_timeout = \"10s\"\n")
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = %q\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n", name)
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 8\nmax_queue = 16\nmax_wait = \"10s\"\n")
 	for id, flags := range engineFlags {
@@ -117,12 +116,27 @@ func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) 
 	for _, id := range models {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nvram_mb = 1000\n", id, "sim-"+id)
 	}
+	n := spawnNeuron(t, name, cfg.String(), 10*time.Second)
+	if err := n.awaitServing(t, len(models)); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { n.stop(t) })
+	return n, nil
+}
+
+// spawnNeuron starts a neuron process named name on a free address, with
+// the neuron.toml body cfg after its listen and token lines, and a client
+// whose calls time out after timeout. The caller waits for it
+// (awaitServing) and registers its stop.
+func spawnNeuron(t *testing.T, name, cfg string, timeout time.Duration) *neuronProc {
+	t.Helper()
+	addr := proctest.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "neuron.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+	if err := os.WriteFile(path, fmt.Appendf(nil, "listen = %q\ntoken = %q\n%s", addr, neuronToken, cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n := &neuronProc{name: name, url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
+		hc: &http.Client{Transport: &http.Transport{}, Timeout: timeout}}
 	n.cmd = exec.Command(bins.Neuron, "--config", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
@@ -134,29 +148,37 @@ func tryNeuron(t *testing.T, name string, models []string) (*neuronProc, error) 
 	}()
 	c, err := neuron.NewClient(n.url, neuron.WithToken(neuronToken), neuron.WithDoer(n.hc))
 	if err != nil {
+		n.kill()
 		t.Fatal(err)
 	}
 	n.client = c
+	return n
+}
+
+// awaitServing waits up to 30 s until the neuron answers with its
+// default models loaded. A neuron that exits first (another process took
+// its port) is an error, for the caller to start another; a model that
+// fails to load, or the deadline, fails the test.
+func (n *neuronProc) awaitServing(t *testing.T, models int) error {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		h, err := c.Health(t.Context())
-		if err == nil && h.Activation.Loaded == len(models) {
-			break
+		h, err := n.client.Health(t.Context())
+		if err == nil && h.Activation.Loaded == models {
+			return nil
 		}
 		select {
 		case <-n.done:
 			n.hc.CloseIdleConnections()
-			return nil, fmt.Errorf("exited (%v) before serving; logs:\n%s", n.err, n.logs)
+			return fmt.Errorf("exited (%v) before serving; logs:\n%s", n.err, n.logs)
 		default:
 		}
 		if err == nil && h.Activation.Failed > 0 || time.Now().After(deadline) {
 			n.kill()
-			t.Fatalf("neuron %s: models not loaded (health %+v, %v); logs:\n%s", name, h, err, n.logs)
+			t.Fatalf("neuron %s: models not loaded (health %+v, %v); logs:\n%s", n.name, h, err, n.logs)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the pace of the health polls
 	}
-	t.Cleanup(func() { n.stop(t) })
-	return n, nil
 }
 
 // stop ends the neuron (SIGTERM, then SIGKILL after 20 s) unless it has

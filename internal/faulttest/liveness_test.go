@@ -8,9 +8,6 @@ import (
 	"github.com/helexa-ai/helexa-go/internal/proctest"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -36,9 +33,8 @@ const (
 // is stopped when the test ends.
 func startLiveNeuron(t *testing.T, name string, models ...string) *neuronProc {
 	t.Helper()
-	addr := proctest.FreeAddr(t)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"10s\"\n", addr, neuronToken)
+	fmt.Fprintf(&cfg, "drain_timeout = \"10s\"\n")
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = %q\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n", name)
 	fast := []string{bins.Sim, "--host", "{host}", "--port", "{port}", "--model", "{id}"}
 	fmt.Fprintf(&cfg, "[[engines]]\nname = \"sim-fast\"\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n"+
@@ -49,39 +45,11 @@ func startLiveNeuron(t *testing.T, name string, models ...string) *neuronProc {
 	for _, id := range models {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = \"sim-fast\"\nvram_mb = 1000\n", id)
 	}
-	path := filepath.Join(t.TempDir(), "neuron.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := &neuronProc{name: name, url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}}
-	n.cmd = exec.Command(bins.Neuron, "--config", path)
-	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		n.err = n.cmd.Wait()
-		close(n.done)
-	}()
+	n := spawnNeuron(t, name, cfg.String(), 30*time.Second)
 	t.Cleanup(func() { n.stop(t) })
-	c, err := neuron.NewClient(n.url, neuron.WithToken(neuronToken), neuron.WithDoer(n.hc))
-	if err != nil {
+	if err := n.awaitServing(t, len(models)); err != nil {
 		t.Fatal(err)
 	}
-	n.client = c
-	proctest.Eventually(t, 30*time.Second, "the neuron serving its models", func() bool {
-		select {
-		case <-n.done:
-			t.Fatalf("neuron %s exited (%v); logs:\n%s", name, n.err, n.logs)
-		default:
-		}
-		h, err := c.Health(t.Context())
-		if err == nil && h.Activation.Failed > 0 {
-			t.Fatalf("neuron %s: a model failed to load; logs:\n%s", name, n.logs)
-		}
-		return err == nil && h.Activation.Loaded == len(models)
-	})
 	return n
 }
 

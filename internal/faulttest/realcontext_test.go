@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -30,36 +27,12 @@ import (
 // no default model, and waits until it answers.
 func ctxNeuron(t *testing.T, engines string) *neuronProc {
 	t.Helper()
-	addr := proctest.FreeAddr(t)
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
-	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"ctx\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n")
-	cfg.WriteString(engines)
-	path := filepath.Join(t.TempDir(), "neuron.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := &neuronProc{name: "ctx", url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}}
-	n.cmd = exec.Command(bins.Neuron, "--config", path)
-	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		n.err = n.cmd.Wait()
-		close(n.done)
-	}()
-	c, err := neuron.NewClient(n.url, neuron.WithToken(neuronToken), neuron.WithDoer(n.hc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.client = c
+	n := spawnNeuron(t, "ctx", "drain_timeout = \"5s\"\n"+
+		"[discovery]\nkind = \"static\"\nhostname = \"ctx\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = 81920\n"+engines, 30*time.Second)
 	t.Cleanup(func() { n.stop(t) })
-	proctest.Eventually(t, 30*time.Second, "the neuron answering", func() bool {
-		_, err := c.Health(t.Context())
-		return err == nil
-	})
+	if err := n.awaitServing(t, 0); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 

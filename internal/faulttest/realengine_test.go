@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -128,10 +127,9 @@ func startReal(t *testing.T, o realOptions) *realSetup {
 
 func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronProc, error) {
 	t.Helper()
-	addr := proctest.FreeAddr(t)
 	argv := append([]string{server, "--model", "{model}", "--alias", "{id}", "--host", "{host}", "--port", "{port}"}, realArgs...)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen = %q\ntoken = %q\ndrain_timeout = \"5s\"\n", addr, neuronToken)
+	fmt.Fprintf(&cfg, "drain_timeout = \"5s\"\n")
 	fmt.Fprintf(&cfg, "[discovery]\nkind = \"static\"\nhostname = \"real\"\n[[discovery.devices]]\nindex = 0\ntotal_mb = %d\n", realDevMB)
 	fmt.Fprintf(&cfg, "[admission]\nmax_in_flight = 4\nmax_queue = 16\nmax_wait = \"10s\"\n")
 	fmt.Fprintf(&cfg, "[[engines]]\nname = %q\ncommand = [%s]\nstart_timeout = \"30s\"\nstop_timeout = \"2s\"\n%s",
@@ -139,43 +137,9 @@ func tryRealNeuron(t *testing.T, server, model string, o realOptions) (*neuronPr
 	for _, id := range o.defaults {
 		fmt.Fprintf(&cfg, "[[default_models]]\nmodel_id = %q\nengine = %q\nsource = %q\nvram_mb = %d\n", id, realEngine, model, realVRAMMB)
 	}
-	path := filepath.Join(t.TempDir(), "neuron.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := &neuronProc{name: "real", url: "http://" + addr, logs: &proctest.LockedBuffer{}, done: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}}
-	n.cmd = exec.Command(bins.Neuron, "--config", path)
-	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		n.err = n.cmd.Wait()
-		close(n.done)
-	}()
-	c, err := neuron.NewClient(n.url, neuron.WithToken(neuronToken), neuron.WithDoer(n.hc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.client = c
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		h, err := c.Health(t.Context())
-		if err == nil && h.Activation.Loaded == len(o.defaults) {
-			break
-		}
-		select {
-		case <-n.done:
-			n.hc.CloseIdleConnections()
-			return nil, fmt.Errorf("exited (%v) before serving; logs:\n%s", n.err, n.logs)
-		default:
-		}
-		if err == nil && h.Activation.Failed > 0 || time.Now().After(deadline) {
-			n.kill()
-			t.Fatalf("the default models did not load (health %+v, %v); logs:\n%s", h, err, n.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
+	n := spawnNeuron(t, "real", cfg.String(), 10*time.Second)
+	if err := n.awaitServing(t, len(o.defaults)); err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() { n.stop(t) })
 	return n, nil
