@@ -60,7 +60,14 @@ func TestScaleMaxAcrossGateways(t *testing.T) {
 	watch, stopWatch := context.WithCancel(t.Context())
 	var watched sync.WaitGroup
 	watched.Go(func() {
-		for watch.Err() == nil {
+		tick := time.NewTicker(5 * time.Millisecond) // the watcher's pace
+		defer tick.Stop()
+		for {
+			select {
+			case <-watch.Done():
+				return
+			case <-tick.C:
+			}
 			n := 0
 			for _, np := range neurons {
 				ms, err := np.client.Models(watch)
@@ -76,7 +83,6 @@ func TestScaleMaxAcrossGateways(t *testing.T) {
 			if int64(n) > most.Load() {
 				most.Store(int64(n))
 			}
-			time.Sleep(5 * time.Millisecond) // the watcher's pace, not a wait for a condition
 		}
 	})
 	t.Cleanup(func() { stopWatch(); watched.Wait() })
